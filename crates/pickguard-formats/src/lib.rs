@@ -1,0 +1,104 @@
+/*!
+What a file is, decided by its bytes, never by its name; and readers for the
+containers model files come in, written to see what the victim's loader sees.
+*/
+
+pub mod tar;
+pub mod zip;
+
+use serde::Serialize;
+
+/// The kind of content at the start of a byte string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sniffed {
+    /// Local file header at offset 0 (what `torch.load`'s `_is_zipfile` checks).
+    Zip,
+    /// POSIX/GNU tar (`ustar` magic at 257).
+    Tar,
+    /// NumPy `.npy` (`\x93NUMPY`).
+    Npy,
+    /// safetensors: 8-byte little-endian header length then `{`.
+    Safetensors,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+    SevenZip,
+    /// GGUF (`GGUF` magic).
+    Gguf,
+    /// Begins with a byte a pickle stream can begin with.
+    PickleLike,
+    Unknown,
+}
+
+/// Sniff the content.
+pub fn sniff(data: &[u8]) -> Sniffed {
+    let starts = |m: &[u8]| data.starts_with(m);
+    if starts(b"PK\x03\x04") {
+        Sniffed::Zip
+    } else if data.len() >= 262 && &data[257..262] == b"ustar" {
+        Sniffed::Tar
+    } else if starts(b"\x93NUMPY") {
+        Sniffed::Npy
+    } else if starts(b"\x1f\x8b") {
+        Sniffed::Gzip
+    } else if starts(b"BZh") && data.len() > 3 && data[3].is_ascii_digit() {
+        Sniffed::Bzip2
+    } else if starts(b"\xfd7zXZ\x00") {
+        Sniffed::Xz
+    } else if starts(b"\x28\xb5\x2f\xfd") {
+        Sniffed::Zstd
+    } else if starts(b"7z\xbc\xaf\x27\x1c") {
+        Sniffed::SevenZip
+    } else if starts(b"GGUF") {
+        Sniffed::Gguf
+    } else if is_safetensors(data) {
+        Sniffed::Safetensors
+    } else if pickguard_pickle::is_plausible_start(data) {
+        Sniffed::PickleLike
+    } else {
+        Sniffed::Unknown
+    }
+}
+
+fn is_safetensors(data: &[u8]) -> bool {
+    if data.len() < 10 {
+        return false;
+    }
+    let n = u64::from_le_bytes(data[..8].try_into().unwrap_or([0; 8]));
+    n >= 2 && n <= (data.len() as u64 - 8) && data[8] == b'{'
+}
+
+/// Parse a NumPy `.npy` header: (header text, offset of the array data, whether
+/// the dtype holds Python objects, i.e. the data is a pickle).
+pub fn npy_header(data: &[u8]) -> Result<(String, usize, bool), String> {
+    if !data.starts_with(b"\x93NUMPY") || data.len() < 10 {
+        return Err("not an .npy file".into());
+    }
+    let major = data[6];
+    let (hlen, start): (usize, usize) = match major {
+        1 => (u16::from_le_bytes([data[8], data[9]]) as usize, 10),
+        2 | 3 => {
+            if data.len() < 12 {
+                return Err("truncated .npy header".into());
+            }
+            (
+                u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= data.len())
+        .ok_or("truncated .npy header")?;
+    let header = String::from_utf8_lossy(&data[start..end]).into_owned();
+    // numpy parses the header with ast.literal_eval; an object dtype is 'O'
+    // (or contains it in a structured dtype).
+    let descr = header.split("'descr'").nth(1).unwrap_or("");
+    let descr = descr.split("'fortran_order'").next().unwrap_or(descr);
+    let object = descr.contains("'O") || descr.contains("|O");
+    Ok((header, end, object))
+}

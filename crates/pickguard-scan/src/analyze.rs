@@ -1,0 +1,1389 @@
+//! Walk a file's containers, run the pickle engine on every pickle, judge.
+
+use crate::finding::{Finding, Location, Rule, Verdict};
+use crate::policy::{Capability, Class, Policy, attribute_walk, torch_storage_element_size};
+use pickguard_formats::{Sniffed, sniff, tar, zip};
+use pickguard_pickle::{self as pk, CallKind, Node, NodeId, ReadView, StopReason, Stream};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+
+/// The legacy torch magic number, `0x1950a86a20f9469cfc6c`.
+const TORCH_LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
+
+/// Limits on containers; pickle limits are in `pickle`.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub pickle: pk::Options,
+    /// Archive members per file, counted across nesting.
+    pub max_members: usize,
+    /// Nesting of containers (zip in zip, gzip in tar...).
+    pub max_depth: usize,
+    /// Bytes a member may decompress to.
+    pub max_decompressed: u64,
+    /// Pickle streams per file or member.
+    pub max_streams: usize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            pickle: pk::Options::default(),
+            max_members: 200_000,
+            max_depth: 4,
+            max_decompressed: 4 << 30,
+            max_streams: 1000,
+        }
+    }
+}
+
+/// One global as used by a file.
+#[derive(Clone, Debug, Serialize)]
+pub struct GlobalUse {
+    pub module: String,
+    pub name: String,
+    /// `allowed`, `dangerous`, `stdlib-gadget`, `library`, ...
+    pub class: String,
+    /// How many times it is imported.
+    pub imports: u64,
+    /// How many times it is called.
+    pub calls: u64,
+    /// First place it is imported.
+    pub first: Location,
+}
+
+/// Everything pickguard says about one file.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    /// What the content is (`torch-zip`, `torch-legacy`, `pickle`, `npy`, ...).
+    pub format: String,
+    pub verdict: Verdict,
+    pub size: u64,
+    pub findings: Vec<Finding>,
+    /// Every global the file imports, with its judgement.
+    pub globals: Vec<GlobalUse>,
+    /// Tensors found (torch formats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<u64>,
+    /// Pickle streams analysed.
+    pub streams: u64,
+    /// Why the file could not be read, when verdict is `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl FileReport {
+    pub fn error(path: &str, msg: String) -> FileReport {
+        FileReport {
+            path: path.to_owned(),
+            format: "unknown".into(),
+            verdict: Verdict::Error,
+            size: 0,
+            findings: Vec::new(),
+            globals: Vec::new(),
+            tensors: None,
+            streams: 0,
+            error: Some(msg),
+        }
+    }
+}
+
+/// The scanner: a policy and limits.
+#[derive(Clone, Debug, Default)]
+pub struct Scanner {
+    pub policy: Policy,
+    pub options: ScanOptions,
+}
+
+/// How a pickle is consumed, which decides persistent-id checks.
+#[derive(Clone, Copy, PartialEq)]
+enum Role<'r> {
+    /// Plain `pickle.load`.
+    Generic,
+    /// `data.pkl` of a torch zip: records and their sizes.
+    TorchData(&'r HashMap<String, u64>),
+    /// A pickle inside a TorchScript archive.
+    TorchScript,
+    /// The object stream of a legacy checkpoint.
+    TorchLegacy,
+}
+
+struct Ctx {
+    findings: Vec<Finding>,
+    globals: BTreeMap<(String, String), GlobalUse>,
+    members: usize,
+    streams: u64,
+    tensors: Option<u64>,
+    format: Option<String>,
+    /// Storage records referenced by data.pkl (torch zip).
+    storages: Vec<StorageRef>,
+}
+
+#[derive(Clone, Debug)]
+struct StorageRef {
+    key: String,
+    element_size: Option<u64>,
+    numel: Option<i64>,
+}
+
+fn loc(
+    member: &Option<String>,
+    stream: Option<usize>,
+    offset: Option<u64>,
+    view: ReadView,
+) -> Location {
+    Location {
+        member: member.clone(),
+        stream,
+        offset,
+        view: if view == ReadView::Linear {
+            None
+        } else {
+            Some(view)
+        },
+    }
+}
+
+fn join_member(parent: &Option<String>, name: &str) -> Option<String> {
+    Some(match parent {
+        Some(p) => format!("{p}!{name}"),
+        None => name.to_owned(),
+    })
+}
+
+impl Ctx {
+    fn push(&mut self, f: Finding) {
+        self.findings.push(f);
+    }
+    fn set_format(&mut self, f: &str) {
+        if self.format.is_none() {
+            self.format = Some(f.to_owned());
+        }
+    }
+}
+
+impl Scanner {
+    pub fn new(policy: Policy, options: ScanOptions) -> Scanner {
+        Scanner { policy, options }
+    }
+
+    /// Scan one file's bytes.
+    pub fn scan_bytes(&self, path: &str, data: &[u8]) -> FileReport {
+        let mut ctx = Ctx {
+            findings: Vec::new(),
+            globals: BTreeMap::new(),
+            members: 0,
+            streams: 0,
+            tensors: None,
+            format: None,
+            storages: Vec::new(),
+        };
+        self.explore(&mut ctx, data, None, 0);
+        let mut verdict = Verdict::Clean;
+        for f in &ctx.findings {
+            verdict = verdict.max(f.rule.verdict());
+        }
+        // Most important first, then by place.
+        ctx.findings.sort_by(|a, b| {
+            b.rule
+                .verdict()
+                .cmp(&a.rule.verdict())
+                .then(b.severity.cmp(&a.severity))
+                .then_with(|| {
+                    (&a.location.member, a.location.stream, a.location.offset).cmp(&(
+                        &b.location.member,
+                        b.location.stream,
+                        b.location.offset,
+                    ))
+                })
+        });
+        FileReport {
+            path: path.to_owned(),
+            format: ctx.format.unwrap_or_else(|| "other".into()),
+            verdict,
+            size: data.len() as u64,
+            findings: ctx.findings,
+            globals: ctx.globals.into_values().collect(),
+            tensors: ctx.tensors,
+            streams: ctx.streams,
+            error: None,
+        }
+    }
+
+    fn explore(&self, ctx: &mut Ctx, data: &[u8], member: Option<String>, depth: usize) {
+        if depth > self.options.max_depth {
+            ctx.push(Finding::new(
+                Rule::BudgetExceeded,
+                format!(
+                    "containers nested deeper than {} levels; inner content not analysed",
+                    self.options.max_depth
+                ),
+                loc(&member, None, None, ReadView::Linear),
+            ));
+            return;
+        }
+        let kind = sniff(data);
+        let top = depth == 0;
+        match kind {
+            Sniffed::Zip => self.scan_zip(ctx, data, member, depth),
+            Sniffed::Tar => self.scan_tar(ctx, data, member, depth),
+            Sniffed::Npy => {
+                if top {
+                    ctx.set_format("npy");
+                }
+                match pickguard_formats::npy_header(data) {
+                    Ok((_, start, true)) => {
+                        // numpy.load(allow_pickle=True) unpickles the rest.
+                        self.scan_pickle_region(
+                            ctx,
+                            &data[start..],
+                            start as u64,
+                            &member,
+                            Role::Generic,
+                            false,
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => ctx.push(Finding::new(
+                        Rule::Unreadable,
+                        format!("bad .npy header: {e}"),
+                        loc(&member, None, Some(0), ReadView::Linear),
+                    )),
+                }
+            }
+            Sniffed::Safetensors => {
+                if top {
+                    ctx.set_format("safetensors");
+                }
+            }
+            Sniffed::Gzip => {
+                if top {
+                    ctx.set_format("gzip");
+                }
+                let mut out = Vec::new();
+                let limit = self.options.max_decompressed;
+                let r = flate2::read::MultiGzDecoder::new(data)
+                    .take(limit + 1)
+                    .read_to_end(&mut out);
+                match r {
+                    Ok(_) if out.len() as u64 > limit => ctx.push(Finding::new(
+                        Rule::BudgetExceeded,
+                        format!("gzip data expands past {limit} bytes"),
+                        loc(&member, None, None, ReadView::Linear),
+                    )),
+                    Ok(_) => self.explore(ctx, &out, join_member(&member, "<gunzip>"), depth + 1),
+                    Err(e) => ctx.push(Finding::new(
+                        Rule::Unreadable,
+                        format!("gzip: {e}"),
+                        loc(&member, None, None, ReadView::Linear),
+                    )),
+                }
+            }
+            Sniffed::Bzip2 | Sniffed::Xz | Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf => {
+                let name = format!("{kind:?}").to_lowercase();
+                if top {
+                    ctx.set_format(&name);
+                }
+                ctx.push(Finding::new(
+                    Rule::UnsupportedFormat,
+                    format!("{name} content is not analysed yet; it may hold pickles"),
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+            }
+            Sniffed::PickleLike => self.scan_pickle_file(ctx, data, member, depth),
+            Sniffed::Unknown => {
+                self.check_polyglot(ctx, data, &member, depth, "other");
+            }
+        }
+    }
+
+    /// A zip central directory in a file that does not start as a zip.
+    fn check_polyglot(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        depth: usize,
+        what: &str,
+    ) -> bool {
+        if zip::find_eocd(data).is_none() {
+            return false;
+        }
+        let Ok(ar) = zip::read(data, self.options.max_members) else {
+            return false;
+        };
+        if ar.entries.is_empty() {
+            return false;
+        }
+        ctx.push(Finding::new(
+            Rule::Polyglot,
+            format!(
+                "the file reads as {what} from its start and as a zip archive of {} members from its end; loaders that check the end (Python zipfile, numpy.load of .npz) see the archive",
+                ar.entries.len()
+            ),
+            loc(member, None, Some(0), ReadView::Linear),
+        ));
+        self.scan_zip_members(ctx, data, &ar, member, depth, None);
+        true
+    }
+
+    fn scan_pickle_file(&self, ctx: &mut Ctx, data: &[u8], member: Option<String>, depth: usize) {
+        let top = depth == 0 && member.is_none();
+        // Legacy torch checkpoints start with the magic number stream.
+        let first = pk::run_stream(data, 0, 0, ReadView::Linear, &self.options.pickle);
+        let is_legacy = first.result.and_then(|r| match first.node(r) {
+            Some(Node::Int(i)) => i.as_i128(),
+            _ => None,
+        }) == Some(TORCH_LEGACY_MAGIC);
+        if is_legacy {
+            if top {
+                ctx.set_format("torch-legacy");
+            }
+            self.scan_torch_legacy(ctx, data, &member, depth);
+            return;
+        }
+        if first.is_junk() {
+            // Not a pickle after all.
+            self.check_polyglot(ctx, data, &member, depth, "other");
+            return;
+        }
+        if top {
+            ctx.set_format("pickle");
+        }
+        self.scan_pickle_region(ctx, data, 0, &member, Role::Generic, true);
+        self.check_polyglot(ctx, data, &member, depth, "a pickle");
+    }
+
+    /// Analyse every stream in `data` (offsets reported as `base + i`).
+    fn scan_pickle_region(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        base: u64,
+        member: &Option<String>,
+        role: Role,
+        report_trailing: bool,
+    ) {
+        let (streams, trailing) =
+            pk::analyze_all(data, base, &self.options.pickle, self.options.max_streams);
+        let mut idx = 0usize;
+        let mut n_linear = 0;
+        for s in &streams {
+            if s.view == ReadView::Linear {
+                idx = n_linear;
+                n_linear += 1;
+            }
+            self.evaluate(ctx, s, member, idx, role);
+        }
+        if n_linear > 1 {
+            ctx.push(Finding::new(
+                Rule::MultipleStreams,
+                format!("{n_linear} pickle streams; each runs if the loader calls load() again"),
+                loc(member, None, Some(base), ReadView::Linear),
+            ));
+        }
+        if let Some(t) = trailing {
+            if n_linear >= self.options.max_streams {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!(
+                        "more than {} pickle streams; the rest was not analysed",
+                        self.options.max_streams
+                    ),
+                    loc(member, None, Some(t), ReadView::Linear),
+                ));
+            } else if report_trailing {
+                ctx.push(Finding::new(
+                    Rule::TrailingData,
+                    format!(
+                        "{} bytes after the last pickle stream are not a pickle",
+                        base + data.len() as u64 - t
+                    ),
+                    loc(member, None, Some(t), ReadView::Linear),
+                ));
+            }
+        }
+    }
+
+    /// Judge one stream.
+    fn evaluate(&self, ctx: &mut Ctx, s: &Stream, member: &Option<String>, idx: usize, role: Role) {
+        ctx.streams += (s.view == ReadView::Linear) as u64;
+        let at = |off: u64| loc(member, Some(idx), Some(off), s.view);
+        match &s.stop {
+            StopReason::Stop => {}
+            StopReason::Error { offset, message } => {
+                if s.view == ReadView::Linear {
+                    ctx.push(Finding::new(
+                        Rule::PickleError,
+                        format!(
+                            "unpickling fails here ({message}); nothing after this offset runs"
+                        ),
+                        at(*offset),
+                    ));
+                }
+            }
+            StopReason::Budget { offset, limit } => {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!("limit {limit} reached; the rest of this stream was not analysed"),
+                    at(*offset),
+                ));
+            }
+        }
+        let mut framed = false;
+        let mut odd = 0;
+        for a in &s.anomalies {
+            match a {
+                pk::Anomaly::FrameStraddle { offset, frame_end }
+                | pk::Anomaly::NestedFrame { offset, frame_end } => {
+                    if !framed && s.view == ReadView::Linear {
+                        ctx.push(Finding::new(
+                            Rule::FrameTamper,
+                            format!(
+                                "an opcode at {offset} crosses the frame that ends at {frame_end}: pickle.loads and the C unpickler reading a file (as torch.load does) execute different opcodes; both readings are analysed"
+                            ),
+                            at(*offset),
+                        ));
+                    }
+                    framed = true;
+                }
+                _ => odd += 1,
+            }
+        }
+        if odd > 0 && s.view == ReadView::Linear && !matches!(role, Role::TorchData(_)) {
+            let first = s.anomalies.iter().find_map(|a| match a {
+                pk::Anomaly::LateProto { offset, .. }
+                | pk::Anomaly::OpcodeAboveProtocol { offset, .. }
+                | pk::Anomaly::UnparsedLiteral { offset, .. } => Some(*offset),
+                _ => None,
+            });
+            ctx.push(Finding::new(
+                Rule::OddStructure,
+                format!("{odd} opcode(s) a standard pickler does not write"),
+                at(first.unwrap_or(s.start)),
+            ));
+        }
+
+        // Calls grouped by the import they call, and getattr resolution.
+        let mut calls_of: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (ci, c) in s.calls.iter().enumerate() {
+            if let Some(Node::Global(gi)) = s.node(c.callee) {
+                calls_of.entry(*gi).or_default().push(ci);
+            }
+        }
+        // getattr(G, 'attr') calls whose target can be named.
+        let resolved_getattr = |ci: usize| -> Option<(String, String)> {
+            let c = &s.calls[ci];
+            if c.kind != CallKind::Reduce {
+                return None;
+            }
+            let imp = s.as_global(c.callee)?;
+            if !(imp.module == "builtins" && imp.name == "getattr") {
+                return None;
+            }
+            let args = s.as_seq(c.args?)?;
+            if args.len() != 2 {
+                return None;
+            }
+            let target = s.as_global(args[0])?;
+            let attr = s.as_str(args[1])?;
+            Some((target.module.clone(), format!("{}.{}", target.name, attr)))
+        };
+
+        for (gi, imp) in s.imports.iter().enumerate() {
+            let calls: &[usize] = calls_of.get(&gi).map(|v| v.as_slice()).unwrap_or(&[]);
+            let rendered: Vec<String> = calls
+                .iter()
+                .take(3)
+                .map(|&ci| s.render_call(&s.calls[ci]))
+                .collect();
+            let q = imp.qualified();
+            // builtins.getattr used only in resolvable form is judged by its targets.
+            if imp.module == "builtins"
+                && imp.name == "getattr"
+                && !calls.is_empty()
+                && calls.iter().all(|&ci| resolved_getattr(ci).is_some())
+            {
+                for &ci in calls {
+                    let (m, n) = resolved_getattr(ci).unwrap_or_default();
+                    self.judge_global(
+                        ctx,
+                        s,
+                        &m,
+                        &n,
+                        &[s.render_call(&s.calls[ci])],
+                        0,
+                        at(s.calls[ci].offset),
+                        role,
+                        Some("via getattr"),
+                    );
+                }
+                continue;
+            }
+            if let Some(code) = imp.ext_code {
+                let mut f = Finding::new(
+                    Rule::ExtensionCode,
+                    format!(
+                        "EXT opcode with code {code}: the global comes from copyreg's extension registry, which standard pickles never use, so the callable cannot be named from the file"
+                    ),
+                    at(imp.offset),
+                );
+                f.global = Some(q.clone());
+                f.calls = rendered;
+                ctx.push(f);
+                continue;
+            }
+            if imp.truncated {
+                let mut f = Finding::new(
+                    Rule::ComputedGlobalName,
+                    format!("global name {q:?} is computed at load time or too long to retain"),
+                    at(imp.offset),
+                );
+                f.global = Some(q.clone());
+                f.calls = rendered;
+                ctx.push(f);
+                continue;
+            }
+            self.judge_global(
+                ctx,
+                s,
+                &imp.module,
+                &imp.name,
+                &rendered,
+                calls.len() as u64,
+                at(imp.offset),
+                role,
+                None,
+            );
+        }
+
+        // Calls of things that are not named globals; mutations of globals.
+        for (ci, c) in s.calls.iter().enumerate() {
+            let callee = s.node(c.callee);
+            match c.kind {
+                CallKind::Build | CallKind::Append | CallKind::SetItem | CallKind::AddItems => {
+                    if let Some(Node::Global(gi)) = callee {
+                        let imp = &s.imports[*gi];
+                        let mut f = Finding::new(
+                            Rule::MutatesGlobal,
+                            format!(
+                                "{} on the imported object {} changes its state for the whole process",
+                                c.op.name(),
+                                imp.qualified()
+                            ),
+                            at(c.offset),
+                        );
+                        f.global = Some(imp.qualified());
+                        f.calls = vec![s.render_call(c)];
+                        ctx.push(f);
+                    }
+                }
+                _ => match callee {
+                    Some(Node::Global(_)) => {}
+                    Some(Node::Call(inner)) if resolved_getattr(*inner).is_some() => {}
+                    Some(Node::Call(_)) | Some(Node::Persistent(_)) => {
+                        let mut f = Finding::new(
+                            Rule::DynamicCall,
+                            "calls the result of another call; the callable is chosen at load time"
+                                .to_string(),
+                            at(c.offset),
+                        );
+                        f.calls = vec![s.render_call(c)];
+                        let _ = ci;
+                        ctx.push(f);
+                    }
+                    // CPython raises TypeError ("not callable"): nothing runs.
+                    _ => {}
+                },
+            }
+        }
+
+        match role {
+            Role::TorchData(records) => self.check_torch_data(ctx, s, member, idx, records),
+            Role::TorchLegacy => self.check_legacy_pids(ctx, s, member, idx),
+            Role::TorchScript => {}
+            Role::Generic => {
+                if let Some(p) = s.persistent_ids.first() {
+                    ctx.push(Finding::new(
+                        Rule::PersistentId,
+                        format!("{} persistent id(s); plain pickle.load refuses them, other loaders decide what they load", s.persistent_ids.len()),
+                        at(p.offset),
+                    ));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn judge_global(
+        &self,
+        ctx: &mut Ctx,
+        s: &Stream,
+        module: &str,
+        name: &str,
+        rendered: &[String],
+        ncalls: u64,
+        at: Location,
+        role: Role,
+        via: Option<&str>,
+    ) {
+        let q = format!("{module}.{name}");
+        let via_s = via.map(|v| format!(" ({v})")).unwrap_or_default();
+        let (class, finding) = if let Some((tm, tn)) = attribute_walk(module, name) {
+            let cls = self.policy.classify(&tm, &tn);
+            let cap = match &cls {
+                Class::Dangerous {
+                    capability: Some(c),
+                    ..
+                } => format!(": {}", c.describe()),
+                _ => String::new(),
+            };
+            (
+                "attribute-walk".to_string(),
+                Some((
+                    Rule::AttributeWalk,
+                    format!("{q}{via_s} walks through module attributes to {tm}.{tn}{cap}"),
+                )),
+            )
+        } else if role == Role::TorchScript
+            && (module.starts_with("__torch__") || module.starts_with("torch.jit"))
+        {
+            let cls = self.policy.classify(module, name);
+            match cls {
+                Class::Allowed { .. } => ("allowed".into(), None),
+                _ => ("torchscript".into(), None),
+            }
+        } else {
+            let _ = s;
+            match self.policy.classify(module, name) {
+                Class::Allowed { .. } => ("allowed".into(), None),
+                Class::Dangerous { capability, why } => {
+                    let what = if ncalls > 0 { "calls" } else { "imports" };
+                    let sev_cap = capability.map(|c| c.describe()).unwrap_or(&why);
+                    (
+                        "dangerous".into(),
+                        Some((
+                            Rule::DangerousGlobal,
+                            format!("{what} {q}{via_s}, which {sev_cap}"),
+                        )),
+                    )
+                }
+                Class::StdlibGadget { .. } => {
+                    let what = if ncalls > 0 { "calls" } else { "imports" };
+                    (
+                        "stdlib-gadget".into(),
+                        Some((
+                            Rule::StdlibGadget,
+                            format!(
+                                "{what} {q}{via_s}: a standard-library object that is not plain data; such objects are code-execution gadgets"
+                            ),
+                        )),
+                    )
+                }
+                Class::Library => (
+                    "library".into(),
+                    Some((
+                        Rule::LibraryGlobal,
+                        format!(
+                            "imports {q}{via_s}: third-party code that runs on load; trust it before loading"
+                        ),
+                    )),
+                ),
+            }
+        };
+        let key = (module.to_owned(), name.to_owned());
+        let entry = ctx.globals.entry(key).or_insert_with(|| GlobalUse {
+            module: module.to_owned(),
+            name: name.to_owned(),
+            class: class.clone(),
+            imports: 0,
+            calls: 0,
+            first: at.clone(),
+        });
+        entry.imports += 1;
+        entry.calls += ncalls;
+        if let Some((rule, msg)) = finding {
+            // One finding per global and member for needs-trust noise; every
+            // site for malicious ones.
+            if rule == Rule::LibraryGlobal
+                && ctx.findings.iter().any(|f| {
+                    f.rule == rule
+                        && f.global.as_deref() == Some(q.as_str())
+                        && f.location.member == at.member
+                })
+            {
+                return;
+            }
+            let mut f = Finding::new(rule, msg, at);
+            if rule == Rule::DangerousGlobal {
+                if let Some(Capability::ScannerTampering) = crate::policy::capability(&q) {
+                    f.severity = crate::finding::Severity::High;
+                }
+            }
+            f.global = Some(q);
+            f.calls = rendered.to_vec();
+            ctx.push(f);
+        }
+    }
+
+    /// data.pkl of a torch zip: persistent ids and tensor extents.
+    fn check_torch_data(
+        &self,
+        ctx: &mut Ctx,
+        s: &Stream,
+        member: &Option<String>,
+        idx: usize,
+        records: &HashMap<String, u64>,
+    ) {
+        let at = |off: u64| loc(member, Some(idx), Some(off), s.view);
+        let mut pid_info: HashMap<usize, StorageRef> = HashMap::new();
+        for (pi, p) in s.persistent_ids.iter().enumerate() {
+            let Some(items) = s.as_seq(p.pid) else {
+                ctx.push(Finding::new(
+                    Rule::TorchBadPersistentId,
+                    format!("persistent id {} is not a tuple", s.render(p.pid)),
+                    at(p.offset),
+                ));
+                continue;
+            };
+            let typename = items.first().and_then(|&i| s.as_str(i));
+            if typename != Some("storage") || items.len() < 5 {
+                ctx.push(Finding::new(
+                    Rule::TorchBadPersistentId,
+                    format!(
+                        "persistent id {} is not ('storage', type, key, location, numel)",
+                        s.render(p.pid)
+                    ),
+                    at(p.offset),
+                ));
+                continue;
+            }
+            let stype = s.as_global(items[1]);
+            let element_size = stype.and_then(|g| {
+                if g.module == "torch" {
+                    torch_storage_element_size(&g.name)
+                } else {
+                    None
+                }
+            });
+            let key = s.as_str(items[2]).map(str::to_owned);
+            let numel = s.as_int(items[4]);
+            let Some(key) = key else {
+                ctx.push(Finding::new(
+                    Rule::TorchBadPersistentId,
+                    format!("storage key {} is not a string", s.render(items[2])),
+                    at(p.offset),
+                ));
+                continue;
+            };
+            match records.get(&format!("data/{key}")) {
+                None => ctx.push(Finding::new(
+                    Rule::TorchStorageMismatch,
+                    format!("storage key {key:?} names no data/{key} record in the archive"),
+                    at(p.offset),
+                )),
+                Some(&size) => {
+                    if let (Some(es), Some(n)) = (element_size, numel) {
+                        let need = (n as i128) * (es as i128);
+                        if n < 0 || need > size as i128 {
+                            ctx.push(Finding::new(
+                                Rule::TorchStorageMismatch,
+                                format!("storage {key:?} declares {n} elements of {es} bytes ({need} bytes) but data/{key} holds {size} bytes"),
+                                at(p.offset),
+                            ));
+                        }
+                    }
+                }
+            }
+            let r = StorageRef {
+                key,
+                element_size,
+                numel,
+            };
+            ctx.storages.push(r.clone());
+            pid_info.insert(pi, r);
+        }
+        // Tensor extents: _rebuild_tensor_v2(storage, offset, size, stride, ...).
+        let mut tensors = 0u64;
+        for c in &s.calls {
+            let Some(g) = s.as_global(c.callee) else {
+                continue;
+            };
+            if g.module != "torch._utils" || !g.name.starts_with("_rebuild_tensor") {
+                continue;
+            }
+            tensors += 1;
+            let Some(args) = c.args.and_then(|a| s.as_seq(a)) else {
+                continue;
+            };
+            if args.len() < 4 {
+                continue;
+            }
+            let Some(Node::Persistent(pi)) = s.node(args[0]) else {
+                continue;
+            };
+            let Some(sr) = pid_info.get(pi) else { continue };
+            let (Some(off), Some(sizes), Some(strides)) =
+                (s.as_int(args[1]), s.as_seq(args[2]), s.as_seq(args[3]))
+            else {
+                continue;
+            };
+            let sizes: Option<Vec<i64>> = sizes.iter().map(|&i| s.as_int(i)).collect();
+            let strides: Option<Vec<i64>> = strides.iter().map(|&i| s.as_int(i)).collect();
+            let (Some(sizes), Some(strides)) = (sizes, strides) else {
+                continue;
+            };
+            let bad = |why: String| Finding::new(Rule::TorchStorageMismatch, why, at(c.offset));
+            if sizes.len() != strides.len()
+                || off < 0
+                || sizes.iter().any(|&x| x < 0)
+                || strides.iter().any(|&x| x < 0)
+            {
+                ctx.push(bad(format!("tensor with storage offset {off}, sizes {sizes:?}, strides {strides:?} is malformed")));
+                continue;
+            }
+            if sizes.contains(&0) {
+                continue;
+            }
+            let extent: i128 = off as i128
+                + sizes
+                    .iter()
+                    .zip(&strides)
+                    .map(|(&n, &st)| (n as i128 - 1) * st as i128)
+                    .sum::<i128>()
+                + 1;
+            if let Some(numel) = sr.numel {
+                if extent > numel as i128 {
+                    ctx.push(bad(format!(
+                        "tensor reaches element {} of storage {:?}, which has {numel} elements (offset {off}, sizes {sizes:?}, strides {strides:?})",
+                        extent - 1,
+                        sr.key
+                    )));
+                }
+            }
+        }
+        *ctx.tensors.get_or_insert(0) += tensors;
+        // weights_only compatibility, for information.
+        let bad_ops: Vec<&str> = s
+            .op_counts
+            .iter()
+            .filter(|(o, _)| !pk::op::WEIGHTS_ONLY_OPCODES.contains(o))
+            .map(|(o, _)| o.name())
+            .collect();
+        if !bad_ops.is_empty() && s.view == ReadView::Linear {
+            ctx.push(Finding::new(
+                Rule::NotWeightsOnly,
+                format!(
+                    "uses opcodes the weights-only unpickler refuses: {}",
+                    bad_ops.join(", ")
+                ),
+                at(s.start),
+            ));
+        }
+    }
+
+    /// Object stream of a legacy checkpoint: ('storage', type, key, location, numel, view) or ('module', ...).
+    fn check_legacy_pids(&self, ctx: &mut Ctx, s: &Stream, member: &Option<String>, idx: usize) {
+        for p in &s.persistent_ids {
+            let ok = s.as_seq(p.pid).is_some_and(|items| {
+                matches!(
+                    items.first().and_then(|&i| s.as_str(i)),
+                    Some("storage") | Some("module")
+                )
+            });
+            if !ok {
+                ctx.push(Finding::new(
+                    Rule::TorchBadPersistentId,
+                    format!(
+                        "persistent id {} is not a legacy storage or module reference",
+                        s.render(p.pid)
+                    ),
+                    loc(member, Some(idx), Some(p.offset), s.view),
+                ));
+            }
+        }
+        let storages = s
+            .persistent_ids
+            .iter()
+            .filter_map(|p| {
+                let items = s.as_seq(p.pid)?;
+                if s.as_str(*items.first()?)? != "storage" || items.len() < 5 {
+                    return None;
+                }
+                let g = s.as_global(items[1])?;
+                Some(StorageRef {
+                    key: s.as_str(items[2])?.to_owned(),
+                    element_size: if g.module == "torch" {
+                        torch_storage_element_size(&g.name)
+                    } else {
+                        None
+                    },
+                    numel: s.as_int(items[4]),
+                })
+            })
+            .collect::<Vec<_>>();
+        ctx.storages.extend(storages);
+        let tensors = s
+            .calls
+            .iter()
+            .filter(|c| {
+                s.as_global(c.callee).is_some_and(|g| {
+                    g.module == "torch._utils" && g.name.starts_with("_rebuild_tensor")
+                })
+            })
+            .count() as u64;
+        *ctx.tensors.get_or_insert(0) += tensors;
+    }
+
+    /// Legacy stacked pickles: magic, protocol, sys_info, object, keys, then raw storages.
+    fn scan_torch_legacy(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>, depth: usize) {
+        let mut pos = 0usize;
+        let mut keys: Option<Vec<String>> = None;
+        for i in 0..5 {
+            let views = pk::analyze_views(data, pos, 0, &self.options.pickle);
+            let role = if i == 3 {
+                Role::TorchLegacy
+            } else {
+                Role::Generic
+            };
+            for v in &views {
+                self.evaluate(ctx, v, member, i, role);
+            }
+            let s = &views[0];
+            if !matches!(s.stop, StopReason::Stop) {
+                return;
+            }
+            if i == 4 {
+                keys = s.result.and_then(|r| s.as_seq(r)).map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|&k| s.as_str(k).map(str::to_owned))
+                        .collect()
+                });
+            }
+            pos = (s.end) as usize;
+        }
+        let Some(keys) = keys else {
+            ctx.push(Finding::new(
+                Rule::Unreadable,
+                "the storage-key list of the legacy checkpoint is not a list of strings",
+                loc(member, Some(4), Some(pos as u64), ReadView::Linear),
+            ));
+            return;
+        };
+        let sizes: HashMap<&str, Option<u64>> = ctx
+            .storages
+            .iter()
+            .map(|r| (r.key.as_str(), r.element_size))
+            .collect();
+        for k in &keys {
+            let Some(Some(es)) = sizes.get(k.as_str()) else {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("storage {k:?} has no known element size; the raw data after it was not walked"),
+                    loc(member, None, Some(pos as u64), ReadView::Linear),
+                ));
+                return;
+            };
+            let Some(nb) = data.get(pos..pos + 8) else {
+                ctx.push(Finding::new(
+                    Rule::PickleError,
+                    format!("legacy checkpoint is truncated in storage {k:?}"),
+                    loc(member, None, Some(pos as u64), ReadView::Linear),
+                ));
+                return;
+            };
+            let n = u64::from_le_bytes(nb.try_into().unwrap_or([0; 8]));
+            let len = n
+                .checked_mul(*es)
+                .and_then(|l| l.checked_add(8))
+                .filter(|&l| l <= (data.len() - pos) as u64);
+            match len {
+                Some(l) => pos += l as usize,
+                None => {
+                    ctx.push(Finding::new(
+                        Rule::PickleError,
+                        format!("storage {k:?} declares {n} elements, past the end of the file"),
+                        loc(member, None, Some(pos as u64), ReadView::Linear),
+                    ));
+                    return;
+                }
+            }
+        }
+        if pos < data.len() {
+            let rest = &data[pos..];
+            if pk::is_plausible_start(rest) {
+                let probe =
+                    pk::run_stream(rest, 0, pos as u64, ReadView::Linear, &self.options.pickle);
+                if !probe.is_junk() {
+                    self.scan_pickle_region(ctx, rest, pos as u64, member, Role::Generic, true);
+                    return;
+                }
+            }
+            let _ = depth;
+            ctx.push(Finding::new(
+                Rule::TrailingData,
+                format!(
+                    "{} bytes after the last storage that torch.load never reads",
+                    rest.len()
+                ),
+                loc(member, None, Some(pos as u64), ReadView::Linear),
+            ));
+        }
+    }
+
+    fn scan_zip(&self, ctx: &mut Ctx, data: &[u8], member: Option<String>, depth: usize) {
+        let top = depth == 0 && member.is_none();
+        let ar = match zip::read(data, self.options.max_members) {
+            Ok(a) => a,
+            Err(e) => {
+                if top {
+                    ctx.set_format("zip");
+                }
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("zip archive: {e}"),
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+        };
+        // torch: root = text before the first '/' of the first entry.
+        let root = ar
+            .entries
+            .first()
+            .and_then(|e| e.name.split_once('/').map(|(r, _)| r.to_owned()));
+        let is_torch = root.as_ref().is_some_and(|r| {
+            ar.entries.iter().any(|e| {
+                e.name == format!("{r}/data.pkl") || e.name == format!("{r}/constants.pkl")
+            })
+        });
+        let torchscript = root.as_ref().is_some_and(|r| {
+            ar.entries
+                .iter()
+                .any(|e| e.name == format!("{r}/constants.pkl"))
+        });
+        if top {
+            ctx.set_format(if torchscript {
+                "torchscript"
+            } else if is_torch {
+                "torch-zip"
+            } else {
+                "zip"
+            });
+        }
+        if torchscript {
+            let code: Vec<&str> = ar
+                .entries
+                .iter()
+                .filter(|e| e.name.contains("/code/"))
+                .map(|e| e.name.as_str())
+                .collect();
+            ctx.push(Finding::new(
+                Rule::TorchScript,
+                format!(
+                    "TorchScript archive with {} code file(s){}: torch.jit.load compiles and runs them, and torch.load(weights_only=True) refuses such files",
+                    code.len(),
+                    code.first().map(|c| format!(" (first: {c})")).unwrap_or_default()
+                ),
+                loc(&member, None, None, ReadView::Linear),
+            ));
+        }
+        self.scan_zip_members(
+            ctx,
+            data,
+            &ar,
+            &member,
+            depth,
+            if is_torch { root.as_deref() } else { None },
+        );
+    }
+
+    fn scan_zip_members(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        ar: &zip::Archive,
+        member: &Option<String>,
+        depth: usize,
+        torch_root: Option<&str>,
+    ) {
+        for d in &ar.discrepancies {
+            let rule = if d.what.starts_with("CRC") {
+                Rule::ZipCrcMismatch
+            } else {
+                Rule::ZipTamper
+            };
+            let mut f = Finding::new(
+                rule,
+                format!(
+                    "{}{}",
+                    d.entry
+                        .as_ref()
+                        .map(|e| format!("{e}: "))
+                        .unwrap_or_default(),
+                    d.what
+                ),
+                loc(
+                    &d.entry
+                        .as_ref()
+                        .map(|e| join_member(member, e).unwrap_or_default()),
+                    None,
+                    None,
+                    ReadView::Linear,
+                ),
+            );
+            if rule == Rule::ZipTamper && d.what.starts_with("no local") {
+                f.rule = Rule::Unreadable;
+            }
+            ctx.push(f);
+        }
+        let records: HashMap<String, u64> = match torch_root {
+            Some(r) => ar
+                .entries
+                .iter()
+                .filter_map(|e| {
+                    e.name
+                        .strip_prefix(&format!("{r}/"))
+                        .map(|n| (n.to_owned(), e.size))
+                })
+                .collect(),
+            None => HashMap::new(),
+        };
+        let torchscript = torch_root.is_some() && records.contains_key("constants.pkl");
+        // data.pkl first, so storage records it references are known.
+        let mut order: Vec<&zip::Entry> = ar.entries.iter().collect();
+        if let Some(r) = torch_root {
+            let dp = format!("{r}/data.pkl");
+            order.sort_by_key(|e| e.name != dp);
+        }
+        let before = ctx.storages.len();
+        for e in order {
+            ctx.members += 1;
+            if ctx.members > self.options.max_members {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!("more than {} archive members", self.options.max_members),
+                    loc(member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+            let m = join_member(member, &e.name);
+            let rel = torch_root.and_then(|r| e.name.strip_prefix(&format!("{r}/")));
+            if let Some(rel) = rel {
+                if let Some(key) = rel.strip_prefix("data/") {
+                    if ctx.storages[before..].iter().any(|s| s.key == key) {
+                        continue; // tensor bytes, never unpickled
+                    }
+                }
+            }
+            if e.name.ends_with('/') && e.size == 0 {
+                continue;
+            }
+            if e.flags & 1 != 0 {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    "member is encrypted; its content was not analysed",
+                    loc(&m, None, None, ReadView::Linear),
+                ));
+                continue;
+            }
+            let bytes = match zip::entry_data(data, e, self.options.max_decompressed) {
+                Ok((b, crc_ok)) => {
+                    if !crc_ok && e.flags & 8 == 0 {
+                        ctx.push(Finding::new(Rule::ZipCrcMismatch, "CRC-32 of the data does not match the central directory: torch loads it, Python's zipfile refuses it", loc(&m, None, None, ReadView::Linear)));
+                    }
+                    b
+                }
+                Err(err) => {
+                    ctx.push(Finding::new(
+                        Rule::Unreadable,
+                        format!("member not read: {err}"),
+                        loc(&m, None, None, ReadView::Linear),
+                    ));
+                    continue;
+                }
+            };
+            let role = match rel {
+                Some("data.pkl") if torchscript => Role::TorchScript,
+                Some("data.pkl") => Role::TorchData(&records),
+                Some(_) if torchscript => Role::TorchScript,
+                _ => Role::Generic,
+            };
+            if matches!(role, Role::TorchData(_)) {
+                self.scan_pickle_region(ctx, &bytes, 0, &m, role, true);
+                continue;
+            }
+            match sniff(&bytes) {
+                Sniffed::PickleLike => {
+                    let probe =
+                        pk::run_stream(&bytes, 0, 0, ReadView::Linear, &self.options.pickle);
+                    if !probe.is_junk() {
+                        let legacy = probe.result.and_then(|r| match probe.node(r) {
+                            Some(Node::Int(i)) => i.as_i128(),
+                            _ => None,
+                        }) == Some(TORCH_LEGACY_MAGIC);
+                        if legacy {
+                            self.scan_torch_legacy(ctx, &bytes, &m, depth + 1);
+                        } else {
+                            self.scan_pickle_region(ctx, &bytes, 0, &m, role, true);
+                        }
+                    }
+                }
+                Sniffed::Unknown | Sniffed::Safetensors => {}
+                _ => self.explore(ctx, &bytes, m, depth + 1),
+            }
+        }
+    }
+
+    fn scan_tar(&self, ctx: &mut Ctx, data: &[u8], member: Option<String>, depth: usize) {
+        let top = depth == 0 && member.is_none();
+        let members = match tar::members(data, self.options.max_members) {
+            Ok(m) => m,
+            Err(e) => {
+                if top {
+                    ctx.set_format("tar");
+                }
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("tar archive: {e}"),
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+        };
+        let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let legacy = ["sys_info", "pickle", "storages", "tensors"]
+            .iter()
+            .all(|n| names.contains(n));
+        if top {
+            ctx.set_format(if legacy { "torch-legacy-tar" } else { "tar" });
+        }
+        for mem in &members {
+            ctx.members += 1;
+            if ctx.members > self.options.max_members {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!("more than {} archive members", self.options.max_members),
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+            let bytes = &data[mem.offset..mem.offset + mem.size];
+            let m = join_member(&member, &mem.name);
+            if legacy && (mem.name == "storages" || mem.name == "tensors") {
+                self.scan_legacy_tar_records(ctx, bytes, &m, mem.name == "storages");
+                continue;
+            }
+            if legacy && (mem.name == "pickle" || mem.name == "sys_info") {
+                self.scan_pickle_region(
+                    ctx,
+                    bytes,
+                    0,
+                    &m,
+                    if mem.name == "pickle" {
+                        Role::TorchLegacy
+                    } else {
+                        Role::Generic
+                    },
+                    true,
+                );
+                continue;
+            }
+            match sniff(bytes) {
+                Sniffed::PickleLike => {
+                    let probe = pk::run_stream(bytes, 0, 0, ReadView::Linear, &self.options.pickle);
+                    if !probe.is_junk() {
+                        self.scan_pickle_region(ctx, bytes, 0, &m, Role::Generic, true);
+                    }
+                }
+                Sniffed::Unknown | Sniffed::Safetensors => {}
+                _ => self.explore(ctx, bytes, m, depth + 1),
+            }
+        }
+    }
+
+    /// `storages` / `tensors` members of the legacy tar format: pickles
+    /// interleaved with raw records whose lengths the pickles give.
+    fn scan_legacy_tar_records(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        storages: bool,
+    ) {
+        let mut pos = 0usize;
+        let mut idx = 0usize;
+        let mut next = |ctx: &mut Ctx, pos: &mut usize| -> Option<Stream> {
+            let views = pk::analyze_views(data, *pos, 0, &self.options.pickle);
+            for v in &views {
+                self.evaluate(ctx, v, member, idx, Role::Generic);
+            }
+            idx += 1;
+            let s = views.into_iter().next()?;
+            if !matches!(s.stop, StopReason::Stop) {
+                return None;
+            }
+            *pos = s.end as usize;
+            Some(s)
+        };
+        let Some(first) = next(ctx, &mut pos) else {
+            return;
+        };
+        let count = first.result.and_then(|r| first.as_int(r)).unwrap_or(-1);
+        if !(0..=self.options.max_members as i64).contains(&count) {
+            ctx.push(Finding::new(
+                Rule::Unreadable,
+                format!("record count {count} is not a plausible number"),
+                loc(member, Some(0), Some(0), ReadView::Linear),
+            ));
+            return;
+        }
+        for _ in 0..count {
+            let Some(s) = next(ctx, &mut pos) else { return };
+            let raw_len: Option<u64> = if storages {
+                // (key, location, storage_type) then int64 numel and the bytes.
+                let es = s
+                    .result
+                    .and_then(|r| s.as_seq(r))
+                    .and_then(|t| t.get(2).copied())
+                    .and_then(|g| s.as_global(g))
+                    .and_then(|g| torch_storage_element_size(&g.name));
+                let n = data
+                    .get(pos..pos + 8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                match (es, n) {
+                    (Some(es), Some(n)) => n.checked_mul(es).and_then(|x| x.checked_add(8)),
+                    _ => None,
+                }
+            } else {
+                // int32 ndim, 4 pad bytes, sizes, strides, int64 offset.
+                data.get(pos..pos + 4).and_then(|b| {
+                    let nd = i32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
+                    (nd >= 0).then(|| 8 + 16 * nd as u64 + 8)
+                })
+            };
+            match raw_len.filter(|&l| l <= (data.len() - pos) as u64) {
+                Some(l) => pos += l as usize,
+                None => {
+                    ctx.push(Finding::new(Rule::Unreadable, "a raw record's length could not be determined; the rest of this member was not analysed", loc(member, None, Some(pos as u64), ReadView::Linear)));
+                    return;
+                }
+            }
+        }
+        if storages {
+            let _ = next(ctx, &mut pos);
+        }
+        if pos < data.len() {
+            ctx.push(Finding::new(
+                Rule::TrailingData,
+                format!("{} bytes after the last record", data.len() - pos),
+                loc(member, None, Some(pos as u64), ReadView::Linear),
+            ));
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_nodeid(_: NodeId) {}

@@ -1,0 +1,14 @@
+/*!
+Scanning: container walking, allowlist-first policy, findings and verdicts,
+and reports (text, JSON, SARIF). Input is bytes; reading files is the
+caller's job.
+*/
+
+mod analyze;
+pub mod finding;
+pub mod policy;
+pub mod report;
+
+pub use analyze::{FileReport, GlobalUse, ScanOptions, Scanner};
+pub use finding::{Finding, Location, Rule, Severity, Verdict};
+pub use policy::{Policy, Profile, UserPolicy};

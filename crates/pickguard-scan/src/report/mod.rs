@@ -1,0 +1,4 @@
+//! Report writers.
+pub mod json;
+pub mod sarif;
+pub mod text;

@@ -1,0 +1,194 @@
+//! `pickguard scan`.
+
+use crate::cli::{Color, FailOn, Format, ScanArgs};
+use crate::input;
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use pickguard_scan::report::{json, sarif, text};
+use pickguard_scan::{FileReport, Policy, ScanOptions, Scanner, UserPolicy, Verdict};
+use rayon::prelude::*;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+enum Target {
+    File(PathBuf),
+    Stdin,
+}
+
+fn collect(args: &ScanArgs) -> Result<(Vec<Target>, Vec<FileReport>)> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for p in &args.paths {
+        if p.as_os_str() == "-" {
+            out.push(Target::Stdin);
+            continue;
+        }
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(FileReport::error(&p.display().to_string(), e.to_string()));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            let walker = walkdir::WalkDir::new(p)
+                .follow_links(args.follow)
+                .sort_by_file_name();
+            for entry in walker.into_iter().filter_entry(|e| e.file_name() != ".git") {
+                match entry {
+                    Ok(e) if e.file_type().is_file() => out.push(Target::File(e.into_path())),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let path = e
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| p.display().to_string());
+                        errors.push(FileReport::error(&path, e.to_string()));
+                    }
+                }
+            }
+        } else {
+            out.push(Target::File(p.clone()));
+        }
+    }
+    Ok((out, errors))
+}
+
+fn load_policy(args: &ScanArgs) -> Result<Policy> {
+    let mut user = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading policy file {}", path.display()))?;
+            toml::from_str::<UserPolicy>(&text)
+                .with_context(|| format!("policy file {}", path.display()))?
+        }
+        None => UserPolicy::default(),
+    };
+    for a in &args.allow {
+        if a.is_empty() || !a.contains('.') {
+            bail!("--allow {a:?}: expected module.name or module.*");
+        }
+        user.allow.push(a.clone());
+    }
+    Ok(Policy::from_user(user))
+}
+
+fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport {
+    let mut scanner = scanner.clone();
+    scanner.options.pickle.limits.deadline = Some(Instant::now() + timeout);
+    match target {
+        Target::Stdin => match input::stdin() {
+            Ok(b) => scanner.scan_bytes("-", &b),
+            Err(e) => FileReport::error("-", format!("reading standard input: {e}")),
+        },
+        Target::File(p) => {
+            let name = p.display().to_string();
+            match input::open(p) {
+                Ok(b) => scanner.scan_bytes(&name, &b),
+                Err(e) => FileReport::error(&name, e.to_string()),
+            }
+        }
+    }
+}
+
+pub fn run(args: ScanArgs) -> Result<u8> {
+    let policy = load_policy(&args)?;
+    let scanner = Scanner::new(policy, ScanOptions::default());
+    let (targets, mut reports) = collect(&args)?;
+    if let Some(n) = args.threads {
+        // Only fails if a pool exists already; then the default one is used.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
+    }
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let show_progress = !args.no_progress && targets.len() > 1 && std::io::stderr().is_terminal();
+    let bar = if show_progress {
+        let b = ProgressBar::new(targets.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {pos}/{len} files [{elapsed}] {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let scanned: Vec<FileReport> = targets
+        .par_iter()
+        .map(|t| {
+            let r = scan_one(&scanner, t, timeout);
+            if let Some(b) = &bar {
+                b.inc(1);
+                if r.verdict == Verdict::Malicious {
+                    b.set_message(format!("malicious: {}", r.path));
+                }
+            }
+            r
+        })
+        .collect();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    reports.extend(scanned);
+
+    let color = match args.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            args.output.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    let body = match args.format {
+        Format::Json => json::render(&reports) + "\n",
+        Format::Sarif => sarif::render(&reports) + "\n",
+        Format::Text => {
+            let style = text::Style { color };
+            let mut s = String::new();
+            let mut skipped = 0;
+            for r in &reports {
+                if r.format == "other" && r.verdict == Verdict::Clean && !args.all && !args.verbose
+                {
+                    skipped += 1;
+                    continue;
+                }
+                s.push_str(&text::render_file(r, style, args.verbose));
+            }
+            s.push_str(&text::summary(&reports, skipped));
+            s.push('\n');
+            s
+        }
+    };
+    write_out(args.output.as_deref(), &body)?;
+
+    let fails = |v: Verdict| match args.fail_on {
+        FailOn::Malicious => v == Verdict::Malicious,
+        FailOn::NeedsTrust => matches!(v, Verdict::Malicious | Verdict::NeedsTrust),
+        FailOn::Never => false,
+    };
+    Ok(if reports.iter().any(|r| fails(r.verdict)) {
+        1
+    } else if reports
+        .iter()
+        .any(|r| matches!(r.verdict, Verdict::Error | Verdict::Inconclusive))
+    {
+        2
+    } else {
+        0
+    })
+}
+
+fn write_out(path: Option<&Path>, body: &str) -> Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, body).with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(body.as_bytes())?;
+            o.flush()?;
+            Ok(())
+        }
+    }
+}

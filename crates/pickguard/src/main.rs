@@ -1,0 +1,29 @@
+//! The `pickguard` binary: argument parsing and dispatch only.
+
+mod cli;
+mod commands;
+mod input;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let code = match cli.command {
+        cli::Command::Scan(args) => commands::scan::run(args),
+    };
+    match code {
+        Ok(c) => ExitCode::from(c),
+        Err(e) => {
+            // A closed pipe (pickguard scan | head) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("pickguard: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
