@@ -48,6 +48,8 @@ pub struct Archive {
     pub discrepancies: Vec<Discrepancy>,
     /// Where the end-of-central-directory record starts.
     pub eocd_offset: u64,
+    /// Bytes in front of the archive that its offsets do not count.
+    pub prefix: u64,
 }
 
 fn u16_at(d: &[u8], o: usize) -> Option<u16> {
@@ -119,6 +121,24 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
         .checked_add(cd_size)
         .filter(|&e| e <= eocd as u64)
         .ok_or("central directory lies outside the file")?;
+    // Data in front of the archive (a polyglot, or a self-extractor): Python's
+    // zipfile shifts every offset by the difference; miniz does not.
+    let mut shift = 0u64;
+    if u32_at(data, cd_off as usize) != Some(CDH_SIG) && total > 0 {
+        let real = (eocd as u64).checked_sub(cd_size);
+        if let Some(real) =
+            real.filter(|&r| r > cd_off && u32_at(data, r as usize) == Some(CDH_SIG))
+        {
+            shift = real - cd_off;
+            ar.prefix = shift;
+            ar.discrepancies.push(Discrepancy {
+                entry: None,
+                what: format!("{shift} bytes precede the archive; Python's zipfile shifts offsets to read it, miniz (torch) does not"),
+            });
+        }
+    }
+    let cd_off = cd_off + shift;
+    let cd_end = cd_end + shift;
     let mut p = cd_off as usize;
     for _ in 0..total {
         if u32_at(data, p) != Some(CDH_SIG) {
@@ -137,6 +157,7 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
         let elen = get16(30) as usize;
         let clen = get16(32) as usize;
         let mut lho = get32(42) as u64;
+        let lho_shift = shift;
         let name_b = data
             .get(p + 46..p + 46 + nlen)
             .ok_or("central directory entry truncated")?;
@@ -161,6 +182,7 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
             }
             e += 4 + sz;
         }
+        let lho = lho + lho_shift;
         let data_offset = local_data_offset(
             data,
             lho,

@@ -60,18 +60,18 @@ impl<'a> Src<'a> {
 
     /// File view: a read that does not fit in the buffer drops its leftover bytes.
     fn refill_for(&mut self, n: usize) {
-        if let Some(be) = self.buf_end {
-            if self.pos + n > be {
-                if self.pos < be {
-                    let a = Anomaly::FrameStraddle {
-                        offset: self.off(self.pos),
-                        frame_end: self.off(be),
-                    };
-                    self.anomalies.push(a);
-                    self.pos = be;
-                }
-                self.buf_end = None;
+        if let Some(be) = self.buf_end
+            && self.pos + n > be
+        {
+            if self.pos < be {
+                let a = Anomaly::FrameStraddle {
+                    offset: self.off(self.pos),
+                    frame_end: self.off(be),
+                };
+                self.anomalies.push(a);
+                self.pos = be;
             }
+            self.buf_end = None;
         }
     }
 
@@ -102,10 +102,10 @@ impl<'a> Src<'a> {
         }
         let start = self.pos;
         self.pos += n as usize;
-        if let Some(be) = self.buf_end {
-            if self.pos >= be {
-                self.buf_end = None;
-            }
+        if let Some(be) = self.buf_end
+            && self.pos >= be
+        {
+            self.buf_end = None;
         }
         Ok((start, n as usize))
     }
@@ -148,31 +148,31 @@ impl<'a> Src<'a> {
         let len = len as usize;
         match self.view {
             ReadView::Linear => {
-                if let Some(fe) = self.frame_end {
-                    if op_offset < fe {
-                        let a = Anomaly::NestedFrame {
-                            offset: self.off(op_offset),
-                            frame_end: self.off(fe),
-                        };
-                        self.anomalies.push(a);
-                    }
+                if let Some(fe) = self.frame_end
+                    && op_offset < fe
+                {
+                    let a = Anomaly::NestedFrame {
+                        offset: self.off(op_offset),
+                        frame_end: self.off(fe),
+                    };
+                    self.anomalies.push(a);
                 }
                 self.frame_end = Some(self.pos + len);
             }
             ReadView::FileNoPeek => {
                 let fits = self.buf_end.is_some_and(|be| self.pos + len <= be);
                 if !fits {
-                    if let Some(be) = self.buf_end {
-                        if self.pos < be {
-                            let a = Anomaly::NestedFrame {
-                                offset: self.off(op_offset),
-                                frame_end: self.off(be),
-                            };
-                            self.anomalies.push(a);
-                            self.pos = be;
-                            if len > self.data.len() - self.pos {
-                                return err("pickle data was truncated");
-                            }
+                    if let Some(be) = self.buf_end
+                        && self.pos < be
+                    {
+                        let a = Anomaly::NestedFrame {
+                            offset: self.off(op_offset),
+                            frame_end: self.off(be),
+                        };
+                        self.anomalies.push(a);
+                        self.pos = be;
+                        if len > self.data.len() - self.pos {
+                            return err("pickle data was truncated");
                         }
                     }
                     self.buf_end = Some(self.pos + len);
@@ -392,16 +392,15 @@ fn raw_unicode_escape(s: &[u8]) -> String {
     while i < s.len() {
         if s[i] == b'\\' && i + 1 < s.len() && (s[i + 1] == b'u' || s[i + 1] == b'U') {
             let n = if s[i + 1] == b'u' { 4 } else { 8 };
-            if i + 2 + n <= s.len() {
-                if let Some(c) = std::str::from_utf8(&s[i + 2..i + 2 + n])
+            if i + 2 + n <= s.len()
+                && let Some(c) = std::str::from_utf8(&s[i + 2..i + 2 + n])
                     .ok()
                     .and_then(|h| u32::from_str_radix(h, 16).ok())
                     .and_then(char::from_u32)
-                {
-                    out.push(c);
-                    i += 2 + n;
-                    continue;
-                }
+            {
+                out.push(c);
+                i += 2 + n;
+                continue;
             }
         }
         out.push(s[i] as char);
@@ -614,12 +613,11 @@ impl Machine<'_, '_> {
                     self.opts.limits.max_ops
                 )));
             }
-            if self.ops & 0xffff == 0 {
-                if let Some(d) = deadline {
-                    if std::time::Instant::now() >= d {
-                        return Err(Fail::Budget("time".into()));
-                    }
-                }
+            if self.ops & 0xffff == 0
+                && let Some(d) = deadline
+                && std::time::Instant::now() >= d
+            {
+                return Err(Fail::Budget("time".into()));
             }
             let b = self.src.read(1)?[0];
             let Some(op) = Op::from_byte(b) else {
@@ -923,7 +921,7 @@ impl Machine<'_, '_> {
                 if len == x {
                     return Ok(false);
                 }
-                if (len - x) % 2 != 0 {
+                if !(len - x).is_multiple_of(2) {
                     return err("odd number of items for SETITEMS");
                 }
                 let items = self.stack.split_off(x);

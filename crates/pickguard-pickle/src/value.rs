@@ -272,10 +272,9 @@ impl Renderer<'_> {
                 self.node(out, call.callee, depth + 1);
                 if let Some(Node::Tuple(items)) =
                     call.args.and_then(|a| self.stream.nodes.get(a as usize))
+                    && !items.is_empty()
                 {
-                    if !items.is_empty() {
-                        out.push_str(", ");
-                    }
+                    out.push_str(", ");
                 }
                 args(out);
                 if let Some(k) = call.kwargs {

@@ -2,8 +2,17 @@
 
 use crate::finding::{Finding, Location, Rule, Verdict};
 use crate::policy::{Capability, Class, Policy, attribute_walk, torch_storage_element_size};
+
+/// Element size of a storage-class global (`torch.FloatStorage`, `torch.storage.UntypedStorage`).
+fn storage_element_size(g: &pk::Import) -> Option<u64> {
+    if g.module == "torch" || g.module == "torch.storage" {
+        torch_storage_element_size(&g.name)
+    } else {
+        None
+    }
+}
 use pickguard_formats::{Sniffed, sniff, tar, zip};
-use pickguard_pickle::{self as pk, CallKind, Node, NodeId, ReadView, StopReason, Stream};
+use pickguard_pickle::{self as pk, CallKind, Node, ReadView, StopReason, Stream};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -107,6 +116,8 @@ enum Role<'r> {
     TorchScript,
     /// The object stream of a legacy checkpoint.
     TorchLegacy,
+    /// The `pickle` member of a legacy tar checkpoint: persistent ids are keys.
+    TorchLegacyTar,
 }
 
 struct Ctx {
@@ -603,6 +614,27 @@ impl Scanner {
             Role::TorchData(records) => self.check_torch_data(ctx, s, member, idx, records),
             Role::TorchLegacy => self.check_legacy_pids(ctx, s, member, idx),
             Role::TorchScript => {}
+            Role::TorchLegacyTar => {
+                for p in &s.persistent_ids {
+                    let ok = match s.node(p.pid) {
+                        Some(Node::Str(_)) | Some(Node::Int(_)) => true,
+                        Some(Node::Tuple(items)) => {
+                            items.first().and_then(|&i| s.as_str(i)) == Some("module")
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        ctx.push(Finding::new(
+                            Rule::TorchBadPersistentId,
+                            format!(
+                                "persistent id {} is not a legacy tar object key",
+                                s.render(p.pid)
+                            ),
+                            loc(member, Some(idx), Some(p.offset), s.view),
+                        ));
+                    }
+                }
+            }
             Role::Generic => {
                 if let Some(p) = s.persistent_ids.first() {
                     ctx.push(Finding::new(
@@ -716,10 +748,10 @@ impl Scanner {
                 return;
             }
             let mut f = Finding::new(rule, msg, at);
-            if rule == Rule::DangerousGlobal {
-                if let Some(Capability::ScannerTampering) = crate::policy::capability(&q) {
-                    f.severity = crate::finding::Severity::High;
-                }
+            if rule == Rule::DangerousGlobal
+                && let Some(Capability::ScannerTampering) = crate::policy::capability(&q)
+            {
+                f.severity = crate::finding::Severity::High;
             }
             f.global = Some(q);
             f.calls = rendered.to_vec();
@@ -760,13 +792,7 @@ impl Scanner {
                 continue;
             }
             let stype = s.as_global(items[1]);
-            let element_size = stype.and_then(|g| {
-                if g.module == "torch" {
-                    torch_storage_element_size(&g.name)
-                } else {
-                    None
-                }
-            });
+            let element_size = stype.and_then(storage_element_size);
             let key = s.as_str(items[2]).map(str::to_owned);
             let numel = s.as_int(items[4]);
             let Some(key) = key else {
@@ -853,14 +879,14 @@ impl Scanner {
                     .map(|(&n, &st)| (n as i128 - 1) * st as i128)
                     .sum::<i128>()
                 + 1;
-            if let Some(numel) = sr.numel {
-                if extent > numel as i128 {
-                    ctx.push(bad(format!(
+            if let Some(numel) = sr.numel
+                && extent > numel as i128
+            {
+                ctx.push(bad(format!(
                         "tensor reaches element {} of storage {:?}, which has {numel} elements (offset {off}, sizes {sizes:?}, strides {strides:?})",
                         extent - 1,
                         sr.key
                     )));
-                }
             }
         }
         *ctx.tensors.get_or_insert(0) += tensors;
@@ -914,11 +940,7 @@ impl Scanner {
                 let g = s.as_global(items[1])?;
                 Some(StorageRef {
                     key: s.as_str(items[2])?.to_owned(),
-                    element_size: if g.module == "torch" {
-                        torch_storage_element_size(&g.name)
-                    } else {
-                        None
-                    },
+                    element_size: storage_element_size(g),
                     numel: s.as_int(items[4]),
                 })
             })
@@ -1171,12 +1193,11 @@ impl Scanner {
             }
             let m = join_member(member, &e.name);
             let rel = torch_root.and_then(|r| e.name.strip_prefix(&format!("{r}/")));
-            if let Some(rel) = rel {
-                if let Some(key) = rel.strip_prefix("data/") {
-                    if ctx.storages[before..].iter().any(|s| s.key == key) {
-                        continue; // tensor bytes, never unpickled
-                    }
-                }
+            if let Some(rel) = rel
+                && let Some(key) = rel.strip_prefix("data/")
+                && ctx.storages[before..].iter().any(|s| s.key == key)
+            {
+                continue; // tensor bytes, never unpickled
             }
             if e.name.ends_with('/') && e.size == 0 {
                 continue;
@@ -1191,7 +1212,7 @@ impl Scanner {
             }
             let bytes = match zip::entry_data(data, e, self.options.max_decompressed) {
                 Ok((b, crc_ok)) => {
-                    if !crc_ok && e.flags & 8 == 0 {
+                    if !crc_ok {
                         ctx.push(Finding::new(Rule::ZipCrcMismatch, "CRC-32 of the data does not match the central directory: torch loads it, Python's zipfile refuses it", loc(&m, None, None, ReadView::Linear)));
                     }
                     b
@@ -1283,7 +1304,7 @@ impl Scanner {
                     0,
                     &m,
                     if mem.name == "pickle" {
-                        Role::TorchLegacy
+                        Role::TorchLegacyTar
                     } else {
                         Role::Generic
                     },
@@ -1349,7 +1370,7 @@ impl Scanner {
                     .and_then(|r| s.as_seq(r))
                     .and_then(|t| t.get(2).copied())
                     .and_then(|g| s.as_global(g))
-                    .and_then(|g| torch_storage_element_size(&g.name));
+                    .and_then(storage_element_size);
                 let n = data
                     .get(pos..pos + 8)
                     .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
@@ -1384,6 +1405,3 @@ impl Scanner {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _assert_nodeid(_: NodeId) {}

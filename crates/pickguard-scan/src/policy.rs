@@ -144,6 +144,8 @@ const TORCH: &[&str] = &[
     "torch.nn.parameter.Parameter",
     "torch.nn.parameter.Buffer",
     "torch.serialization._get_layout",
+    "torch.storage.UntypedStorage",
+    "torch.storage.TypedStorage",
     "torch.Size",
     "torch.Tensor",
     "torch.device",

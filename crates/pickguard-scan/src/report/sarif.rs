@@ -63,10 +63,10 @@ pub fn render(files: &[FileReport]) -> String {
                 text.push_str(&format!("\n  {c}"));
             }
             let mut region = json!({});
-            if x.location.member.is_none() {
-                if let Some(o) = x.location.offset {
-                    region = json!({"byteOffset": o});
-                }
+            if x.location.member.is_none()
+                && let Some(o) = x.location.offset
+            {
+                region = json!({"byteOffset": o});
             }
             let mut physical = json!({"artifactLocation": {"uri": uri(&f.path)}});
             if region.as_object().is_some_and(|r| !r.is_empty()) {

@@ -43,23 +43,24 @@ pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
         if x.severity <= Severity::Info && !verbose {
             continue;
         }
-        let mut place = String::new();
+        let mut parts: Vec<String> = Vec::new();
         if let Some(m) = &x.location.member {
-            let _ = write!(place, "{m}");
+            parts.push(m.clone());
+        }
+        if let Some(st) = x.location.stream.filter(|&st| st > 0) {
+            parts.push(format!("stream {st}"));
         }
         if let Some(o) = x.location.offset {
-            let _ = write!(place, "{}@{o}", if place.is_empty() { "" } else { " " });
+            parts.push(format!("offset {o}"));
         }
         if let Some(v) = x.location.view {
-            let _ = write!(
-                place,
-                " ({})",
-                serde_json::to_value(v)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            );
+            let v = serde_json::to_value(v)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            parts.push(format!("{v} reading"));
         }
+        let place = parts.join(", ");
         let _ = writeln!(
             out,
             "  {} {}{}",

@@ -1,0 +1,239 @@
+//! The command line as users and scripts use it.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+#[test]
+fn exit_codes() {
+    let c = common::corpus();
+    let code = |args: &[&str]| common::run(args).status.code().unwrap();
+    let p = |n: &str| c.join(n).display().to_string();
+    assert_eq!(code(&["scan", &p("ok-plain-data-p4.pkl")]), 0);
+    assert_eq!(code(&["scan", &p("mal-exec.pkl")]), 1);
+    assert_eq!(code(&["scan", &p("trust-third-party-class.pkl")]), 1);
+    assert_eq!(
+        code(&[
+            "scan",
+            "--fail-on",
+            "malicious",
+            &p("trust-third-party-class.pkl")
+        ]),
+        0
+    );
+    assert_eq!(code(&["scan", "--fail-on", "never", &p("mal-exec.pkl")]), 0);
+    assert_eq!(code(&["scan", "/nonexistent/model.pt"]), 2);
+    // Malicious wins over an unreadable file.
+    assert_eq!(
+        code(&["scan", &p("mal-exec.pkl"), "/nonexistent/model.pt"]),
+        1
+    );
+}
+
+#[test]
+fn missing_file_is_an_error_entry_not_a_crash() {
+    let (doc, code) = common::scan_json(&[std::path::Path::new("/nonexistent/x.pt")]);
+    assert_eq!(code, 2);
+    assert_eq!(doc["files"][0]["verdict"], "error");
+    assert!(
+        doc["files"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No such file")
+    );
+}
+
+#[test]
+fn stdin_dash() {
+    let data = std::fs::read(common::corpus().join("mal-torch-zip.pt")).unwrap();
+    let mut child = common::pickguard()
+        .args(["scan", "--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["path"], "-");
+    assert_eq!(doc["files"][0]["verdict"], "malicious");
+    assert_eq!(doc["files"][0]["format"], "torch-zip");
+}
+
+#[test]
+fn directory_scan_is_recursive_and_content_based() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deep = tmp.path().join("a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    // A pickle named like an image, and a text file named like a model.
+    std::fs::copy(common::corpus().join("mal-inst.pkl"), deep.join("cat.png")).unwrap();
+    std::fs::write(tmp.path().join("model.pt"), b"not a model\n").unwrap();
+    let (doc, code) = common::scan_json(&[tmp.path()]);
+    assert_eq!(code, 1);
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    let png = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("cat.png"))
+        .unwrap();
+    assert_eq!(png["verdict"], "malicious");
+    let pt = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("model.pt"))
+        .unwrap();
+    assert_eq!(pt["verdict"], "clean");
+    assert_eq!(pt["format"], "other");
+    assert_eq!(doc["summary"]["malicious"], 1);
+}
+
+#[test]
+fn text_output_has_verdict_lines_and_chains() {
+    let c = common::corpus();
+    let out = common::run(&[
+        "scan",
+        "--color",
+        "never",
+        &c.join("mal-reduce-os-system-p2.pkl").display().to_string(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("MALICIOUS"), "{text}");
+    assert!(
+        text.contains("↳ posix.system('touch pickguard-marker')"),
+        "{text}"
+    );
+    assert!(text.contains("PG101-dangerous-global"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour when not asked");
+    let colored = common::run(&[
+        "scan",
+        "--color",
+        "always",
+        &c.join("mal-exec.pkl").display().to_string(),
+    ]);
+    assert!(
+        String::from_utf8(colored.stdout)
+            .unwrap()
+            .contains('\u{1b}')
+    );
+}
+
+#[test]
+fn sarif_shape() {
+    let c = common::corpus();
+    let out = common::run(&["scan", "--format", "sarif", &c.display().to_string()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["version"], "2.1.0");
+    let run = &doc["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    for r in run["results"].as_array().unwrap() {
+        let idx = r["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(
+            rules[idx]["id"], r["ruleId"],
+            "ruleIndex points at its rule"
+        );
+        assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn policy_config_allows_and_denies() {
+    let c = common::corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("policy.toml");
+    std::fs::write(
+        &cfg,
+        "allow = [\"acme_models.*\"]\ndeny = [\"collections.OrderedDict\"]\n",
+    )
+    .unwrap();
+    let cfgs = cfg.display().to_string();
+    let run = |f: &str| {
+        let out = common::run(&[
+            "scan",
+            "--format",
+            "json",
+            "--config",
+            &cfgs,
+            &c.join(f).display().to_string(),
+        ]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["files"][0]["verdict"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(run("trust-third-party-class.pkl"), "clean");
+    assert_eq!(run("ok-torch-state-dict.pt"), "malicious");
+    // --allow on the command line does the same as the config.
+    let out = common::run(&[
+        "scan",
+        "--allow",
+        "acme_models.Net",
+        &c.join("trust-third-party-class.pkl").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    // A bad config is a clear error.
+    std::fs::write(&cfg, "allow = 3\n").unwrap();
+    let out = common::run(&[
+        "scan",
+        "--config",
+        &cfgs,
+        &c.join("mal-exec.pkl").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("policy file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn help_teaches() {
+    let out = common::run(&["scan", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "needs-trust",
+        "inconclusive",
+        "--format",
+        "--fail-on",
+        "Exit status",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+}
+
+#[test]
+fn output_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("r.json");
+    let c = common::corpus();
+    let out = common::run(&[
+        "scan",
+        "-f",
+        "json",
+        "-o",
+        &out_path.display().to_string(),
+        &c.join("mal-exec.pkl").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_path).unwrap()).unwrap();
+    assert_eq!(doc["files"][0]["verdict"], "malicious");
+}
+
+#[test]
+fn every_rule_is_documented() {
+    let doc = std::fs::read_to_string(common::root().join("docs/rules.md")).unwrap();
+    for r in pickguard_scan::Rule::ALL {
+        assert!(
+            doc.contains(&format!("`{}`", r.id())),
+            "docs/rules.md lacks {}",
+            r.id()
+        );
+        assert!(
+            doc.contains(&format!("## {}", r.id().to_lowercase())),
+            "docs/rules.md lacks a section for {}",
+            r.id()
+        );
+    }
+}

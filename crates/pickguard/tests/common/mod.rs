@@ -1,0 +1,119 @@
+//! Shared helpers: run the real binary, find the corpus.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The fixture directory: the committed corpus, or `PICKGUARD_FIXTURES`.
+pub fn corpus() -> PathBuf {
+    std::env::var_os("PICKGUARD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("fixtures/corpus"))
+}
+
+pub fn pickguard() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pickguard"));
+    c.env_remove("NO_COLOR").stdin(Stdio::null());
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    pickguard().args(args).output().expect("run pickguard")
+}
+
+/// `scan --format json` on paths; the document and the exit code.
+pub fn scan_json(paths: &[&Path]) -> (Value, i32) {
+    let mut c = pickguard();
+    c.args(["scan", "--format", "json", "--no-progress"]);
+    for p in paths {
+        c.arg(p);
+    }
+    let out = c.output().expect("run pickguard");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (doc, out.status.code().unwrap_or(-1))
+}
+
+#[derive(Debug)]
+pub struct Fixture {
+    pub name: String,
+    pub expect: String,
+    pub rules: Vec<String>,
+    pub load: String,
+    pub marker: bool,
+    pub raises: bool,
+}
+
+pub fn manifest(dir: &Path) -> Vec<Fixture> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json");
+    let v: Value = serde_json::from_str(&text).expect("manifest JSON");
+    v["fixtures"]
+        .as_array()
+        .expect("fixtures array")
+        .iter()
+        .map(|f| Fixture {
+            name: f["name"].as_str().unwrap().to_owned(),
+            expect: f["expect"].as_str().unwrap().to_owned(),
+            rules: f["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect(),
+            load: f["load"].as_str().unwrap().to_owned(),
+            marker: f["marker"].as_bool().unwrap(),
+            raises: f["raises"].as_bool().unwrap_or(false),
+        })
+        .collect()
+}
+
+/// Check every manifest entry against one JSON scan of `dir`; returns mismatches.
+pub fn check_corpus(dir: &Path) -> Vec<String> {
+    let fixtures = manifest(dir);
+    let (doc, _) = scan_json(&[dir]);
+    let files = doc["files"].as_array().expect("files");
+    let mut bad = Vec::new();
+    for f in &fixtures {
+        let Some(r) = files.iter().find(|r| {
+            Path::new(r["path"].as_str().unwrap()).file_name().unwrap() == f.name.as_str()
+        }) else {
+            bad.push(format!("{}: not in the report", f.name));
+            continue;
+        };
+        let verdict = r["verdict"].as_str().unwrap();
+        let rules: Vec<&str> = r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["rule"].as_str().unwrap())
+            .collect();
+        if verdict != f.expect {
+            bad.push(format!(
+                "{}: verdict {verdict}, expected {} (findings {rules:?})",
+                f.name, f.expect
+            ));
+        }
+        for want in &f.rules {
+            if !rules.contains(&want.as_str()) {
+                bad.push(format!(
+                    "{}: rule {want} missing (findings {rules:?})",
+                    f.name
+                ));
+            }
+        }
+    }
+    bad
+}

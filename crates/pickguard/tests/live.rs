@@ -1,0 +1,166 @@
+//! Tests against the real producers and loaders (feature `live`, run by
+//! scripts/test.sh, which provides the venv and the SARIF schema).
+#![cfg(feature = "live")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python() -> PathBuf {
+    std::env::var_os("PICKGUARD_PYTHON").map(PathBuf::from).expect(
+        "PICKGUARD_PYTHON must name the test venv's python: run scripts/test.sh, which creates it",
+    )
+}
+
+/// Load one fixture the way its manifest says, in a fresh directory; report
+/// whether the payload's marker appeared and whether loading raised.
+fn load(dir: &Path, f: &common::Fixture) -> (bool, bool, String) {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(python())
+        .arg(common::root().join("fixtures/gen/load_fixture.py"))
+        .arg(&f.load)
+        .arg(dir.join(&f.name))
+        .current_dir(cwd.path())
+        .output()
+        .expect("run python");
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0) | Some(3)),
+        "loader failed for {}: {:?}\n{}",
+        f.name,
+        code,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cwd.path().join("pickguard-marker").exists(),
+        code == Some(3),
+        log,
+    )
+}
+
+fn check_loads(dir: &Path) {
+    let fixtures = common::manifest(dir);
+    let mut bad = Vec::new();
+    let mut ran = 0;
+    for f in fixtures.iter().filter(|f| f.load != "none") {
+        let (marker, raised, log) = load(dir, f);
+        ran += 1;
+        if marker != f.marker {
+            bad.push(format!(
+                "{}: marker {marker}, manifest says {} ({})",
+                f.name,
+                f.marker,
+                log.trim()
+            ));
+        }
+        if raised != f.raises {
+            bad.push(format!(
+                "{}: raised {raised}, manifest says {} ({})",
+                f.name,
+                f.raises,
+                log.trim()
+            ));
+        }
+        // Truly malicious fixtures must be flagged: the corpus test checks the verdict.
+        if f.marker && f.expect != "malicious" {
+            bad.push(format!(
+                "{}: runs a payload but the manifest expects {}",
+                f.name, f.expect
+            ));
+        }
+    }
+    assert!(ran >= 40, "only {ran} fixtures loaded");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn committed_fixtures_behave_as_labelled_under_real_loaders() {
+    check_loads(&common::corpus());
+}
+
+#[test]
+fn regenerated_fixtures_scan_and_load_the_same() {
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(python())
+        .arg(common::root().join("fixtures/gen/make_fixtures.py"))
+        .arg("--out")
+        .arg(out.path())
+        .env("PYTHONWARNINGS", "ignore")
+        .status()
+        .expect("run generator");
+    assert!(st.success(), "fixture generator failed");
+    let committed: Vec<String> = common::manifest(&common::corpus())
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    let fresh: Vec<String> = common::manifest(out.path())
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        committed, fresh,
+        "the committed corpus is stale: regenerate it with fixtures/gen/make_fixtures.py --out fixtures/corpus"
+    );
+    let bad = common::check_corpus(out.path());
+    assert!(bad.is_empty(), "regenerated corpus:\n{}", bad.join("\n"));
+    check_loads(out.path());
+}
+
+#[test]
+fn sarif_validates_against_the_schema() {
+    let schema = std::env::var_os("PICKGUARD_SARIF_SCHEMA")
+        .expect("PICKGUARD_SARIF_SCHEMA: run scripts/test.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("r.sarif");
+    let st = common::pickguard()
+        .args(["scan", "--format", "sarif", "-o"])
+        .arg(&report)
+        .arg(common::corpus())
+        .arg("/nonexistent/file.pt")
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(1));
+    let code = "import json,sys,jsonschema\n\
+                s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2]))\n\
+                jsonschema.Draft4Validator(s).validate(d)\n\
+                assert d['runs'][0]['results'], 'no results'\n\
+                print('valid', len(d['runs'][0]['results']))";
+    let out = Command::new(python())
+        .args(["-c", code])
+        .arg(schema)
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn real_torch_checkpoint_of_many_tensors_is_complete_and_clean() {
+    // A 5 000-tensor state dict made by torch.save now, not committed.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("many.pt");
+    let code = "import torch,sys\n\
+                sd={f'layer.{i}.weight': torch.zeros(2) for i in range(5000)}\n\
+                torch.save(sd, sys.argv[1])";
+    let st = Command::new(python())
+        .args(["-c", code])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (doc, exit) = common::scan_json(&[&path]);
+    assert_eq!(exit, 0, "{doc}");
+    assert_eq!(doc["files"][0]["verdict"], "clean");
+    assert_eq!(doc["files"][0]["tensors"], 5000);
+}

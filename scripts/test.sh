@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (once) and run pickguard's whole test suite: formatting, lints,
+# unit and integration tests, and the live tests against real Python,
+# torch and numpy. This is what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup-test-env.sh)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --features pickguard/live --locked -- -D warnings
+cargo test --workspace --features pickguard/live --locked "$@"
