@@ -301,7 +301,8 @@ impl Stream {
     /// Items of a tuple or list.
     pub fn as_seq(&self, id: NodeId) -> Option<&[NodeId]> {
         match self.node(id)? {
-            Node::Tuple(v) | Node::List(v) => Some(v),
+            Node::Tuple(v) => Some(v),
+            Node::List(v) => Some(v),
             _ => None,
         }
     }

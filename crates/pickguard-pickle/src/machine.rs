@@ -189,7 +189,7 @@ struct Machine<'a, 'o> {
     nodes: Vec<Node>,
     stack: Vec<NodeId>,
     marks: Vec<usize>,
-    memo: HashMap<u64, NodeId>,
+    memo: Memo,
     proto: u8,
     first_proto: Option<u8>,
     imports: Vec<Import>,
@@ -200,6 +200,66 @@ struct Machine<'a, 'o> {
     retained: usize,
     op_offset: usize,
     result: Option<NodeId>,
+}
+
+/// The memo: a dense array for the small keys picklers write (as CPython
+/// keeps it), a map for sparse large keys an attacker may choose, and the
+/// count of distinct keys that MEMOIZE uses.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Option<NodeId>>,
+    sparse: HashMap<u64, NodeId>,
+    len: usize,
+}
+
+impl Memo {
+    const DENSE_LIMIT: u64 = 1 << 22;
+
+    /// Store; false when a new key would exceed `max`.
+    fn put(&mut self, key: u64, id: NodeId, max: usize) -> bool {
+        if key < Self::DENSE_LIMIT {
+            let k = key as usize;
+            if k >= self.dense.len() {
+                if self.len >= max {
+                    return false;
+                }
+                self.dense.resize(
+                    (k + 1)
+                        .max(self.dense.len() * 2)
+                        .min(Self::DENSE_LIMIT as usize),
+                    None,
+                );
+            }
+            if self.dense[k].is_none() {
+                if self.len >= max {
+                    return false;
+                }
+                self.len += 1;
+            }
+            self.dense[k] = Some(id);
+        } else {
+            if !self.sparse.contains_key(&key) {
+                if self.len >= max {
+                    return false;
+                }
+                self.len += 1;
+            }
+            self.sparse.insert(key, id);
+        }
+        true
+    }
+
+    fn get(&self, key: u64) -> Option<NodeId> {
+        if key < Self::DENSE_LIMIT {
+            self.dense.get(key as usize).copied().flatten()
+        } else {
+            self.sparse.get(&key).copied()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// True if `data` starts with a byte a pickle stream can start with.
@@ -214,6 +274,10 @@ pub fn is_plausible_start(data: &[u8]) -> bool {
 /// Run one stream from `data[start]` in one read view. `base` is added to
 /// every reported offset.
 pub fn run_stream(data: &[u8], start: usize, base: u64, view: ReadView, opts: &Options) -> Stream {
+    // Roughly one value per three bytes of pickle; bounded by the limit.
+    let guess = ((data.len() - start.min(data.len())) / 3)
+        .min(opts.limits.max_nodes)
+        .min(1 << 24);
     let mut m = Machine {
         src: Src {
             data,
@@ -225,10 +289,10 @@ pub fn run_stream(data: &[u8], start: usize, base: u64, view: ReadView, opts: &O
             base,
         },
         opts,
-        nodes: Vec::new(),
+        nodes: Vec::with_capacity(guess),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
         proto: 0,
         first_proto: None,
         imports: Vec::new(),
@@ -304,7 +368,7 @@ fn decode_long(b: &[u8]) -> Int {
     if b[b.len() - 1] & 0x80 != 0 && b.len() < 16 {
         x |= u128::MAX << (8 * b.len());
     }
-    Int::Small(x as i128)
+    Int::from_i128(x as i128)
 }
 
 /// `strtol(s, &end, 0)` followed by CPython's `PyLong_FromString` fallback,
@@ -470,7 +534,9 @@ impl Machine<'_, '_> {
         Ok(self.stack.split_off(m))
     }
 
-    fn text(&mut self, bytes: &[u8], lossy: bool) -> R<Node> {
+    /// A str value. Invalid UTF-8 (a UnicodeDecodeError in CPython) is
+    /// decoded lossily and the stream goes on (fidelity rule 2).
+    fn text(&mut self, bytes: &[u8]) -> R<Node> {
         let keep = bytes.len().min(self.opts.limits.max_string);
         let keep = if self.retained + keep > self.opts.limits.max_retained_bytes {
             keep.min(64)
@@ -478,16 +544,7 @@ impl Machine<'_, '_> {
             keep
         };
         self.retained += keep;
-        let text = match std::str::from_utf8(&bytes[..keep]) {
-            Ok(s) => s.to_owned(),
-            Err(e) if !lossy && e.error_len().is_some() => {
-                // CPython: UnicodeDecodeError for BINUNICODE with invalid UTF-8
-                // (surrogatepass only admits encoded surrogates); be generous
-                // and keep going with a lossy string (fidelity rule 2).
-                String::from_utf8_lossy(&bytes[..keep]).into_owned()
-            }
-            Err(_) => String::from_utf8_lossy(&bytes[..keep]).into_owned(),
-        };
+        let text: Box<str> = String::from_utf8_lossy(&bytes[..keep]).into();
         Ok(Node::Str(Text {
             text,
             len: bytes.len() as u64,
@@ -500,7 +557,7 @@ impl Machine<'_, '_> {
         self.retained += keep;
         let text: String = bytes[..keep].iter().map(|&b| b as char).collect();
         Ok(Node::Str(Text {
-            text,
+            text: text.into(),
             len: bytes.len() as u64,
         }))
     }
@@ -513,26 +570,25 @@ impl Machine<'_, '_> {
             head,
         };
         Ok(if bytearray {
-            Node::ByteArray(b)
+            Node::ByteArray(Box::new(b))
         } else {
-            Node::Bytes(b)
+            Node::Bytes(Box::new(b))
         })
     }
 
     fn memo_put(&mut self, key: u64, id: NodeId) -> R<()> {
-        if !self.memo.contains_key(&key) && self.memo.len() >= self.opts.limits.max_memo {
+        if !self.memo.put(key, id, self.opts.limits.max_memo) {
             return Err(Fail::Budget(format!(
                 "max_memo={}",
                 self.opts.limits.max_memo
             )));
         }
-        self.memo.insert(key, id);
         Ok(())
     }
 
     fn memo_get(&mut self, key: u64) -> R<()> {
-        match self.memo.get(&key) {
-            Some(&id) => self.push_id(id),
+        match self.memo.get(key) {
+            Some(id) => self.push_id(id),
             None => err(format!("Memo value not found at index {key}")),
         }
     }
@@ -709,7 +765,7 @@ impl Machine<'_, '_> {
                     Node::Bool(true)
                 } else {
                     match parse_int_literal(t) {
-                        Some(v) => Node::Int(Int::Small(v)),
+                        Some(v) => Node::Int(Int::from_i128(v)),
                         None => {
                             self.src.anomalies.push(Anomaly::UnparsedLiteral {
                                 offset: self.src.off(self.op_offset),
@@ -725,7 +781,7 @@ impl Machine<'_, '_> {
                 let l = self.line_str()?;
                 let t = l.trim_end_matches('L');
                 let node = match parse_int_literal(t) {
-                    Some(v) => Int::Small(v),
+                    Some(v) => Int::from_i128(v),
                     None if t
                         .trim()
                         .chars()
@@ -748,16 +804,16 @@ impl Machine<'_, '_> {
             Op::BinInt => {
                 let b = self.src.read(4)?;
                 let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                self.push(Node::Int(Int::Small(v as i128)))?;
+                self.push(Node::Int(Int::Small(v as i64)))?;
             }
             Op::BinInt1 => {
                 let v = self.src.read(1)?[0];
-                self.push(Node::Int(Int::Small(v as i128)))?;
+                self.push(Node::Int(Int::Small(v as i64)))?;
             }
             Op::BinInt2 => {
                 let b = self.src.read(2)?;
                 self.push(Node::Int(Int::Small(
-                    u16::from_le_bytes([b[0], b[1]]) as i128
+                    u16::from_le_bytes([b[0], b[1]]) as i64
                 )))?;
             }
             Op::Long1 => {
@@ -816,7 +872,7 @@ impl Machine<'_, '_> {
             Op::Unicode => {
                 let l = self.src.readline()?;
                 let s = raw_unicode_escape(l);
-                let node = self.text(s.as_bytes(), true)?;
+                let node = self.text(s.as_bytes())?;
                 self.push(node)?;
             }
             Op::BinUnicode | Op::ShortBinUnicode | Op::BinUnicode8 => {
@@ -832,7 +888,7 @@ impl Machine<'_, '_> {
                     return err("pickle data was truncated");
                 }
                 let b = self.src.read(n as usize)?;
-                let node = self.text(b, false)?;
+                let node = self.text(b)?;
                 self.push(node)?;
             }
             Op::BinBytes | Op::ShortBinBytes | Op::BinBytes8 | Op::ByteArray8 => {
@@ -848,13 +904,13 @@ impl Machine<'_, '_> {
                 let node = self.blob(s, n, op == Op::ByteArray8)?;
                 self.push(node)?;
             }
-            Op::EmptyTuple => self.push(Node::Tuple(Vec::new()))?,
+            Op::EmptyTuple => self.push(Node::Tuple(Box::new([])))?,
             Op::EmptyList => self.push(Node::List(Vec::new()))?,
             Op::EmptyDict => self.push(Node::Dict(Vec::new()))?,
             Op::EmptySet => self.push(Node::Set(Vec::new()))?,
             Op::Tuple => {
                 let items = self.pop_mark_items()?;
-                self.push(Node::Tuple(items))?;
+                self.push(Node::Tuple(items.into()))?;
             }
             Op::Tuple1 | Op::Tuple2 | Op::Tuple3 => {
                 let n = match op {
@@ -866,7 +922,7 @@ impl Machine<'_, '_> {
                     return err("unpickling stack underflow");
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.push(Node::Tuple(items))?;
+                self.push(Node::Tuple(items.into()))?;
             }
             Op::List => {
                 let items = self.pop_mark_items()?;
@@ -904,7 +960,7 @@ impl Machine<'_, '_> {
                         v.extend(items);
                     }
                 } else {
-                    let args = self.push_node(Node::Tuple(items))?;
+                    let args = self.push_node(Node::Tuple(items.into()))?;
                     self.record_call(op, CallKind::Append, target, Some(args), None)?;
                 }
             }
@@ -931,7 +987,7 @@ impl Machine<'_, '_> {
                         v.extend(items.chunks(2).map(|c| (c[0], c[1])));
                     }
                 } else {
-                    let args = self.push_node(Node::Tuple(items))?;
+                    let args = self.push_node(Node::Tuple(items.into()))?;
                     self.record_call(op, CallKind::SetItem, target, Some(args), None)?;
                 }
             }
@@ -951,7 +1007,7 @@ impl Machine<'_, '_> {
                         v.extend(items);
                     }
                 } else {
-                    let args = self.push_node(Node::Tuple(items))?;
+                    let args = self.push_node(Node::Tuple(items.into()))?;
                     self.record_call(op, CallKind::AddItems, target, Some(args), None)?;
                 }
             }
@@ -1031,7 +1087,7 @@ impl Machine<'_, '_> {
                 let name = self.ascii_text(n)?;
                 let cls = self.find_class(module, name, false, None)?;
                 let items = self.stack.split_off(mark.min(self.stack.len()));
-                let args = self.push_node(Node::Tuple(items))?;
+                let args = self.push_node(Node::Tuple(items.into()))?;
                 let r = self.record_call(op, CallKind::Inst, cls, Some(args), None)?;
                 self.push_id(r)?;
             }
@@ -1040,7 +1096,7 @@ impl Machine<'_, '_> {
                 let Some((&cls, rest)) = items.split_first() else {
                     return err("unpickling stack underflow (OBJ without class)");
                 };
-                let args = self.push_node(Node::Tuple(rest.to_vec()))?;
+                let args = self.push_node(Node::Tuple(rest.into()))?;
                 let r = self.record_call(op, CallKind::Obj, cls, Some(args), None)?;
                 self.push_id(r)?;
             }
@@ -1094,7 +1150,7 @@ impl Machine<'_, '_> {
                 let pid = self.ascii_text(l)?;
                 let pid = self.push_node(Node::Str(Text {
                     len: pid.len() as u64,
-                    text: pid,
+                    text: pid.into(),
                 }))?;
                 self.persistent(op, pid)?;
             }
@@ -1137,7 +1193,7 @@ impl Machine<'_, '_> {
     /// STACK_GLOBAL operands must be `str`.
     fn name_operand(&mut self, id: NodeId) -> R<(String, bool)> {
         match self.nodes.get(id as usize) {
-            Some(Node::Str(t)) => Ok((t.text.clone(), t.is_truncated())),
+            Some(Node::Str(t)) => Ok((t.text.to_string(), t.is_truncated())),
             Some(Node::Call(_)) | Some(Node::Persistent(_)) => {
                 // A computed value might be a str at run time: we cannot
                 // name the global. Keep going with a placeholder the policy

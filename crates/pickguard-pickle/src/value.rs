@@ -14,7 +14,7 @@ pub type NodeId = u32;
 /// A string the pickle carries; long strings keep a prefix and their length.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Text {
-    pub text: String,
+    pub text: Box<str>,
     /// Length in bytes of the whole string in the pickle.
     pub len: u64,
 }
@@ -36,7 +36,13 @@ pub struct Blob {
 /// An integer; values outside `i64` keep only their size.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Int {
-    Small(i128),
+    Small(i64),
+    /// Fits in 128 bits (the torch legacy magic number does); two halves
+    /// keep `Node` small.
+    Wide {
+        lo: u64,
+        hi: u64,
+    },
     Big {
         bytes: u64,
     },
@@ -45,15 +51,25 @@ pub enum Int {
 }
 
 impl Int {
+    pub fn from_i128(v: i128) -> Int {
+        match i64::try_from(v) {
+            Ok(s) => Int::Small(s),
+            Err(_) => Int::Wide {
+                lo: v as u64,
+                hi: (v >> 64) as u64,
+            },
+        }
+    }
     pub fn as_i64(self) -> Option<i64> {
         match self {
-            Int::Small(v) => i64::try_from(v).ok(),
+            Int::Small(v) => Some(v),
             _ => None,
         }
     }
     pub fn as_i128(self) -> Option<i128> {
         match self {
-            Int::Small(v) => Some(v),
+            Int::Small(v) => Some(v as i128),
+            Int::Wide { lo, hi } => Some(((hi as i128) << 64) | lo as i128),
             _ => None,
         }
     }
@@ -67,9 +83,9 @@ pub enum Node {
     Int(Int),
     Float(f64),
     Str(Text),
-    Bytes(Blob),
-    ByteArray(Blob),
-    Tuple(Vec<NodeId>),
+    Bytes(Box<Blob>),
+    ByteArray(Box<Blob>),
+    Tuple(Box<[NodeId]>),
     List(Vec<NodeId>),
     Dict(Vec<(NodeId, NodeId)>),
     Set(Vec<NodeId>),
@@ -149,6 +165,9 @@ impl Renderer<'_> {
             Node::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
             Node::Int(Int::Small(v)) => {
                 let _ = write!(out, "{v}");
+            }
+            Node::Int(i @ Int::Wide { .. }) => {
+                let _ = write!(out, "{}", i.as_i128().unwrap_or_default());
             }
             Node::Int(Int::Big { bytes }) => {
                 let _ = write!(out, "<{bytes}-byte int>");

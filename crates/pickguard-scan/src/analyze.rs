@@ -110,8 +110,8 @@ pub struct Scanner {
 enum Role<'r> {
     /// Plain `pickle.load`.
     Generic,
-    /// `data.pkl` of a torch zip: records and their sizes.
-    TorchData(&'r HashMap<String, u64>),
+    /// `data.pkl` of a torch zip: storage records (`data/<key>`) and their sizes.
+    TorchData(&'r HashMap<&'r str, u64>),
     /// A pickle inside a TorchScript archive.
     TorchScript,
     /// The object stream of a legacy checkpoint.
@@ -477,10 +477,10 @@ impl Scanner {
         }
 
         // Calls grouped by the import they call, and getattr resolution.
-        let mut calls_of: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut calls_of: Vec<Vec<usize>> = vec![Vec::new(); s.imports.len()];
         for (ci, c) in s.calls.iter().enumerate() {
             if let Some(Node::Global(gi)) = s.node(c.callee) {
-                calls_of.entry(*gi).or_default().push(ci);
+                calls_of[*gi].push(ci);
             }
         }
         // getattr(G, 'attr') calls whose target can be named.
@@ -503,7 +503,7 @@ impl Scanner {
         };
 
         for (gi, imp) in s.imports.iter().enumerate() {
-            let calls: &[usize] = calls_of.get(&gi).map(|v| v.as_slice()).unwrap_or(&[]);
+            let calls: &[usize] = &calls_of[gi];
             let rendered: Vec<String> = calls
                 .iter()
                 .take(3)
@@ -766,10 +766,10 @@ impl Scanner {
         s: &Stream,
         member: &Option<String>,
         idx: usize,
-        records: &HashMap<String, u64>,
+        records: &HashMap<&str, u64>,
     ) {
         let at = |off: u64| loc(member, Some(idx), Some(off), s.view);
-        let mut pid_info: HashMap<usize, StorageRef> = HashMap::new();
+        let mut pid_info: Vec<Option<StorageRef>> = vec![None; s.persistent_ids.len()];
         for (pi, p) in s.persistent_ids.iter().enumerate() {
             let Some(items) = s.as_seq(p.pid) else {
                 ctx.push(Finding::new(
@@ -803,7 +803,7 @@ impl Scanner {
                 ));
                 continue;
             };
-            match records.get(&format!("data/{key}")) {
+            match records.get(key.as_str()) {
                 None => ctx.push(Finding::new(
                     Rule::TorchStorageMismatch,
                     format!("storage key {key:?} names no data/{key} record in the archive"),
@@ -828,7 +828,7 @@ impl Scanner {
                 numel,
             };
             ctx.storages.push(r.clone());
-            pid_info.insert(pi, r);
+            pid_info[pi] = Some(r);
         }
         // Tensor extents: _rebuild_tensor_v2(storage, offset, size, stride, ...).
         let mut tensors = 0u64;
@@ -849,7 +849,9 @@ impl Scanner {
             let Some(Node::Persistent(pi)) = s.node(args[0]) else {
                 continue;
             };
-            let Some(sr) = pid_info.get(pi) else { continue };
+            let Some(Some(sr)) = pid_info.get(*pi) else {
+                continue;
+            };
             let (Some(off), Some(sizes), Some(strides)) =
                 (s.as_int(args[1]), s.as_seq(args[2]), s.as_seq(args[3]))
             else {
@@ -1076,16 +1078,14 @@ impl Scanner {
             .entries
             .first()
             .and_then(|e| e.name.split_once('/').map(|(r, _)| r.to_owned()));
-        let is_torch = root.as_ref().is_some_and(|r| {
-            ar.entries.iter().any(|e| {
-                e.name == format!("{r}/data.pkl") || e.name == format!("{r}/constants.pkl")
+        let has = |record: &str| {
+            root.as_ref().is_some_and(|r| {
+                let want = format!("{r}/{record}");
+                ar.entries.iter().any(|e| e.name == want)
             })
-        });
-        let torchscript = root.as_ref().is_some_and(|r| {
-            ar.entries
-                .iter()
-                .any(|e| e.name == format!("{r}/constants.pkl"))
-        });
+        };
+        let torchscript = has("constants.pkl");
+        let is_torch = torchscript || has("data.pkl");
         if top {
             ctx.set_format(if torchscript {
                 "torchscript"
@@ -1161,19 +1161,26 @@ impl Scanner {
             }
             ctx.push(f);
         }
-        let records: HashMap<String, u64> = match torch_root {
-            Some(r) => ar
+        // Storage records by key: `<root>/data/<key>` -> size.
+        let root_prefix = torch_root.map(|r| format!("{r}/"));
+        let records: HashMap<&str, u64> = match &root_prefix {
+            Some(p) => ar
                 .entries
                 .iter()
                 .filter_map(|e| {
                     e.name
-                        .strip_prefix(&format!("{r}/"))
-                        .map(|n| (n.to_owned(), e.size))
+                        .strip_prefix(p.as_str())?
+                        .strip_prefix("data/")
+                        .map(|k| (k, e.size))
                 })
                 .collect(),
             None => HashMap::new(),
         };
-        let torchscript = torch_root.is_some() && records.contains_key("constants.pkl");
+        let torchscript = root_prefix.as_ref().is_some_and(|p| {
+            ar.entries
+                .iter()
+                .any(|e| e.name.strip_prefix(p.as_str()) == Some("constants.pkl"))
+        });
         // data.pkl first, so storage records it references are known.
         let mut order: Vec<&zip::Entry> = ar.entries.iter().collect();
         if let Some(r) = torch_root {
@@ -1181,6 +1188,7 @@ impl Scanner {
             order.sort_by_key(|e| e.name != dp);
         }
         let before = ctx.storages.len();
+        let mut referenced: Option<HashSet<String>> = None;
         for e in order {
             ctx.members += 1;
             if ctx.members > self.options.max_members {
@@ -1192,12 +1200,18 @@ impl Scanner {
                 return;
             }
             let m = join_member(member, &e.name);
-            let rel = torch_root.and_then(|r| e.name.strip_prefix(&format!("{r}/")));
-            if let Some(rel) = rel
-                && let Some(key) = rel.strip_prefix("data/")
-                && ctx.storages[before..].iter().any(|s| s.key == key)
-            {
-                continue; // tensor bytes, never unpickled
+            let rel = root_prefix.as_deref().and_then(|r| e.name.strip_prefix(r));
+            if let Some(key) = rel.and_then(|rel| rel.strip_prefix("data/")) {
+                // data.pkl comes first, so the keys it references are known by now.
+                let set = referenced.get_or_insert_with(|| {
+                    ctx.storages[before..]
+                        .iter()
+                        .map(|s| s.key.clone())
+                        .collect()
+                });
+                if set.contains(key) {
+                    continue; // tensor bytes, never unpickled
+                }
             }
             if e.name.ends_with('/') && e.size == 0 {
                 continue;
