@@ -120,8 +120,12 @@ enum Role<'r> {
     TorchLegacyTar,
 }
 
+/// Findings of one rule kept per file; the rest are counted.
+const MAX_PER_RULE: u64 = 100;
+
 struct Ctx {
     findings: Vec<Finding>,
+    per_rule: HashMap<Rule, u64>,
     globals: BTreeMap<(String, String), GlobalUse>,
     members: usize,
     streams: u64,
@@ -164,8 +168,14 @@ fn join_member(parent: &Option<String>, name: &str) -> Option<String> {
 }
 
 impl Ctx {
+    /// Record a finding; past `MAX_PER_RULE` of one rule, only count it
+    /// (a pickle can repeat one import a million times).
     fn push(&mut self, f: Finding) {
-        self.findings.push(f);
+        let n = self.per_rule.entry(f.rule).or_insert(0);
+        *n += 1;
+        if *n <= MAX_PER_RULE {
+            self.findings.push(f);
+        }
     }
     fn set_format(&mut self, f: &str) {
         if self.format.is_none() {
@@ -179,10 +189,19 @@ impl Scanner {
         Scanner { policy, options }
     }
 
+    fn out_of_time(&self) -> bool {
+        self.options
+            .pickle
+            .limits
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
     /// Scan one file's bytes.
     pub fn scan_bytes(&self, path: &str, data: &[u8]) -> FileReport {
         let mut ctx = Ctx {
             findings: Vec::new(),
+            per_rule: HashMap::new(),
             globals: BTreeMap::new(),
             members: 0,
             streams: 0,
@@ -191,6 +210,24 @@ impl Scanner {
             storages: Vec::new(),
         };
         self.explore(&mut ctx, data, None, 0);
+        let mut more: Vec<(Rule, u64)> = ctx
+            .per_rule
+            .iter()
+            .filter(|(_, n)| **n > MAX_PER_RULE)
+            .map(|(r, n)| (*r, *n))
+            .collect();
+        more.sort();
+        for (rule, n) in more {
+            ctx.findings.push(Finding::new(
+                rule,
+                format!(
+                    "{} more {} findings not listed",
+                    n - MAX_PER_RULE,
+                    rule.id()
+                ),
+                Location::default(),
+            ));
+        }
         let mut verdict = Verdict::Clean;
         for f in &ctx.findings {
             verdict = verdict.max(f.rule.verdict());
@@ -1191,6 +1228,14 @@ impl Scanner {
         let mut referenced: Option<HashSet<String>> = None;
         for e in order {
             ctx.members += 1;
+            if self.out_of_time() {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    "time limit reached; remaining archive members were not analysed",
+                    loc(member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
             if ctx.members > self.options.max_members {
                 ctx.push(Finding::new(
                     Rule::BudgetExceeded,
@@ -1297,6 +1342,14 @@ impl Scanner {
         }
         for mem in &members {
             ctx.members += 1;
+            if self.out_of_time() {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    "time limit reached; remaining archive members were not analysed",
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
             if ctx.members > self.options.max_members {
                 ctx.push(Finding::new(
                     Rule::BudgetExceeded,
