@@ -333,7 +333,12 @@ pub fn push_quoted(out: &mut String, s: &str, max: usize) {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if c.is_control() || c == '\u{fffd}' => {
-                let _ = write!(out, "\\x{{{:x}}}", c as u32);
+                let n = c as u32;
+                let _ = match n {
+                    0..=0xff => write!(out, "\\x{n:02x}"),
+                    0x100..=0xffff => write!(out, "\\u{n:04x}"),
+                    _ => write!(out, "\\U{n:08x}"),
+                };
             }
             c => out.push(c),
         }

@@ -124,6 +124,8 @@ enum Role<'r> {
 const MAX_PER_RULE: u64 = 100;
 
 struct Ctx {
+    /// Depth of pickles scanned inside pickles.
+    nested: usize,
     findings: Vec<Finding>,
     per_rule: HashMap<Rule, u64>,
     globals: BTreeMap<(String, String), GlobalUse>,
@@ -200,6 +202,7 @@ impl Scanner {
     /// Scan one file's bytes.
     pub fn scan_bytes(&self, path: &str, data: &[u8]) -> FileReport {
         let mut ctx = Ctx {
+            nested: 0,
             findings: Vec::new(),
             per_rule: HashMap::new(),
             globals: BTreeMap::new(),
@@ -424,6 +427,7 @@ impl Scanner {
             }
             self.evaluate(ctx, s, member, idx, role);
         }
+        self.scan_embedded_pickles(ctx, data, base, member, &streams);
         if n_linear > 1 {
             ctx.push(Finding::new(
                 Rule::MultipleStreams,
@@ -450,6 +454,50 @@ impl Scanner {
                     ),
                     loc(member, None, Some(t), ReadView::Linear),
                 ));
+            }
+        }
+    }
+
+    /// Byte strings passed to calls that are pickles themselves (the argument
+    /// of `pickle.loads`, `torch.storage._load_from_bytes`...): scanned as
+    /// nested members named `<pickle@OFFSET>`, a few levels deep.
+    fn scan_embedded_pickles(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        base: u64,
+        member: &Option<String>,
+        streams: &[Stream],
+    ) {
+        if ctx.nested >= 3 {
+            return;
+        }
+        let mut seen = HashSet::new();
+        for s in streams {
+            for c in &s.calls {
+                let Some(args) = c.args.and_then(|a| s.as_seq(a)) else {
+                    continue;
+                };
+                for &a in args {
+                    let Some(Node::Bytes(b) | Node::ByteArray(b)) = s.node(a) else {
+                        continue;
+                    };
+                    if !(b.head.len() >= 2 && b.head[0] == 0x80 && b.head[1] <= 5)
+                        || !seen.insert(b.offset)
+                    {
+                        continue;
+                    }
+                    let Some(start) = b.offset.checked_sub(base).map(|x| x as usize) else {
+                        continue;
+                    };
+                    let Some(inner) = data.get(start..start + b.len as usize) else {
+                        continue;
+                    };
+                    let m = join_member(member, &format!("<pickle@{}>", b.offset));
+                    ctx.nested += 1;
+                    self.scan_pickle_region(ctx, inner, 0, &m, Role::Generic, true);
+                    ctx.nested -= 1;
+                }
             }
         }
     }

@@ -57,6 +57,29 @@ fn call_chains_are_readable() {
 }
 
 #[test]
+fn nested_pickles_are_scanned() {
+    let dir = common::corpus();
+    let (doc, _) = common::scan_json(&[&dir.join("mal-nested-pickle-loads.pkl")]);
+    let findings = doc["files"][0]["findings"].as_array().unwrap();
+    let inner = findings
+        .iter()
+        .find(|f| f["global"] == "posix.system")
+        .expect("inner payload found");
+    assert!(
+        inner["location"]["member"]
+            .as_str()
+            .unwrap()
+            .starts_with("<pickle@"),
+        "{inner}"
+    );
+    assert!(
+        doc.to_string()
+            .contains("_pickle.loads(b'\\\\x80\\\\x02cposix"),
+        "{doc}"
+    );
+}
+
+#[test]
 fn frame_divergence_reports_both_readings() {
     let dir = common::corpus();
     let (doc, _) = common::scan_json(&[&dir.join("mal-frame-divergence.pkl")]);
