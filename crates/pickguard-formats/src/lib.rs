@@ -3,6 +3,7 @@ What a file is, decided by its bytes, never by its name; and readers for the
 containers model files come in, written to see what the victim's loader sees.
 */
 
+pub mod dtype;
 pub mod tar;
 pub mod zip;
 

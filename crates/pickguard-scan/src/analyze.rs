@@ -11,6 +11,7 @@ fn storage_element_size(g: &pk::Import) -> Option<u64> {
         None
     }
 }
+use pickguard_formats::dtype::DType;
 use pickguard_formats::{Sniffed, sniff, tar, zip};
 use pickguard_pickle::{self as pk, CallKind, Node, ReadView, StopReason, Stream};
 use serde::Serialize;
@@ -959,6 +960,14 @@ impl Scanner {
             if sizes.contains(&0) {
                 continue;
             }
+            // Bytes the view needs against bytes the storage holds. With
+            // _rebuild_tensor_v3 the storage is untyped (bytes) and the dtype
+            // is argument 6; otherwise elements are the storage's.
+            let v3_dtype = (g.name == "_rebuild_tensor_v3")
+                .then(|| args.get(6).and_then(|&d| s.as_global(d)))
+                .flatten()
+                .and_then(|d| DType::from_torch_name(&d.name));
+            let elem = v3_dtype.map(DType::size).or(sr.element_size);
             let extent: i128 = off as i128
                 + sizes
                     .iter()
@@ -966,14 +975,15 @@ impl Scanner {
                     .map(|(&n, &st)| (n as i128 - 1) * st as i128)
                     .sum::<i128>()
                 + 1;
-            if let Some(numel) = sr.numel
-                && extent > numel as i128
-            {
-                ctx.push(bad(format!(
-                        "tensor reaches element {} of storage {:?}, which has {numel} elements (offset {off}, sizes {sizes:?}, strides {strides:?})",
-                        extent - 1,
+            if let (Some(numel), Some(es), Some(elem)) = (sr.numel, sr.element_size, elem) {
+                let have = numel as i128 * es as i128;
+                let need = extent * elem as i128;
+                if need > have {
+                    ctx.push(bad(format!(
+                        "tensor needs {need} bytes of storage {:?}, which holds {have} (offset {off}, sizes {sizes:?}, strides {strides:?})",
                         sr.key
                     )));
+                }
             }
         }
         *ctx.tensors.get_or_insert(0) += tensors;

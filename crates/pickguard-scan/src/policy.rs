@@ -235,25 +235,21 @@ const TORCH_DTYPES: &[&str] = &[
     "int7",
 ];
 
-/// Element size in bytes of a torch storage class name (`FloatStorage`...).
+/// Element size in bytes of a torch storage class name (`FloatStorage`...),
+/// including quantized storages that have no safetensors dtype.
 pub fn torch_storage_element_size(name: &str) -> Option<u64> {
+    if let Some(d) = pickguard_formats::dtype::DType::from_storage_name(name) {
+        return Some(d.size());
+    }
     Some(match name {
-        "DoubleStorage" | "LongStorage" | "ComplexFloatStorage" | "UInt64Storage" => 8,
-        "FloatStorage" | "IntStorage" | "QInt32Storage" | "UInt32Storage" => 4,
-        "HalfStorage" | "BFloat16Storage" | "ShortStorage" | "UInt16Storage" => 2,
-        "ComplexDoubleStorage" => 16,
-        "CharStorage"
-        | "ByteStorage"
-        | "BoolStorage"
-        | "QInt8Storage"
+        "QInt32Storage" => 4,
+        "QInt8Storage"
         | "QUInt8Storage"
         | "QUInt4x2Storage"
         | "QUInt2x4Storage"
-        | "UntypedStorage"
-        | "Float8_e4m3fnStorage"
-        | "Float8_e5m2Storage"
         | "Float8_e4m3fnuzStorage"
         | "Float8_e5m2fnuzStorage" => 1,
+        "ComplexDoubleStorage" => 16,
         _ => return None,
     })
 }
