@@ -5,6 +5,7 @@ containers model files come in, written to see what the victim's loader sees.
 
 pub mod dtype;
 pub mod tar;
+pub mod torch_legacy;
 pub mod zip;
 
 use serde::Serialize;

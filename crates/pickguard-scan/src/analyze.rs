@@ -12,7 +12,7 @@ fn storage_element_size(g: &pk::Import) -> Option<u64> {
     }
 }
 use pickguard_formats::dtype::DType;
-use pickguard_formats::{Sniffed, sniff, tar, zip};
+use pickguard_formats::{Sniffed, sniff, tar, torch_legacy, zip};
 use pickguard_pickle::{self as pk, CallKind, Node, ReadView, StopReason, Stream};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -483,9 +483,8 @@ impl Scanner {
                     let Some(Node::Bytes(b) | Node::ByteArray(b)) = s.node(a) else {
                         continue;
                     };
-                    if !(b.head.len() >= 2 && b.head[0] == 0x80 && b.head[1] <= 5)
-                        || !seen.insert(b.offset)
-                    {
+                    let is_pickle = matches!(b.head.as_slice(), [0x80, p, ..] if *p <= 5);
+                    if !is_pickle || !seen.insert(b.offset) {
                         continue;
                     }
                     let Some(start) = b.offset.checked_sub(base).map(|x| x as usize) else {
@@ -1096,40 +1095,28 @@ impl Scanner {
             .iter()
             .map(|r| (r.key.as_str(), r.element_size))
             .collect();
-        for k in &keys {
-            let Some(Some(es)) = sizes.get(k.as_str()) else {
+        let walked = torch_legacy::walk(data, pos, &keys, |k| sizes.get(k).copied().flatten());
+        let pos = match walked {
+            Ok((_, end)) => end,
+            Err(torch_legacy::WalkError::UnknownElementSize { key, at }) => {
                 ctx.push(Finding::new(
                     Rule::Unreadable,
-                    format!("storage {k:?} has no known element size; the raw data after it was not walked"),
-                    loc(member, None, Some(pos as u64), ReadView::Linear),
+                    format!("storage {key:?} has no known element size; the raw data after it was not walked"),
+                    loc(member, None, Some(at), ReadView::Linear),
                 ));
                 return;
-            };
-            let Some(nb) = data.get(pos..pos + 8) else {
+            }
+            Err(torch_legacy::WalkError::Truncated { key, at }) => {
                 ctx.push(Finding::new(
                     Rule::PickleError,
-                    format!("legacy checkpoint is truncated in storage {k:?}"),
-                    loc(member, None, Some(pos as u64), ReadView::Linear),
+                    format!(
+                        "storage {key:?} runs past the end of the file; torch.load fails there"
+                    ),
+                    loc(member, None, Some(at), ReadView::Linear),
                 ));
                 return;
-            };
-            let n = u64::from_le_bytes(nb.try_into().unwrap_or([0; 8]));
-            let len = n
-                .checked_mul(*es)
-                .and_then(|l| l.checked_add(8))
-                .filter(|&l| l <= (data.len() - pos) as u64);
-            match len {
-                Some(l) => pos += l as usize,
-                None => {
-                    ctx.push(Finding::new(
-                        Rule::PickleError,
-                        format!("storage {k:?} declares {n} elements, past the end of the file"),
-                        loc(member, None, Some(pos as u64), ReadView::Linear),
-                    ));
-                    return;
-                }
             }
-        }
+        };
         if pos < data.len() {
             let rest = &data[pos..];
             if pk::is_plausible_start(rest) {

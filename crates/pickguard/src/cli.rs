@@ -40,6 +40,91 @@ pub enum Command {
     ///   curl -sL https://host/model.bin | pickguard scan -
     #[command(verbatim_doc_comment)]
     Scan(ScanArgs),
+
+    /// Convert PyTorch checkpoints (and .npz) to safetensors without running their code.
+    ///
+    /// The checkpoint is scanned first: anything that is not pure tensor data
+    /// (a pickled class, a call outside the allowlist) is refused, naming the
+    /// globals and where they are, and nothing is written. Tensors are then
+    /// rebuilt from the pickle's structure alone and their bytes streamed into
+    /// the output; the file appears only once complete.
+    ///
+    /// IN may be a file (torch zip or legacy checkpoint, .npz), a Hugging Face
+    /// sharded checkpoint directory (pytorch_model.bin.index.json: shards are
+    /// converted in parallel and model.safetensors.index.json is written), or a
+    /// directory of checkpoints.
+    ///
+    /// Exit status: 0 converted; 1 refused (not pure tensor data); 2 error.
+    ///
+    /// Examples:
+    ///   pickguard convert model.pt                    # writes model.safetensors
+    ///   pickguard convert ckpt.pt -o out.safetensors --key state_dict --strip-prefix module.
+    ///   pickguard convert ./bert-base -o ./bert-base-st
+    #[command(verbatim_doc_comment)]
+    Convert(ConvertArgs),
+
+    /// List the tensors of a checkpoint: name, dtype, shape, bytes, storage.
+    ///
+    /// Shows the scan verdict too; a file that is not pure tensor data is not
+    /// rebuilt (its findings are shown instead, exit status 1).
+    Inspect(InspectArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SharedArg {
+    /// Write a tied tensor once; record its other names in the metadata (as Hugging Face does).
+    Alias,
+    /// Write a copy under each name.
+    Copy,
+    /// Fail when two names share a tensor.
+    Refuse,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Checkpoint file or directory.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+
+    /// Output file (for a file) or directory (for a directory). Default: next to the input.
+    #[arg(long, short = 'o', value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// Convert only this sub-dictionary (dotted path, e.g. `state_dict` or `model.encoder`);
+    /// `.` converts everything. Default: `state_dict`/`model`/... when the top level holds no tensors itself.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<String>,
+
+    /// Remove this prefix from tensor names (repeatable), e.g. `module.` from DataParallel checkpoints.
+    #[arg(long = "strip-prefix", value_name = "PREFIX")]
+    pub strip_prefix: Vec<String>,
+
+    /// Tensors that share storage under several names (tied weights).
+    #[arg(long, value_enum, default_value_t = SharedArg::Alias)]
+    pub shared: SharedArg,
+
+    /// Also write the checkpoint's non-tensor values (epoch, config...) to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub extra_json: Option<PathBuf>,
+
+    /// Replace output files that exist.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Report format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Checkpoint file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Report format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

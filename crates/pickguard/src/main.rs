@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let code = match cli.command {
         cli::Command::Scan(args) => commands::scan::run(args),
+        cli::Command::Convert(args) => commands::convert::run(args),
+        cli::Command::Inspect(args) => commands::inspect::run(args),
     };
     match code {
         Ok(c) => ExitCode::from(c),

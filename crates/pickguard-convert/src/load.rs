@@ -1,0 +1,320 @@
+//! Open a checkpoint: scan it, build its values, and locate every storage's bytes.
+
+use crate::build::{Builder, Obj, StorageRef};
+use crate::{ConvertError, TensorSpec, npz};
+use pickguard_formats::dtype::DType;
+use pickguard_formats::{Sniffed, sniff, torch_legacy, zip};
+use pickguard_pickle::{Node, NodeId, Options, ReadView, StopReason, Stream, run_stream};
+use pickguard_scan::{Scanner, Verdict};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a storage's bytes are.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// A byte range of the checkpoint file itself.
+    File { offset: u64, len: u64 },
+    /// Decompressed bytes (deflated zip members).
+    Memory(Arc<Vec<u8>>),
+}
+
+/// A checkpoint ready to write.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub format: String,
+    pub root: Obj,
+    pub tensors: Vec<TensorSpec>,
+    pub storages: HashMap<String, Storage>,
+}
+
+const TORCH_LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
+
+fn refuse(path: &str, r: &pickguard_scan::FileReport) -> ConvertError {
+    let mut details = String::new();
+    for f in r
+        .findings
+        .iter()
+        .filter(|f| f.rule.verdict() > Verdict::Clean)
+    {
+        let mut place = Vec::new();
+        if let Some(m) = &f.location.member {
+            place.push(m.clone());
+        }
+        if let Some(o) = f.location.offset {
+            place.push(format!("offset {o}"));
+        }
+        details.push_str(&format!(
+            "  {} {} [{}]\n",
+            f.rule.id(),
+            f.message,
+            place.join(", ")
+        ));
+        for c in &f.calls {
+            details.push_str(&format!("      {c}\n"));
+        }
+    }
+    ConvertError::Refused {
+        path: path.to_owned(),
+        verdict: r.verdict.as_str().to_owned(),
+        details,
+    }
+}
+
+fn stream_ok(s: &Stream) -> Result<(), ConvertError> {
+    match &s.stop {
+        StopReason::Stop => Ok(()),
+        StopReason::Error { offset, message } => Err(ConvertError::Format(format!(
+            "the pickle fails to load at offset {offset}: {message}"
+        ))),
+        StopReason::Budget { limit, .. } => Err(ConvertError::Format(format!(
+            "analysis limit {limit} reached"
+        ))),
+    }
+}
+
+/// Scan, then build. `data` is the whole file (usually a memory map).
+pub fn load(path: &str, data: &[u8], scanner: &Scanner) -> Result<Checkpoint, ConvertError> {
+    let report = scanner.scan_bytes(path, data);
+    if report.verdict != Verdict::Clean {
+        return Err(refuse(path, &report));
+    }
+    match sniff(data) {
+        Sniffed::Zip => {
+            let ar = zip::read(data, scanner.options.max_members).map_err(ConvertError::Format)?;
+            if report.format == "zip" {
+                return npz::load(data, &ar, scanner.options.max_decompressed);
+            }
+            if report.format != "torch-zip" {
+                return Err(ConvertError::Format(format!(
+                    "{path} is a {} archive, not a torch checkpoint",
+                    report.format
+                )));
+            }
+            torch_zip(data, &ar, scanner)
+        }
+        Sniffed::PickleLike if report.format == "torch-legacy" => {
+            torch_legacy_file(data, &scanner.options.pickle)
+        }
+        _ => Err(ConvertError::Format(format!(
+            "{path}: {} is not a checkpoint format convert reads (torch zip, torch legacy, .npz)",
+            report.format
+        ))),
+    }
+}
+
+fn torch_zip(
+    data: &[u8],
+    ar: &zip::Archive,
+    scanner: &Scanner,
+) -> Result<Checkpoint, ConvertError> {
+    let root = ar
+        .entries
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map(|(r, _)| r.to_owned())
+        .unwrap_or_default();
+    let prefix = format!("{root}/");
+    let find = |rel: &str| {
+        ar.entries
+            .iter()
+            .find(|e| e.name.strip_prefix(&prefix) == Some(rel))
+    };
+    if let Some(bo) = find("byteorder") {
+        let (b, _) = zip::entry_data(data, bo, 64).map_err(ConvertError::Format)?;
+        if b.as_ref() != b"little" {
+            return Err(ConvertError::Unsupported {
+                what: "a big-endian checkpoint".into(),
+                offset: bo.local_header_offset,
+            });
+        }
+    }
+    let dp = find("data.pkl").ok_or_else(|| ConvertError::Format("no data.pkl record".into()))?;
+    let (pkl, _) = zip::entry_data(data, dp, scanner.options.max_decompressed)
+        .map_err(ConvertError::Format)?;
+    let s = run_stream(&pkl, 0, 0, ReadView::Linear, &scanner.options.pickle);
+    stream_ok(&s)?;
+    let mut storages = HashMap::new();
+    let mut records: HashMap<&str, &zip::Entry> = HashMap::new();
+    for e in &ar.entries {
+        if let Some(k) = e
+            .name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_prefix("data/"))
+        {
+            records.insert(k, e);
+        }
+    }
+    let storage_of = |s: &Stream, pid: NodeId| -> Result<StorageRef, ConvertError> {
+        let items = s
+            .as_seq(pid)
+            .filter(|t| t.len() >= 5)
+            .ok_or_else(|| bad_pid(s, pid))?;
+        let ty = s.as_global(items[1]).ok_or_else(|| bad_pid(s, pid))?;
+        let dtype =
+            DType::from_storage_name(&ty.name).ok_or_else(|| ConvertError::Unsupported {
+                what: format!("storage type {}", ty.qualified()),
+                offset: 0,
+            })?;
+        let key = s
+            .as_str(items[2])
+            .ok_or_else(|| bad_pid(s, pid))?
+            .to_owned();
+        let numel = s
+            .as_int(items[4])
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| bad_pid(s, pid))?;
+        let e = records
+            .get(key.as_str())
+            .ok_or_else(|| ConvertError::Format(format!("no data/{key} record")))?;
+        let nbytes = numel
+            .checked_mul(dtype.size())
+            .filter(|&n| n <= e.size)
+            .ok_or_else(|| {
+                ConvertError::Format(format!("storage {key} is larger than its record"))
+            })?;
+        Ok(StorageRef {
+            key,
+            dtype,
+            nbytes,
+            view_offset: 0,
+        })
+    };
+    let mut b = Builder::new(&s, storage_of);
+    let root_obj = b.build_root()?;
+    let tensors = std::mem::take(&mut b.tensors);
+    drop(b);
+    for t in &tensors {
+        if storages.contains_key(&t.storage) {
+            continue;
+        }
+        let e = records[t.storage.as_str()];
+        let st = match e.method {
+            0 => Storage::File {
+                offset: e.data_offset.ok_or_else(|| {
+                    ConvertError::Format(format!("record data/{} has no local header", t.storage))
+                })?,
+                len: e.size,
+            },
+            _ => {
+                let (bytes, _) = zip::entry_data(data, e, scanner.options.max_decompressed)
+                    .map_err(ConvertError::Format)?;
+                Storage::Memory(Arc::new(bytes.into_owned()))
+            }
+        };
+        storages.insert(t.storage.clone(), st);
+    }
+    Ok(Checkpoint {
+        format: "torch-zip".into(),
+        root: root_obj,
+        tensors,
+        storages,
+    })
+}
+
+fn bad_pid(s: &Stream, pid: NodeId) -> ConvertError {
+    ConvertError::Format(format!(
+        "persistent id {} is not a torch storage reference",
+        s.render(pid)
+    ))
+}
+
+fn torch_legacy_file(data: &[u8], opts: &Options) -> Result<Checkpoint, ConvertError> {
+    let mut pos = 0usize;
+    let mut streams = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let s = run_stream(data, pos, 0, ReadView::Linear, opts);
+        stream_ok(&s)?;
+        pos = s.end as usize;
+        streams.push(s);
+    }
+    let magic = streams[0].result.and_then(|r| match streams[0].node(r) {
+        Some(Node::Int(i)) => i.as_i128(),
+        _ => None,
+    });
+    if magic != Some(TORCH_LEGACY_MAGIC) {
+        return Err(ConvertError::Format(
+            "not a legacy torch checkpoint (magic number)".into(),
+        ));
+    }
+    let obj = &streams[3];
+    let keys_stream = &streams[4];
+    let keys: Vec<String> = keys_stream
+        .result
+        .and_then(|r| keys_stream.as_seq(r))
+        .map(|v| {
+            v.iter()
+                .filter_map(|&k| keys_stream.as_str(k).map(str::to_owned))
+                .collect()
+        })
+        .ok_or_else(|| {
+            ConvertError::Format("the storage-key list is not a list of strings".into())
+        })?;
+    // Element sizes from the object stream's persistent ids.
+    let mut dtypes: HashMap<String, DType> = HashMap::new();
+    for p in &obj.persistent_ids {
+        if let Some(items) = obj.as_seq(p.pid)
+            && items.len() >= 5
+            && obj.as_str(items[0]) == Some("storage")
+            && let (Some(ty), Some(k)) = (obj.as_global(items[1]), obj.as_str(items[2]))
+            && let Some(d) = DType::from_storage_name(&ty.name)
+        {
+            dtypes.insert(k.to_owned(), d);
+        }
+    }
+    let (raw, _) = torch_legacy::walk(data, pos, &keys, |k| dtypes.get(k).map(|d| d.size()))
+        .map_err(|e| ConvertError::Format(format!("legacy storage section: {e:?}")))?;
+    let raw: HashMap<String, torch_legacy::RawStorage> =
+        raw.into_iter().map(|r| (r.key.clone(), r)).collect();
+    let storage_of = |s: &Stream, pid: NodeId| -> Result<StorageRef, ConvertError> {
+        let items = s
+            .as_seq(pid)
+            .filter(|t| t.len() >= 6)
+            .ok_or_else(|| bad_pid(s, pid))?;
+        let key = s
+            .as_str(items[2])
+            .ok_or_else(|| bad_pid(s, pid))?
+            .to_owned();
+        let dtype = *dtypes.get(&key).ok_or_else(|| bad_pid(s, pid))?;
+        let r = raw.get(&key).ok_or_else(|| {
+            ConvertError::Format(format!("storage {key} is not in the storage section"))
+        })?;
+        // view_metadata: None, or (view_key, offset, size) in elements of the root.
+        let view_offset = match s.as_seq(items[5]) {
+            Some(v) if v.len() == 3 => s
+                .as_int(v[1])
+                .and_then(|o| u64::try_from(o).ok())
+                .ok_or_else(|| bad_pid(s, pid))?,
+            _ => 0,
+        };
+        Ok(StorageRef {
+            key,
+            dtype,
+            nbytes: r.numel * r.element_size,
+            view_offset,
+        })
+    };
+    let mut b = Builder::new(obj, storage_of);
+    let root = b.build_root()?;
+    let tensors = std::mem::take(&mut b.tensors);
+    drop(b);
+    let storages = tensors
+        .iter()
+        .filter_map(|t| {
+            raw.get(&t.storage).map(|r| {
+                (
+                    t.storage.clone(),
+                    Storage::File {
+                        offset: r.offset,
+                        len: r.numel * r.element_size,
+                    },
+                )
+            })
+        })
+        .collect();
+    Ok(Checkpoint {
+        format: "torch-legacy".into(),
+        root,
+        tensors,
+        storages,
+    })
+}
