@@ -19,6 +19,11 @@ if [ ! -f "$stamp" ]; then
   rm -f "$venv"/.pickguard-*
   touch "$stamp"
 fi
+# openssl makes the signing tests' keys.
+if ! command -v openssl >/dev/null; then
+  echo "setup: installing openssl (Debian package)" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >&2; else sudo apt-get install -y -qq openssl >&2; fi
+fi
 schema="$cache/sarif-2.1.0.json"
 if [ ! -s "$schema" ]; then
   # The SARIF 2.1.0 JSON schema, as Microsoft's jest-sarif package ships it.

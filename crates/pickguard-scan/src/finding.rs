@@ -72,6 +72,7 @@ rules! {
     ZipTamper = "PG109-zip-tamper", Malicious, High, "The zip's central directory and local headers disagree: torch and strict readers see different files.";
     Polyglot = "PG110-polyglot", Malicious, High, "The file is valid as two formats at once, so different loaders see different content.";
     TorchStorageMismatch = "PG111-torch-storage-mismatch", Malicious, High, "A tensor or storage reference does not fit the records of the checkpoint.";
+    SignatureMismatch = "PG112-signature-mismatch", Malicious, Critical, "The model does not match its signature: files changed, added or removed, or the signature is invalid.";
     LibraryGlobal = "PG201-library-global", NeedsTrust, Medium, "The pickle imports third-party code; loading it means trusting that code.";
     TorchScript = "PG202-torchscript", NeedsTrust, Medium, "TorchScript archive: torch.jit.load runs the code it carries.";
     BudgetExceeded = "PG301-budget-exceeded", Inconclusive, Medium, "An analysis limit was reached; the rest was not analysed.";

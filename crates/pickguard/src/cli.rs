@@ -63,6 +63,33 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Convert(ConvertArgs),
 
+    /// Print a model's manifest: each file's SHA-256 and the root digest, as
+    /// OpenSSF model signing defines them.
+    Hash(HashArgs),
+
+    /// Sign a model (file or directory) with an EC P-256 key.
+    ///
+    /// Writes a Sigstore bundle (v0.3) holding a DSSE-signed in-toto
+    /// statement with one SHA-256 per file: the OpenSSF model-signing v1.0
+    /// format, verifiable with `model_signing verify key`.
+    ///
+    /// Example:
+    ///   openssl ecparam -name prime256v1 -genkey -noout -out key.pem
+    ///   openssl ec -in key.pem -pubout -out pub.pem
+    ///   pickguard sign ./model --private-key key.pem --signature model.sig
+    #[command(verbatim_doc_comment)]
+    Sign(SignArgs),
+
+    /// Verify a model against a signature; report exactly which files were
+    /// added, removed or changed.
+    ///
+    /// Exit status: 0 valid; 1 invalid signature or files differ; 2 error.
+    ///
+    /// Example:
+    ///   pickguard verify ./model --signature model.sig --public-key pub.pem
+    #[command(verbatim_doc_comment)]
+    Verify(VerifyArgs),
+
     /// List the tensors of a checkpoint: name, dtype, shape, bytes, storage.
     ///
     /// Shows the scan verdict too; a file that is not pure tensor data is not
@@ -112,6 +139,70 @@ pub struct ConvertArgs {
     pub force: bool,
 
     /// Report format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Which files make up the model; the same flags as `model_signing`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelFiles {
+    /// Leave these paths (relative to the model, or absolute) out; repeatable.
+    #[arg(long = "ignore-paths", alias = "ignore_paths", value_name = "PATH")]
+    pub ignore_paths: Vec<PathBuf>,
+
+    /// Hash .git, .gitignore, .gitattributes and .github too (ignored by default).
+    #[arg(long = "no-ignore-git-paths", alias = "no_ignore_git_paths")]
+    pub no_ignore_git_paths: bool,
+
+    /// Follow symbolic links instead of refusing them.
+    #[arg(long = "allow-symlinks", alias = "allow_symlinks")]
+    pub allow_symlinks: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HashArgs {
+    /// Model file or directory.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub files: ModelFiles,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Model file or directory.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// EC P-256 private key, PEM (SEC1 or PKCS#8).
+    #[arg(long = "private-key", alias = "private_key", value_name = "KEY.pem")]
+    pub private_key: PathBuf,
+    /// Where to write the signature bundle.
+    #[arg(long, value_name = "FILE", default_value = "model.sig")]
+    pub signature: PathBuf,
+    #[command(flatten)]
+    pub files: ModelFiles,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Model file or directory.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The signature bundle.
+    #[arg(long, value_name = "FILE")]
+    pub signature: PathBuf,
+    /// EC P-256 public key, PEM.
+    #[arg(long = "public-key", alias = "public_key", value_name = "PUB.pem")]
+    pub public_key: PathBuf,
+    /// Files in the model that the signature does not name are not an error.
+    #[arg(long = "ignore-unsigned-files", alias = "ignore_unsigned_files")]
+    pub ignore_unsigned_files: bool,
+    #[command(flatten)]
+    pub files: ModelFiles,
+    /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -207,4 +298,18 @@ pub struct ScanArgs {
     /// Follow symbolic links when walking directories.
     #[arg(long, short = 'L')]
     pub follow: bool,
+
+    /// Check this signature (OpenSSF model signing bundle) over the scanned
+    /// path before scanning; a mismatch is reported as a finding.
+    #[arg(long, value_name = "SIG", requires = "public_key")]
+    pub verify_signature: Option<PathBuf>,
+
+    /// Public key for --verify-signature.
+    #[arg(
+        long = "public-key",
+        alias = "public_key",
+        value_name = "PUB.pem",
+        requires = "verify_signature"
+    )]
+    pub public_key: Option<PathBuf>,
 }

@@ -13,6 +13,9 @@ fn main() -> ExitCode {
         cli::Command::Scan(args) => commands::scan::run(args),
         cli::Command::Convert(args) => commands::convert::run(args),
         cli::Command::Inspect(args) => commands::inspect::run(args),
+        cli::Command::Hash(args) => commands::sign::hash(args),
+        cli::Command::Sign(args) => commands::sign::sign(args),
+        cli::Command::Verify(args) => commands::sign::verify(args),
     };
     match code {
         Ok(c) => ExitCode::from(c),

@@ -5,7 +5,9 @@ use crate::input;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pickguard_scan::report::{json, sarif, text};
-use pickguard_scan::{FileReport, Policy, ScanOptions, Scanner, UserPolicy, Verdict};
+use pickguard_scan::{
+    FileReport, Finding, Location, Policy, Rule, ScanOptions, Scanner, UserPolicy, Verdict,
+};
 use rayon::prelude::*;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -92,8 +94,38 @@ fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport
     }
 }
 
+/// `--verify-signature`: one report entry for the signature check.
+fn signature_entry(args: &ScanArgs) -> Result<Option<FileReport>> {
+    let (Some(sig), Some(key)) = (&args.verify_signature, &args.public_key) else {
+        return Ok(None);
+    };
+    if args.paths.len() != 1 {
+        bail!("--verify-signature checks one model: give exactly one PATH");
+    }
+    let r = crate::commands::sign::verify_report(&args.paths[0], sig, key, &Default::default())?;
+    let mut entry = FileReport::error(&sig.display().to_string(), String::new());
+    entry.error = None;
+    entry.format = "model-signature".into();
+    entry.verdict = if r.ok {
+        Verdict::Clean
+    } else {
+        Verdict::Malicious
+    };
+    if !r.ok {
+        for line in crate::commands::sign::describe(&r) {
+            entry.findings.push(Finding::new(
+                Rule::SignatureMismatch,
+                line,
+                Location::default(),
+            ));
+        }
+    }
+    Ok(Some(entry))
+}
+
 pub fn run(args: ScanArgs) -> Result<u8> {
     let policy = load_policy(&args)?;
+    let signature = signature_entry(&args)?;
     let scanner = Scanner::new(policy, ScanOptions::default());
     let (targets, mut reports) = collect(&args)?;
     if let Some(n) = args.threads {
@@ -132,6 +164,7 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         b.finish_and_clear();
     }
     reports.extend(scanned);
+    reports.extend(signature);
 
     let color = match args.color {
         Color::Always => true,

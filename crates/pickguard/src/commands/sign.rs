@@ -1,0 +1,115 @@
+//! `pickguard hash`, `sign`, `verify`.
+
+use crate::cli::{Format, HashArgs, ModelFiles, SignArgs, VerifyArgs};
+use anyhow::{Context, Result};
+use pickguard_sign::{HashOptions, VerifyOptions, VerifyReport};
+use std::path::Path;
+
+pub fn hash_options(f: &ModelFiles) -> HashOptions {
+    HashOptions {
+        ignore_paths: f
+            .ignore_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        include_git_paths: f.no_ignore_git_paths,
+        allow_symlinks: f.allow_symlinks,
+    }
+}
+
+pub fn hash(args: HashArgs) -> Result<u8> {
+    let m = pickguard_sign::hash_model(&args.path, &hash_options(&args.files))?;
+    match args.format {
+        Format::Text => {
+            for r in &m.resources {
+                println!("{}  {}", hex(&r.digest), r.name);
+            }
+            println!(
+                "{}  (root digest of {} file(s))",
+                hex(&m.root_digest()),
+                m.resources.len()
+            );
+        }
+        _ => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"model": m.model_name, "root_digest": hex(&m.root_digest()),
+                "hash_type": "sha256", "ignore_paths": m.ignore_paths, "resources": m.resources})
+            )?
+        ),
+    }
+    Ok(0)
+}
+
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sign(args: SignArgs) -> Result<u8> {
+    let key = std::fs::read_to_string(&args.private_key)
+        .with_context(|| format!("reading {}", args.private_key.display()))?;
+    let m = pickguard_sign::sign(
+        &args.path,
+        &key,
+        &args.signature,
+        &hash_options(&args.files),
+    )?;
+    eprintln!(
+        "signed {} file(s) of {}; signature written to {}",
+        m.resources.len(),
+        args.path.display(),
+        args.signature.display()
+    );
+    Ok(0)
+}
+
+/// Verify and return the report (shared with `scan --verify-signature`).
+pub fn verify_report(
+    model: &Path,
+    signature: &Path,
+    public_key: &Path,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
+    let bundle = std::fs::read_to_string(signature)
+        .with_context(|| format!("reading {}", signature.display()))?;
+    let key = std::fs::read_to_string(public_key)
+        .with_context(|| format!("reading {}", public_key.display()))?;
+    Ok(pickguard_sign::verify(
+        model,
+        &bundle,
+        &key,
+        Some(signature),
+        opts,
+    )?)
+}
+
+/// One line per problem, for people.
+pub fn describe(r: &VerifyReport) -> Vec<String> {
+    let mut out: Vec<String> = r.problems.clone();
+    out.extend(r.changed.iter().map(|f| format!("changed: {f}")));
+    out.extend(r.added.iter().map(|f| format!("added (not signed): {f}")));
+    out.extend(r.removed.iter().map(|f| format!("removed: {f}")));
+    out
+}
+
+pub fn verify(args: VerifyArgs) -> Result<u8> {
+    let opts = VerifyOptions {
+        hash: hash_options(&args.files),
+        ignore_unsigned_files: args.ignore_unsigned_files,
+    };
+    let r = verify_report(&args.path, &args.signature, &args.public_key, &opts)?;
+    match args.format {
+        Format::Text => {
+            if r.ok {
+                println!("verified: {} file(s) match the signature", r.files_checked);
+            } else {
+                println!("verification FAILED for {}", args.path.display());
+                for line in describe(&r) {
+                    println!("  {line}");
+                }
+            }
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&r)?),
+    }
+    Ok(if r.ok { 0 } else { 1 })
+}
