@@ -83,6 +83,39 @@ pub fn sign(
     signature_path: &Path,
     opts: &HashOptions,
 ) -> Result<Manifest, SignError> {
+    sign_with(model, private_key_pem, None, signature_path, opts)
+}
+
+/// Like [`sign`], with the key's certificate and its chain (PEM) in the bundle.
+pub fn sign_with_certificate(
+    model: &Path,
+    private_key_pem: &str,
+    certificate_pem: &str,
+    chain_pems: &[String],
+    signature_path: &Path,
+    opts: &HashOptions,
+) -> Result<Manifest, SignError> {
+    let mut certs = crate::x509::pem_certs(certificate_pem)?;
+    certs.truncate(1);
+    for c in chain_pems {
+        certs.extend(crate::x509::pem_certs(c)?);
+    }
+    let key = load_signing_key(private_key_pem)?;
+    if crate::x509::leaf_key(&certs[0])? != *key.verifying_key() {
+        return Err(SignError::Key(
+            "the private key does not match the signing certificate".into(),
+        ));
+    }
+    sign_with(model, private_key_pem, Some(certs), signature_path, opts)
+}
+
+fn sign_with(
+    model: &Path,
+    private_key_pem: &str,
+    certs: Option<Vec<Vec<u8>>>,
+    signature_path: &Path,
+    opts: &HashOptions,
+) -> Result<Manifest, SignError> {
     let key = load_signing_key(private_key_pem)?;
     let mut opts = opts.clone();
     if let (Ok(root), Some(parent), Some(fname)) = (
@@ -106,10 +139,18 @@ pub fn sign(
     let payload =
         serde_json::to_vec(&statement(&manifest)).map_err(|e| SignError::Bundle(e.to_string()))?;
     let sig: DerSignature = key.sign(&pae(PAYLOAD_TYPE, &payload));
-    let hint = public_key_hint(key.verifying_key())?;
+    let material = match certs {
+        None => {
+            json!({"publicKey": {"hint": public_key_hint(key.verifying_key())?}, "tlogEntries": []})
+        }
+        Some(certs) => json!({
+            "x509CertificateChain": {"certificates": certs.iter().map(|c| json!({"rawBytes": STANDARD.encode(c)})).collect::<Vec<_>>()},
+            "tlogEntries": []
+        }),
+    };
     let bundle = json!({
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
+        "verificationMaterial": material,
         "dsseEnvelope": {
             "payload": STANDARD.encode(&payload),
             "payloadType": PAYLOAD_TYPE,
@@ -171,10 +212,59 @@ fn decode_b64(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// What the verifier trusts.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// An EC P-256 public key, PEM.
+    PublicKey(String),
+    /// PEM files of trusted certificates (roots and intermediates).
+    CertificateChain(Vec<String>),
+}
+
+/// The key that must have signed: the given one, or the bundle's leaf
+/// certificate once its chain checks out against the trusted certificates.
+fn signer_key(v: &Value, trust: &Trust, problems: &mut Vec<String>) -> Option<VerifyingKey> {
+    let r = match trust {
+        Trust::PublicKey(pem) => load_verifying_key(pem).map_err(|e| e.to_string()),
+        Trust::CertificateChain(pems) => (|| {
+            let certs: Vec<Vec<u8>> = s(
+                v,
+                &[
+                    "verificationMaterial",
+                    "x509CertificateChain",
+                    "certificates",
+                ],
+            )
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| {
+                        c.get("rawBytes")
+                            .and_then(Value::as_str)
+                            .and_then(decode_b64)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+            if certs.is_empty() {
+                return Err("the signature carries no certificate chain (signed with a bare key? use --public-key)".to_string());
+            }
+            let mut anchors = Vec::new();
+            for p in pems {
+                anchors.extend(crate::x509::pem_certs(p).map_err(|e| e.to_string())?);
+            }
+            crate::x509::verify_chain(&certs, &anchors)
+                .map_err(|e| format!("certificate chain: {e}"))?;
+            crate::x509::leaf_key(&certs[0]).map_err(|e| e.to_string())
+        })(),
+    };
+    r.map_err(|e| problems.push(e)).ok()
+}
+
 /// Parse and check the bundle and its signature; the statement when valid.
 fn check_bundle(
     bundle: &str,
-    key: &VerifyingKey,
+    trust: &Trust,
     problems: &mut Vec<String>,
 ) -> Option<SignedStatement> {
     let v: Value = match serde_json::from_str(bundle) {
@@ -191,6 +281,7 @@ fn check_bundle(
         ));
         return None;
     }
+    let key = &signer_key(&v, trust, problems)?;
     if let Some(hint) =
         s(&v, &["verificationMaterial", "publicKey", "hint"]).and_then(Value::as_str)
         && public_key_hint(key).ok().as_deref() != Some(hint)
@@ -324,15 +415,14 @@ fn check_bundle(
     })
 }
 
-/// Verify `model` against a signature bundle and an EC P-256 public key (PEM).
+/// Verify `model` against a signature bundle and what the caller trusts.
 pub fn verify(
     model: &Path,
     bundle: &str,
-    public_key_pem: &str,
+    trust: &Trust,
     signature_path: Option<&Path>,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, SignError> {
-    let key = load_verifying_key(public_key_pem)?;
     let mut report = VerifyReport {
         ok: false,
         signature_valid: false,
@@ -343,7 +433,7 @@ pub fn verify(
         files_checked: 0,
         statement: None,
     };
-    let Some(st) = check_bundle(bundle, &key, &mut report.problems) else {
+    let Some(st) = check_bundle(bundle, trust, &mut report.problems) else {
         return Ok(report);
     };
     report.signature_valid = true;
@@ -433,6 +523,7 @@ mod tests {
             "the signature inside the model is not signed"
         );
         let bundle = std::fs::read_to_string(&sig).unwrap();
+        let pk = Trust::PublicKey(pk);
         let r = verify(&model, &bundle, &pk, Some(&sig), &VerifyOptions::default()).unwrap();
         assert!(r.ok, "{r:?}");
         std::fs::write(model.join("w.bin"), vec![8u8; 100_000]).unwrap();
@@ -466,7 +557,7 @@ mod tests {
         let r = verify(
             &d.path().join("f.bin"),
             &bundle,
-            &other,
+            &Trust::PublicKey(other),
             None,
             &VerifyOptions::default(),
         )
@@ -483,7 +574,7 @@ mod tests {
         let r = verify(
             &d.path().join("f.bin"),
             &v.to_string(),
-            &pk,
+            &Trust::PublicKey(pk),
             None,
             &VerifyOptions::default(),
         )

@@ -6,8 +6,12 @@ over it, signed as a DSSE envelope inside a Sigstore bundle v0.3 (`bundle.rs`).
 
 mod bundle;
 pub mod manifest;
+mod x509;
 
-pub use bundle::{SignedStatement, VerifyOptions, VerifyReport, public_key_hint, sign, verify};
+pub use bundle::{
+    SignedStatement, Trust, VerifyOptions, VerifyReport, public_key_hint, sign,
+    sign_with_certificate, verify,
+};
 pub use manifest::{GIT_PATHS, HashOptions, Manifest, Resource, hash_model};
 
 use std::path::{Path, PathBuf};

@@ -179,11 +179,30 @@ pub struct SignArgs {
     /// EC P-256 private key, PEM (SEC1 or PKCS#8).
     #[arg(long = "private-key", alias = "private_key", value_name = "KEY.pem")]
     pub private_key: PathBuf,
+    /// Certificate of the signing key (PEM): the bundle then carries the
+    /// certificate chain instead of a key hint.
+    #[arg(long = "signing-cert", aliases = ["signing_certificate", "signing-certificate"], value_name = "CERT.pem")]
+    pub signing_cert: Option<PathBuf>,
+    /// Certificates of the chain above the signing certificate (PEM), repeatable.
+    #[arg(long = "cert-chain", aliases = ["certificate_chain", "certificate-chain"], value_name = "CHAIN.pem", requires = "signing_cert")]
+    pub cert_chain: Vec<PathBuf>,
     /// Where to write the signature bundle.
     #[arg(long, value_name = "FILE", default_value = "model.sig")]
     pub signature: PathBuf,
     #[command(flatten)]
     pub files: ModelFiles,
+}
+
+/// Whom to trust: a public key, or certificate chain anchors.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct TrustArgs {
+    /// EC P-256 public key, PEM (for key-signed bundles).
+    #[arg(long = "public-key", alias = "public_key", value_name = "PUB.pem")]
+    pub public_key: Option<PathBuf>,
+    /// Trusted certificates (roots, intermediates), PEM, repeatable (for certificate-signed bundles).
+    #[arg(long = "cert-chain", aliases = ["certificate_chain", "certificate-chain"], value_name = "CHAIN.pem")]
+    pub cert_chain: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -194,9 +213,8 @@ pub struct VerifyArgs {
     /// The signature bundle.
     #[arg(long, value_name = "FILE")]
     pub signature: PathBuf,
-    /// EC P-256 public key, PEM.
-    #[arg(long = "public-key", alias = "public_key", value_name = "PUB.pem")]
-    pub public_key: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Files in the model that the signature does not name are not an error.
     #[arg(long = "ignore-unsigned-files", alias = "ignore_unsigned_files")]
     pub ignore_unsigned_files: bool,
@@ -301,7 +319,7 @@ pub struct ScanArgs {
 
     /// Check this signature (OpenSSF model signing bundle) over the scanned
     /// path before scanning; a mismatch is reported as a finding.
-    #[arg(long, value_name = "SIG", requires = "public_key")]
+    #[arg(long, value_name = "SIG")]
     pub verify_signature: Option<PathBuf>,
 
     /// Public key for --verify-signature.
@@ -312,4 +330,13 @@ pub struct ScanArgs {
         requires = "verify_signature"
     )]
     pub public_key: Option<PathBuf>,
+
+    /// Trusted certificates for --verify-signature (certificate-signed bundles), repeatable.
+    #[arg(
+        long = "cert-chain",
+        alias = "certificate_chain",
+        value_name = "CHAIN.pem",
+        requires = "verify_signature"
+    )]
+    pub cert_chain: Vec<PathBuf>,
 }

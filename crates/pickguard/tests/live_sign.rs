@@ -303,3 +303,186 @@ fn scan_checks_the_signature_first() {
             .contains("changed: pytorch_model.bin")
     );
 }
+
+/// A root CA and a code-signing leaf for `key`, made with openssl.
+fn ca_and_leaf(dir: &Path, key: &Path) -> (PathBuf, PathBuf) {
+    let cnf = dir.join("ext.cnf");
+    std::fs::write(
+        &cnf,
+        "[v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+         [v3_leaf]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = codeSigning\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ca.key",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=pickguard test root",
+        "-days",
+        "30",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        "/CN=pickguard test signer",
+        "-out",
+        "leaf.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "10",
+        "-out",
+        "leaf.pem",
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "v3_leaf",
+    ]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "other.key",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "other.key",
+        "-subj",
+        "/CN=other root",
+        "-days",
+        "30",
+        "-out",
+        "other.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("leaf.pem"))
+}
+
+#[test]
+fn certificate_signatures_cross_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = keys(tmp.path());
+    let (ca, leaf) = ca_and_leaf(tmp.path(), &key);
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("w.bin"), vec![5u8; 50_000]).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    // pickguard signs with the certificate, model_signing verifies against the root.
+    let pg_sig = tmp.path().join("pg.sig");
+    let r = common::run(&[
+        "sign",
+        &s(&model),
+        "--private-key",
+        &s(&key),
+        "--signing-cert",
+        &s(&leaf),
+        "--cert-chain",
+        &s(&ca),
+        "--signature",
+        &s(&pg_sig),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (ok, log) = ms(
+        &["verify", "certificate"],
+        &[
+            &model,
+            Path::new("--signature"),
+            &pg_sig,
+            Path::new("--certificate_chain"),
+            &ca,
+        ],
+    );
+    assert!(
+        ok,
+        "model_signing rejected pickguard's certificate signature: {log}"
+    );
+    // model_signing signs, pickguard verifies.
+    let ms_sig = tmp.path().join("ms.sig");
+    let (ok, log) = ms(
+        &["sign", "certificate"],
+        &[
+            &model,
+            Path::new("--private_key"),
+            &key,
+            Path::new("--signing_certificate"),
+            &leaf,
+            Path::new("--certificate_chain"),
+            &ca,
+            Path::new("--signature"),
+            &ms_sig,
+        ],
+    );
+    assert!(ok, "{log}");
+    let r = common::run(&[
+        "verify",
+        &s(&model),
+        "--signature",
+        &s(&ms_sig),
+        "--cert-chain",
+        &s(&ca),
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    // An unrelated root is not trusted.
+    let r = common::run(&[
+        "verify",
+        &s(&model),
+        "--signature",
+        &s(&ms_sig),
+        "--cert-chain",
+        &s(&tmp.path().join("other.pem")),
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("certificate chain"));
+}

@@ -96,13 +96,14 @@ fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport
 
 /// `--verify-signature`: one report entry for the signature check.
 fn signature_entry(args: &ScanArgs) -> Result<Option<FileReport>> {
-    let (Some(sig), Some(key)) = (&args.verify_signature, &args.public_key) else {
+    let Some(sig) = &args.verify_signature else {
         return Ok(None);
     };
     if args.paths.len() != 1 {
         bail!("--verify-signature checks one model: give exactly one PATH");
     }
-    let r = crate::commands::sign::verify_report(&args.paths[0], sig, key, &Default::default())?;
+    let trust = crate::commands::sign::trust(args.public_key.as_ref(), &args.cert_chain)?;
+    let r = crate::commands::sign::verify_report(&args.paths[0], sig, &trust, &Default::default())?;
     let mut entry = FileReport::error(&sig.display().to_string(), String::new());
     entry.error = None;
     entry.format = "model-signature".into();

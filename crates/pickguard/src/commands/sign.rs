@@ -1,9 +1,9 @@
 //! `pickguard hash`, `sign`, `verify`.
 
 use crate::cli::{Format, HashArgs, ModelFiles, SignArgs, VerifyArgs};
-use anyhow::{Context, Result};
-use pickguard_sign::{HashOptions, VerifyOptions, VerifyReport};
-use std::path::Path;
+use anyhow::{Context, Result, bail};
+use pickguard_sign::{HashOptions, Trust, VerifyOptions, VerifyReport};
+use std::path::{Path, PathBuf};
 
 pub fn hash_options(f: &ModelFiles) -> HashOptions {
     HashOptions {
@@ -15,6 +15,14 @@ pub fn hash_options(f: &ModelFiles) -> HashOptions {
         include_git_paths: f.no_ignore_git_paths,
         allow_symlinks: f.allow_symlinks,
     }
+}
+
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }
 
 pub fn hash(args: HashArgs) -> Result<u8> {
@@ -32,28 +40,36 @@ pub fn hash(args: HashArgs) -> Result<u8> {
         }
         _ => println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"model": m.model_name, "root_digest": hex(&m.root_digest()),
-                "hash_type": "sha256", "ignore_paths": m.ignore_paths, "resources": m.resources})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": m.model_name, "root_digest": hex(&m.root_digest()), "hash_type": "sha256",
+                "ignore_paths": m.ignore_paths, "resources": m.resources
+            }))?
         ),
     }
     Ok(0)
 }
 
-fn hex(d: &[u8; 32]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn sign(args: SignArgs) -> Result<u8> {
-    let key = std::fs::read_to_string(&args.private_key)
-        .with_context(|| format!("reading {}", args.private_key.display()))?;
-    let m = pickguard_sign::sign(
-        &args.path,
-        &key,
-        &args.signature,
-        &hash_options(&args.files),
-    )?;
+    let key = read(&args.private_key)?;
+    let opts = hash_options(&args.files);
+    let m = match &args.signing_cert {
+        None => pickguard_sign::sign(&args.path, &key, &args.signature, &opts)?,
+        Some(cert) => {
+            let chain = args
+                .cert_chain
+                .iter()
+                .map(|p| read(p))
+                .collect::<Result<Vec<_>>>()?;
+            pickguard_sign::sign_with_certificate(
+                &args.path,
+                &key,
+                &read(cert)?,
+                &chain,
+                &args.signature,
+                &opts,
+            )?
+        }
+    };
     eprintln!(
         "signed {} file(s) of {}; signature written to {}",
         m.resources.len(),
@@ -63,21 +79,32 @@ pub fn sign(args: SignArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// The trust for verification: a public key or certificate anchors.
+pub fn trust(public_key: Option<&PathBuf>, cert_chain: &[PathBuf]) -> Result<Trust> {
+    match (public_key, cert_chain.is_empty()) {
+        (Some(k), true) => Ok(Trust::PublicKey(read(k)?)),
+        (None, false) => Ok(Trust::CertificateChain(
+            cert_chain.iter().map(|p| read(p)).collect::<Result<_>>()?,
+        )),
+        (Some(_), false) => bail!("give --public-key or --cert-chain, not both"),
+        (None, true) => {
+            bail!("give --public-key (key-signed) or --cert-chain (certificate-signed)")
+        }
+    }
+}
+
 /// Verify and return the report (shared with `scan --verify-signature`).
 pub fn verify_report(
     model: &Path,
     signature: &Path,
-    public_key: &Path,
+    trust: &Trust,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
-    let bundle = std::fs::read_to_string(signature)
-        .with_context(|| format!("reading {}", signature.display()))?;
-    let key = std::fs::read_to_string(public_key)
-        .with_context(|| format!("reading {}", public_key.display()))?;
+    let bundle = read(signature)?;
     Ok(pickguard_sign::verify(
         model,
         &bundle,
-        &key,
+        trust,
         Some(signature),
         opts,
     )?)
@@ -97,7 +124,8 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
         hash: hash_options(&args.files),
         ignore_unsigned_files: args.ignore_unsigned_files,
     };
-    let r = verify_report(&args.path, &args.signature, &args.public_key, &opts)?;
+    let t = trust(args.trust.public_key.as_ref(), &args.trust.cert_chain)?;
+    let r = verify_report(&args.path, &args.signature, &t, &opts)?;
     match args.format {
         Format::Text => {
             if r.ok {
