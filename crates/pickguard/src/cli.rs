@@ -90,11 +90,46 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
 
+    /// A PyPI-compatible repository firewall with namespace-confusion protection.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
+
     /// List the tensors of a checkpoint: name, dtype, shape, bytes, storage.
     ///
     /// Shows the scan verdict too; a file that is not pure tensor data is not
     /// rebuilt (its findings are shown instead, exit status 1).
     Inspect(InspectArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FirewallCommand {
+    /// Serve the firewall. Clients use http://HOST:PORT/simple/ as their only index.
+    ///
+    /// Names served by a private upstream, matched by a claims pattern, or
+    /// claimed through the admin API are resolved from private upstreams
+    /// only: never asked of a public index, never falling back to one.
+    /// Public names pass quarantine (cooldown, cutoff, version outliers).
+    /// Without --config: PyPI as the only upstream, data in ./pickguard-data.
+    /// Every configuration key is described in docs/firewall.md.
+    ///
+    /// Example:
+    ///   pickguard firewall serve --config firewall.toml
+    ///   pip install -i http://127.0.0.1:3141/simple/ acme-internal
+    #[command(verbatim_doc_comment)]
+    Serve(FirewallServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FirewallServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override `listen` (address:port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Override `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         cli::Command::Convert(args) => commands::convert::run(args),
         cli::Command::Inspect(args) => commands::inspect::run(args),
         cli::Command::Hash(args) => commands::sign::hash(args),
+        cli::Command::Firewall(cli::FirewallCommand::Serve(args)) => {
+            commands::firewall::serve(args)
+        }
         cli::Command::Sign(args) => commands::sign::sign(args),
         cli::Command::Verify(args) => commands::sign::verify(args),
     };

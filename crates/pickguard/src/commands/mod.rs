@@ -1,4 +1,5 @@
 pub mod convert;
+pub mod firewall;
 pub mod inspect;
 pub mod scan;
 pub mod sign;

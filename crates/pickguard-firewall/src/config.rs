@@ -1,0 +1,224 @@
+//! `firewall.toml`. Every key is documented in docs/firewall.md.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where state (SQLite), cached files and the audit log live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Upstream indexes, consulted in this order.
+    #[serde(default = "default_upstreams", rename = "upstream")]
+    pub upstreams: Vec<Upstream>,
+    #[serde(default)]
+    pub claims: Claims,
+    /// Per-project routing: normalised name -> route.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Route>,
+    #[serde(default)]
+    pub quarantine: Quarantine,
+    /// Log decisions but never block or filter.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Bearer token for /admin (also PICKGUARD_ADMIN_TOKEN). No token: admin API off.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// When a private upstream fails and a name is not known to be private:
+    /// "fail" (default: 502, the safe choice) or "public".
+    #[serde(default = "default_on_private_error")]
+    pub on_private_error: String,
+    /// Seconds an upstream project page is reused before asking again.
+    #[serde(default = "default_page_ttl")]
+    pub page_ttl_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    /// Simple API root, e.g. `https://pypi.org/simple/`.
+    pub url: String,
+    /// Every project this upstream serves is claimed: never resolved elsewhere.
+    #[serde(default)]
+    pub private: bool,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    /// Glob patterns over normalised names (`acme-*`): claimed even with no private release.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Names claimed explicitly.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Upstreams allowed for this project, in order.
+    pub upstreams: Vec<String>,
+    /// Merge all of them (emitting PEP 708 `tracks`) instead of the first that has the project.
+    #[serde(default)]
+    pub merge: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantine {
+    /// Hide public files uploaded less than this many hours ago (PEP 700 upload-time). 0: off.
+    #[serde(default)]
+    pub cooldown_hours: u64,
+    /// Hide public files uploaded after this instant (RFC 3339).
+    #[serde(default)]
+    pub cutoff: Option<String>,
+    /// Names (or `name==version`) exempt from quarantine (break glass).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Hide a public release whose major version exceeds the highest seen
+    /// before by at least this much (the torchtriton 3.0.0 pattern). 0: off.
+    #[serde(default = "default_outlier")]
+    pub outlier_major_jump: u64,
+    /// With a cooldown, hide files whose upstream gives no upload-time.
+    #[serde(default)]
+    pub require_upload_time: bool,
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Quarantine {
+            cooldown_hours: 0,
+            cutoff: None,
+            allow: Vec::new(),
+            outlier_major_jump: default_outlier(),
+            require_upload_time: false,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:3141".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./pickguard-data")
+}
+fn default_upstreams() -> Vec<Upstream> {
+    vec![Upstream {
+        name: "pypi".into(),
+        url: "https://pypi.org/simple/".into(),
+        private: false,
+        timeout_secs: default_timeout(),
+    }]
+}
+fn default_on_private_error() -> String {
+    "fail".into()
+}
+fn default_page_ttl() -> u64 {
+    60
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_outlier() -> u64 {
+    2
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let c: Config = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for u in &self.upstreams {
+            anyhow::ensure!(
+                names.insert(&u.name),
+                "upstream {:?} is defined twice",
+                u.name
+            );
+            anyhow::ensure!(
+                u.name != "hosted" && !u.name.is_empty() && !u.name.contains('/'),
+                "upstream name {:?} is not allowed",
+                u.name
+            );
+            anyhow::ensure!(
+                u.url.starts_with("http://") || u.url.starts_with("https://"),
+                "upstream {:?}: url must be http(s)",
+                u.name
+            );
+        }
+        for (p, r) in &self.routes {
+            anyhow::ensure!(
+                *p == pickguard_index::normalize(p),
+                "route {p:?}: use the normalised name {:?}",
+                pickguard_index::normalize(p)
+            );
+            for u in &r.upstreams {
+                anyhow::ensure!(
+                    names.contains(u),
+                    "route {p:?} names unknown upstream {u:?}"
+                );
+            }
+        }
+        for p in &self.claims.patterns {
+            globset::Glob::new(p).map_err(|e| anyhow::anyhow!("claims pattern {p:?}: {e}"))?;
+        }
+        anyhow::ensure!(
+            matches!(self.on_private_error.as_str(), "fail" | "public"),
+            "on_private_error must be \"fail\" or \"public\""
+        );
+        if let Some(c) = &self.quarantine.cutoff {
+            time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| anyhow::anyhow!("quarantine.cutoff: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_parses() {
+        let c = Config::from_toml(
+            r#"
+listen = "127.0.0.1:3141"
+data_dir = "./pickguard-data"
+[[upstream]]
+name = "internal"
+url = "http://127.0.0.1:8081/simple/"
+private = true
+[[upstream]]
+name = "pypi"
+url = "https://public-index.example/simple/"
+[claims]
+patterns = ["acme-*"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert!(c.upstreams[0].private);
+        let d = Config::default();
+        assert_eq!(d.upstreams[0].name, "pypi");
+        assert!(Config::from_toml("bogus = 1").is_err());
+        assert!(Config::from_toml("[routes.Torch]\nupstreams = [\"pypi\"]").is_err());
+    }
+}

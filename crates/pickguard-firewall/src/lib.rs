@@ -1,0 +1,86 @@
+/*!
+A PyPI-compatible repository firewall.
+
+Clients use `http://HOST:PORT/simple/` as their only index. For each
+project the firewall decides, on the PEP 503-normalised name and before any
+public request, whether the name is private (claimed by a pattern, the
+registry, or a private upstream that serves it). Private names are served
+from private upstreams only, never asked of a public one, and never fall
+back to public when a private upstream fails. Public names pass quarantine
+(cooldown, cutoff, version outliers, admin blocks). Every file URL is
+rewritten through the firewall; downloads are verified against the
+upstream's sha256 before they are served or cached. Every decision is
+written to an append-only audit log.
+*/
+
+pub mod config;
+mod resolve;
+mod server;
+pub mod state;
+mod upstream;
+
+pub use config::Config;
+pub use server::{router, serve};
+
+use resolve::FileRef;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+type ResponseKey = (String, &'static str);
+type CachedResponse = (Instant, u16, String, String, String);
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub cfg: Config,
+    pub db: state::Db,
+    pub audit: state::AuditLog,
+    pub metrics: state::Metrics,
+    client: reqwest::Client,
+    claim_globs: globset::GlobSet,
+    page_cache: Mutex<HashMap<(String, String), (Instant, upstream::Fetch)>>,
+    /// Rendered project pages: (name, format) -> (time, status, content type, decision, body).
+    response_cache: Mutex<HashMap<ResponseKey, CachedResponse>>,
+    /// Files listed recently: (upstream, sha256) -> where to fetch them.
+    files: RwLock<HashMap<(String, String), FileRef>>,
+    cache_dir: PathBuf,
+    admin_token: Option<String>,
+}
+
+impl AppState {
+    pub fn new(cfg: Config) -> anyhow::Result<AppState> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let cache_dir = cfg.data_dir.join("files");
+        std::fs::create_dir_all(&cache_dir)?;
+        let db = state::Db::open(&cfg.data_dir.join("state.sqlite"))?;
+        let audit = state::AuditLog::open(&cfg.data_dir.join("audit.jsonl"))?;
+        let mut globs = globset::GlobSetBuilder::new();
+        for p in &cfg.claims.patterns {
+            globs.add(globset::Glob::new(&pickguard_index::normalize(p))?);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("pickguard-firewall/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let admin_token = cfg
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("PICKGUARD_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        Ok(AppState {
+            claim_globs: globs.build()?,
+            cfg,
+            db,
+            audit,
+            metrics: state::Metrics::default(),
+            client,
+            page_cache: Mutex::new(HashMap::new()),
+            response_cache: Mutex::new(HashMap::new()),
+            files: RwLock::new(HashMap::new()),
+            cache_dir,
+            admin_token,
+        })
+    }
+}

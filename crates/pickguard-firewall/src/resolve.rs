@@ -1,0 +1,444 @@
+//! Deciding where a project comes from: claims first, then routes, then
+//! private upstreams, then public ones with quarantine.
+
+use crate::AppState;
+use crate::state::Metrics;
+use crate::upstream::{Fetch, fetch_project};
+use pickguard_index::{File, Project, Status};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// A file the index lists, and where its bytes come from.
+#[derive(Clone, Debug)]
+pub struct FileRef {
+    pub upstream: String,
+    pub project: String,
+    pub url: String,
+    pub filename: String,
+    pub sha256: String,
+    pub metadata_sha256: Option<String>,
+}
+
+/// The outcome for one project.
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    pub status: u16,
+    /// Served project (file URLs already rewritten through the firewall).
+    pub project: Option<Project>,
+    pub upstreams: Vec<String>,
+    pub claimed: bool,
+    pub decision: &'static str,
+    pub reason: Option<String>,
+    /// `filename: reason` for every file left out.
+    pub hidden: Vec<String>,
+    pub files: Vec<FileRef>,
+}
+
+impl Resolution {
+    fn refuse(status: u16, decision: &'static str, claimed: bool, reason: String) -> Resolution {
+        Resolution {
+            status,
+            project: None,
+            upstreams: vec![],
+            claimed,
+            decision,
+            reason: Some(reason),
+            hidden: vec![],
+            files: vec![],
+        }
+    }
+}
+
+/// Major release number of a version, if it parses.
+fn major(v: &str) -> Option<u64> {
+    let parsed: pep440_rs::Version = v.parse().ok()?;
+    parsed.release().first().copied()
+}
+
+fn parse_time(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+}
+
+impl AppState {
+    /// Why a name is claimed, if it is (patterns, configured names, registry).
+    pub fn claim_reason(&self, name: &str) -> Option<String> {
+        if self
+            .cfg
+            .claims
+            .names
+            .iter()
+            .any(|n| pickguard_index::normalize(n) == name)
+        {
+            return Some("configured name".into());
+        }
+        if self.claim_globs.is_match(name) {
+            return Some("claims pattern".into());
+        }
+        match self.db.claimed(name) {
+            Ok(Some(c)) => Some(c.source),
+            Ok(None) => None,
+            Err(e) => Some(format!("registry unavailable ({e}); treated as claimed")),
+        }
+    }
+
+    async fn fetch_cached(&self, up: &crate::config::Upstream, name: &str) -> Fetch {
+        let key = (up.name.clone(), name.to_owned());
+        let ttl = Duration::from_secs(self.cfg.page_ttl_secs);
+        if let Some((at, f)) = self
+            .page_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            && at.elapsed() < ttl
+        {
+            Metrics::inc(&self.metrics.page_cache_hits);
+            return f;
+        }
+        let f = fetch_project(&self.client, up, name).await;
+        match &f {
+            Fetch::Error(_) => Metrics::inc(&self.metrics.upstream_errors),
+            _ => {
+                if let Ok(mut c) = self.page_cache.lock() {
+                    if c.len() > 100_000 {
+                        c.clear();
+                    }
+                    c.insert(key, (Instant::now(), f.clone()));
+                }
+            }
+        }
+        f
+    }
+
+    /// Forget cached pages of a project (after admin changes).
+    pub fn invalidate(&self, name: &str) {
+        if let Ok(mut c) = self.page_cache.lock() {
+            c.retain(|(_, n), _| n != name);
+        }
+        if let Ok(mut c) = self.response_cache.lock() {
+            c.retain(|(n, _), _| n != name);
+        }
+    }
+
+    pub async fn resolve(&self, name: &str) -> Resolution {
+        let claim = self.claim_reason(name);
+        let claimed = claim.is_some();
+        // 1. An explicit route is the administrator's decision.
+        if let Some(route) = self.cfg.routes.get(name) {
+            let ups: Vec<_> = route
+                .upstreams
+                .iter()
+                .filter_map(|n| self.cfg.upstreams.iter().find(|u| &u.name == n))
+                .collect();
+            let mut found = Vec::new();
+            for up in ups {
+                match self.fetch_cached(up, name).await {
+                    Fetch::Found(p) if !p.files.is_empty() => {
+                        found.push((up, p));
+                        if !route.merge {
+                            break;
+                        }
+                    }
+                    Fetch::Found(_) | Fetch::NotFound => {}
+                    Fetch::Error(e) => {
+                        return Resolution::refuse(
+                            502,
+                            "upstream-error",
+                            claimed,
+                            format!("routed upstream failed: {e}"),
+                        );
+                    }
+                }
+            }
+            if found.is_empty() {
+                return Resolution::refuse(
+                    404,
+                    "not-found",
+                    claimed,
+                    "no routed upstream has this project".into(),
+                );
+            }
+            let tracks: Vec<String> = if route.merge {
+                found
+                    .iter()
+                    .map(|(u, _)| format!("{}{}/", u.url, name))
+                    .collect()
+            } else {
+                vec![]
+            };
+            let mut r = self.build(name, found, claimed, "serve-routed").await;
+            if let Some(p) = &mut r.project {
+                p.tracks = tracks;
+            }
+            return r;
+        }
+        // 2. Private upstreams: serving a name claims it, synchronously.
+        let mut private_found = Vec::new();
+        let mut private_err = None;
+        for up in self.cfg.upstreams.iter().filter(|u| u.private) {
+            match self.fetch_cached(up, name).await {
+                Fetch::Found(p) if !p.files.is_empty() => private_found.push((up, p)),
+                Fetch::Found(_) | Fetch::NotFound => {}
+                Fetch::Error(e) => private_err = Some(e),
+            }
+        }
+        if !private_found.is_empty() {
+            if claim.is_none() {
+                let _ = self.db.claim(
+                    name,
+                    &format!("private upstream {}", private_found[0].0.name),
+                );
+            }
+            return self.build(name, private_found, true, "serve-private").await;
+        }
+        if let Some(e) = private_err
+            && (claimed || self.cfg.on_private_error == "fail")
+        {
+            return Resolution::refuse(
+                502,
+                "private-upstream-error",
+                claimed,
+                format!(
+                    "a private upstream failed ({e}); {name} is not resolved from public indexes while it cannot be checked"
+                ),
+            );
+        }
+        if let Some(c) = claim {
+            return Resolution::refuse(
+                403,
+                "blocked-claimed",
+                true,
+                format!(
+                    "{name} is claimed ({c}) and no private upstream serves it; claimed names are never resolved from public indexes"
+                ),
+            );
+        }
+        // 3. Public upstreams: the first that has the project.
+        let mut last_err = None;
+        for up in self.cfg.upstreams.iter().filter(|u| !u.private) {
+            match self.fetch_cached(up, name).await {
+                Fetch::Found(p) if !p.files.is_empty() => {
+                    let mut r = self.build(name, vec![(up, p)], false, "serve-public").await;
+                    self.quarantine(name, &mut r);
+                    return r;
+                }
+                Fetch::Found(_) | Fetch::NotFound => {}
+                Fetch::Error(e) => last_err = Some(e),
+            }
+        }
+        match last_err {
+            Some(e) => Resolution::refuse(
+                502,
+                "upstream-error",
+                false,
+                format!("public upstream failed: {e}"),
+            ),
+            None => Resolution::refuse(
+                404,
+                "not-found",
+                false,
+                "no upstream has this project".into(),
+            ),
+        }
+    }
+
+    /// Merge pages (first upstream wins a filename), rewrite file URLs, remember files.
+    async fn build(
+        &self,
+        name: &str,
+        found: Vec<(&crate::config::Upstream, Project)>,
+        claimed: bool,
+        decision: &'static str,
+    ) -> Resolution {
+        let mut seen = BTreeSet::new();
+        let mut files = Vec::new();
+        let mut refs = Vec::new();
+        let mut hidden = Vec::new();
+        let mut status = None;
+        let upstreams: Vec<String> = found.iter().map(|(u, _)| u.name.clone()).collect();
+        for (up, p) in found {
+            if status.is_none() {
+                status = p.status.clone();
+            }
+            for f in p.files {
+                if !seen.insert(f.filename.clone()) {
+                    continue;
+                }
+                let Some(sha) = f
+                    .sha256()
+                    .map(str::to_owned)
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                else {
+                    hidden.push(format!(
+                        "{}: the upstream gives no sha256, so the download cannot be verified",
+                        f.filename
+                    ));
+                    continue;
+                };
+                if f.filename.contains('/') || f.filename.contains("..") {
+                    hidden.push(format!("{}: unsafe file name", f.filename));
+                    continue;
+                }
+                refs.push(FileRef {
+                    upstream: up.name.clone(),
+                    project: name.to_owned(),
+                    url: f.url.clone(),
+                    filename: f.filename.clone(),
+                    sha256: sha.clone(),
+                    metadata_sha256: f.core_metadata.clone().flatten(),
+                });
+                files.push(File {
+                    url: format!("/files/{}/{}/{}/{}", up.name, name, sha, f.filename),
+                    ..f
+                });
+            }
+        }
+        Resolution {
+            status: 200,
+            project: Some(Project {
+                name: name.to_owned(),
+                files,
+                tracks: vec![],
+                alternate_locations: vec![],
+                status,
+                last_serial: None,
+            }),
+            upstreams,
+            claimed,
+            decision,
+            reason: None,
+            hidden,
+            files: refs,
+        }
+    }
+
+    fn allowed_by_config(&self, name: &str, version: Option<&str>) -> bool {
+        self.cfg
+            .quarantine
+            .allow
+            .iter()
+            .any(|a| match a.split_once("==") {
+                Some((n, v)) => pickguard_index::normalize(n) == name && Some(v.trim()) == version,
+                None => pickguard_index::normalize(a) == name,
+            })
+    }
+
+    /// Cooldown, cutoff, version outliers and admin overrides, on a public project.
+    fn quarantine(&self, name: &str, r: &mut Resolution) {
+        let Some(p) = r.project.as_mut() else { return };
+        let q = &self.cfg.quarantine;
+        let overrides = self.db.overrides(name).unwrap_or_default();
+        let now = time::OffsetDateTime::now_utc();
+        let cutoff = q.cutoff.as_deref().and_then(parse_time);
+        let versions: Vec<String> = pickguard_index::versions(p);
+        // History before this listing: the outlier baseline.
+        let history = self.db.seen_versions(name).unwrap_or_default();
+        let max_major = history.iter().filter_map(|v| major(v)).max();
+        let mut reasons: Vec<(String, String)> = Vec::new();
+        for f in &p.files {
+            let v = f.version();
+            let ov = v
+                .and_then(|v| overrides.get(v))
+                .or_else(|| overrides.get("*"))
+                .map(String::as_str);
+            if ov == Some("allow") || self.allowed_by_config(name, v) {
+                continue;
+            }
+            if ov == Some("block") {
+                reasons.push((f.filename.clone(), "blocked by an administrator".into()));
+                continue;
+            }
+            let t = f.upload_time.as_deref().and_then(parse_time);
+            if q.cooldown_hours > 0 {
+                match t {
+                    Some(t) if now - t < time::Duration::hours(q.cooldown_hours as i64) => {
+                        reasons.push((
+                            f.filename.clone(),
+                            format!(
+                                "uploaded {}, inside the {} h cooldown",
+                                f.upload_time.as_deref().unwrap_or(""),
+                                q.cooldown_hours
+                            ),
+                        ));
+                        continue;
+                    }
+                    None if q.require_upload_time => {
+                        reasons.push((
+                            f.filename.clone(),
+                            "no upload-time from the upstream, and the cooldown requires one"
+                                .into(),
+                        ));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(c), Some(t)) = (cutoff, t)
+                && t > c
+            {
+                reasons.push((
+                    f.filename.clone(),
+                    format!(
+                        "uploaded after the cutoff {}",
+                        q.cutoff.as_deref().unwrap_or("")
+                    ),
+                ));
+                continue;
+            }
+            if q.outlier_major_jump > 0
+                && let (Some(maxm), Some(vm)) = (max_major, v.and_then(major))
+            {
+                let new = v.is_some_and(|v| !history.iter().any(|h| h == v));
+                if new && vm >= maxm + q.outlier_major_jump {
+                    reasons.push((
+                            f.filename.clone(),
+                            format!("version {} jumps {} major versions above anything seen before (highest major {maxm}): the dependency-confusion pattern", v.unwrap_or(""), vm - maxm),
+                        ));
+                    continue;
+                }
+            }
+        }
+        let hidden_names: BTreeSet<&str> = reasons.iter().map(|(f, _)| f.as_str()).collect();
+        // Remember only versions that were served: a hidden outlier must stay an outlier.
+        let served: Vec<String> = versions
+            .iter()
+            .filter(|v| {
+                p.files.iter().any(|f| {
+                    f.version() == Some(v.as_str()) && !hidden_names.contains(f.filename.as_str())
+                })
+            })
+            .cloned()
+            .collect();
+        let _ = self
+            .db
+            .record_versions(name, &r.upstreams.join(","), &served);
+        if reasons.is_empty() {
+            return;
+        }
+        for _ in &reasons {
+            Metrics::inc(&self.metrics.hidden_files);
+        }
+        r.hidden
+            .extend(reasons.iter().map(|(f, why)| format!("{f}: {why}")));
+        if self.cfg.dry_run {
+            r.decision = "serve-public-dry-run";
+            return;
+        }
+        p.files
+            .retain(|f| !hidden_names.contains(f.filename.as_str()));
+        r.files
+            .retain(|f| !hidden_names.contains(f.filename.as_str()));
+        if p.files.is_empty() {
+            r.status = 403;
+            r.decision = "quarantined";
+            let why = reasons.first().map(|(_, w)| w.clone()).unwrap_or_default();
+            r.reason = Some(format!("every file of {name} is quarantined; first: {why}"));
+            p.status = Some(Status {
+                status: "quarantined".into(),
+                reason: r.reason.clone(),
+            });
+        } else {
+            r.decision = "serve-public-filtered";
+            r.reason = Some(format!("{} file(s) hidden by quarantine", reasons.len()));
+        }
+    }
+}

@@ -1,0 +1,735 @@
+//! HTTP: the simple API, files, admin, health and metrics.
+
+use crate::state::{Decision, Metrics, now_rfc3339};
+use crate::{AppState, Config};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use pickguard_index::{
+    Format, negotiate, normalize, render_html, render_index_html, render_index_json, render_json,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tower::ServiceExt;
+
+type St = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { redirect("/simple/") }))
+        .route("/simple", get(|| async { redirect("/simple/") }))
+        .route("/simple/", get(root_index))
+        .route("/simple/{name}", get(project_noslash))
+        .route("/simple/{name}/", get(project))
+        .route(
+            "/files/{upstream}/{project}/{sha}/{filename}",
+            get(file).head(file),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/admin/claims", get(admin_claims).post(admin_add_claims))
+        .route("/admin/claims/{name}", delete(admin_delete_claim))
+        .route("/admin/decisions", get(admin_decisions))
+        .route("/admin/quarantine", get(admin_quarantine))
+        .route("/admin/quarantine/release", post(admin_release))
+        .route("/admin/quarantine/block", post(admin_block))
+        .with_state(state)
+}
+
+/// Bind and serve until SIGINT/SIGTERM; in-flight requests finish first.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let listen = cfg.listen.clone();
+    let state = Arc::new(AppState::new(cfg)?);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "pickguard firewall listening on http://{addr}/simple/ (data in {})",
+        state.cfg.data_dir.display()
+    );
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
+    eprintln!("pickguard firewall stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn redirect(to: &str) -> Response {
+    (
+        StatusCode::MOVED_PERMANENTLY,
+        [(header::LOCATION, to.to_owned())],
+    )
+        .into_response()
+}
+
+fn text(status: u16, body: String, reason: Option<&str>) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(reason) =
+        reason.and_then(|r| HeaderValue::from_str(&r.replace(['\r', '\n'], " ")).ok())
+    {
+        r.headers_mut().insert("x-pickguard-reason", reason);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log(
+    st: &AppState,
+    client: SocketAddr,
+    method: &Method,
+    path: &str,
+    project: Option<&str>,
+    decision: &str,
+    upstream: Option<String>,
+    claimed: bool,
+    reason: Option<String>,
+    status: u16,
+    hidden: Vec<String>,
+) {
+    match status {
+        200..=299 => Metrics::inc(&st.metrics.served),
+        404 => Metrics::inc(&st.metrics.not_found),
+        _ => Metrics::inc(&st.metrics.blocked),
+    }
+    st.audit.record(Decision {
+        ts: now_rfc3339(),
+        client: client.ip().to_string(),
+        method: method.to_string(),
+        path: path.to_owned(),
+        project: project.map(str::to_owned),
+        decision: decision.to_owned(),
+        upstream,
+        claimed,
+        reason,
+        status,
+        hidden,
+        dry_run: st.cfg.dry_run,
+    });
+}
+
+async fn root_index(State(st): St, headers: HeaderMap) -> Response {
+    Metrics::inc(&st.metrics.requests);
+    let Some(fmt) = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) else {
+        return not_acceptable();
+    };
+    // Only names the firewall knows: the claim registry. Public indexes are not enumerated.
+    let mut names: Vec<String> = st
+        .db
+        .claims()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    names.sort();
+    let body = if fmt == Format::Json {
+        render_index_json(&names)
+    } else {
+        render_index_html(&names)
+    };
+    simple_response(200, fmt, body)
+}
+
+fn not_acceptable() -> Response {
+    let mut r = text(
+        406,
+        "none of the Accept types is served: use application/vnd.pypi.simple.v1+json or +html\n"
+            .into(),
+        None,
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+fn simple_response(status: u16, fmt: Format, body: String) -> Response {
+    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(fmt.content_type()),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    r
+}
+
+async fn project_noslash(Path(name): Path<String>) -> Response {
+    redirect(&format!("/simple/{}/", normalize(&name)))
+}
+
+async fn project(
+    State(st): St,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    Metrics::inc(&st.metrics.requests);
+    let name = normalize(&raw);
+    let path = format!("/simple/{raw}/");
+    if raw != name {
+        return redirect(&format!("/simple/{name}/"));
+    }
+    if !pickguard_index::is_valid_name(&name) {
+        log(
+            &st,
+            client,
+            &Method::GET,
+            &path,
+            None,
+            "invalid-name",
+            None,
+            false,
+            None,
+            404,
+            vec![],
+        );
+        return text(404, "not a valid project name\n".into(), None);
+    }
+    let Some(fmt) = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) else {
+        return not_acceptable();
+    };
+    let fkey = if fmt == Format::Json { "json" } else { "html" };
+    let ttl = Duration::from_secs(st.cfg.page_ttl_secs);
+    // Hot path: a rendered page still fresh. Still logged.
+    let hit = st
+        .response_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&(name.clone(), fkey)).cloned());
+    if let Some((at, status, ct, decision, body)) = hit
+        && at.elapsed() < ttl
+    {
+        Metrics::inc(&st.metrics.page_cache_hits);
+        log(
+            &st,
+            client,
+            &Method::GET,
+            &path,
+            Some(&name),
+            &decision,
+            None,
+            false,
+            Some("cached".into()),
+            status,
+            vec![],
+        );
+        let mut r = simple_response(status, fmt, body);
+        if let Ok(v) = HeaderValue::from_str(&ct) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        return r;
+    }
+    let res = st.resolve(&name).await;
+    if let Ok(mut files) = st.files.write() {
+        if files.len() > 1_000_000 {
+            files.clear();
+        }
+        for f in &res.files {
+            files.insert((f.upstream.clone(), f.sha256.clone()), f.clone());
+        }
+    }
+    let upstream = (!res.upstreams.is_empty()).then(|| res.upstreams.join(","));
+    log(
+        &st,
+        client,
+        &Method::GET,
+        &path,
+        Some(&name),
+        res.decision,
+        upstream,
+        res.claimed,
+        res.reason.clone(),
+        res.status,
+        res.hidden.clone(),
+    );
+    let mut resp = match (&res.project, res.status) {
+        (Some(p), 200) => {
+            let body = if fmt == Format::Json {
+                render_json(p)
+            } else {
+                render_html(p)
+            };
+            if let Ok(mut c) = st.response_cache.lock() {
+                if c.len() > 100_000 {
+                    c.clear();
+                }
+                c.insert(
+                    (name.clone(), fkey),
+                    (
+                        Instant::now(),
+                        200,
+                        fmt.content_type().to_owned(),
+                        res.decision.to_owned(),
+                        body.clone(),
+                    ),
+                );
+            }
+            simple_response(200, fmt, body)
+        }
+        (Some(p), status) if fmt == Format::Json => simple_response(status, fmt, render_json(p)),
+        (_, status) => text(
+            status,
+            format!("{}\n", res.reason.clone().unwrap_or_default()),
+            res.reason.as_deref(),
+        ),
+    };
+    if let Some(r) = res
+        .reason
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(&r.replace(['\r', '\n'], " ")).ok())
+    {
+        resp.headers_mut().insert("x-pickguard-reason", r);
+    }
+    if !res.hidden.is_empty() {
+        resp.headers_mut().insert(
+            "x-pickguard-hidden",
+            HeaderValue::from(res.hidden.len() as u64),
+        );
+    }
+    resp
+}
+
+/// Where a file lives: from the listing just served, or by listing again.
+async fn file_ref(
+    st: &AppState,
+    upstream: &str,
+    project: &str,
+    sha: &str,
+    filename: &str,
+) -> Result<crate::resolve::FileRef, (u16, String)> {
+    let known = st
+        .files
+        .read()
+        .ok()
+        .and_then(|m| m.get(&(upstream.to_owned(), sha.to_owned())).cloned());
+    let known = known.filter(|f| f.filename == filename && f.project == project);
+    if let Some(f) = known {
+        // Claims and quarantine may have changed since the listing.
+        let res = st.resolve(project).await;
+        if res
+            .files
+            .iter()
+            .any(|r| r.sha256 == f.sha256 && r.upstream == f.upstream)
+        {
+            return Ok(f);
+        }
+        return Err((
+            res.status.max(403),
+            res.reason
+                .unwrap_or_else(|| format!("{filename} is not served: {}", res.hidden.join("; "))),
+        ));
+    }
+    let res = st.resolve(project).await;
+    match res
+        .files
+        .into_iter()
+        .find(|f| f.upstream == upstream && f.sha256 == sha && f.filename == filename)
+    {
+        Some(f) => Ok(f),
+        None if res.status == 200 => {
+            let why = res.hidden.iter().find(|h| h.starts_with(filename)).cloned();
+            Err((
+                if why.is_some() { 403 } else { 404 },
+                why.unwrap_or_else(|| {
+                    format!("{project} lists no {filename} with that sha256 on {upstream}")
+                }),
+            ))
+        }
+        None => Err((res.status, res.reason.unwrap_or_default())),
+    }
+}
+
+fn valid_component(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.contains('\\') && s != "." && s != ".."
+}
+
+async fn file(
+    State(st): St,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path((upstream, project, sha, filename)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Response {
+    Metrics::inc(&st.metrics.requests);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let sha_ok = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    if !sha_ok
+        || !valid_component(&upstream)
+        || !valid_component(&filename)
+        || !pickguard_index::is_valid_name(&project)
+    {
+        return text(404, "not found\n".into(), None);
+    }
+    let (dist, is_metadata) = match filename.strip_suffix(".metadata") {
+        Some(d) => (d.to_owned(), true),
+        None => (filename.clone(), false),
+    };
+    let fref = match file_ref(&st, &upstream, &project, &sha.to_lowercase(), &dist).await {
+        Ok(f) => f,
+        Err((status, reason)) => {
+            log(
+                &st,
+                client,
+                &method,
+                &path,
+                Some(&project),
+                "file-refused",
+                Some(upstream),
+                false,
+                Some(reason.clone()),
+                status,
+                vec![],
+            );
+            return text(status, format!("{reason}\n"), Some(&reason));
+        }
+    };
+    let dir = st.cache_dir.join(&fref.upstream).join(&fref.sha256);
+    let target = dir.join(&filename);
+    if tokio::fs::metadata(&target).await.is_ok() {
+        Metrics::inc(&st.metrics.file_cache_hits);
+    } else {
+        let (url, want) = if is_metadata {
+            (
+                format!("{}.metadata", fref.url),
+                fref.metadata_sha256.clone(),
+            )
+        } else {
+            (fref.url.clone(), Some(fref.sha256.clone()))
+        };
+        if let Err((status, reason)) = download(&st, &url, want.as_deref(), &dir, &filename).await {
+            log(
+                &st,
+                client,
+                &method,
+                &path,
+                Some(&project),
+                "file-error",
+                Some(fref.upstream.clone()),
+                false,
+                Some(reason.clone()),
+                status,
+                vec![],
+            );
+            return text(status, format!("{reason}\n"), Some(&reason));
+        }
+    }
+    log(
+        &st,
+        client,
+        &method,
+        &path,
+        Some(&project),
+        "serve-file",
+        Some(fref.upstream.clone()),
+        false,
+        None,
+        200,
+        vec![],
+    );
+    match tower_http::services::ServeFile::new(&target)
+        .oneshot(req)
+        .await
+    {
+        Ok(r) => {
+            let mut r = r.map(Body::new);
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=365000000, immutable"),
+            );
+            r
+        }
+        Err(e) => text(500, format!("serving {filename}: {e}\n"), None),
+    }
+}
+
+/// Fetch `url` into `dir/name`, checking its sha256 first when one is known.
+async fn download(
+    st: &AppState,
+    url: &str,
+    sha256: Option<&str>,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(), (u16, String)> {
+    Metrics::inc(&st.metrics.file_downloads);
+    let resp = st
+        .client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| (502, format!("fetching {name}: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        Metrics::inc(&st.metrics.upstream_errors);
+        return Err((
+            502,
+            format!(
+                "fetching {name}: upstream answered HTTP {}",
+                resp.status().as_u16()
+            ),
+        ));
+    }
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| (500, format!("cache: {e}")))?;
+    let tmp = dir.join(format!(
+        ".{name}.{}.part",
+        std::process::id() as u64 * 1_000_003 + rand_u32() as u64
+    ));
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| (500, format!("cache: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut stream = resp.bytes_stream();
+    let result: Result<(), (u16, String)> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| (502, format!("fetching {name}: {}", e.without_url())))?;
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| (500, format!("cache: {e}")))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| (500, format!("cache: {e}")))?;
+        let got = hex::encode(hasher.finalize());
+        if let Some(want) = sha256
+            && !got.eq_ignore_ascii_case(want)
+        {
+            Metrics::inc(&st.metrics.hash_mismatches);
+            return Err((
+                502,
+                format!(
+                    "{name}: sha256 {got} does not match the upstream index ({want}); not served"
+                ),
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&tmp, dir.join(name))
+        .await
+        .map_err(|e| (500, format!("cache: {e}")))
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u32
+}
+
+async fn metrics(State(st): St) -> Response {
+    let mut r = st.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+/// `Some(refusal)` unless the request carries the admin token.
+fn deny(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &st.admin_token else {
+        return Some(text(
+            404,
+            "the admin API is off: set admin_token or PICKGUARD_ADMIN_TOKEN\n".into(),
+            None,
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    });
+    if ok {
+        None
+    } else {
+        Some(text(401, "bad or missing bearer token\n".into(), None))
+    }
+}
+
+async fn admin_claims(State(st): St, headers: HeaderMap) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    Json(serde_json::json!({
+        "claims": st.db.claims().unwrap_or_default(),
+        "patterns": st.cfg.claims.patterns,
+        "names": st.cfg.claims.names,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ClaimBody {
+    names: Vec<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn admin_add_claims(
+    State(st): St,
+    headers: HeaderMap,
+    Json(body): Json<ClaimBody>,
+) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let source = body.source.unwrap_or_else(|| "admin".into());
+    let mut added = Vec::new();
+    for n in &body.names {
+        if !pickguard_index::is_valid_name(n) {
+            return text(400, format!("{n:?} is not a valid project name\n"), None);
+        }
+        let norm = normalize(n);
+        if st.db.claim(&norm, &source).unwrap_or(false) {
+            added.push(norm.clone());
+        }
+        st.invalidate(&norm);
+    }
+    Json(serde_json::json!({"added": added})).into_response()
+}
+
+async fn admin_delete_claim(
+    State(st): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let norm = normalize(&name);
+    let removed = st.db.unclaim(&norm).unwrap_or(false);
+    st.invalidate(&norm);
+    Json(serde_json::json!({"removed": removed})).into_response()
+}
+
+#[derive(Deserialize)]
+struct DecisionQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    project: Option<String>,
+}
+
+async fn admin_decisions(
+    State(st): St,
+    headers: HeaderMap,
+    Query(q): Query<DecisionQuery>,
+) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let p = q.project.map(|p| normalize(&p));
+    Json(serde_json::json!({"decisions": st.audit.recent(q.limit.unwrap_or(100).min(10_000), p.as_deref())})).into_response()
+}
+
+async fn admin_quarantine(State(st): St, headers: HeaderMap) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let recent: Vec<_> = st
+        .audit
+        .recent(10_000, None)
+        .into_iter()
+        .filter(|d| !d.hidden.is_empty())
+        .take(500)
+        .collect();
+    Json(serde_json::json!({"quarantined": recent})).into_response()
+}
+
+#[derive(Deserialize)]
+struct OverrideBody {
+    project: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+async fn set_override(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: OverrideBody,
+    action: &str,
+) -> Response {
+    if let Some(r) = deny(st, headers) {
+        return r;
+    }
+    let p = normalize(&body.project);
+    let v = body.version.unwrap_or_else(|| "*".into());
+    if let Err(e) = st.db.set_override(&p, &v, action) {
+        return text(500, format!("{e}\n"), None);
+    }
+    st.invalidate(&p);
+    Json(serde_json::json!({"project": p, "version": v, "action": action})).into_response()
+}
+
+async fn admin_release(
+    State(st): St,
+    headers: HeaderMap,
+    Json(body): Json<OverrideBody>,
+) -> Response {
+    set_override(&st, &headers, body, "allow").await
+}
+
+async fn admin_block(
+    State(st): St,
+    headers: HeaderMap,
+    Json(body): Json<OverrideBody>,
+) -> Response {
+    set_override(&st, &headers, body, "block").await
+}

@@ -1,0 +1,585 @@
+//! The firewall end to end: real pip, uv and poetry against fake private and
+//! public indexes served on loopback (feature `live`).
+#![cfg(feature = "live")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn venv_bin(tool: &str) -> PathBuf {
+    let py = PathBuf::from(
+        std::env::var("PICKGUARD_PYTHON").expect("PICKGUARD_PYTHON: run scripts/test.sh"),
+    );
+    py.parent().unwrap().join(tool)
+}
+
+/// Kills its process when dropped.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn upstream(root: &Path, log: &Path) -> (Proc, u16) {
+    let mut c = Command::new(venv_bin("python"))
+        .arg(common::root().join("fixtures/gen/serve_index.py"))
+        .arg(root)
+        .arg("0")
+        .arg(log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(c), line.trim().parse().expect("port"))
+}
+
+/// Minimal HTTP/1.1 GET/HEAD: (status, headers lower-cased, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, hs, buf[split + 4..].to_vec())
+}
+
+fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    fixture: PathBuf,
+    private: Option<Proc>,
+    _public: Proc,
+    _public2: Proc,
+    firewall: Option<Proc>,
+    port: u16,
+}
+
+impl World {
+    fn log(&self, tree: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{tree}.log"))).unwrap_or_default()
+    }
+
+    fn start() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = dir.path().join("indexes");
+        let st = Command::new(venv_bin("python"))
+            .arg(common::root().join("fixtures/gen/index_fixture.py"))
+            .arg(&fixture)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (private, pr) = upstream(&fixture.join("private"), &dir.path().join("private.log"));
+        let (public, pu) = upstream(&fixture.join("public"), &dir.path().join("public.log"));
+        let (public2, p2) = upstream(&fixture.join("public2"), &dir.path().join("public2.log"));
+        let cfg = dir.path().join("firewall.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nadmin_token = \"s3cret\"\n\
+                 [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
+                 [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
+                 [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
+                 [claims]\npatterns = [\"acme-*\"]\n[quarantine]\ncooldown_hours = 48\noutlier_major_jump = 2\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut fw = common::pickguard()
+            .args(["firewall", "serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(fw.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(port, "GET", "/healthz", &[]).0 != 200 {
+            assert!(Instant::now() < deadline, "firewall did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        World {
+            dir,
+            fixture,
+            private: Some(private),
+            _public: public,
+            _public2: public2,
+            firewall: Some(Proc(fw)),
+            port,
+        }
+    }
+
+    fn index(&self) -> String {
+        format!("http://127.0.0.1:{}/simple/", self.port)
+    }
+
+    /// A clean environment for a client: no user config, a sentinel path.
+    fn client(&self, tool: &str) -> Command {
+        let mut c = Command::new(venv_bin(tool));
+        c.env("PIP_CONFIG_FILE", "/dev/null")
+            .env("UV_NO_CONFIG", "1")
+            .env("UV_CACHE_DIR", self.dir.path().join("uv-cache"))
+            .env("POETRY_CACHE_DIR", self.dir.path().join("poetry-cache"))
+            .env("PICKGUARD_SENTINEL", self.dir.path().join("PWNED"))
+            .env_remove("PIP_INDEX_URL")
+            .env_remove("PIP_EXTRA_INDEX_URL")
+            .env_remove("UV_INDEX_URL")
+            .env_remove("UV_DEFAULT_INDEX")
+            .env_remove("UV_EXTRA_INDEX_URL");
+        c
+    }
+
+    fn venv(&self, name: &str) -> PathBuf {
+        let v = self.dir.path().join(name);
+        assert!(
+            Command::new(venv_bin("python"))
+                .args(["-m", "venv", "--without-pip"])
+                .arg(&v)
+                .status()
+                .unwrap()
+                .success()
+        );
+        v
+    }
+
+    /// (installed version, ORIGIN) of a package in a venv.
+    fn installed(&self, venv: &Path, dist: &str, module: &str) -> Option<(String, String)> {
+        let code = format!(
+            "import importlib.metadata as md, {module} as m; print(md.version('{dist}'), m.ORIGIN)"
+        );
+        let out = Command::new(venv.join("bin/python"))
+            .args(["-c", &code])
+            .env("PICKGUARD_SENTINEL", self.dir.path().join("PWNED"))
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        t.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned()))
+    }
+}
+
+fn public_hits(w: &World, needle: &str) -> usize {
+    w.log("public")
+        .lines()
+        .chain(w.log("public2").lines())
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn torchtriton_scenario_and_protocol() {
+    let w = World::start();
+    let idx = w.index();
+    // pip: the claimed name comes from the private upstream.
+    let v = w.venv("pip-env");
+    let out = w
+        .client("pip")
+        .args(["--python"])
+        .arg(v.join("bin/python"))
+        .args(["install", "--no-cache-dir", "-i", &idx, "Acme_Internal"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.installed(&v, "acme-internal", "acme_internal"),
+        Some(("1.0.0".into(), "PRIVATE".into()))
+    );
+    // uv, with another spelling, including PEP 658 metadata whose hash it checks.
+    let v2 = w.venv("uv-env");
+    let out = w
+        .client("uv")
+        .args([
+            "pip",
+            "install",
+            "--no-cache",
+            "--default-index",
+            &idx,
+            "ACME.internal",
+        ])
+        .env("VIRTUAL_ENV", &v2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.installed(&v2, "acme-internal", "acme_internal"),
+        Some(("1.0.0".into(), "PRIVATE".into()))
+    );
+    // uv's pip-like pooling strategy cannot bring the public copy back.
+    let v3 = w.venv("uv-best");
+    let out = w
+        .client("uv")
+        .args([
+            "pip",
+            "install",
+            "--no-cache",
+            "--index-strategy",
+            "unsafe-best-match",
+            "--default-index",
+            &idx,
+            "acme-internal",
+        ])
+        .env("VIRTUAL_ENV", &v3)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        w.installed(&v3, "acme-internal", "acme_internal"),
+        Some(("1.0.0".into(), "PRIVATE".into()))
+    );
+    // poetry resolves the private version.
+    let proj = w.dir.path().join("poetry-proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("pyproject.toml"),
+        format!("[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.8\"\ndependencies = [\"acme-internal\"]\n\n[[tool.poetry.source]]\nname = \"fw\"\nurl = \"{idx}\"\npriority = \"primary\"\n"),
+    )
+    .unwrap();
+    let out = w
+        .client("poetry")
+        .args(["lock", "-n"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "poetry: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lock = std::fs::read_to_string(proj.join("poetry.lock")).unwrap();
+    let entry = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"acme-internal\""))
+        .expect("acme-internal locked");
+    assert!(entry.contains("version = \"1.0.0\""), "{entry}");
+    // The public indexes never heard the private name; the payload never ran.
+    assert_eq!(
+        public_hits(&w, "acme-internal"),
+        0,
+        "public log:\n{}",
+        w.log("public")
+    );
+    assert_eq!(public_hits(&w, "acme_internal"), 0);
+    assert!(!w.dir.path().join("PWNED").exists());
+    // publicdep, a public dependency, did come from the public index.
+    assert!(public_hits(&w, "/simple/publicdep/") > 0);
+    // The served wheel is the private file, byte for byte.
+    let private = std::fs::read(
+        w.fixture
+            .join("private/files/acme_internal-1.0.0-py3-none-any.whl"),
+    )
+    .unwrap();
+    let (_, _, page) = http(
+        w.port,
+        "GET",
+        "/simple/acme-internal/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+    let url = page["files"][0]["url"].as_str().unwrap().to_owned();
+    let (st, h, body) = http(w.port, "GET", &url, &[]);
+    assert_eq!(st, 200);
+    assert_eq!(body, private);
+    assert_eq!(header(&h, "content-type"), Some("application/octet-stream"));
+    // Range and HEAD on files.
+    let (st, h, body) = http(w.port, "GET", &url, &[("Range", "bytes=0-3")]);
+    assert_eq!((st, body.as_slice()), (206, &private[..4]));
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes 0-3/{}", private.len()).as_str())
+    );
+    let (st, h, body) = http(w.port, "HEAD", &url, &[]);
+    assert_eq!((st, body.len()), (200, 0));
+    assert_eq!(
+        header(&h, "content-length"),
+        Some(private.len().to_string().as_str())
+    );
+    // PEP 658: the advertised hash is the hash of the served metadata.
+    let md_hash = page["files"][0]["core-metadata"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _, md) = http(w.port, "GET", &format!("{url}.metadata"), &[]);
+    assert_eq!(st, 200);
+    let mut hasher = <sha2_shim::Sha256 as sha2_shim::Digest>::new();
+    sha2_shim::Digest::update(&mut hasher, &md);
+    assert_eq!(hex(&sha2_shim::Digest::finalize(hasher)), md_hash);
+    // Content negotiation.
+    let (st, h, body) = http(
+        w.port,
+        "GET",
+        "/simple/publicdep/",
+        &[("Accept", "text/html")],
+    );
+    assert_eq!((st, header(&h, "content-type")), (200, Some("text/html")));
+    assert_eq!(header(&h, "vary"), Some("Accept"));
+    assert!(String::from_utf8_lossy(&body).contains("#sha256="));
+    let (_, h, _) = http(
+        w.port,
+        "GET",
+        "/simple/publicdep/",
+        &[(
+            "Accept",
+            "application/vnd.pypi.simple.v1+html;q=0.9, application/vnd.pypi.simple.v1+json;q=0.5",
+        )],
+    );
+    assert_eq!(
+        header(&h, "content-type"),
+        Some("application/vnd.pypi.simple.v1+html")
+    );
+    let (st, _, _) = http(
+        w.port,
+        "GET",
+        "/simple/publicdep/",
+        &[("Accept", "image/png")],
+    );
+    assert_eq!(st, 406);
+    let (st, h, _) = http(w.port, "GET", "/simple/PublicDep/", &[]);
+    assert_eq!(
+        (st, header(&h, "location")),
+        (301, Some("/simple/publicdep/"))
+    );
+    let (st, h, _) = http(w.port, "GET", "/simple/publicdep", &[]);
+    assert_eq!(
+        (st, header(&h, "location")),
+        (301, Some("/simple/publicdep/"))
+    );
+}
+
+#[test]
+fn claims_quarantine_outages_and_audit() {
+    let mut w = World::start();
+    let idx = w.index();
+    // A pattern-claimed name with no private release: an explained 403, never asked publicly.
+    let (st, h, body) = http(w.port, "GET", "/simple/acme-other/", &[]);
+    assert_eq!(st, 403);
+    assert!(
+        header(&h, "x-pickguard-reason")
+            .unwrap()
+            .contains("claimed"),
+        "{h:?}"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("never resolved from public"));
+    assert_eq!(public_hits(&w, "acme-other"), 0);
+    // Cooldown: a release uploaded minutes ago is held back, with the reason.
+    let (st, h, body) = http(
+        w.port,
+        "GET",
+        "/simple/freshpkg/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(st, 403);
+    assert!(
+        header(&h, "x-pickguard-reason")
+            .unwrap()
+            .contains("cooldown")
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["project-status"]["status"], "quarantined");
+    let v = w.venv("fresh");
+    let out = w
+        .client("pip")
+        .args(["--python"])
+        .arg(v.join("bin/python"))
+        .args(["install", "--no-cache-dir", "-i", &idx, "freshpkg"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // Version outlier: history 1.0.0/1.1.0, then a public 9.0.0 appears.
+    assert_eq!(http(w.port, "GET", "/simple/steady/", &[]).0, 200);
+    let st = Command::new(venv_bin("python"))
+        .arg(common::root().join("fixtures/gen/index_fixture.py"))
+        .args(["add-release"])
+        .arg(w.fixture.join("public"))
+        .args(["steady", "9.0.0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (st, h, body) = http(
+        w.port,
+        "GET",
+        "/simple/steady/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(st, 200);
+    assert_eq!(header(&h, "x-pickguard-hidden"), Some("1"));
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let files: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "steady-1.0.0-py3-none-any.whl",
+            "steady-1.1.0-py3-none-any.whl"
+        ]
+    );
+    // A direct request for the hidden file is refused with the reason.
+    let v9 = w.venv("steady");
+    let out = w
+        .client("uv")
+        .args([
+            "pip",
+            "install",
+            "--no-cache",
+            "--default-index",
+            &idx,
+            "steady",
+        ])
+        .env("VIRTUAL_ENV", &v9)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(w.installed(&v9, "steady", "steady").unwrap().0, "1.1.0");
+    // Admin: release the outlier, then claim a name; both take effect at once.
+    let auth = ("Authorization", "Bearer s3cret");
+    let st = post(
+        w.port,
+        "/admin/quarantine/release",
+        r#"{"project": "steady", "version": "9.0.0"}"#,
+        auth,
+    );
+    assert_eq!(st, 200);
+    let (_, _, body) = http(
+        w.port,
+        "GET",
+        "/simple/steady/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert!(String::from_utf8_lossy(&body).contains("steady-9.0.0"));
+    assert_eq!(
+        post(
+            w.port,
+            "/admin/claims",
+            r#"{"names": ["Publicdep"], "source": "manifest"}"#,
+            auth
+        ),
+        200
+    );
+    assert_eq!(http(w.port, "GET", "/simple/publicdep/", &[]).0, 403);
+    assert_eq!(http(w.port, "GET", "/admin/claims", &[]).0, 401);
+    let (st, _, body) = http(w.port, "GET", "/admin/decisions?limit=5", &[auth]);
+    assert_eq!(st, 200);
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["decisions"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 5
+    );
+    // Private upstream down: claimed and unknown names fail closed, never public.
+    drop(w.private.take());
+    let before = public_hits(&w, "acme-tools");
+    let (st, h, _) = http(w.port, "GET", "/simple/acme-tools/", &[]);
+    assert_eq!(st, 502, "{h:?}");
+    let (st, _, _) = http(w.port, "GET", "/simple/brand-new-name/", &[]);
+    assert_eq!(st, 502);
+    assert_eq!(public_hits(&w, "acme-tools"), before);
+    assert_eq!(public_hits(&w, "brand-new-name"), 0);
+    // Metrics and health.
+    let (st, _, body) = http(w.port, "GET", "/metrics", &[]);
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&body).contains("pickguard_hidden_files_total"));
+    // The audit log survives kill -9: every line is whole JSON.
+    let mut fw = w.firewall.take().unwrap();
+    let _ = fw.0.kill();
+    let _ = fw.0.wait();
+    let log = std::fs::read_to_string(w.dir.path().join("data/audit.jsonl")).unwrap();
+    let decisions: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole JSON line"))
+        .collect();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["decision"] == "blocked-claimed" && d["project"] == "acme-other")
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["decision"] == "quarantined" && d["project"] == "freshpkg")
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["decision"] == "private-upstream-error")
+    );
+    drop(fw);
+}
+
+fn post(port: u16, path: &str, body: &str, auth: (&str, &str)) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        auth.0,
+        auth.1,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 for the test, from the sign crate's dependency.
+mod sha2_shim {
+    pub use sha2::{Digest, Sha256};
+}
