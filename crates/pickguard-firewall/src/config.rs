@@ -29,6 +29,10 @@ pub struct Config {
     /// Bearer token for /admin (also PICKGUARD_ADMIN_TOKEN). No token: admin API off.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Password for uploads to the hosted index (HTTP Basic, any user name;
+    /// also PICKGUARD_UPLOAD_TOKEN). No token: uploads off.
+    #[serde(default)]
+    pub upload_token: Option<String>,
     /// When a private upstream fails and a name is not known to be private:
     /// "fail" (default: 502, the safe choice) or "public".
     #[serde(default = "default_on_private_error")]

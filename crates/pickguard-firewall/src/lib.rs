@@ -14,6 +14,7 @@ written to an append-only audit log.
 */
 
 pub mod config;
+mod hosted;
 mod resolve;
 mod server;
 pub mod state;
@@ -46,6 +47,9 @@ pub struct AppState {
     files: RwLock<HashMap<(String, String), FileRef>>,
     cache_dir: PathBuf,
     admin_token: Option<String>,
+    upload_token: Option<String>,
+    /// The hosted index, as an upstream.
+    hosted: config::Upstream,
 }
 
 impl AppState {
@@ -64,6 +68,11 @@ impl AppState {
             .user_agent(concat!("pickguard-firewall/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()?;
+        let cfg_upload_token = cfg
+            .upload_token
+            .clone()
+            .or_else(|| std::env::var("PICKGUARD_UPLOAD_TOKEN").ok())
+            .filter(|t| !t.is_empty());
         let admin_token = cfg
             .admin_token
             .clone()
@@ -81,6 +90,13 @@ impl AppState {
             files: RwLock::new(HashMap::new()),
             cache_dir,
             admin_token,
+            upload_token: cfg_upload_token,
+            hosted: config::Upstream {
+                name: "hosted".into(),
+                url: String::new(),
+                private: true,
+                timeout_secs: 30,
+            },
         })
     }
 }

@@ -171,8 +171,11 @@ impl AppState {
             }
             return r;
         }
-        // 2. Private upstreams: serving a name claims it, synchronously.
+        // 2. The hosted index and private upstreams: serving a name claims it, synchronously.
         let mut private_found = Vec::new();
+        if let Some(p) = self.hosted_project(name) {
+            private_found.push((&self.hosted, p));
+        }
         let mut private_err = None;
         for up in self.cfg.upstreams.iter().filter(|u| u.private) {
             match self.fetch_cached(up, name).await {

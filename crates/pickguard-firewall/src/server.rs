@@ -24,7 +24,7 @@ type St = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { redirect("/simple/") }))
+        .route("/", get(|| async { redirect("/simple/") }).post(upload))
         .route("/simple", get(|| async { redirect("/simple/") }))
         .route("/simple/", get(root_index))
         .route("/simple/{name}", get(project_noslash))
@@ -34,6 +34,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(file).head(file),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/legacy/", post(upload))
+        .route("/upload/", post(upload))
         .route("/metrics", get(metrics))
         .route("/admin/claims", get(admin_claims).post(admin_add_claims))
         .route("/admin/claims/{name}", delete(admin_delete_claim))
@@ -423,8 +425,13 @@ async fn file(
         }
     };
     let dir = st.cache_dir.join(&fref.upstream).join(&fref.sha256);
-    let target = dir.join(&filename);
-    if tokio::fs::metadata(&target).await.is_ok() {
+    let mut target = dir.join(&filename);
+    if fref.upstream == "hosted" {
+        match st.hosted_file(&project, &fref.sha256, &dist) {
+            Some(p) if !is_metadata => target = p,
+            _ => return text(404, "not found\n".into(), None),
+        }
+    } else if tokio::fs::metadata(&target).await.is_ok() {
         Metrics::inc(&st.metrics.file_cache_hits);
     } else {
         let (url, want) = if is_metadata {
@@ -732,4 +739,125 @@ async fn admin_block(
     Json(body): Json<OverrideBody>,
 ) -> Response {
     set_override(&st, &headers, body, "block").await
+}
+
+/// Twine-compatible legacy upload: multipart form, `:action=file_upload`.
+async fn upload(
+    State(st): St,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    Metrics::inc(&st.metrics.requests);
+    let Some(token) = &st.upload_token else {
+        return text(
+            403,
+            "uploads are off: set upload_token or PICKGUARD_UPLOAD_TOKEN\n".into(),
+            None,
+        );
+    };
+    let password = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|up| up.split_once(':').map(|(_, p)| p.to_owned()));
+    let ok = password.as_deref().is_some_and(|p| {
+        p.len() == token.len()
+            && p.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    });
+    if !ok {
+        let mut r = text(
+            401,
+            "upload needs HTTP Basic auth with the upload token as password\n".into(),
+            None,
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"pickguard\""),
+        );
+        return r;
+    }
+    let (mut action, mut name, mut version, mut digest, mut requires_python, mut file) =
+        (None, None, None, None, None, None);
+    loop {
+        match form.next_field().await {
+            Ok(Some(f)) => {
+                let field = f.name().unwrap_or("").to_owned();
+                if field == "content" {
+                    let fname = f.file_name().unwrap_or("").to_owned();
+                    match f.bytes().await {
+                        Ok(b) => file = Some((fname, b)),
+                        Err(e) => return text(400, format!("reading the upload: {e}\n"), None),
+                    }
+                } else {
+                    let v = f.text().await.unwrap_or_default();
+                    match field.as_str() {
+                        ":action" => action = Some(v),
+                        "name" => name = Some(v),
+                        "version" => version = Some(v),
+                        "sha256_digest" => digest = Some(v),
+                        "requires_python" if !v.is_empty() => requires_python = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return text(400, format!("bad multipart form: {e}\n"), None),
+        }
+    }
+    if action.as_deref() != Some("file_upload") {
+        return text(400, "only :action=file_upload is supported\n".into(), None);
+    }
+    let (Some(name), Some(version), Some((fname, content))) = (name, version, file) else {
+        return text(400, "name, version and content are required\n".into(), None);
+    };
+    let project = normalize(&name);
+    match st.upload(
+        &name,
+        &version,
+        &fname,
+        &content,
+        digest.as_deref(),
+        requires_python,
+    ) {
+        Ok(sha) => {
+            log(
+                &st,
+                client,
+                &Method::POST,
+                "/upload",
+                Some(&project),
+                "upload",
+                Some("hosted".into()),
+                true,
+                Some(format!("{fname} sha256={sha}")),
+                200,
+                vec![],
+            );
+            text(200, "OK\n".into(), None)
+        }
+        Err((status, msg)) => {
+            log(
+                &st,
+                client,
+                &Method::POST,
+                "/upload",
+                Some(&project),
+                "upload-refused",
+                Some("hosted".into()),
+                false,
+                Some(msg.clone()),
+                status,
+                vec![],
+            );
+            text(status, format!("{msg}\n"), Some(&msg))
+        }
+    }
 }

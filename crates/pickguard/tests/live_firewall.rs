@@ -112,7 +112,7 @@ impl World {
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nadmin_token = \"s3cret\"\n\
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
                  [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
                  [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
                  [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
@@ -582,4 +582,92 @@ fn hex(b: &[u8]) -> String {
 /// SHA-256 for the test, from the sign crate's dependency.
 mod sha2_shim {
     pub use sha2::{Digest, Sha256};
+}
+
+#[test]
+fn uploads_claim_their_name_atomically() {
+    let w = World::start();
+    let idx = w.index();
+    // A wheel for a new private package, built by the fixture code.
+    let wheels = w.dir.path().join("wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    let code = "import sys; sys.path.insert(0, sys.argv[1]); import index_fixture as f; print(f.make_wheel(sys.argv[2], 'uploaded-pkg', '2.0.0', origin='HOSTED'))";
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", code])
+        .arg(common::root().join("fixtures/gen"))
+        .arg(&wheels)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = wheels.join(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::remove_file(wheel.with_extension("whl.metadata")).ok();
+    let publish = |password: &str| {
+        w.client("uv")
+            .args([
+                "publish",
+                "--publish-url",
+                &format!("http://127.0.0.1:{}/legacy/", w.port),
+                "--username",
+                "__token__",
+                "--password",
+                password,
+            ])
+            .arg(&wheel)
+            .output()
+            .unwrap()
+    };
+    assert!(!publish("wrong").status.success(), "a bad token is refused");
+    let out = publish("up");
+    assert!(
+        out.status.success(),
+        "uv publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Claimed by the upload; installable; never asked of the public indexes.
+    let (_, _, body) = http(
+        w.port,
+        "GET",
+        "/admin/claims",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert!(String::from_utf8_lossy(&body).contains("\"uploaded-pkg\""));
+    let v = w.venv("up-env");
+    let out = w
+        .client("pip")
+        .args(["--python"])
+        .arg(v.join("bin/python"))
+        .args(["install", "--no-cache-dir", "-i", &idx, "uploaded_pkg"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.installed(&v, "uploaded-pkg", "uploaded_pkg"),
+        Some(("2.0.0".into(), "HOSTED".into()))
+    );
+    assert_eq!(public_hits(&w, "uploaded"), 0);
+    // Uploads never replace a file: the second one is refused and logged.
+    let _ = publish("up");
+    let (_, _, body) = http(
+        w.port,
+        "GET",
+        "/admin/decisions?project=uploaded-pkg&limit=50",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let refused = doc["decisions"].as_array().unwrap().iter().any(|d| {
+        d["decision"] == "upload-refused"
+            && d["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("already exists")
+    });
+    assert!(refused, "{doc}");
 }
