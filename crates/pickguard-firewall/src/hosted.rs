@@ -104,13 +104,13 @@ impl AppState {
             return Err((400, format!("file {filename:?} is not version {version}")));
         }
         let sha = hex::encode(Sha256::digest(content));
-        if let Some(d) = sha256_digest {
-            if !d.eq_ignore_ascii_case(&sha) {
-                return Err((
-                    400,
-                    format!("sha256_digest {d} does not match the uploaded content ({sha})"),
-                ));
-            }
+        if let Some(d) = sha256_digest
+            && !d.eq_ignore_ascii_case(&sha)
+        {
+            return Err((
+                400,
+                format!("sha256_digest {d} does not match the uploaded content ({sha})"),
+            ));
         }
         let dir = self.hosted_dir(&project);
         let target = dir.join(filename);
