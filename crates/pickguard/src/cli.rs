@@ -94,6 +94,27 @@ pub enum Command {
     #[command(subcommand)]
     Firewall(FirewallCommand),
 
+    /// Find dependency-confusion exposure in a Python project's configuration.
+    ///
+    /// Reads pip.conf files and PIP_* variables (--host-config), requirements
+    /// files (with -r/-c includes), uv.toml and [tool.uv], poetry and pdm
+    /// sources, Pipfile, lockfiles (uv.lock, poetry.lock, Pipfile.lock,
+    /// pylock.toml) and pip/uv install commands in Dockerfiles, scripts,
+    /// Makefiles and CI files. For every private package it predicts which
+    /// index each client would install it from, and reports exposures with
+    /// a rule id and a fix.
+    ///
+    /// Private names come from --private, --claims, a firewall (--firewall),
+    /// and packages pinned to or locked from non-public indexes.
+    ///
+    /// Exit status: 0 no exposure; 1 exposed; 2 error.
+    ///
+    /// Example:
+    ///   pickguard audit . --private 'acme-*'
+    ///   pickguard audit . --firewall http://fw:3141 --firewall-token $TOKEN --format sarif
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
+
     /// List the tensors of a checkpoint: name, dtype, shape, bytes, storage.
     ///
     /// Shows the scan verdict too; a file that is not pure tensor data is not
@@ -255,6 +276,37 @@ pub struct VerifyArgs {
     pub ignore_unsigned_files: bool,
     #[command(flatten)]
     pub files: ModelFiles,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Project directory.
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Private package names or globs (`acme-*`); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub private: Vec<String>,
+    /// File of private names: one per line, or the firewall's claims JSON.
+    #[arg(long, value_name = "FILE")]
+    pub claims: Option<PathBuf>,
+    /// Read claimed names from a pickguard firewall's admin API.
+    #[arg(long, value_name = "URL")]
+    pub firewall: Option<String>,
+    /// Admin token for --firewall (or PICKGUARD_ADMIN_TOKEN).
+    #[arg(long, value_name = "TOKEN", requires = "firewall")]
+    pub firewall_token: Option<String>,
+    /// Treat this index URL as public too (PyPI always is); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub public_index: Vec<String>,
+    /// Also read pip's host configuration: /etc/pip.conf, user and site pip.conf, PIP_CONFIG_FILE, PIP_* variables.
+    #[arg(long)]
+    pub host_config: bool,
+    /// Write the private names found, as JSON for the firewall's POST /admin/claims.
+    #[arg(long, value_name = "FILE")]
+    pub export_claims: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         cli::Command::Convert(args) => commands::convert::run(args),
         cli::Command::Inspect(args) => commands::inspect::run(args),
         cli::Command::Hash(args) => commands::sign::hash(args),
+        cli::Command::Audit(args) => commands::audit::run(args),
         cli::Command::Firewall(cli::FirewallCommand::Serve(args)) => {
             commands::firewall::serve(args)
         }

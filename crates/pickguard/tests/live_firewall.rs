@@ -7,39 +7,13 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn venv_bin(tool: &str) -> PathBuf {
-    let py = PathBuf::from(
-        std::env::var("PICKGUARD_PYTHON").expect("PICKGUARD_PYTHON: run scripts/test.sh"),
-    );
-    py.parent().unwrap().join(tool)
-}
-
-/// Kills its process when dropped.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Proc, venv_bin};
 
 fn upstream(root: &Path, log: &Path) -> (Proc, u16) {
-    let mut c = Command::new(venv_bin("python"))
-        .arg(common::root().join("fixtures/gen/serve_index.py"))
-        .arg(root)
-        .arg("0")
-        .arg(log)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(c), line.trim().parse().expect("port"))
+    common::spawn_index(root, log)
 }
 
 /// Minimal HTTP/1.1 GET/HEAD: (status, headers lower-cased, body).

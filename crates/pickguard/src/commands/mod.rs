@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod convert;
 pub mod firewall;
 pub mod inspect;

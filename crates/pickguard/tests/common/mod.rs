@@ -117,3 +117,42 @@ pub fn check_corpus(dir: &Path) -> Vec<String> {
     }
     bad
 }
+
+/// A tool in the test venv (`python`, `pip`, `uv`, `poetry`...).
+pub fn venv_bin(tool: &str) -> PathBuf {
+    let py = PathBuf::from(
+        std::env::var("PICKGUARD_PYTHON").expect("PICKGUARD_PYTHON: run scripts/test.sh"),
+    );
+    py.parent().unwrap().join(tool)
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub std::process::Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serve a fake index tree (fixtures/gen/serve_index.py) on a free loopback port.
+pub fn spawn_index(root: &Path, log: &Path) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut c = Command::new(venv_bin("python"))
+        .arg(root_dir().join("fixtures/gen/serve_index.py"))
+        .arg(root)
+        .arg("0")
+        .arg(log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(c), line.trim().parse().expect("port"))
+}
+
+fn root_dir() -> PathBuf {
+    root()
+}

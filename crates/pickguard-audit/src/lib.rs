@@ -1,0 +1,630 @@
+/*!
+Dependency-confusion audit: read everything that decides where a Python
+project's packages come from, model how each client (pip, uv, poetry, pdm,
+pipenv) would search its indexes, and report, per private package, whether a
+public index could supply it, with a stable rule id and a fix.
+
+The client semantics modelled here were checked against pip 26.3, uv
+0.13.9 and poetry 2.5.1 (the live tests compare predictions with what the
+real clients install).
+*/
+
+mod parse;
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub use parse::discover;
+
+/// An installer whose behaviour is modelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Client {
+    Pip,
+    /// `uv pip install` with pip-style flags.
+    UvPip,
+    /// uv projects: `[tool.uv]`, `uv.toml`.
+    Uv,
+    Poetry,
+    Pdm,
+    Pipenv,
+}
+
+/// How an index is used by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// pip `--index-url`, uv default index.
+    Primary,
+    /// pip `--extra-index-url`, uv pip-style extra index.
+    Extra,
+    /// pip `--find-links`.
+    FindLinks,
+    /// uv `[[tool.uv.index]]` (non-default, non-explicit), in order.
+    Ordered,
+    /// uv `explicit = true`, poetry `explicit`: only for packages pinned to it.
+    Explicit,
+    /// poetry `supplemental`: only when primaries have nothing.
+    Supplemental,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Index {
+    pub name: Option<String>,
+    pub url: String,
+    pub role: Role,
+    pub public: bool,
+    /// pdm `include_packages` globs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+/// One place configuration was read from, as a client would combine it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Context {
+    pub client: Client,
+    /// File (and line) the context comes from.
+    pub origin: String,
+    pub indexes: Vec<Index>,
+    /// uv `index-strategy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// pdm `respect-source-order`.
+    pub source_order: bool,
+    /// Packages pinned to a named index or URL (uv sources, poetry `source`, Pipfile `index`).
+    pub pins: BTreeMap<String, String>,
+    /// Requirements with every line hashed / `--require-hashes`.
+    pub hashes_required: bool,
+    /// `--no-index`: nothing is fetched from any index.
+    pub no_index: bool,
+    /// Packages this context installs (normalised), when it names them.
+    pub packages: BTreeSet<String>,
+}
+
+/// A lockfile entry: where a package was resolved from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Locked {
+    pub file: String,
+    pub package: String,
+    pub version: Option<String>,
+    /// Index URL, or None for the default (PyPI).
+    pub source: Option<String>,
+}
+
+/// Everything read from a project.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Inputs {
+    pub contexts: Vec<Context>,
+    pub locked: Vec<Locked>,
+    /// Files read.
+    pub files: Vec<String>,
+    /// Problems reading them.
+    pub warnings: Vec<String>,
+}
+
+/// Options for an audit.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Private names and globs (`acme-*`), from `--private`, a claims file or a firewall.
+    pub private: Vec<String>,
+    /// Index URLs to treat as public besides PyPI.
+    pub public_indexes: Vec<String>,
+    /// Read pip configuration from the host (global, user, site, `PIP_*`) too.
+    pub host_config: bool,
+}
+
+macro_rules! rules {
+    ($( $v:ident = $id:literal, $sev:literal, $summary:literal, $fix:literal; )*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+        pub enum Rule { $( #[serde(rename = $id)] $v, )* }
+        impl Rule {
+            pub const ALL: &'static [Rule] = &[ $( Rule::$v, )* ];
+            pub fn id(self) -> &'static str { match self { $( Rule::$v => $id, )* } }
+            pub fn severity(self) -> &'static str { match self { $( Rule::$v => $sev, )* } }
+            pub fn summary(self) -> &'static str { match self { $( Rule::$v => $summary, )* } }
+            pub fn fix(self) -> &'static str { match self { $( Rule::$v => $fix, )* } }
+        }
+    };
+}
+
+rules! {
+    MergedIndexes = "AUD001-merged-indexes", "critical",
+        "pip pools candidates from every index and installs the highest version: anyone who can publish the private name on a public index wins.",
+        "Use exactly one index: a firewall (pickguard firewall) that knows which names are private. Remove --extra-index-url/--find-links; if several indexes are unavoidable, hash-pin every requirement (--require-hashes).";
+    ExtraIndexFirst = "AUD002-extra-index-first", "critical",
+        "uv with pip-style flags searches --extra-index-url before --index-url: the public extra index is asked first and wins.",
+        "Use --default-index (public) with --index (private), or a [[tool.uv.index]] marked explicit with [tool.uv.sources] pins, or a single firewall index.";
+    UnsafeStrategy = "AUD003-unsafe-index-strategy", "critical",
+        "uv index-strategy unsafe-best-match/unsafe-first-match merges indexes like pip: a higher public version wins.",
+        "Remove index-strategy (the default first-index stops at the first index that has the name), and pin private packages with [tool.uv.sources].";
+    PrivateFromPublic = "AUD004-private-name-reaches-public", "critical",
+        "A private package would be looked up on a public index in this configuration.",
+        "Pin the package to the private index (uv: [tool.uv.sources] + explicit index; poetry: source = \"private\" with priority explicit; pdm: include_packages; Pipfile: index = \"private\"), or install through a firewall.";
+    UnhashedPins = "AUD005-pins-without-hashes", "high",
+        "Version pins without hashes across several indexes: an attacker can publish the same version on the public index and it may be preferred.",
+        "Add --hash lines for every requirement (pip-compile --generate-hashes, uv pip compile --generate-hashes) or use one index.";
+    LockedFromPublic = "AUD006-lockfile-public-source", "critical",
+        "The lockfile records a private package as coming from a public index: the wrong package may already be pinned.",
+        "Check the locked artifact, fix the source configuration, and re-lock; the locked hash must be the private file's.";
+    SecretInUrl = "AUD007-secret-in-index-url", "high",
+        "Credentials are embedded in an index URL in a committed file.",
+        "Move credentials to keyring/netrc or environment variables (UV_INDEX_<NAME>_PASSWORD, POETRY_HTTP_BASIC_*), and rotate the exposed secret.";
+    PlainHttp = "AUD008-plain-http-index", "medium",
+        "An index is fetched over plain HTTP from a non-loopback host: anyone on the path can substitute packages.",
+        "Use https:// for every index.";
+    InstallCommandIndexes = "AUD009-install-command-extra-index", "critical",
+        "An install command in a script, Dockerfile or CI file adds an extra index or find-links.",
+        "Install through a single firewall index, or pin with hashes; pass index options through configuration reviewed once.";
+    SupplementalFallthrough = "AUD010-supplemental-fallthrough", "medium",
+        "A public supplemental/fallback source is consulted when the private one has no matching version: an unsatisfiable private constraint installs the public package.",
+        "Make the public source explicit, or pin private packages to the private source (priority explicit + source =).";
+    SourceOrderLeak = "AUD011-source-order-leak", "medium",
+        "pdm respect-source-order asks sources in turn and falls through when no matching version exists; the private name is also sent to the public index.",
+        "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub rule: Rule,
+    pub severity: &'static str,
+    pub client: Client,
+    pub origin: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    pub fix: &'static str,
+}
+
+/// Where a private package resolves from, per context.
+#[derive(Clone, Debug, Serialize)]
+pub struct Prediction {
+    pub package: String,
+    pub client: Client,
+    pub origin: String,
+    /// `private`, `public`, or `none` (not installable).
+    pub resolves_from: &'static str,
+    /// Whether a public index is even asked for the name (a leak).
+    pub public_queried: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub predictions: Vec<Prediction>,
+    pub private_names: Vec<String>,
+    pub inputs: Inputs,
+}
+
+impl Report {
+    pub fn exposed(&self) -> bool {
+        !self.findings.is_empty()
+    }
+}
+
+/// Host of a URL, lower case, without credentials or port.
+pub fn host(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or("");
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    let h = if hostport.starts_with('[') {
+        hostport
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        hostport.split(':').next().unwrap_or("").to_owned()
+    };
+    h.to_lowercase()
+}
+
+/// True for PyPI and indexes named public by the user.
+pub fn is_public(url: &str, extra_public: &[String]) -> bool {
+    matches!(
+        host(url).as_str(),
+        "pypi.org" | "pypi.python.org" | "files.pythonhosted.org" | "test.pypi.org"
+    ) || extra_public.iter().any(|p| {
+        url.trim_end_matches('/')
+            .starts_with(p.trim_end_matches('/'))
+    })
+}
+
+struct Private {
+    globs: globset::GlobSet,
+    names: BTreeSet<String>,
+}
+
+impl Private {
+    fn new(list: &[String]) -> Private {
+        let mut b = globset::GlobSetBuilder::new();
+        let mut names = BTreeSet::new();
+        for p in list {
+            let n = pickguard_index::normalize(p);
+            if n.contains('*') || n.contains('?') || n.contains('[') {
+                if let Ok(g) = globset::Glob::new(&n) {
+                    b.add(g);
+                }
+            } else {
+                names.insert(n);
+            }
+        }
+        Private {
+            globs: b.build().unwrap_or_else(|_| globset::GlobSet::empty()),
+            names,
+        }
+    }
+    fn contains(&self, n: &str) -> bool {
+        self.names.contains(n) || self.globs.is_match(n)
+    }
+}
+
+fn finding(rule: Rule, ctx: &Context, message: String, packages: Vec<String>) -> Finding {
+    Finding {
+        rule,
+        severity: rule.severity(),
+        client: ctx.client,
+        origin: ctx.origin.clone(),
+        message,
+        packages,
+        fix: rule.fix(),
+    }
+}
+
+/// Where `pkg` comes from in `ctx`: (resolves_from, public queried, rule that explains exposure).
+fn predict(ctx: &Context, pkg: &str) -> (&'static str, bool, Option<Rule>) {
+    if ctx.no_index && ctx.indexes.iter().all(|i| i.role != Role::FindLinks) {
+        return ("none", false, None);
+    }
+    let by_name = |n: &str| {
+        ctx.indexes
+            .iter()
+            .find(|i| i.name.as_deref() == Some(n) || i.url == n)
+    };
+    if let Some(pin) = ctx.pins.get(pkg) {
+        return match by_name(pin) {
+            Some(i) if i.public => ("public", true, Some(Rule::PrivateFromPublic)),
+            Some(_) => ("private", false, None),
+            None if is_public(pin, &[]) => ("public", true, Some(Rule::PrivateFromPublic)),
+            None => ("private", false, None),
+        };
+    }
+    let usable: Vec<&Index> = ctx
+        .indexes
+        .iter()
+        .filter(|i| i.role != Role::Explicit)
+        .filter(|i| i.exclude.iter().all(|g| !glob_match(g, pkg)))
+        .collect();
+    // pdm include_packages binds a name to one source.
+    if let Some(i) = usable
+        .iter()
+        .find(|i| i.include.iter().any(|g| glob_match(g, pkg)))
+    {
+        return if i.public {
+            ("public", true, Some(Rule::PrivateFromPublic))
+        } else {
+            ("private", false, None)
+        };
+    }
+    let usable: Vec<&Index> = usable
+        .into_iter()
+        .filter(|i| i.include.is_empty())
+        .collect();
+    let any_public = usable.iter().any(|i| i.public);
+    let any_private = usable.iter().any(|i| !i.public);
+    match ctx.client {
+        Client::Pip => {
+            if !any_public {
+                ("private", false, None)
+            } else if !any_private {
+                ("public", true, Some(Rule::PrivateFromPublic))
+            } else if ctx.hashes_required {
+                ("private", true, None)
+            } else {
+                ("public", true, Some(Rule::MergedIndexes))
+            }
+        }
+        Client::UvPip | Client::Uv => {
+            let strategy = ctx.strategy.as_deref().unwrap_or("first-index");
+            if strategy != "first-index" && any_public && any_private {
+                return ("public", true, Some(Rule::UnsafeStrategy));
+            }
+            // Search order: extra/ordered indexes first, the default (primary) last.
+            let mut order: Vec<&&Index> = usable
+                .iter()
+                .filter(|i| matches!(i.role, Role::Extra | Role::Ordered))
+                .collect();
+            order.extend(
+                usable
+                    .iter()
+                    .filter(|i| matches!(i.role, Role::Primary | Role::FindLinks)),
+            );
+            match order.first() {
+                Some(first) if first.public => {
+                    let rule = if ctx.client == Client::UvPip && first.role == Role::Extra {
+                        Rule::ExtraIndexFirst
+                    } else {
+                        Rule::PrivateFromPublic
+                    };
+                    ("public", true, Some(rule))
+                }
+                Some(_) => ("private", false, None),
+                None => ("none", false, None),
+            }
+        }
+        Client::Poetry => {
+            let primaries: Vec<&&Index> =
+                usable.iter().filter(|i| i.role == Role::Primary).collect();
+            let supplemental: Vec<&&Index> = usable
+                .iter()
+                .filter(|i| i.role == Role::Supplemental)
+                .collect();
+            let prim_public = primaries.iter().any(|i| i.public);
+            let prim_private = primaries.iter().any(|i| !i.public);
+            if prim_private && !prim_public {
+                if supplemental.iter().any(|i| i.public) {
+                    ("private", false, Some(Rule::SupplementalFallthrough))
+                } else {
+                    ("private", false, None)
+                }
+            } else if prim_public {
+                ("public", true, Some(Rule::PrivateFromPublic))
+            } else {
+                ("none", false, None)
+            }
+        }
+        Client::Pdm => {
+            if !any_public {
+                ("private", false, None)
+            } else if ctx.source_order {
+                // Waterfall: the first source with a match wins; later ones still asked on misses.
+                match usable.first() {
+                    Some(i) if !i.public => ("private", true, Some(Rule::SourceOrderLeak)),
+                    _ => ("public", true, Some(Rule::PrivateFromPublic)),
+                }
+            } else if any_private {
+                ("public", true, Some(Rule::MergedIndexes))
+            } else {
+                ("public", true, Some(Rule::PrivateFromPublic))
+            }
+        }
+        Client::Pipenv => match usable.first() {
+            Some(i) if i.public => ("public", true, Some(Rule::PrivateFromPublic)),
+            Some(_) => ("private", false, None),
+            None => ("none", false, None),
+        },
+    }
+}
+
+fn glob_match(g: &str, name: &str) -> bool {
+    globset::Glob::new(&pickguard_index::normalize(g))
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(false)
+}
+
+/// Audit a project directory.
+pub fn audit(dir: &Path, opts: &Options) -> Report {
+    let inputs = discover(dir, opts);
+    let mut private_list = opts.private.clone();
+    // Names pinned to a non-public index, or locked from one, are private too.
+    for c in &inputs.contexts {
+        for (pkg, idx) in &c.pins {
+            let public = c
+                .indexes
+                .iter()
+                .find(|i| i.name.as_deref() == Some(idx.as_str()) || &i.url == idx)
+                .map(|i| i.public)
+                .unwrap_or_else(|| is_public(idx, &opts.public_indexes));
+            if !public {
+                private_list.push(pkg.clone());
+            }
+        }
+    }
+    for l in &inputs.locked {
+        if let Some(s) = &l.source
+            && !is_public(s, &opts.public_indexes)
+        {
+            private_list.push(l.package.clone());
+        }
+    }
+    let private = Private::new(&private_list);
+    let mut findings = Vec::new();
+    let mut predictions = Vec::new();
+    let mut private_names: BTreeSet<String> = private.names.clone();
+    for c in &inputs.contexts {
+        // Configuration-level findings.
+        for i in &c.indexes {
+            if i.url.contains('@')
+                && i.url
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|r| r.split('/').next().unwrap_or("").contains('@'))
+            {
+                let shown = redact(&i.url);
+                findings.push(finding(
+                    Rule::SecretInUrl,
+                    c,
+                    format!("index URL {shown} carries credentials"),
+                    vec![],
+                ));
+            }
+            if i.url.starts_with("http://") && !is_loopback(&i.url) {
+                findings.push(finding(
+                    Rule::PlainHttp,
+                    c,
+                    format!("index {} is plain HTTP", redact(&i.url)),
+                    vec![],
+                ));
+            }
+        }
+        let candidates: BTreeSet<String> = c
+            .packages
+            .iter()
+            .filter(|p| private.contains(p))
+            .cloned()
+            .collect();
+        private_names.extend(candidates.iter().cloned());
+        // Without named packages, judge the configuration for the known private names.
+        let names: BTreeSet<String> = if c.packages.is_empty() {
+            private.names.clone()
+        } else {
+            candidates
+        };
+        let mut exposed: BTreeMap<Rule, Vec<String>> = BTreeMap::new();
+        for p in &names {
+            let (from, queried, rule) = predict(c, p);
+            predictions.push(Prediction {
+                package: p.clone(),
+                client: c.client,
+                origin: c.origin.clone(),
+                resolves_from: from,
+                public_queried: queried,
+            });
+            if let Some(r) = rule {
+                exposed.entry(r).or_default().push(p.clone());
+            }
+        }
+        for (rule, pkgs) in exposed {
+            let msg = match rule {
+                Rule::MergedIndexes => format!(
+                    "{} is installed from several indexes merged by version, a public one among them",
+                    pkgs.join(", ")
+                ),
+                Rule::ExtraIndexFirst => format!(
+                    "{} is looked up on the public --extra-index-url before the private --index-url",
+                    pkgs.join(", ")
+                ),
+                Rule::UnsafeStrategy => format!(
+                    "{} is resolved with index-strategy {}",
+                    pkgs.join(", "),
+                    c.strategy.as_deref().unwrap_or("")
+                ),
+                Rule::SupplementalFallthrough => format!(
+                    "{} falls through to a public supplemental source when no private version matches",
+                    pkgs.join(", ")
+                ),
+                Rule::SourceOrderLeak => format!(
+                    "{} is also asked of later (public) sources",
+                    pkgs.join(", ")
+                ),
+                _ => format!("{} can be resolved from a public index", pkgs.join(", ")),
+            };
+            findings.push(finding(rule, c, msg, pkgs));
+        }
+        // Hash-less pins across several indexes.
+        let multi = c
+            .indexes
+            .iter()
+            .filter(|i| i.role != Role::Explicit)
+            .count()
+            > 1;
+        if c.client == Client::Pip
+            && multi
+            && !c.hashes_required
+            && c.indexes.iter().any(|i| i.public)
+            && c.origin.contains("requirements")
+            && names.is_empty()
+        {
+            findings.push(finding(
+                Rule::UnhashedPins,
+                c,
+                "requirements are pinned without hashes while several indexes are configured"
+                    .into(),
+                vec![],
+            ));
+        }
+        if c.origin.contains("(command)")
+            && c.indexes
+                .iter()
+                .any(|i| matches!(i.role, Role::Extra | Role::FindLinks))
+            && !findings.iter().any(|f| {
+                f.origin == c.origin && f.rule != Rule::PlainHttp && f.rule != Rule::SecretInUrl
+            })
+        {
+            findings.push(finding(
+                Rule::InstallCommandIndexes,
+                c,
+                format!(
+                    "install command uses extra indexes: {}",
+                    c.indexes
+                        .iter()
+                        .map(|i| redact(&i.url))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                vec![],
+            ));
+        }
+    }
+    for l in &inputs.locked {
+        let n = pickguard_index::normalize(&l.package);
+        if private.contains(&n) {
+            private_names.insert(n.clone());
+            let src = l.source.as_deref().unwrap_or("https://pypi.org/simple");
+            if is_public(src, &opts.public_indexes) {
+                findings.push(Finding {
+                    rule: Rule::LockedFromPublic,
+                    severity: Rule::LockedFromPublic.severity(),
+                    client: if l.file.ends_with("uv.lock") {
+                        Client::Uv
+                    } else if l.file.ends_with("poetry.lock") {
+                        Client::Poetry
+                    } else if l.file.contains("Pipfile") {
+                        Client::Pipenv
+                    } else {
+                        Client::Pip
+                    },
+                    origin: l.file.clone(),
+                    message: format!(
+                        "{} {} is locked from {}",
+                        n,
+                        l.version.as_deref().unwrap_or(""),
+                        redact(src)
+                    ),
+                    packages: vec![n],
+                    fix: Rule::LockedFromPublic.fix(),
+                });
+            }
+        }
+    }
+    Report {
+        findings,
+        predictions,
+        private_names: private_names.into_iter().collect(),
+        inputs,
+    }
+}
+
+fn is_loopback(url: &str) -> bool {
+    let h = host(url);
+    h.starts_with("127.") || h == "localhost" || h == "[::1]"
+}
+
+/// Hide the password of `user:pass@host` URLs.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((cred, tail)) if !cred.contains('/') => {
+                let user = cred.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{tail}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Write the private names for `pickguard firewall` (`POST /admin/claims`).
+pub fn claims_json(report: &Report) -> String {
+    serde_json::json!({"names": report.private_names, "source": "pickguard audit"}).to_string()
+}
+
+pub fn relative(dir: &Path, p: &Path) -> String {
+    p.strip_prefix(dir)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}

@@ -1,0 +1,862 @@
+//! Reading every file that decides where packages come from.
+
+use crate::{Client, Context, Index, Inputs, Locked, Options, Role, is_public, relative};
+use pickguard_index::normalize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use toml::Value;
+
+const PYPI: &str = "https://pypi.org/simple/";
+
+fn index(name: Option<&str>, url: &str, role: Role, opts: &Options) -> Index {
+    Index {
+        name: name.map(str::to_owned),
+        url: url.to_owned(),
+        role,
+        public: is_public(url, &opts.public_indexes),
+        include: vec![],
+        exclude: vec![],
+    }
+}
+
+fn ctx(client: Client, origin: String) -> Context {
+    Context {
+        client,
+        origin,
+        indexes: vec![],
+        strategy: None,
+        source_order: false,
+        pins: BTreeMap::new(),
+        hashes_required: false,
+        no_index: false,
+        packages: BTreeSet::new(),
+    }
+}
+
+/// The project name at the start of a requirement string (`acme-internal>=1; ...`).
+fn req_name(s: &str) -> Option<String> {
+    let s = s.trim();
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .unwrap_or(s.len());
+    let n = &s[..end];
+    (!n.is_empty() && n.as_bytes()[0].is_ascii_alphanumeric()).then(|| normalize(n))
+}
+
+/// pip settings from configuration files and environment.
+#[derive(Clone, Debug, Default)]
+struct PipSettings {
+    index_url: Option<(String, String)>,
+    extra: Vec<(String, String)>,
+    find_links: Vec<(String, String)>,
+    no_index: bool,
+}
+
+fn read_pip_conf(path: &Path, s: &mut PipSettings, files: &mut Vec<String>) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    files.push(path.display().to_string());
+    let mut section = String::new();
+    let mut key: Option<String> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || t.starts_with(';') || t.is_empty() {
+            continue;
+        }
+        if t.starts_with('[') {
+            section = t.trim_matches(['[', ']']).to_lowercase();
+            key = None;
+            continue;
+        }
+        if !matches!(
+            section.as_str(),
+            "global" | "install" | "download" | "wheel"
+        ) {
+            continue;
+        }
+        let (k, vals) = match t.split_once(['=', ':']) {
+            Some((k, v)) if !line.starts_with(char::is_whitespace) => {
+                key = Some(k.trim().to_lowercase());
+                (k.trim().to_lowercase(), v.trim().to_owned())
+            }
+            _ => match &key {
+                Some(k) => (k.clone(), t.to_owned()),
+                None => continue,
+            },
+        };
+        let origin = path.display().to_string();
+        for v in vals.split_whitespace() {
+            match k.as_str() {
+                "index-url" | "index_url" => s.index_url = Some((v.to_owned(), origin.clone())),
+                "extra-index-url" | "extra_index_url" => {
+                    s.extra.push((v.to_owned(), origin.clone()))
+                }
+                "find-links" | "find_links" => s.find_links.push((v.to_owned(), origin.clone())),
+                "no-index" | "no_index" => s.no_index = matches!(v, "true" | "yes" | "1" | "on"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn host_pip_settings(dir: &Path, opts: &Options, files: &mut Vec<String>) -> PipSettings {
+    let mut s = PipSettings::default();
+    // A pip.conf kept in the project (used through PIP_CONFIG_FILE in CI).
+    for f in ["pip.conf", "pip.ini"] {
+        read_pip_conf(&dir.join(f), &mut s, files);
+    }
+    if !opts.host_config {
+        return s;
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config"));
+    let mut paths = vec![
+        PathBuf::from("/etc/pip.conf"),
+        PathBuf::from("/etc/xdg/pip/pip.conf"),
+        home.join(".pip/pip.conf"),
+        xdg.join("pip/pip.conf"),
+    ];
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+        paths.push(PathBuf::from(v).join("pip.conf"));
+    }
+    if let Some(p) = std::env::var_os("PIP_CONFIG_FILE") {
+        paths.push(PathBuf::from(p));
+    }
+    for p in paths {
+        read_pip_conf(&p, &mut s, files);
+    }
+    if let Ok(v) = std::env::var("PIP_INDEX_URL") {
+        s.index_url = Some((v, "PIP_INDEX_URL".into()));
+    }
+    if let Ok(v) = std::env::var("PIP_EXTRA_INDEX_URL") {
+        s.extra.extend(
+            v.split_whitespace()
+                .map(|u| (u.to_owned(), "PIP_EXTRA_INDEX_URL".into())),
+        );
+    }
+    if let Ok(v) = std::env::var("PIP_FIND_LINKS") {
+        s.find_links.extend(
+            v.split_whitespace()
+                .map(|u| (u.to_owned(), "PIP_FIND_LINKS".into())),
+        );
+    }
+    s
+}
+
+/// Requirements files, following `-r`/`-c` includes.
+fn read_requirements(
+    path: &Path,
+    s: &mut PipSettings,
+    pkgs: &mut BTreeSet<String>,
+    hashed: &mut (usize, usize, bool),
+    files: &mut Vec<String>,
+    depth: usize,
+) {
+    if depth > 16 {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    files.push(path.display().to_string());
+    let joined = text.replace("\\\n", " ");
+    for line in joined.lines() {
+        let line = line.split(" #").next().unwrap_or(line).trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let mut i = 0;
+        let val = |i: &mut usize, t: &str, long: &str| -> Option<String> {
+            if let Some(v) = t.strip_prefix(&format!("{long}=")) {
+                return Some(v.to_owned());
+            }
+            *i += 1;
+            toks.get(*i).map(|v| v.to_string())
+        };
+        let origin = path.display().to_string();
+        if !toks[0].starts_with('-') {
+            if let Some(n) = req_name(toks[0]) {
+                pkgs.insert(n);
+                hashed.0 += 1;
+                if toks.iter().any(|t| t.starts_with("--hash")) {
+                    hashed.1 += 1;
+                }
+            }
+            continue;
+        }
+        while i < toks.len() {
+            let t = toks[i];
+            match t.split('=').next().unwrap_or(t) {
+                "-i" | "--index-url" => {
+                    if let Some(v) = val(&mut i, t, "--index-url") {
+                        s.index_url = Some((v, origin.clone()));
+                    }
+                }
+                "--extra-index-url" => {
+                    if let Some(v) = val(&mut i, t, "--extra-index-url") {
+                        s.extra.push((v, origin.clone()));
+                    }
+                }
+                "-f" | "--find-links" => {
+                    if let Some(v) = val(&mut i, t, "--find-links") {
+                        s.find_links.push((v, origin.clone()));
+                    }
+                }
+                "--no-index" => s.no_index = true,
+                "--require-hashes" => hashed.2 = true,
+                "-r" | "--requirement" | "-c" | "--constraint" => {
+                    let long = if t.starts_with("-c") || t.starts_with("--constraint") {
+                        "--constraint"
+                    } else {
+                        "--requirement"
+                    };
+                    if let Some(v) = val(&mut i, t, long) {
+                        let p = path.parent().unwrap_or(Path::new(".")).join(v);
+                        read_requirements(&p, s, pkgs, hashed, files, depth + 1);
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+}
+
+fn pip_context(client: Client, origin: String, s: &PipSettings, opts: &Options) -> Context {
+    let mut c = ctx(client, origin);
+    let (primary, _) = s
+        .index_url
+        .clone()
+        .unwrap_or_else(|| (PYPI.to_owned(), "default".into()));
+    c.indexes.push(index(None, &primary, Role::Primary, opts));
+    for (u, _) in &s.extra {
+        c.indexes.push(index(None, u, Role::Extra, opts));
+    }
+    for (u, _) in &s.find_links {
+        c.indexes.push(index(None, u, Role::FindLinks, opts));
+    }
+    c.no_index = s.no_index;
+    c
+}
+
+fn is_requirements_file(name: &str) -> bool {
+    let n = name.to_lowercase();
+    (n.ends_with(".txt") || n.ends_with(".in"))
+        && (n.contains("requirements") || n.contains("constraints") || n.starts_with("requires"))
+}
+
+fn toml_file(path: &Path, files: &mut Vec<String>, warnings: &mut Vec<String>) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    files.push(path.display().to_string());
+    match toml::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warnings.push(format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn strs(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+fn project_deps(doc: &Value) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = strs(doc.get("project").and_then(|p| p.get("dependencies")))
+        .iter()
+        .filter_map(|d| req_name(d))
+        .collect();
+    if let Some(groups) = doc.get("dependency-groups").and_then(Value::as_table) {
+        for g in groups.values() {
+            out.extend(strs(Some(g)).iter().filter_map(|d| req_name(d)));
+        }
+    }
+    out
+}
+
+/// `[tool.uv]` or `uv.toml`.
+fn uv_context(uv: &Value, origin: String, deps: BTreeSet<String>, opts: &Options) -> Context {
+    let mut c = ctx(Client::Uv, origin);
+    c.packages = deps;
+    let mut has_default = false;
+    for i in uv
+        .get("index")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let url = i.get("url").and_then(Value::as_str).unwrap_or("");
+        let name = i.get("name").and_then(Value::as_str);
+        let role = if i.get("default").and_then(Value::as_bool) == Some(true) {
+            has_default = true;
+            Role::Primary
+        } else if i.get("explicit").and_then(Value::as_bool) == Some(true) {
+            Role::Explicit
+        } else {
+            Role::Ordered
+        };
+        c.indexes.push(index(name, url, role, opts));
+    }
+    if let Some(u) = uv.get("index-url").and_then(Value::as_str) {
+        has_default = true;
+        c.indexes.push(index(None, u, Role::Primary, opts));
+    }
+    for u in strs(uv.get("extra-index-url")) {
+        c.indexes.push(index(None, &u, Role::Extra, opts));
+    }
+    if !has_default {
+        c.indexes
+            .push(index(Some("pypi"), PYPI, Role::Primary, opts));
+    }
+    c.strategy = uv
+        .get("index-strategy")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(src) = uv.get("sources").and_then(Value::as_table) {
+        for (pkg, v) in src {
+            if let Some(ix) = v.get("index").and_then(Value::as_str) {
+                c.pins.insert(normalize(pkg), ix.to_owned());
+            }
+        }
+    }
+    c
+}
+
+fn poetry_context(doc: &Value, origin: String, opts: &Options) -> Option<Context> {
+    let poetry = doc.get("tool")?.get("poetry")?;
+    let mut c = ctx(Client::Poetry, origin);
+    c.packages = project_deps(doc);
+    let mut primary_seen = false;
+    for s in poetry
+        .get("source")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+        let url =
+            s.get("url")
+                .and_then(Value::as_str)
+                .unwrap_or(if name.eq_ignore_ascii_case("pypi") {
+                    PYPI
+                } else {
+                    ""
+                });
+        let role = match s
+            .get("priority")
+            .and_then(Value::as_str)
+            .unwrap_or("primary")
+        {
+            "supplemental" => Role::Supplemental,
+            "explicit" => Role::Explicit,
+            _ => {
+                primary_seen = true;
+                Role::Primary
+            }
+        };
+        c.indexes.push(index(Some(name), url, role, opts));
+    }
+    // Any primary source disables the implicit PyPI (poetry 2.x).
+    if !primary_seen {
+        c.indexes
+            .insert(0, index(Some("PyPI"), PYPI, Role::Primary, opts));
+    }
+    for table in ["dependencies", "dev-dependencies"] {
+        if let Some(deps) = poetry.get(table).and_then(Value::as_table) {
+            for (pkg, v) in deps {
+                if pkg == "python" {
+                    continue;
+                }
+                c.packages.insert(normalize(pkg));
+                if let Some(src) = v.get("source").and_then(Value::as_str) {
+                    c.pins.insert(normalize(pkg), src.to_owned());
+                }
+            }
+        }
+    }
+    if let Some(groups) = poetry.get("group").and_then(Value::as_table) {
+        for g in groups.values() {
+            if let Some(deps) = g.get("dependencies").and_then(Value::as_table) {
+                for (pkg, v) in deps {
+                    c.packages.insert(normalize(pkg));
+                    if let Some(src) = v.get("source").and_then(Value::as_str) {
+                        c.pins.insert(normalize(pkg), src.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Some(c)
+}
+
+fn pdm_context(doc: &Value, origin: String, opts: &Options) -> Option<Context> {
+    let pdm = doc.get("tool")?.get("pdm")?;
+    let mut c = ctx(Client::Pdm, origin);
+    c.packages = project_deps(doc);
+    let mut replaced_pypi = false;
+    for s in pdm
+        .get("source")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+        let url = s.get("url").and_then(Value::as_str).unwrap_or("");
+        if s.get("type").and_then(Value::as_str) == Some("find_links") {
+            c.indexes
+                .push(index(Some(name), url, Role::FindLinks, opts));
+            continue;
+        }
+        if name == "pypi" {
+            replaced_pypi = true;
+        }
+        let mut i = index(Some(name), url, Role::Primary, opts);
+        i.include = strs(s.get("include_packages"));
+        i.exclude = strs(s.get("exclude_packages"));
+        c.indexes.push(i);
+    }
+    if !replaced_pypi {
+        c.indexes
+            .insert(0, index(Some("pypi"), PYPI, Role::Primary, opts));
+    }
+    c.source_order = pdm
+        .get("resolution")
+        .and_then(|r| r.get("respect-source-order"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some(c)
+}
+
+fn pipenv_context(doc: &Value, origin: String, opts: &Options) -> Context {
+    let mut c = ctx(Client::Pipenv, origin);
+    for s in doc
+        .get("source")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let name = s.get("name").and_then(Value::as_str);
+        let url = s.get("url").and_then(Value::as_str).unwrap_or("");
+        c.indexes.push(index(name, url, Role::Primary, opts));
+    }
+    if c.indexes.is_empty() {
+        c.indexes
+            .push(index(Some("pypi"), PYPI, Role::Primary, opts));
+    }
+    for table in ["packages", "dev-packages"] {
+        if let Some(t) = doc.get(table).and_then(Value::as_table) {
+            for (pkg, v) in t {
+                c.packages.insert(normalize(pkg));
+                if let Some(ix) = v.get("index").and_then(Value::as_str) {
+                    c.pins.insert(normalize(pkg), ix.to_owned());
+                }
+            }
+        }
+    }
+    c
+}
+
+/// `pip install` / `uv pip install` command lines in scripts, Dockerfiles, Makefiles and CI files.
+fn install_commands(
+    path: &Path,
+    rel: &str,
+    opts: &Options,
+    out: &mut Vec<Context>,
+    files: &mut Vec<String>,
+) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let mut env = PipSettings::default();
+    let mut any = false;
+    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+    for (ln, line) in joined.lines().enumerate() {
+        // Dockerfile ENV / shell export of PIP_* variables.
+        for (var, slot) in [
+            ("PIP_INDEX_URL", 0),
+            ("PIP_EXTRA_INDEX_URL", 1),
+            ("UV_EXTRA_INDEX_URL", 1),
+            ("UV_INDEX_URL", 0),
+        ] {
+            if let Some(pos) = line.find(&format!("{var}=")) {
+                let v = line[pos + var.len() + 1..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches(['"', '\''])
+                    .to_owned();
+                if !v.is_empty() {
+                    if slot == 0 {
+                        env.index_url = Some((v, rel.to_owned()));
+                    } else {
+                        env.extra.push((v, rel.to_owned()));
+                    }
+                }
+            }
+        }
+        let Some(pos) = line
+            .find("pip install")
+            .or_else(|| line.find("pip3 install"))
+        else {
+            continue;
+        };
+        let uv = line[..pos].trim_end().ends_with("uv");
+        let toks: Vec<String> = line[pos..]
+            .split_whitespace()
+            .map(|t| t.trim_matches(['"', '\'']).to_owned())
+            .collect();
+        let mut s = env.clone();
+        let mut pkgs = BTreeSet::new();
+        let mut strategy = None;
+        let mut hashes = false;
+        let mut uv_default: Option<String> = None;
+        let mut uv_index: Vec<String> = vec![];
+        let mut i = 2;
+        while i < toks.len() {
+            let t = toks[i].as_str();
+            if matches!(t, "&&" | ";" | "||" | "|") {
+                break;
+            }
+            let (flag, inline) = match t.split_once('=') {
+                Some((f, v)) if f.starts_with('-') => (f.to_owned(), Some(v.to_owned())),
+                _ => (t.to_owned(), None),
+            };
+            let mut take = || -> Option<String> {
+                if inline.is_some() {
+                    return inline.clone();
+                }
+                i += 1;
+                toks.get(i).cloned()
+            };
+            match flag.as_str() {
+                "-i" | "--index-url" => s.index_url = take().map(|v| (v, rel.to_owned())),
+                "--extra-index-url" => s.extra.extend(take().map(|v| (v, rel.to_owned()))),
+                "-f" | "--find-links" => s.find_links.extend(take().map(|v| (v, rel.to_owned()))),
+                "--default-index" => uv_default = take(),
+                "--index" => uv_index.extend(take()),
+                "--index-strategy" => strategy = take(),
+                "--no-index" => s.no_index = true,
+                "--require-hashes" => hashes = true,
+                "-r" | "-c" | "--requirement" | "--constraint" | "-e" | "--editable" | "-t"
+                | "--target" | "--python" | "-p" => {
+                    let _ = take();
+                }
+                f if f.starts_with('-') => {}
+                _ => {
+                    if !t.contains('/') && !t.starts_with('.') && !t.contains('$') {
+                        pkgs.extend(req_name(t));
+                    }
+                }
+            }
+            i += 1;
+        }
+        let has_index_opts = s.index_url.is_some()
+            || !s.extra.is_empty()
+            || !s.find_links.is_empty()
+            || uv_default.is_some()
+            || !uv_index.is_empty();
+        if !has_index_opts {
+            continue;
+        }
+        any = true;
+        let origin = format!("{rel}:{} (command)", ln + 1);
+        let mut c = pip_context(
+            if uv { Client::UvPip } else { Client::Pip },
+            origin,
+            &s,
+            opts,
+        );
+        if uv && (uv_default.is_some() || !uv_index.is_empty()) {
+            c.indexes.retain(|x| x.role != Role::Primary);
+            for u in &uv_index {
+                c.indexes.push(index(None, u, Role::Ordered, opts));
+            }
+            c.indexes.push(index(
+                None,
+                uv_default.as_deref().unwrap_or(PYPI),
+                Role::Primary,
+                opts,
+            ));
+        }
+        c.strategy = strategy;
+        c.hashes_required = hashes;
+        c.packages = pkgs;
+        out.push(c);
+    }
+    if any {
+        files.push(path.display().to_string());
+    }
+}
+
+fn is_command_file(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let lower = name.to_lowercase();
+    lower.starts_with("dockerfile")
+        || lower.ends_with(".dockerfile")
+        || lower.ends_with(".sh")
+        || lower == "makefile"
+        || lower.ends_with(".mk")
+        || lower == "jenkinsfile"
+        || lower == ".gitlab-ci.yml"
+        || lower == "tox.ini"
+        || (rel.contains(".github/workflows/")
+            && (lower.ends_with(".yml") || lower.ends_with(".yaml")))
+        || (rel.contains(".circleci/") && lower.ends_with(".yml"))
+}
+
+fn locked_from_uv(v: &Value, file: &str, out: &mut Vec<Locked>) {
+    for p in v
+        .get("package")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let Some(name) = p.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let registry = p
+            .get("source")
+            .and_then(|s| s.get("registry"))
+            .and_then(Value::as_str);
+        if let Some(r) = registry {
+            out.push(Locked {
+                file: file.to_owned(),
+                package: normalize(name),
+                version: p.get("version").and_then(Value::as_str).map(str::to_owned),
+                source: Some(r.to_owned()),
+            });
+        }
+    }
+}
+
+fn locked_from_poetry(v: &Value, file: &str, out: &mut Vec<Locked>) {
+    for p in v
+        .get("package")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let Some(name) = p.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let src = p.get("source");
+        let kind = src.and_then(|s| s.get("type")).and_then(Value::as_str);
+        if matches!(kind, Some("git" | "directory" | "file" | "url")) {
+            continue;
+        }
+        let url = src
+            .and_then(|s| s.get("url"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        out.push(Locked {
+            file: file.to_owned(),
+            package: normalize(name),
+            version: p.get("version").and_then(Value::as_str).map(str::to_owned),
+            source: url,
+        });
+    }
+}
+
+fn locked_from_pylock(v: &Value, file: &str, out: &mut Vec<Locked>) {
+    for p in v
+        .get("packages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let Some(name) = p.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(ix) = p.get("index").and_then(Value::as_str) {
+            out.push(Locked {
+                file: file.to_owned(),
+                package: normalize(name),
+                version: p.get("version").and_then(Value::as_str).map(str::to_owned),
+                source: Some(ix.to_owned()),
+            });
+        }
+    }
+}
+
+fn locked_from_pipfile_lock(text: &str, file: &str, out: &mut Vec<Locked>) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    let sources: BTreeMap<String, String> = v["_meta"]["sources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| {
+                    Some((
+                        s["name"].as_str()?.to_owned(),
+                        s["url"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let default_src = v["_meta"]["sources"][0]["url"].as_str().map(str::to_owned);
+    for section in ["default", "develop"] {
+        if let Some(pkgs) = v[section].as_object() {
+            for (name, p) in pkgs {
+                let src = p["index"]
+                    .as_str()
+                    .and_then(|n| sources.get(n).cloned())
+                    .or_else(|| default_src.clone());
+                out.push(Locked {
+                    file: file.to_owned(),
+                    package: normalize(name),
+                    version: p["version"]
+                        .as_str()
+                        .map(|s| s.trim_start_matches('=').to_owned()),
+                    source: src,
+                });
+            }
+        }
+    }
+}
+
+/// Read everything under `dir` (and, with `host_config`, pip's host configuration).
+pub fn discover(dir: &Path, opts: &Options) -> Inputs {
+    let mut inputs = Inputs::default();
+    let mut files = Vec::new();
+    let pip = host_pip_settings(dir, opts, &mut files);
+    let walker = walkdir::WalkDir::new(dir)
+        .max_depth(6)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let n = e.file_name().to_string_lossy();
+            !(e.depth() > 0
+                && e.file_type().is_dir()
+                && (n == "node_modules"
+                    || n == ".venv"
+                    || n == "venv"
+                    || n == "target"
+                    || n == "__pycache__"
+                    || (n.starts_with('.') && n != ".github" && n != ".circleci")))
+        });
+    let mut req_files = Vec::new();
+    for e in walker.flatten() {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let path = e.path();
+        let rel = relative(dir, path);
+        let name = e.file_name().to_string_lossy().to_string();
+        match name.as_str() {
+            "pyproject.toml" => {
+                if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {
+                    if let Some(uv) = doc.get("tool").and_then(|t| t.get("uv")) {
+                        inputs
+                            .contexts
+                            .push(uv_context(uv, rel.clone(), project_deps(&doc), opts));
+                    } else if path.with_file_name("uv.lock").exists()
+                        && !path.with_file_name("uv.toml").exists()
+                    {
+                        // A uv project with no index settings: PyPI only.
+                        inputs.contexts.push(uv_context(
+                            &Value::Table(Default::default()),
+                            rel.clone(),
+                            project_deps(&doc),
+                            opts,
+                        ));
+                    }
+                    inputs
+                        .contexts
+                        .extend(poetry_context(&doc, rel.clone(), opts));
+                    inputs.contexts.extend(pdm_context(&doc, rel.clone(), opts));
+                }
+            }
+            "uv.toml" => {
+                if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {
+                    let deps = toml_file(
+                        &path.with_file_name("pyproject.toml"),
+                        &mut Vec::new(),
+                        &mut Vec::new(),
+                    )
+                    .map(|d| project_deps(&d))
+                    .unwrap_or_default();
+                    inputs
+                        .contexts
+                        .push(uv_context(&doc, rel.clone(), deps, opts));
+                }
+            }
+            "Pipfile" => {
+                if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {
+                    inputs
+                        .contexts
+                        .push(pipenv_context(&doc, rel.clone(), opts));
+                }
+            }
+            "uv.lock" => {
+                if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {
+                    locked_from_uv(&doc, &rel, &mut inputs.locked);
+                }
+            }
+            "poetry.lock" => {
+                if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {
+                    locked_from_poetry(&doc, &rel, &mut inputs.locked);
+                }
+            }
+            "Pipfile.lock" => {
+                if let Ok(t) = std::fs::read_to_string(path) {
+                    files.push(path.display().to_string());
+                    locked_from_pipfile_lock(&t, &rel, &mut inputs.locked);
+                }
+            }
+            n if n == "pylock.toml" || (n.starts_with("pylock.") && n.ends_with(".toml")) => {
+                if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {
+                    locked_from_pylock(&doc, &rel, &mut inputs.locked);
+                }
+            }
+            n if is_requirements_file(n) => req_files.push((path.to_path_buf(), rel.clone())),
+            _ if is_command_file(&rel) => {
+                install_commands(path, &rel, opts, &mut inputs.contexts, &mut files)
+            }
+            _ => {}
+        }
+    }
+    // Requirements: each file is one pip context (with the files it includes folded in).
+    for (path, rel) in &req_files {
+        let mut s = pip.clone();
+        let mut pkgs = BTreeSet::new();
+        let mut hashed = (0, 0, false);
+        read_requirements(path, &mut s, &mut pkgs, &mut hashed, &mut files, 0);
+        let mut c = pip_context(Client::Pip, rel.clone(), &s, opts);
+        c.packages = pkgs;
+        c.hashes_required = hashed.2 || (hashed.0 > 0 && hashed.0 == hashed.1);
+        inputs.contexts.push(c);
+    }
+    // pip configuration alone (no requirements file): still a context.
+    if req_files.is_empty()
+        && (pip.index_url.is_some() || !pip.extra.is_empty() || !pip.find_links.is_empty())
+    {
+        let origin = pip
+            .index_url
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .or_else(|| pip.extra.first().map(|(_, o)| o.clone()))
+            .unwrap_or_else(|| "pip configuration".into());
+        inputs
+            .contexts
+            .push(pip_context(Client::Pip, origin, &pip, opts));
+    }
+    files.sort();
+    files.dedup();
+    inputs.files = files;
+    inputs
+}

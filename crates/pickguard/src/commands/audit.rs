@@ -1,0 +1,161 @@
+//! `pickguard audit`.
+
+use crate::cli::{AuditArgs, Format};
+use anyhow::{Context, Result, bail};
+use pickguard_audit::{Options, Report, Rule, audit, claims_json};
+use serde_json::json;
+
+fn firewall_claims(url: &str, token: Option<&str>) -> Result<Vec<String>> {
+    let token = token
+        .map(str::to_owned)
+        .or_else(|| std::env::var("PICKGUARD_ADMIN_TOKEN").ok())
+        .context("--firewall needs --firewall-token or PICKGUARD_ADMIN_TOKEN")?;
+    let url = format!("{}/admin/claims", url.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let doc: serde_json::Value = rt
+        .block_on(async {
+            let r = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await?
+                .error_for_status()?;
+            r.json::<serde_json::Value>().await
+        })
+        .with_context(|| format!("reading claims from {url}"))?;
+    Ok(claims_from_json(&doc))
+}
+
+fn claims_from_json(doc: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = doc["claims"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for key in ["patterns", "names"] {
+        out.extend(
+            doc[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+pub fn run(args: AuditArgs) -> Result<u8> {
+    if !args.dir.is_dir() {
+        bail!("{} is not a directory", args.dir.display());
+    }
+    let mut private = args.private.clone();
+    if let Some(f) = &args.claims {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(doc) => private.extend(claims_from_json(&doc)),
+            Err(_) => private.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim().to_owned())
+                    .filter(|l| !l.is_empty()),
+            ),
+        }
+    }
+    if let Some(url) = &args.firewall {
+        private.extend(firewall_claims(url, args.firewall_token.as_deref())?);
+    }
+    let opts = Options {
+        private,
+        public_indexes: args.public_index.clone(),
+        host_config: args.host_config,
+    };
+    let report = audit(&args.dir, &opts);
+    if let Some(p) = &args.export_claims {
+        std::fs::write(p, claims_json(&report) + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    match args.format {
+        Format::Text => print_text(&report),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Sarif => println!("{}", serde_json::to_string_pretty(&sarif(&report))?),
+    }
+    Ok(if report.exposed() { 1 } else { 0 })
+}
+
+fn print_text(r: &Report) {
+    if r.findings.is_empty() {
+        println!(
+            "no dependency-confusion exposure found ({} file(s) read, {} private name(s))",
+            r.inputs.files.len(),
+            r.private_names.len()
+        );
+    }
+    for f in &r.findings {
+        println!(
+            "{:<8} {} {}",
+            f.severity.to_uppercase(),
+            f.rule.id(),
+            f.origin
+        );
+        println!("    {}", f.message);
+        println!("    fix: {}", f.fix);
+    }
+    if !r.predictions.is_empty() {
+        println!("\nwhere private packages would come from:");
+        for p in &r.predictions {
+            let leak = if p.public_queried && p.resolves_from == "private" {
+                " (name sent to a public index)"
+            } else {
+                ""
+            };
+            println!(
+                "  {:<30} {:<8} {:<8} {}{leak}",
+                p.package,
+                format!("{:?}", p.client).to_lowercase(),
+                p.resolves_from,
+                p.origin
+            );
+        }
+    }
+    for w in &r.inputs.warnings {
+        eprintln!("pickguard: warning: {w}");
+    }
+}
+
+fn sarif(r: &Report) -> serde_json::Value {
+    let mut used: Vec<Rule> = r.findings.iter().map(|f| f.rule).collect();
+    used.sort();
+    used.dedup();
+    let level = |sev: &str| match sev {
+        "critical" | "high" => "error",
+        "medium" => "warning",
+        _ => "note",
+    };
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "pickguard-audit", "version": env!("CARGO_PKG_VERSION"), "informationUri": "https://github.com/pickguard/pickguard",
+                "rules": used.iter().map(|u| json!({"id": u.id(), "shortDescription": {"text": u.summary()}, "help": {"text": u.fix()},
+                    "defaultConfiguration": {"level": level(u.severity())}})).collect::<Vec<_>>()}},
+            "results": r.findings.iter().map(|f| {
+                let (file, line) = match f.origin.split(" (").next().unwrap_or(&f.origin).rsplit_once(':') {
+                    Some((p, l)) if l.parse::<u64>().is_ok() => (p.to_owned(), l.parse::<u64>().ok()),
+                    _ => (f.origin.split(" (").next().unwrap_or(&f.origin).to_owned(), None),
+                };
+                let mut loc = json!({"artifactLocation": {"uri": file}});
+                if let Some(l) = line { loc["region"] = json!({"startLine": l}); }
+                json!({"ruleId": f.rule.id(), "ruleIndex": used.iter().position(|u| *u == f.rule).unwrap_or(0), "level": level(f.severity),
+                       "message": {"text": format!("{} Fix: {}", f.message, f.fix)}, "locations": [{"physicalLocation": loc}]})
+            }).collect::<Vec<_>>()
+        }]
+    })
+}

@@ -1,0 +1,230 @@
+//! The audit's predictions against what real pip, uv and poetry install
+//! from fake private and public indexes on loopback (feature `live`).
+#![cfg(feature = "live")]
+
+mod common;
+
+use common::venv_bin;
+use std::path::Path;
+use std::process::Command;
+
+struct Case {
+    name: &'static str,
+    /// Files of the project; `{PRIV}` and `{PUB}` become the index URLs.
+    files: &'static [(&'static str, &'static str)],
+    /// How the client really installs or locks (run in the project dir).
+    run: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "pip extra index",
+        files: &[(
+            "install.sh",
+            "pip install -i {PRIV} --extra-index-url {PUB} acme-internal\n",
+        )],
+        run: "pip",
+    },
+    Case {
+        name: "pip private only",
+        files: &[("install.sh", "pip install -i {PRIV} acme-internal\n")],
+        run: "pip",
+    },
+    Case {
+        name: "uv pip-style flags",
+        files: &[(
+            "install.sh",
+            "uv pip install --index-url {PRIV} --extra-index-url {PUB} acme-internal\n",
+        )],
+        run: "uv",
+    },
+    Case {
+        name: "uv default + index",
+        files: &[(
+            "install.sh",
+            "uv pip install --default-index {PUB} --index {PRIV} acme-internal\n",
+        )],
+        run: "uv",
+    },
+    Case {
+        name: "poetry public primary, private supplemental",
+        files: &[(
+            "pyproject.toml",
+            "[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.8\"\ndependencies = [\"acme-internal\"]\n\n[[tool.poetry.source]]\nname = \"pub\"\nurl = \"{PUB}\"\npriority = \"primary\"\n\n[[tool.poetry.source]]\nname = \"acme\"\nurl = \"{PRIV}\"\npriority = \"supplemental\"\n",
+        )],
+        run: "poetry",
+    },
+    Case {
+        name: "poetry private primary, public supplemental",
+        files: &[(
+            "pyproject.toml",
+            "[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.8\"\ndependencies = [\"acme-internal\"]\n\n[[tool.poetry.source]]\nname = \"acme\"\nurl = \"{PRIV}\"\npriority = \"primary\"\n\n[[tool.poetry.source]]\nname = \"pub\"\nurl = \"{PUB}\"\npriority = \"supplemental\"\n",
+        )],
+        run: "poetry",
+    },
+];
+
+#[test]
+fn predictions_match_real_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = tmp.path().join("indexes");
+    assert!(
+        Command::new(venv_bin("python"))
+            .arg(common::root().join("fixtures/gen/index_fixture.py"))
+            .arg(&fixture)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (_p1, pr) = common::spawn_index(&fixture.join("private"), &tmp.path().join("private.log"));
+    let (_p2, pu) = common::spawn_index(&fixture.join("public"), &tmp.path().join("public.log"));
+    let (privu, pubu) = (
+        format!("http://127.0.0.1:{pr}/simple/"),
+        format!("http://127.0.0.1:{pu}/simple/"),
+    );
+    let mut bad = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let proj = tmp.path().join(format!("p{i}"));
+        std::fs::create_dir_all(&proj).unwrap();
+        for (f, content) in case.files {
+            std::fs::write(
+                proj.join(f),
+                content.replace("{PRIV}", &privu).replace("{PUB}", &pubu),
+            )
+            .unwrap();
+        }
+        // What the audit predicts.
+        let out = common::pickguard()
+            .arg("audit")
+            .arg(&proj)
+            .args([
+                "--private",
+                "acme-*",
+                "--public-index",
+                &pubu,
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let predicted = doc["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["package"] == "acme-internal")
+            .map(|p| p["resolves_from"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{}: no prediction in {doc}", case.name));
+        // What the client does.
+        let env = |c: &mut Command| {
+            c.env("PIP_CONFIG_FILE", "/dev/null")
+                .env("UV_NO_CONFIG", "1")
+                .env("UV_CACHE_DIR", tmp.path().join("uvc"))
+                .env("POETRY_CACHE_DIR", tmp.path().join("pc"))
+                .env("PICKGUARD_SENTINEL", tmp.path().join("sentinel"))
+                .current_dir(&proj);
+        };
+        let actual = match case.run {
+            "pip" | "uv" => {
+                let venv = proj.join("venv");
+                assert!(
+                    Command::new(venv_bin("python"))
+                        .args(["-m", "venv", "--without-pip"])
+                        .arg(&venv)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+                let line = std::fs::read_to_string(proj.join("install.sh")).unwrap();
+                let args: Vec<&str> = line.split_whitespace().collect();
+                let mut c = if case.run == "pip" {
+                    let mut c = Command::new(venv_bin("pip"));
+                    c.arg("--python")
+                        .arg(venv.join("bin/python"))
+                        .args(&args[1..])
+                        .args(["--no-cache-dir", "--no-deps"]);
+                    c
+                } else {
+                    let mut c = Command::new(venv_bin("uv"));
+                    c.args(&args[1..])
+                        .args(["--no-cache", "--no-deps"])
+                        .env("VIRTUAL_ENV", &venv);
+                    c
+                };
+                env(&mut c);
+                let out = c.output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    case.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let o = Command::new(venv.join("bin/python"))
+                    .args(["-c", "import acme_internal as m; print(m.ORIGIN)"])
+                    .env("PICKGUARD_SENTINEL", tmp.path().join("sentinel"))
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&o.stdout).contains("PRIVATE") {
+                    "private"
+                } else {
+                    "public"
+                }
+                .to_owned()
+            }
+            _ => {
+                let mut c = Command::new(venv_bin("poetry"));
+                c.args(["lock", "-n"]);
+                env(&mut c);
+                let out = c.output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    case.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let lock = std::fs::read_to_string(proj.join("poetry.lock")).unwrap();
+                let entry = lock
+                    .split("[[package]]")
+                    .find(|p| p.contains("name = \"acme-internal\""))
+                    .unwrap()
+                    .to_owned();
+                // And the audit of the lockfile poetry wrote agrees.
+                let out = common::pickguard()
+                    .arg("audit")
+                    .arg(&proj)
+                    .args([
+                        "--private",
+                        "acme-*",
+                        "--public-index",
+                        &pubu,
+                        "--format",
+                        "json",
+                    ])
+                    .output()
+                    .unwrap();
+                let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let lock_flagged = doc["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["rule"] == "AUD006-lockfile-public-source");
+                let from_public = entry.contains("99.0.0");
+                if lock_flagged != from_public {
+                    bad.push(format!(
+                        "{}: lockfile from public = {from_public}, AUD006 = {lock_flagged}",
+                        case.name
+                    ));
+                }
+                if from_public { "public" } else { "private" }.to_owned()
+            }
+        };
+        if predicted != actual {
+            bad.push(format!(
+                "{}: audit predicted {predicted}, the client took {actual}",
+                case.name
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let _ = Path::new("");
+}
