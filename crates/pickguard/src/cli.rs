@@ -115,6 +115,20 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
 
+    /// Run a command (typically a model load) in an unprivileged sandbox.
+    ///
+    /// The command may read the system directories, its interpreter's
+    /// installation, the files named among its arguments and --allow-read
+    /// paths; write only to --allow-write paths; execute nothing but itself;
+    /// and open no network socket. Blocked actions are reported as they
+    /// happen; the command's exit status is returned. Uses Landlock and
+    /// seccomp (no root needed) and says what the kernel cannot enforce.
+    ///
+    /// Example:
+    ///   pickguard run --allow-read ./models -- python load.py ./models/model.pt
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+
     /// List the tensors of a checkpoint: name, dtype, shape, bytes, storage.
     ///
     /// Shows the scan verdict too; a file that is not pure tensor data is not
@@ -310,6 +324,25 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Also allow reading beneath this path; repeatable.
+    #[arg(long = "allow-read", value_name = "PATH")]
+    pub allow_read: Vec<PathBuf>,
+    /// Allow writing beneath this path; repeatable.
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub allow_write: Vec<PathBuf>,
+    /// Allow network access.
+    #[arg(long)]
+    pub allow_network: bool,
+    /// Do not print what is protected at start.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

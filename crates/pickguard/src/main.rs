@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         cli::Command::Inspect(args) => commands::inspect::run(args),
         cli::Command::Hash(args) => commands::sign::hash(args),
         cli::Command::Audit(args) => commands::audit::run(args),
+        cli::Command::Run(args) => commands::run::run(args),
         cli::Command::Firewall(cli::FirewallCommand::Serve(args)) => {
             commands::firewall::serve(args)
         }
