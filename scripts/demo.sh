@@ -4,5 +4,6 @@
 # fixtures/gen/make_fixtures.py. Exits 1 because some samples are malicious.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/system-deps.sh
 cargo build --release --locked --quiet
 exec target/release/pickguard scan fixtures/corpus "$@"

@@ -4,6 +4,7 @@
 # torch and numpy. This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/system-deps.sh
 eval "$(scripts/setup-test-env.sh)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features pickguard/live --locked -- -D warnings

@@ -115,6 +115,20 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
 
+    /// Watch this host for code running when a model loads (eBPF; root).
+    ///
+    /// Follows every process through: the pickle module is loaded, a model
+    /// file is opened (.pth .pt .bin .ckpt .pkl ...), then the process or a
+    /// child executes a shell within --window seconds. Each match is one JSON
+    /// event (process, parent, command lines, model path, shell, times,
+    /// verdict). With --enforce the shell is killed at exec, before it runs.
+    /// Prints which mechanism is active; refuses to start when none loads.
+    ///
+    /// Example:
+    ///   sudo pickguard watch --enforce --output /var/log/pickguard-watch.jsonl
+    #[command(verbatim_doc_comment)]
+    Watch(WatchArgs),
+
     /// Run a command (typically a model load) in an unprivileged sandbox.
     ///
     /// The command may read the system directories, its interpreter's
@@ -324,6 +338,40 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Stop the shell before it runs (kill at exec), not only report it.
+    #[arg(long)]
+    pub enforce: bool,
+    /// Seconds after a model open during which a shell is reported.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub window: u64,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Append events to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also send events to syslog (via `logger`).
+    #[arg(long)]
+    pub syslog: bool,
+    /// Shell names (replaces the default list: sh dash bash zsh ksh mksh csh tcsh fish busybox).
+    #[arg(long = "shell", value_name = "NAME")]
+    pub shells: Vec<String>,
+    /// Model file suffixes (replaces the default list: .pth .pt .bin .ckpt .pkl .pickle .joblib .npy .model).
+    #[arg(long = "model-ext", value_name = ".EXT")]
+    pub model_exts: Vec<String>,
+    /// Never report processes with this command name; repeatable.
+    #[arg(long = "allow", value_name = "COMM")]
+    pub allow: Vec<String>,
+    /// Also report pickle-module loads and model opens.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Stop after this many alerts (for scripts and tests).
+    #[arg(long, value_name = "N")]
+    pub max_alerts: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -5,3 +5,4 @@ pub mod inspect;
 pub mod run;
 pub mod scan;
 pub mod sign;
+pub mod watch;
