@@ -30,7 +30,16 @@ use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 type ResponseKey = (String, &'static str);
-type CachedResponse = (Instant, u16, String, String, String);
+/// A rendered project page and the decision that produced it.
+#[derive(Clone)]
+struct CachedResponse {
+    at: Instant,
+    decision: String,
+    upstream: Option<String>,
+    claimed: bool,
+    hidden: usize,
+    body: bytes::Bytes,
+}
 
 /// Everything a request handler needs.
 pub struct AppState {
@@ -41,7 +50,7 @@ pub struct AppState {
     client: reqwest::Client,
     claim_globs: globset::GlobSet,
     page_cache: Mutex<HashMap<(String, String), (Instant, upstream::Fetch)>>,
-    /// Rendered project pages: (name, format) -> (time, status, content type, decision, body).
+    /// Rendered project pages by (name, format).
     response_cache: Mutex<HashMap<ResponseKey, CachedResponse>>,
     /// Files listed recently: (upstream, sha256) -> where to fetch them.
     files: RwLock<HashMap<(String, String), FileRef>>,

@@ -237,9 +237,7 @@ async fn project(
         .lock()
         .ok()
         .and_then(|c| c.get(&(name.clone(), fkey)).cloned());
-    if let Some((at, status, ct, decision, body)) = hit
-        && at.elapsed() < ttl
-    {
+    if let Some(hit) = hit.filter(|h| h.at.elapsed() < ttl) {
         Metrics::inc(&st.metrics.page_cache_hits);
         log(
             &st,
@@ -247,16 +245,26 @@ async fn project(
             &Method::GET,
             &path,
             Some(&name),
-            &decision,
-            None,
-            false,
-            Some("cached".into()),
-            status,
+            &hit.decision,
+            hit.upstream.clone(),
+            hit.claimed,
+            Some("cached page".into()),
+            200,
             vec![],
         );
-        let mut r = simple_response(status, fmt, body);
-        if let Ok(v) = HeaderValue::from_str(&ct) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        let mut r = (StatusCode::OK, Body::from(hit.body)).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(fmt.content_type()),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        if hit.hidden > 0 {
+            h.insert("x-pickguard-hidden", HeaderValue::from(hit.hidden as u64));
         }
         return r;
     }
@@ -277,7 +285,7 @@ async fn project(
         &path,
         Some(&name),
         res.decision,
-        upstream,
+        upstream.clone(),
         res.claimed,
         res.reason.clone(),
         res.status,
@@ -296,13 +304,14 @@ async fn project(
                 }
                 c.insert(
                     (name.clone(), fkey),
-                    (
-                        Instant::now(),
-                        200,
-                        fmt.content_type().to_owned(),
-                        res.decision.to_owned(),
-                        body.clone(),
-                    ),
+                    crate::CachedResponse {
+                        at: Instant::now(),
+                        decision: res.decision.to_owned(),
+                        upstream: upstream.clone(),
+                        claimed: res.claimed,
+                        hidden: res.hidden.len(),
+                        body: bytes::Bytes::from(body.clone()),
+                    },
                 );
             }
             simple_response(200, fmt, body)
