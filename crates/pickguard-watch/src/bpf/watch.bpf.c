@@ -108,19 +108,22 @@ static __always_inline int starts_with(const char *s, const char *p, int n)
 
 struct base_ctx {
 	char *buf;
+	int len;
 	int last;
 };
 
+/* Scan backwards from the end: stops at the last '/', so the cost is the
+ * basename's length, not the path's. */
 static long find_slash(u32 i, void *data)
 {
 	struct base_ctx *c = data;
-	if (i >= PATH_LEN)
+	int k = c->len - 1 - (int)i;
+	if (k < 0)
 		return 1;
-	char ch = c->buf[i & (PATH_LEN - 1)];
-	if (ch == 0)
+	if (c->buf[k & (PATH_LEN - 1)] == '/') {
+		c->last = k + 1;
 		return 1;
-	if (ch == '/')
-		c->last = i + 1;
+	}
 	return 0;
 }
 
@@ -207,7 +210,9 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct state *st = bpf_map_lookup_elem(&states, &tgid);
-	if (!st || !(st->flags & F_PYTHON))
+	/* Only Python processes, and only until they are armed: once the
+	 * pickle module is loaded and a model opened, later opens change nothing. */
+	if (!st || !(st->flags & F_PYTHON) || (st->flags & ARMED) == ARMED)
 		return 0;
 	u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -217,8 +222,8 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 	long n = bpf_probe_read_user_str(sc->path, sizeof(sc->path), upath);
 	if (n <= 1)
 		return 0;
-	struct base_ctx bc = { .buf = sc->path, .last = 0 };
-	bpf_loop(PATH_LEN, find_slash, &bc, 0);
+	struct base_ctx bc = { .buf = sc->path, .len = (int)(n - 1), .last = 0 };
+	bpf_loop(n - 1, find_slash, &bc, 0);
 	int b = bc.last & (PATH_LEN - 1);
 	char name[NAME_LEN] = {};
 	bpf_probe_read_kernel_str(name, sizeof(name), sc->path + b);
