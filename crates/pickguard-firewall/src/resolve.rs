@@ -96,7 +96,10 @@ impl AppState {
         }
         let f = fetch_project(&self.client, up, name).await;
         match &f {
-            Fetch::Error(_) => Metrics::inc(&self.metrics.upstream_errors),
+            Fetch::Error(e) => {
+                Metrics::inc(&self.metrics.upstream_errors);
+                tracing::warn!(event = "upstream-error", upstream = %up.name, project = name, error = %e, "upstream request failed");
+            }
             _ => {
                 if let Ok(mut c) = self.page_cache.lock() {
                     if c.len() > 100_000 {

@@ -64,7 +64,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown())
     .await?;
-    eprintln!("pickguard firewall stopped");
+    tracing::info!(event = "stopped", "pickguard firewall stopped");
     Ok(())
 }
 
