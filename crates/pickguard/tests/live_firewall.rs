@@ -90,7 +90,7 @@ impl World {
                  [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
                  [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
                  [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
-                 [claims]\npatterns = [\"acme-*\"]\n[quarantine]\ncooldown_hours = 48\noutlier_major_jump = 2\n",
+                 [claims]\npatterns = [\"acme-*\"]\n[routes.mergepkg]\nupstreams = [\"internal\", \"pypi\"]\nmerge = true\n[quarantine]\ncooldown_hours = 48\noutlier_major_jump = 2\n",
                 dir.path().join("data").display()
             ),
         )
@@ -329,6 +329,36 @@ fn torchtriton_scenario_and_protocol() {
     let mut hasher = <sha2_shim::Sha256 as sha2_shim::Digest>::new();
     sha2_shim::Digest::update(&mut hasher, &md);
     assert_eq!(hex(&sha2_shim::Digest::finalize(hasher)), md_hash);
+    // A deliberate merge (a vendor index plus the public one) lists both and says so (PEP 708).
+    let (st, _, body) = http(
+        w.port,
+        "GET",
+        "/simple/mergepkg/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(st, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mergepkg-2.0.0+vendor-py3-none-any.whl",
+            "mergepkg-1.0.0-py3-none-any.whl"
+        ]
+    );
+    assert_eq!(doc["meta"]["tracks"].as_array().unwrap().len(), 2, "{doc}");
+    let (_, _, html) = http(
+        w.port,
+        "GET",
+        "/simple/mergepkg/",
+        &[("Accept", "text/html")],
+    );
+    assert!(String::from_utf8_lossy(&html).contains("pypi:tracks"));
     // Content negotiation.
     let (st, h, body) = http(
         w.port,
