@@ -143,6 +143,31 @@ fn fill_names(map: &libbpf_rs::MapMut, names: &[String], what: &str) -> Result<(
     Ok(())
 }
 
+fn open_and_load<'a>(
+    object: &'a mut MaybeUninit<libbpf_rs::OpenObject>,
+    opts: &WatchOptions,
+    lsm: bool,
+) -> Result<skel::WatchSkel<'a>, String> {
+    let mut open = WatchSkelBuilder::default()
+        .open(object)
+        .map_err(|e| format!("opening the BPF object: {e}"))?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.enforce = opts.enforce as u32;
+        ro.window_ns = opts.window_secs.saturating_mul(1_000_000_000);
+        ro.verbose = opts.verbose as u32;
+        ro.lsm_deny = lsm as u32;
+    }
+    open.progs.deny_shell_exec.set_autoload(lsm);
+    open.load().map_err(|e| {
+        let hint = if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+            " (pickguard watch needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF; the verifier log above says more)"
+        } else {
+            ""
+        };
+        format!("loading the BPF program: {e}{hint}")
+    })
+}
+
 /// Tracepoints are attached by id, read from tracefs: mount it when the
 /// host has not (common in containers and minimal VMs).
 fn ensure_tracefs() -> Result<(), String> {
@@ -180,35 +205,64 @@ pub fn watch(
     ready: impl FnOnce(&Mechanism),
     mut on_event: impl FnMut(Event) -> bool,
 ) -> Result<(), String> {
+    // Strongest mechanism first: BPF LSM (deny the exec). Many kernels
+    // refuse LSM/trampoline programs; then load again without it and kill
+    // the shell at exec from the tracepoint instead.
+    let mut lsm_error = None;
     let mut object = MaybeUninit::uninit();
-    let open = WatchSkelBuilder::default()
-        .open(&mut object)
-        .map_err(|e| format!("opening the BPF object: {e}"))?;
-    let mut open = open;
-    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-        ro.enforce = opts.enforce as u32;
-        ro.window_ns = opts.window_secs.saturating_mul(1_000_000_000);
-        ro.verbose = opts.verbose as u32;
+    let mut object2 = MaybeUninit::uninit();
+    let with_lsm = opts.enforce;
+    // The LSM attempt is a probe: keep libbpf's verifier log for real failures only.
+    let previous = if with_lsm {
+        libbpf_rs::set_print(None)
+    } else {
+        None
+    };
+    let first = open_and_load(&mut object, opts, with_lsm);
+    if with_lsm {
+        libbpf_rs::set_print(previous);
     }
-    let mut skel = open.load().map_err(|e| {
-        let hint = if e.kind() == libbpf_rs::ErrorKind::PermissionDenied { " (pickguard watch needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF; the verifier log above says more)" } else { "" };
-        format!("loading the BPF program: {e}{hint}")
-    })?;
+    let mut skel = match first {
+        Ok(s) => s,
+        Err(e) if with_lsm => {
+            lsm_error = Some(
+                e.split(" (pickguard watch needs")
+                    .next()
+                    .unwrap_or(&e)
+                    .replace(
+                        "loading the BPF program: ",
+                        "the kernel refused the LSM program: ",
+                    ),
+            );
+            open_and_load(&mut object2, opts, false)?
+        }
+        Err(e) => return Err(e),
+    };
     fill_names(&skel.maps.shells, &opts.shells, "shells")?;
     fill_names(&skel.maps.exts, &opts.extensions, "model extensions")?;
     prime_running_pythons(&skel.maps.states);
     ensure_tracefs()?;
     skel.attach()
         .map_err(|e| format!("attaching the BPF programs: {e}"))?;
-    let mechanism = if opts.enforce {
+    let mechanism = if opts.enforce && lsm_error.is_none() {
+        Mechanism {
+            name: "bpf-lsm-deny",
+            description:
+                "the shell's exec is refused with EPERM by a BPF LSM hook (bprm_check_security)"
+                    .into(),
+        }
+    } else if opts.enforce {
         Mechanism {
             name: "bpf-sigkill-at-exec",
-            description: "the shell is killed by the BPF program at exec, before its first instruction (BPF LSM denial is not used: not loadable on every kernel)",
+            description: format!(
+                "the shell is killed by the BPF program at exec, before its first instruction; BPF LSM denial is unavailable on this kernel ({})",
+                lsm_error.as_deref().unwrap_or("")
+            ),
         }
     } else {
         Mechanism {
             name: "detect-only",
-            description: "alerts only; nothing is blocked (use --enforce)",
+            description: "alerts only; nothing is blocked (use --enforce)".into(),
         }
     };
     ready(&mechanism);

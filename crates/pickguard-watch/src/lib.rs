@@ -73,7 +73,7 @@ pub struct Event {
     pub parent_cmdline: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_cmdline: Option<String>,
-    /// `killed` (enforced) or `detected`.
+    /// `denied` (exec refused by the LSM hook), `killed` (shell killed at exec) or `detected`.
     pub verdict: &'static str,
     /// Kernel time of the event and of the model open (ns since boot).
     pub ts_ns: u64,
@@ -88,7 +88,7 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize)]
 pub struct Mechanism {
     pub name: &'static str,
-    pub description: &'static str,
+    pub description: String,
 }
 
 #[cfg(all(target_os = "linux", pickguard_bpf))]

@@ -69,6 +69,10 @@ struct task_struct {
 	struct task_struct *real_parent;
 };
 
+struct linux_binprm {
+	struct file *file;
+};
+
 struct trace_entry {
 	unsigned short type;
 	unsigned char flags;

@@ -31,6 +31,9 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile u32 enforce = 0;
 const volatile u64 window_ns = 300ULL * 1000000000ULL;
 const volatile u32 verbose = 0;
+/* Set when the BPF LSM program below is loaded: it denies the exec, so the
+ * tracepoint must not also kill. */
+const volatile u32 lsm_deny = 0;
 
 struct state {
 	u32 flags;
@@ -277,11 +280,12 @@ int on_exec(struct trace_event_raw_sched_process_exec *ctx)
 		bpf_loop(NSHELLS, match_shell, &sh, 0);
 		if (sh.found) {
 			u32 killed = 0;
-			if (enforce) {
+			if (enforce && !lsm_deny) {
 				bpf_send_signal(9);
 				killed = 1;
 			}
-			emit(EV_ALERT, st, name, killed);
+			if (!lsm_deny)
+				emit(EV_ALERT, st, name, killed);
 		}
 	}
 	/* New image: reset. */
@@ -323,4 +327,27 @@ int on_exit(struct trace_event_raw_sched_process_template *ctx)
 		return 0;
 	bpf_map_delete_elem(&states, &tgid);
 	return 0;
+}
+
+/* Strongest enforcement: refuse the exec itself (-EPERM) before the new
+ * program is loaded. Only loaded when the kernel allows BPF LSM programs;
+ * otherwise the loader falls back to the kill at exec above. */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(deny_shell_exec, struct linux_binprm *bprm, int ret)
+{
+	if (ret != 0)
+		return ret;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct state *st = bpf_map_lookup_elem(&states, &tgid);
+	if (!st || (st->flags & ARMED) != ARMED || bpf_ktime_get_ns() - st->model_ts > window_ns)
+		return 0;
+	char name[NAME_LEN] = {};
+	const unsigned char *np = BPF_CORE_READ(bprm, file, f_path.dentry, d_name.name);
+	bpf_probe_read_kernel_str(name, sizeof(name), np);
+	struct shell_ctx sh = { .name = name, .found = 0 };
+	bpf_loop(NSHELLS, match_shell, &sh, 0);
+	if (!sh.found)
+		return 0;
+	emit(EV_ALERT, st, name, 2);
+	return -1; /* -EPERM */
 }
