@@ -24,9 +24,15 @@ hyperfine --warmup 1 --runs "$runs" -N --export-markdown "$work/sign.md" \
   -n pickguard "$pg sign $model --private-key $work/key.pem --signature $work/pg.sig" \
   -n "pickguard -j1" "taskset -c 0 $pg sign $model --private-key $work/key.pem --signature $work/pg1.sig" \
   -n model_signing "$ms sign key $model --private_key $work/key.pem --signature $work/ms.sig" >&2
+# One large file: whole-file digests use one core; shards use them all.
+hyperfine --warmup 1 --runs "$runs" -N --export-markdown "$work/sign-single.md" \
+  -n "hash 1 GiB file" "$pg hash $model/shard-1.bin" \
+  -n "hash 1 GiB file, 256 MiB shards" "$pg hash --shard-size 268435456 $model/shard-1.bin" >&2
 ceiling=$(openssl speed -evp sha256 -bytes 16384 -seconds 3 2>/dev/null | awk '/^sha256/ {print $NF}' | tr -d k)
 {
   cat "$work/sign.md"
+  echo
+  cat "$work/sign-single.md"
   echo
   echo "single-core SHA-256 ceiling (openssl speed -evp sha256, 16 KiB blocks): ${ceiling} kB/s"
   echo "model: ${gb} GiB in ${gb} files; throughput = bytes / mean time"

@@ -61,6 +61,12 @@ pub fn public_key_hint(key: &VerifyingKey) -> Result<String, SignError> {
 fn statement(m: &Manifest) -> Value {
     let mut ser =
         json!({"method": "files", "hash_type": "sha256", "allow_symlinks": m.allow_symlinks});
+    let mut algorithm = "sha256".to_string();
+    if let Some(s) = m.shard_size {
+        ser["method"] = json!("shards");
+        ser["shard_size"] = json!(s);
+        algorithm = format!("sha256-sharded-{s}");
+    }
     if !m.ignore_paths.is_empty() {
         ser["ignore_paths"] = json!(m.ignore_paths);
     }
@@ -70,7 +76,7 @@ fn statement(m: &Manifest) -> Value {
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "serialization": ser,
-            "resources": m.resources.iter().map(|r| json!({"algorithm": "sha256", "name": r.name, "digest": hex::encode(r.digest)})).collect::<Vec<_>>(),
+            "resources": m.resources.iter().map(|r| json!({"algorithm": algorithm, "name": r.name, "digest": hex::encode(r.digest)})).collect::<Vec<_>>(),
         }
     })
 }
@@ -170,6 +176,9 @@ pub struct SignedStatement {
     pub subject_name: String,
     pub root_digest: String,
     pub method: String,
+    /// For method "shards".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_size: Option<u64>,
     pub ignore_paths: Vec<String>,
     pub allow_symlinks: bool,
     pub resources: Vec<Resource>,
@@ -345,11 +354,19 @@ fn check_bundle(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    if method != "files" {
-        problems.push(format!(
-            "serialization method {method:?} is not supported (only \"files\")"
-        ));
-        return None;
+    // model_signing writes shard_size as a float (1000000.0).
+    let shard_size = ser
+        .get("shard_size")
+        .and_then(Value::as_f64)
+        .filter(|f| *f >= 1.0 && f.fract() == 0.0)
+        .map(|f| f as u64);
+    let sharded_alg = shard_size.map(|s| format!("sha256-sharded-{s}"));
+    match (method.as_str(), shard_size) {
+        ("files", _) | ("shards", Some(_)) => {}
+        _ => {
+            problems.push(format!("serialization method {method:?} is not supported (files, or shards with a shard_size)"));
+            return None;
+        }
     }
     let mut resources = Vec::new();
     for r in pred
@@ -365,8 +382,10 @@ fn check_bundle(
             .and_then(Value::as_str)
             .and_then(|d| hex::decode(d).ok())
             .and_then(|d| <[u8; 32]>::try_from(d).ok());
-        match (name, alg, digest) {
-            (Some(n), Some("sha256"), Some(d)) => resources.push(Resource {
+        let alg_ok =
+            alg == Some("sha256") || (alg.is_some() && alg.map(str::to_owned) == sharded_alg);
+        match (name, alg_ok, digest) {
+            (Some(n), true, Some(d)) => resources.push(Resource {
                 name: n.to_owned(),
                 digest: d,
             }),
@@ -391,6 +410,7 @@ fn check_bundle(
         return None;
     }
     Some(SignedStatement {
+        shard_size: if method == "shards" { shard_size } else { None },
         subject_name: subject
             .and_then(|x| x.get("name"))
             .and_then(Value::as_str)
@@ -460,6 +480,9 @@ pub fn verify(
         })
         .collect();
     let (files, _) = crate::manifest::list_files(&model_abs, &hopts)?;
+    if let Some(size) = st.shard_size {
+        return verify_shards(report, st, &files, size, opts);
+    }
     let signed: BTreeMap<&str, &[u8; 32]> = st
         .resources
         .iter()
@@ -491,6 +514,61 @@ pub fn verify(
         }
     }
     report.files_checked = digests.len();
+    report.ok = report.added.is_empty() && report.removed.is_empty() && report.changed.is_empty();
+    report.statement = Some(st);
+    Ok(report)
+}
+
+/// Verification for method "shards": shard digests grouped by file, and the
+/// differences reported per file.
+fn verify_shards(
+    mut report: VerifyReport,
+    st: SignedStatement,
+    files: &[(String, std::path::PathBuf)],
+    size: u64,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, SignError> {
+    let mut signed: BTreeMap<String, BTreeMap<String, [u8; 32]>> = BTreeMap::new();
+    for r in &st.resources {
+        let file = r.name.rsplitn(3, ':').nth(2).unwrap_or(&r.name).to_owned();
+        signed
+            .entry(file)
+            .or_default()
+            .insert(r.name.clone(), r.digest);
+    }
+    // Empty files have no shards, so shard manifests cannot name them.
+    let local: BTreeMap<&str, &std::path::PathBuf> = files
+        .iter()
+        .filter(|(_, p)| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(true))
+        .map(|(n, p)| (n.as_str(), p))
+        .collect();
+    for n in local.keys() {
+        if !signed.contains_key(*n) && !opts.ignore_unsigned_files {
+            report.added.push((*n).to_owned());
+        }
+    }
+    for n in signed.keys() {
+        if !local.contains_key(n.as_str()) {
+            report.removed.push(n.clone());
+        }
+    }
+    let both: Vec<(String, std::path::PathBuf)> = files
+        .iter()
+        .filter(|(n, _)| signed.contains_key(n))
+        .cloned()
+        .collect();
+    let mine = crate::manifest::hash_shards_pub(&both, size)?;
+    let mut got: BTreeMap<String, BTreeMap<String, [u8; 32]>> = BTreeMap::new();
+    for r in mine {
+        let file = r.name.rsplitn(3, ':').nth(2).unwrap_or(&r.name).to_owned();
+        got.entry(file).or_default().insert(r.name, r.digest);
+    }
+    for (f, shards) in &got {
+        if signed.get(f) != Some(shards) {
+            report.changed.push(f.clone());
+        }
+    }
+    report.files_checked = got.len();
     report.ok = report.added.is_empty() && report.removed.is_empty() && report.changed.is_empty();
     report.statement = Some(st);
     Ok(report)

@@ -37,6 +37,9 @@ pub struct HashOptions {
     /// Also hash `.git`, `.gitignore`, `.gitattributes`, `.github`.
     pub include_git_paths: bool,
     pub allow_symlinks: bool,
+    /// Hash files in shards of this many bytes (method "shards"), so one
+    /// large file is hashed on every core. None: one digest per file.
+    pub shard_size: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -47,6 +50,8 @@ pub struct Manifest {
     /// Ignored paths as recorded in a signature (relative, sorted).
     pub ignore_paths: Vec<String>,
     pub allow_symlinks: bool,
+    /// Set for method "shards": resources are named `path:start:end`.
+    pub shard_size: Option<u64>,
 }
 
 impl Manifest {
@@ -175,15 +180,18 @@ pub fn list_files(model: &Path, opts: &HashOptions) -> Result<(Files, Vec<String
 /// Hash every file of a model, in parallel across files.
 pub fn hash_model(model: &Path, opts: &HashOptions) -> Result<Manifest, SignError> {
     let (files, ignore) = list_files(model, opts)?;
-    let resources = files
-        .par_iter()
-        .map(|(name, path)| {
-            Ok(Resource {
-                name: name.clone(),
-                digest: hash_file(path)?,
+    let resources = match opts.shard_size {
+        None => files
+            .par_iter()
+            .map(|(name, path)| {
+                Ok(Resource {
+                    name: name.clone(),
+                    digest: hash_file(path)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, SignError>>()?;
+            .collect::<Result<Vec<_>, SignError>>()?,
+        Some(size) => hash_shards(&files, size)?,
+    };
     let model_name = model
         .canonicalize()
         .ok()
@@ -194,12 +202,94 @@ pub fn hash_model(model: &Path, opts: &HashOptions) -> Result<Manifest, SignErro
         resources,
         ignore_paths: ignore,
         allow_symlinks: opts.allow_symlinks,
+        shard_size: opts.shard_size,
     })
+}
+
+/// Shard boundaries as `model_signing` cuts them: [0, s), [s, 2s), ... up to
+/// the size; an empty file has no shard (model_signing leaves it out).
+fn shards_of(len: u64, size: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    if len == 0 {
+        return out;
+    }
+    let mut start = 0;
+    loop {
+        let end = (start + size).min(len);
+        out.push((start, end));
+        if end >= len {
+            return out;
+        }
+        start = end;
+    }
+}
+
+/// SHA-256 of a byte range of a file.
+fn hash_range(path: &Path, start: u64, end: u64) -> Result<[u8; 32], SignError> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(SignError::io(path))?;
+    f.seek(SeekFrom::Start(start))
+        .map_err(SignError::io(path))?;
+    let mut h = Sha256::new();
+    let mut left = end - start;
+    let mut buf = vec![0u8; (4 << 20).min(left.max(1) as usize)];
+    while left > 0 {
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = f.read(&mut buf[..want]).map_err(SignError::io(path))?;
+        if n == 0 {
+            return Err(SignError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shrank while hashing",
+                ),
+            });
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Shard digests of these files (for verification).
+pub fn hash_shards_pub(files: &[(String, PathBuf)], size: u64) -> Result<Vec<Resource>, SignError> {
+    hash_shards(files, size)
+}
+
+/// Every shard of every file, hashed in parallel; sorted by path, then range.
+fn hash_shards(files: &[(String, PathBuf)], size: u64) -> Result<Vec<Resource>, SignError> {
+    if size == 0 {
+        return Err(SignError::Bundle("shard size must be positive".into()));
+    }
+    let mut jobs = Vec::new();
+    for (name, path) in files {
+        let len = std::fs::metadata(path).map_err(SignError::io(path))?.len();
+        for (a, b) in shards_of(len, size) {
+            jobs.push((name, path, a, b));
+        }
+    }
+    jobs.sort_by(|x, y| components(x.0).cmp(&components(y.0)).then(x.2.cmp(&y.2)));
+    jobs.par_iter()
+        .map(|(name, path, a, b)| {
+            Ok(Resource {
+                name: format!("{name}:{a}:{b}"),
+                digest: hash_range(path, *a, *b)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_like_model_signing() {
+        assert_eq!(shards_of(0, 10), vec![]);
+        assert_eq!(shards_of(3, 10), vec![(0, 3)]);
+        assert_eq!(shards_of(25, 10), vec![(0, 10), (10, 20), (20, 25)]);
+        assert_eq!(shards_of(20, 10), vec![(0, 10), (10, 20)]);
+    }
 
     #[test]
     fn order_is_by_components() {

@@ -241,6 +241,12 @@ pub struct ModelFiles {
     /// Follow symbolic links instead of refusing them.
     #[arg(long = "allow-symlinks", alias = "allow_symlinks")]
     pub allow_symlinks: bool,
+
+    /// (hash, sign) Hash in shards of this many bytes, so one large file uses every core
+    /// (method "shards"; model_signing's CLI verifies only unsharded signatures).
+    /// verify takes the shard size from the signature.
+    #[arg(long = "shard-size", value_name = "BYTES")]
+    pub shard_size: Option<u64>,
 }
 
 #[derive(Args, Debug)]

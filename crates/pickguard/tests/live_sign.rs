@@ -486,3 +486,92 @@ fn certificate_signatures_cross_both_ways() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stdout).contains("certificate chain"));
 }
+
+#[test]
+fn sharded_signatures_hash_large_files_in_parallel_and_verify_model_signing_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keys(tmp.path());
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("big.bin"),
+        (0..300_000u32)
+            .flat_map(|i| i.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    std::fs::write(model.join("empty.txt"), b"").unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    // model_signing (its Python API: the CLI cannot sign shards) signs with shards; pickguard verifies.
+    let sig = tmp.path().join("ms-shards.sig");
+    let code = "import sys, model_signing\n\
+                c = model_signing.signing.Config().use_elliptic_key_signer(private_key=sys.argv[1])\n\
+                c.set_hashing_config(model_signing.hashing.Config().use_shard_serialization(shard_size=100000))\n\
+                c.sign(sys.argv[2], sys.argv[3])";
+    let py = std::env::var("PICKGUARD_PYTHON").unwrap();
+    let out = Command::new(&py)
+        .args(["-c", code])
+        .arg(&key)
+        .arg(&model)
+        .arg(&sig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = common::run(&[
+        "verify",
+        &s(&model),
+        "--signature",
+        &s(&sig),
+        "--public-key",
+        &s(&public),
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    // pickguard's own sharded signatures round-trip and catch tampering per file.
+    let pg = tmp.path().join("pg-shards.sig");
+    let r = common::run(&[
+        "sign",
+        &s(&model),
+        "--private-key",
+        &s(&key),
+        "--signature",
+        &s(&pg),
+        "--shard-size",
+        "100000",
+    ]);
+    assert!(r.status.success());
+    let doc = std::fs::read_to_string(&pg).unwrap();
+    assert!(doc.contains("dsseEnvelope"));
+    let r = common::run(&[
+        "verify",
+        &s(&model),
+        "--signature",
+        &s(&pg),
+        "--public-key",
+        &s(&public),
+    ]);
+    assert_eq!(r.status.code(), Some(0));
+    let mut data = std::fs::read(model.join("big.bin")).unwrap();
+    data[250_000] ^= 1;
+    std::fs::write(model.join("big.bin"), data).unwrap();
+    for sigf in [&sig, &pg] {
+        let r = common::run(&[
+            "verify",
+            &s(&model),
+            "--signature",
+            &s(sigf),
+            "--public-key",
+            &s(&public),
+        ]);
+        assert_eq!(r.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&r.stdout).contains("changed: big.bin"));
+    }
+}

@@ -14,6 +14,7 @@ pub fn hash_options(f: &ModelFiles) -> HashOptions {
             .collect(),
         include_git_paths: f.no_ignore_git_paths,
         allow_symlinks: f.allow_symlinks,
+        shard_size: f.shard_size,
     }
 }
 
@@ -70,9 +71,20 @@ pub fn sign(args: SignArgs) -> Result<u8> {
             )?
         }
     };
+    let files: std::collections::BTreeSet<&str> = m
+        .resources
+        .iter()
+        .map(|r| {
+            if m.shard_size.is_some() {
+                r.name.rsplitn(3, ':').nth(2).unwrap_or(&r.name)
+            } else {
+                r.name.as_str()
+            }
+        })
+        .collect();
     eprintln!(
         "signed {} file(s) of {}; signature written to {}",
-        m.resources.len(),
+        files.len(),
         args.path.display(),
         args.signature.display()
     );
