@@ -88,14 +88,34 @@ impl Default for Limits {
 }
 
 /// How the bytes are read; see the crate documentation, rule 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadView {
     /// `pickle.loads(bytes)`: one buffer, frames only checked for truncation.
     Linear,
     /// C unpickler over a file object without `peek` (`io.BytesIO`, as in
     /// `torch.load` of a zip checkpoint): leftover frame bytes are dropped.
     FileNoPeek,
+    /// C unpickler over a buffered file (`pickle.load(open(f, 'rb'))`): a
+    /// frame that fits the `peek` window is read with the bytes after it, a
+    /// larger one exactly. Bit k set: the k-th FRAME met is read exactly.
+    Mixed(u32),
+}
+
+impl ReadView {
+    /// `linear`, `file-no-peek`, or `file-mixed-<bits>`.
+    pub fn name(self) -> String {
+        match self {
+            ReadView::Linear => "linear".into(),
+            ReadView::FileNoPeek => "file-no-peek".into(),
+            ReadView::Mixed(m) => format!("file-mixed-{m:b}"),
+        }
+    }
+}
+
+impl Serialize for ReadView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
 }
 
 /// How a stream ended.
@@ -339,12 +359,52 @@ pub fn analyze_views(data: &[u8], start: usize, base: u64, opts: &Options) -> Ve
             Anomaly::FrameStraddle { .. } | Anomaly::NestedFrame { .. }
         )
     });
-    let mut out = vec![linear];
-    if framed {
-        out.push(run_stream(data, start, base, ReadView::FileNoPeek, opts));
+    if !framed {
+        return vec![linear];
+    }
+    let frames = linear
+        .op_counts
+        .iter()
+        .find(|(o, _)| *o == Op::Frame)
+        .map(|(_, n)| *n)
+        .unwrap_or(0);
+    let mut out = vec![
+        linear,
+        run_stream(data, start, base, ReadView::FileNoPeek, opts),
+    ];
+    // Buffered files read some frames exactly and some with what follows:
+    // try each combination over the first frames (bounded), keeping the
+    // readings that reach imports or calls the others do not.
+    let n = frames.min(MIXED_FRAMES as u64) as u32;
+    if n >= 2 {
+        let mut seen: std::collections::HashSet<(u64, String)> = std::collections::HashSet::new();
+        let key = |s: &Stream| -> Vec<(u64, String)> {
+            let mut v: Vec<(u64, String)> = s
+                .imports
+                .iter()
+                .map(|i| (i.offset, i.qualified()))
+                .collect();
+            v.extend(s.calls.iter().map(|c| (c.offset, s.render_call(c))));
+            v
+        };
+        for s in &out {
+            seen.extend(key(s));
+        }
+        let all = (1u32 << n) - 1;
+        for mask in 1..all {
+            let s = run_stream(data, start, base, ReadView::Mixed(mask), opts);
+            let k = key(&s);
+            if k.iter().any(|x| !seen.contains(x)) {
+                seen.extend(k);
+                out.push(s);
+            }
+        }
     }
     out
 }
+
+/// Frames whose exact-or-buffered combinations are explored (2^N readings).
+pub const MIXED_FRAMES: u32 = 6;
 
 /// Analyse consecutive streams, as repeated `pickle.load(f)` calls would read
 /// them, up to `max_streams`. Stops at the first stream that does not end in

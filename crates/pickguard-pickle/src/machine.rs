@@ -33,6 +33,8 @@ struct Src<'a> {
     frame_end: Option<usize>,
     /// File view: end of the unpickler's buffer when it holds a frame.
     buf_end: Option<usize>,
+    /// FRAME opcodes met so far (Mixed view).
+    frames_seen: u32,
     anomalies: Vec<Anomaly>,
     base: u64,
 }
@@ -79,7 +81,7 @@ impl<'a> Src<'a> {
     fn read(&mut self, n: usize) -> R<&'a [u8]> {
         match self.view {
             ReadView::Linear => self.check_frame(n),
-            ReadView::FileNoPeek => self.refill_for(n),
+            ReadView::FileNoPeek | ReadView::Mixed(_) => self.refill_for(n),
         }
         if n > self.data.len() - self.pos {
             return err("pickle data was truncated");
@@ -119,7 +121,7 @@ impl<'a> Src<'a> {
                 let n = nl.map(|i| i + 1).unwrap_or(rest.len() + 1);
                 self.check_frame(n);
             }
-            ReadView::FileNoPeek => {
+            ReadView::FileNoPeek | ReadView::Mixed(_) => {
                 if let Some(be) = self.buf_end {
                     let in_buf = nl.is_some_and(|i| self.pos + i < be);
                     if !in_buf {
@@ -159,7 +161,12 @@ impl<'a> Src<'a> {
                 }
                 self.frame_end = Some(self.pos + len);
             }
-            ReadView::FileNoPeek => {
+            ReadView::FileNoPeek | ReadView::Mixed(_) => {
+                let exact = match self.view {
+                    ReadView::Mixed(m) => self.frames_seen < 32 && (m >> self.frames_seen) & 1 == 1,
+                    _ => true,
+                };
+                self.frames_seen += 1;
                 let fits = self.buf_end.is_some_and(|be| self.pos + len <= be);
                 if !fits {
                     if let Some(be) = self.buf_end
@@ -175,7 +182,9 @@ impl<'a> Src<'a> {
                             return err("pickle data was truncated");
                         }
                     }
-                    self.buf_end = Some(self.pos + len);
+                    // Exactly the frame; or, through a peek window, the frame and
+                    // what follows (no boundary to drop bytes at).
+                    self.buf_end = if exact { Some(self.pos + len) } else { None };
                 }
             }
         }
@@ -285,6 +294,7 @@ pub fn run_stream(data: &[u8], start: usize, base: u64, view: ReadView, opts: &O
             view,
             frame_end: None,
             buf_end: None,
+            frames_seen: 0,
             anomalies: Vec::new(),
             base,
         },

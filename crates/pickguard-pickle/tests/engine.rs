@@ -338,3 +338,41 @@ fn long_literals_keep_a_prefix() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn buffered_files_can_mix_readings_per_frame() {
+    // A straddling frame: harmless bytes to a linear reader, `hidden` run by
+    // an exact (frame-sized) read.
+    fn gadget(hidden: &[u8]) -> Vec<u8> {
+        let mut g = b"\x95\x04\x00\x00\x00\x00\x00\x00\x00\x8c\x06xx".to_vec();
+        g.extend_from_slice(b"yyyyC");
+        g.push(hidden.len() as u8);
+        g.extend_from_slice(hidden);
+        g
+    }
+    // The call happens only when the first frame is read exactly and the
+    // second through a peek window: neither pure reading sees it.
+    let mut b = b"\x80\x04".to_vec();
+    b.extend(gadget(b"0cos\nsystem\n(Vid\n"));
+    b.extend(gadget(b"00"));
+    b.extend_from_slice(b"00tR.");
+    let v = analyze_views(&b, 0, 0, &Options::default());
+    assert!(v[0].calls.is_empty() && v[0].view == ReadView::Linear);
+    assert!(v[1].calls.is_empty() && v[1].view == ReadView::FileNoPeek);
+    let with_call: Vec<&Stream> = v
+        .iter()
+        .filter(|s| {
+            s.calls
+                .iter()
+                .any(|c| s.render_call(c) == "os.system('id')")
+        })
+        .collect();
+    assert_eq!(
+        with_call.len(),
+        1,
+        "{:?}",
+        v.iter().map(|s| s.view).collect::<Vec<_>>()
+    );
+    assert_eq!(with_call[0].view, ReadView::Mixed(0b01));
+    assert_eq!(with_call[0].view.name(), "file-mixed-1");
+}
