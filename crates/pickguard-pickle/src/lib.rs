@@ -112,6 +112,26 @@ impl ReadView {
     }
 }
 
+impl ReadView {
+    /// A phrase for people: which loader reads the bytes this way.
+    pub fn describe(self) -> String {
+        match self {
+            ReadView::Linear => "pickle.loads reading".into(),
+            ReadView::FileNoPeek => "file-no-peek reading (io.BytesIO, as torch.load)".into(),
+            ReadView::Mixed(m) => {
+                let exact: Vec<String> = (0..32)
+                    .filter(|k| m & (1 << k) != 0)
+                    .map(|k| (k + 1).to_string())
+                    .collect();
+                format!(
+                    "buffered-file reading (open(f, 'rb'); frame {} read exactly)",
+                    exact.join(", ")
+                )
+            }
+        }
+    }
+}
+
 impl Serialize for ReadView {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.name())

@@ -537,7 +537,7 @@ impl Scanner {
                         ctx.push(Finding::new(
                             Rule::FrameTamper,
                             format!(
-                                "an opcode at {offset} crosses the frame that ends at {frame_end}: pickle.loads and the C unpickler reading a file (as torch.load does) execute different opcodes; both readings are analysed"
+                                "an opcode at {offset} crosses the frame that ends at {frame_end}: pickle.loads and the C unpickler reading a file (as torch.load does) execute different opcodes, and a buffered file (open(f, 'rb')) mixes the two per frame; every reading is analysed"
                             ),
                             at(*offset),
                         ));

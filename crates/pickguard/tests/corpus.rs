@@ -94,6 +94,36 @@ fn frame_divergence_reports_both_readings() {
 }
 
 #[test]
+fn buffered_file_reading_mixes_frames() {
+    // Real CPython runs this payload only through pickle.load(open(f, 'rb'))
+    // (the live test checks): the big first frame is read exactly, the small
+    // second one through peek().
+    let dir = common::corpus();
+    let (doc, code) = common::scan_json(&[&dir.join("mal-frame-mixed.pkl")]);
+    assert_eq!(code, 1, "exit 1 means malicious: {doc}");
+    let findings = doc["files"][0]["findings"].as_array().unwrap();
+    let call = findings
+        .iter()
+        .find(|f| {
+            f["rule"] == "PG101-dangerous-global"
+                && f["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("calls os.system")
+        })
+        .expect("the os.system call is found");
+    assert_eq!(call["location"]["view"], "file-mixed-1", "{call}");
+    // Neither pure reading calls it.
+    assert!(!findings.iter().any(|f| {
+        f["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("calls os.system")
+            && f["location"]["view"] != "file-mixed-1"
+    }));
+}
+
+#[test]
 fn torch_checkpoint_counts_tensors_and_is_clean() {
     let dir = common::corpus();
     let (doc, code) = common::scan_json(&[

@@ -15,11 +15,11 @@ fn python() -> PathBuf {
 
 /// Load one fixture the way its manifest says, in a fresh directory; report
 /// whether the payload's marker appeared and whether loading raised.
-fn load(dir: &Path, f: &common::Fixture) -> (bool, bool, String) {
+fn load(dir: &Path, f: &common::Fixture, loader: &str) -> (bool, bool, String) {
     let cwd = tempfile::tempdir().unwrap();
     let out = Command::new(python())
         .arg(common::root().join("fixtures/gen/load_fixture.py"))
-        .arg(&f.load)
+        .arg(loader)
         .arg(dir.join(&f.name))
         .current_dir(cwd.path())
         .output()
@@ -49,8 +49,19 @@ fn check_loads(dir: &Path) {
     let mut bad = Vec::new();
     let mut ran = 0;
     for f in fixtures.iter().filter(|f| f.load != "none") {
-        let (marker, raised, log) = load(dir, f);
+        let (marker, raised, log) = load(dir, f, &f.load);
         ran += 1;
+        // Readings the payload is built to stay hidden from.
+        for other in &f.inert {
+            let (m, _, log) = load(dir, f, other);
+            if m {
+                bad.push(format!(
+                    "{}: marker under {other}, manifest says inert ({})",
+                    f.name,
+                    log.trim()
+                ));
+            }
+        }
         if marker != f.marker {
             bad.push(format!(
                 "{}: marker {marker}, manifest says {} ({})",

@@ -54,11 +54,7 @@ pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
             parts.push(format!("offset {o}"));
         }
         if let Some(v) = x.location.view {
-            let v = serde_json::to_value(v)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            parts.push(format!("{v} reading"));
+            parts.push(v.describe());
         }
         let place = parts.join(", ");
         let _ = writeln!(

@@ -55,6 +55,8 @@ pub struct Fixture {
     pub load: String,
     pub marker: bool,
     pub raises: bool,
+    /// Loaders under which the payload must not run (it hides from them).
+    pub inert: Vec<String>,
 }
 
 pub fn manifest(dir: &Path) -> Vec<Fixture> {
@@ -76,6 +78,10 @@ pub fn manifest(dir: &Path) -> Vec<Fixture> {
             load: f["load"].as_str().unwrap().to_owned(),
             marker: f["marker"].as_bool().unwrap(),
             raises: f["raises"].as_bool().unwrap_or(false),
+            inert: f["inert"]
+                .as_array()
+                .map(|a| a.iter().map(|l| l.as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default(),
         })
         .collect()
 }
