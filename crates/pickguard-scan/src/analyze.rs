@@ -308,6 +308,19 @@ impl Scanner {
                 if top {
                     ctx.set_format("safetensors");
                 }
+                // The format runs no code; what matters is whether the
+                // victim's loader accepts the header. Python's safetensors
+                // is this crate, so its verdict is the loader's (the header
+                // size is capped by the crate).
+                match safetensors::SafeTensors::deserialize(data) {
+                    Ok(st) => *ctx.tensors.get_or_insert(0) += st.len() as u64,
+                    Err(e) => ctx.push(Finding::new(
+                        Rule::Unreadable,
+                        format!("safetensors refuses this file: {e}"),
+                        loc(&member, None, Some(0), ReadView::Linear),
+                    )),
+                }
+                self.check_polyglot(ctx, data, &member, depth, "safetensors");
             }
             Sniffed::Gzip => {
                 if top {
