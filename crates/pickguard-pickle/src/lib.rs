@@ -99,6 +99,10 @@ pub enum ReadView {
     /// frame that fits the `peek` window is read with the bytes after it, a
     /// larger one exactly. Bit k set: the k-th FRAME met is read exactly.
     Mixed(u32),
+    /// `joblib.load`: pickle's pure-Python unpickler, but the BUILD of a
+    /// `joblib.numpy_pickle.NumpyArrayWrapper` reads the array's bytes (or,
+    /// for object arrays, a whole inner pickle) from the file right there.
+    Joblib,
 }
 
 impl ReadView {
@@ -108,6 +112,7 @@ impl ReadView {
             ReadView::Linear => "linear".into(),
             ReadView::FileNoPeek => "file-no-peek".into(),
             ReadView::Mixed(m) => format!("file-mixed-{m:b}"),
+            ReadView::Joblib => "joblib".into(),
         }
     }
 }
@@ -118,6 +123,7 @@ impl ReadView {
         match self {
             ReadView::Linear => "pickle.loads reading".into(),
             ReadView::FileNoPeek => "file-no-peek reading (io.BytesIO, as torch.load)".into(),
+            ReadView::Joblib => "joblib.load reading (arrays read inline)".into(),
             ReadView::Mixed(m) => {
                 let exact: Vec<String> = (0..32)
                     .filter(|k| m & (1 << k) != 0)
@@ -283,6 +289,9 @@ pub struct Stream {
     pub nodes: Vec<Node>,
     /// The value STOP returned.
     pub result: Option<NodeId>,
+    /// Joblib view: offsets of the inner pickles joblib loads for object
+    /// arrays (each a stream of its own, analysed by the caller).
+    pub inline_pickles: Vec<u64>,
 }
 
 impl Stream {
@@ -379,8 +388,16 @@ pub fn analyze_views(data: &[u8], start: usize, base: u64, opts: &Options) -> Ve
             Anomaly::FrameStraddle { .. } | Anomaly::NestedFrame { .. }
         )
     });
+    let joblib = linear
+        .imports
+        .iter()
+        .any(|i| i.module == "joblib.numpy_pickle" && i.name == "NumpyArrayWrapper");
     if !framed {
-        return vec![linear];
+        let mut out = vec![linear];
+        if joblib {
+            out.push(run_stream(data, start, base, ReadView::Joblib, opts));
+        }
+        return out;
     }
     let frames = linear
         .op_counts
@@ -419,6 +436,9 @@ pub fn analyze_views(data: &[u8], start: usize, base: u64, opts: &Options) -> Ve
                 out.push(s);
             }
         }
+    }
+    if joblib {
+        out.push(run_stream(data, start, base, ReadView::Joblib, opts));
     }
     out
 }

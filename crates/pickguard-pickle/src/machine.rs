@@ -80,7 +80,7 @@ impl<'a> Src<'a> {
     /// `_Unpickler_Read`: exactly `n` bytes.
     fn read(&mut self, n: usize) -> R<&'a [u8]> {
         match self.view {
-            ReadView::Linear => self.check_frame(n),
+            ReadView::Linear | ReadView::Joblib => self.check_frame(n),
             ReadView::FileNoPeek | ReadView::Mixed(_) => self.refill_for(n),
         }
         if n > self.data.len() - self.pos {
@@ -94,7 +94,7 @@ impl<'a> Src<'a> {
     /// `_Unpickler_ReadInto`, used for BINBYTES*/BYTEARRAY8: reads through
     /// the buffer end into the file, so no bytes are dropped in either view.
     fn read_into(&mut self, n: u64) -> R<(usize, usize)> {
-        if self.view == ReadView::Linear {
+        if matches!(self.view, ReadView::Linear | ReadView::Joblib) {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             self.check_frame(n);
         }
@@ -117,7 +117,7 @@ impl<'a> Src<'a> {
         let rest = &self.data[self.pos..];
         let nl = rest.iter().position(|&b| b == b'\n');
         match self.view {
-            ReadView::Linear => {
+            ReadView::Linear | ReadView::Joblib => {
                 let n = nl.map(|i| i + 1).unwrap_or(rest.len() + 1);
                 self.check_frame(n);
             }
@@ -149,7 +149,7 @@ impl<'a> Src<'a> {
         }
         let len = len as usize;
         match self.view {
-            ReadView::Linear => {
+            ReadView::Linear | ReadView::Joblib => {
                 if let Some(fe) = self.frame_end
                     && op_offset < fe
                 {
@@ -209,6 +209,7 @@ struct Machine<'a, 'o> {
     retained: usize,
     op_offset: usize,
     result: Option<NodeId>,
+    inline_pickles: Vec<u64>,
 }
 
 /// The memo: a dense array for the small keys picklers write (as CPython
@@ -313,6 +314,7 @@ pub fn run_stream(data: &[u8], start: usize, base: u64, view: ReadView, opts: &O
         retained: 0,
         op_offset: start,
         result: None,
+        inline_pickles: Vec::new(),
     };
     let stop = match m.run() {
         Ok(()) => StopReason::Stop,
@@ -344,6 +346,7 @@ pub fn run_stream(data: &[u8], start: usize, base: u64, view: ReadView, opts: &O
         ops: m.ops,
         nodes: m.nodes,
         result: m.result,
+        inline_pickles: m.inline_pickles,
     }
 }
 
@@ -1154,6 +1157,9 @@ impl Machine<'_, '_> {
                 let state = self.pop()?;
                 let inst = self.top()?;
                 self.record_call(op, CallKind::Build, inst, Some(state), None)?;
+                if self.src.view == ReadView::Joblib && self.is_joblib_wrapper(inst) {
+                    self.joblib_array(state)?;
+                }
             }
             Op::PersId => {
                 let l = self.src.readline()?;
@@ -1211,6 +1217,179 @@ impl Machine<'_, '_> {
                 Ok(("<computed>".into(), true))
             }
             _ => err("STACK_GLOBAL requires str"),
+        }
+    }
+
+    /// Is `id` an object made by calling `joblib.numpy_pickle.NumpyArrayWrapper`?
+    fn is_joblib_wrapper(&self, id: NodeId) -> bool {
+        let Some(Node::Call(k)) = self.nodes.get(id as usize) else {
+            return false;
+        };
+        let Some(c) = self.calls.get(*k) else {
+            return false;
+        };
+        matches!(self.nodes.get(c.callee as usize), Some(Node::Global(g))
+            if self.imports.get(*g).is_some_and(|i| i.module == "joblib.numpy_pickle" && i.name == "NumpyArrayWrapper"))
+    }
+
+    /// `NumpyArrayWrapper.read_array`: skip the array's bytes, or analyse
+    /// the inner pickle of an object array. What cannot be sized exactly
+    /// stops the analysis as a budget (inconclusive), never as an error.
+    fn joblib_array(&mut self, state: NodeId) -> R<()> {
+        let unknown = |why: &str| Err(Fail::Budget(format!("joblib array: {why}")));
+        if self.src.frame_end.is_some_and(|fe| self.src.pos < fe) {
+            return unknown("read inside a frame (not modelled)");
+        }
+        self.src.frame_end = None;
+        let Some(Node::Dict(items)) = self.nodes.get(state as usize) else {
+            return unknown("state is not a dict");
+        };
+        let field = |name: &str| {
+            items
+                .iter()
+                .rev()
+                .find_map(|&(k, v)| match self.nodes.get(k as usize) {
+                    Some(Node::Str(t)) if &*t.text == name => Some(v),
+                    _ => None,
+                })
+        };
+        let (Some(dtype), Some(shape)) = (field("dtype"), field("shape")) else {
+            return unknown("no dtype or shape");
+        };
+        let align = field("numpy_array_alignment_bytes");
+        let Some((itemsize, object)) = self.dtype_size(dtype, 0) else {
+            return unknown("dtype not understood");
+        };
+        if object {
+            // A fresh pure-Python Unpickler on the file: one whole stream.
+            let start = self.src.pos;
+            let inner = run_stream(
+                self.src.data,
+                start,
+                self.src.base,
+                ReadView::Linear,
+                self.opts,
+            );
+            match inner.stop {
+                StopReason::Stop => {}
+                StopReason::Error { message, .. } => {
+                    return err(format!("object array: {message}"));
+                }
+                StopReason::Budget { limit, .. } => return Err(Fail::Budget(limit)),
+            }
+            self.inline_pickles.push(self.src.off(start));
+            self.src.pos = (inner.end - self.src.base) as usize;
+            return Ok(());
+        }
+        let Some(Node::Tuple(dims)) = self.nodes.get(shape as usize) else {
+            return unknown("shape is not a tuple");
+        };
+        let mut count: u64 = 1;
+        for &d in dims.iter() {
+            let n = match self.nodes.get(d as usize) {
+                Some(Node::Int(i)) => i.as_i128().and_then(|v| u64::try_from(v).ok()),
+                _ => None,
+            };
+            let Some(n) = n else {
+                return unknown("shape is not non-negative integers");
+            };
+            count = count.saturating_mul(n);
+        }
+        let size = count.saturating_mul(itemsize);
+        let has_align = match align.map(|a| self.nodes.get(a as usize)) {
+            None | Some(Some(Node::None)) => false,
+            Some(Some(Node::Int(_))) => true,
+            _ => return unknown("alignment is not an int"),
+        };
+        if has_align {
+            let pad = *self.src.read(1)?.first().unwrap_or(&0) as usize;
+            self.src.read(pad)?;
+        }
+        let avail = (self.src.data.len() - self.src.pos) as u64;
+        if size > avail {
+            return err(format!(
+                "joblib array data truncated: {size} bytes wanted, {avail} left"
+            ));
+        }
+        self.src.pos += size as usize;
+        Ok(())
+    }
+
+    /// Item size and `hasobject` of a `numpy.dtype(str, ...)` value, with
+    /// the state its BUILD gave it (which decides flexible sizes and fields).
+    fn dtype_size(&self, id: NodeId, depth: usize) -> Option<(u64, bool)> {
+        if depth > 8 {
+            return None;
+        }
+        let Some(Node::Call(k)) = self.nodes.get(id as usize) else {
+            return None;
+        };
+        let c = self.calls.get(*k)?;
+        let named = matches!(self.nodes.get(c.callee as usize), Some(Node::Global(g))
+            if self.imports.get(*g).is_some_and(|i| i.module == "numpy" && i.name == "dtype"));
+        if !named || c.kind != CallKind::Reduce {
+            return None;
+        }
+        let Some(Node::Tuple(args)) = self.nodes.get(c.args? as usize) else {
+            return None;
+        };
+        let Some(Node::Str(t)) = self.nodes.get(*args.first()? as usize) else {
+            return None;
+        };
+        let code = t.text.trim_start_matches(['<', '>', '|', '=']);
+        let (kind, digits) = code.split_at(code.find(|ch: char| ch.is_ascii_digit())?);
+        let n: u64 = digits.parse().ok()?;
+        // The last BUILD on this dtype: (version, order, subarray, names,
+        // fields, elsize, alignment, flags[, metadata]).
+        let st = self
+            .calls
+            .iter()
+            .rev()
+            .find(|b| b.kind == CallKind::Build && b.callee == id)
+            .and_then(|b| b.args);
+        let mut elsize = -1i128;
+        if let Some(st) = st {
+            let Some(Node::Tuple(v)) = self.nodes.get(st as usize) else {
+                return None;
+            };
+            let node = |i: usize| v.get(i).and_then(|&f| self.nodes.get(f as usize));
+            elsize = match node(5) {
+                Some(Node::Int(i)) => i.as_i128()?,
+                _ => return None,
+            };
+            if !matches!(node(2), Some(Node::None)) {
+                return None; // subarray dtypes: not modelled
+            }
+            match node(4) {
+                Some(Node::None) => {}
+                // Structured: {name: (dtype, offset[, title])}; the record
+                // holds objects if any field does; its size is elsize.
+                Some(Node::Dict(fields)) if kind == "V" && elsize >= 0 => {
+                    let mut object = false;
+                    for &(_, f) in fields {
+                        let Some(Node::Tuple(t)) = self.nodes.get(f as usize) else {
+                            return None;
+                        };
+                        object |= self.dtype_size(*t.first()?, depth + 1)?.1;
+                    }
+                    return Some((elsize as u64, object));
+                }
+                _ => return None,
+            }
+        }
+        match kind {
+            "O" => Some((8, true)),
+            "b" | "i" | "u" | "f" | "c" | "M" | "m" if elsize < 0 => Some((n, false)),
+            "S" | "V" => Some((if elsize >= 0 { elsize as u64 } else { n }, false)),
+            "U" => Some((
+                if elsize >= 0 {
+                    elsize as u64
+                } else {
+                    n.checked_mul(4)?
+                },
+                false,
+            )),
+            _ => None,
         }
     }
 }

@@ -376,3 +376,98 @@ fn buffered_files_can_mix_readings_per_frame() {
     assert_eq!(with_call[0].view, ReadView::Mixed(0b01));
     assert_eq!(with_call[0].view.name(), "file-mixed-1");
 }
+
+/// A joblib-style pickle: `NumpyArrayWrapper` whose BUILD is followed by
+/// `tail` (the array's raw bytes for joblib.load), then `rest`.
+fn joblib_pickle(dtype: &str, dims: &[u8], align: bool, tail: &[u8], rest: &[u8]) -> Vec<u8> {
+    fn u(s: &str) -> Vec<u8> {
+        let mut v = vec![0x8c, s.len() as u8];
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+    let mut b = b"\x80\x04".to_vec();
+    b.extend(u("joblib.numpy_pickle"));
+    b.extend(u("NumpyArrayWrapper"));
+    b.extend_from_slice(b"\x93)\x81}(");
+    b.extend(u("shape"));
+    b.push(b'(');
+    for d in dims {
+        b.extend_from_slice(&[b'K', *d]);
+    }
+    b.push(b't');
+    b.extend(u("dtype"));
+    b.extend(u("numpy"));
+    b.extend(u("dtype"));
+    b.push(0x93);
+    b.extend(u(dtype));
+    b.extend_from_slice(b"\x89\x88\x87R(K\x03");
+    b.extend(u("<"));
+    b.extend_from_slice(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb");
+    if align {
+        b.extend(u("numpy_array_alignment_bytes"));
+        b.extend_from_slice(b"K\x10");
+    }
+    b.extend_from_slice(b"ub");
+    b.extend_from_slice(tail);
+    b.extend_from_slice(rest);
+    b
+}
+
+#[test]
+fn joblib_reads_array_bytes_inline() {
+    // Three float32s whose bytes are opcodes to pickle.load: os.system import.
+    let data = b"cos\nsystem\n)";
+    assert_eq!(data.len(), 12);
+    let b = joblib_pickle("f4", &[3], false, data, b"0N.");
+    let v = analyze_views(&b, 0, 0, &Options::default());
+    let joblib = v
+        .iter()
+        .find(|s| s.view == ReadView::Joblib)
+        .expect("joblib view");
+    assert!(matches!(joblib.stop, StopReason::Stop), "{:?}", joblib.stop);
+    assert_eq!(joblib.end, b.len() as u64);
+    assert!(!joblib.imports.iter().any(|i| i.module == "os"));
+    // pickle.load reads the same bytes as code.
+    let linear = &v[0];
+    assert!(linear.imports.iter().any(|i| i.qualified() == "os.system"));
+
+    // With joblib's alignment padding: a length byte, then that many bytes.
+    let mut tail = vec![2u8, 0xff, 0xff];
+    tail.extend_from_slice(data);
+    let b = joblib_pickle("f4", &[3], true, &tail, b"0N.");
+    let v = analyze_views(&b, 0, 0, &Options::default());
+    let j = v.iter().find(|s| s.view == ReadView::Joblib).unwrap();
+    assert!(matches!(j.stop, StopReason::Stop), "{:?}", j.stop);
+    assert_eq!(j.end, b.len() as u64);
+
+    // An array longer than the file: joblib.load fails there.
+    let short = joblib_pickle("f8", &[200], false, b"", b".");
+    let v = analyze_views(&short, 0, 0, &Options::default());
+    let j = v.iter().find(|s| s.view == ReadView::Joblib).unwrap();
+    assert!(matches!(&j.stop, StopReason::Error { message, .. } if message.contains("truncated")));
+
+    // A dtype the engine cannot size is a budget stop (inconclusive), never an error.
+    let odd = joblib_pickle("q7", &[1], false, b"xxxxxxx", b".");
+    let v = analyze_views(&odd, 0, 0, &Options::default());
+    let j = v.iter().find(|s| s.view == ReadView::Joblib).unwrap();
+    assert!(matches!(j.stop, StopReason::Budget { .. }), "{:?}", j.stop);
+}
+
+#[test]
+fn joblib_object_arrays_are_inner_pickles() {
+    let inner = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.";
+    let b = joblib_pickle("O8", &[1], false, inner, b"0N.");
+    let v = analyze_views(&b, 0, 0, &Options::default());
+    let j = v.iter().find(|s| s.view == ReadView::Joblib).unwrap();
+    assert!(matches!(j.stop, StopReason::Stop), "{:?}", j.stop);
+    assert_eq!(j.end, b.len() as u64);
+    let start = (b.len() - inner.len() - 3) as u64;
+    assert_eq!(j.inline_pickles, vec![start]);
+    let s =
+        pickguard_pickle::run_stream(&b, start as usize, 0, ReadView::Linear, &Options::default());
+    assert!(
+        s.calls
+            .iter()
+            .any(|c| s.render_call(c) == "os.system('id')")
+    );
+}

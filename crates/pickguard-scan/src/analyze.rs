@@ -175,6 +175,18 @@ impl Ctx {
     /// (a pickle can repeat one import a million times).
     fn push(&mut self, f: Finding) {
         let n = self.per_rule.entry(f.rule).or_insert(0);
+        if *n < MAX_PER_RULE {
+            // Two readings can run the same opcodes (joblib's inner pickle is
+            // also what pickle.load reads): one finding per place is enough.
+            // Bounded: at most MAX_PER_RULE findings per rule are compared.
+            let dup = self
+                .findings
+                .iter()
+                .any(|g| g.rule == f.rule && g.location == f.location && g.message == f.message);
+            if dup {
+                return;
+            }
+        }
         *n += 1;
         if *n <= MAX_PER_RULE {
             self.findings.push(f);
@@ -440,6 +452,13 @@ impl Scanner {
                 n_linear += 1;
             }
             self.evaluate(ctx, s, member, idx, role);
+            // joblib.load reads object arrays as inner pickles, inline.
+            for &off in &s.inline_pickles {
+                let start = (off - base) as usize;
+                for inner in pk::analyze_views(data, start, base, &self.options.pickle) {
+                    self.evaluate(ctx, &inner, member, idx, role);
+                }
+            }
         }
         self.scan_embedded_pickles(ctx, data, base, member, &streams);
         if n_linear > 1 {
@@ -523,11 +542,20 @@ impl Scanner {
             StopReason::Stop => {}
             StopReason::Error { offset, message } => {
                 if s.view == ReadView::Linear {
+                    let joblib = s.imports.iter().any(|i| {
+                        i.module == "joblib.numpy_pickle" && i.name == "NumpyArrayWrapper"
+                    });
                     ctx.push(Finding::new(
                         Rule::PickleError,
-                        format!(
-                            "unpickling fails here ({message}); nothing after this offset runs"
-                        ),
+                        if joblib {
+                            format!(
+                                "pickle.load fails here ({message}); joblib.load reads array data here instead (see the joblib reading)"
+                            )
+                        } else {
+                            format!(
+                                "unpickling fails here ({message}); nothing after this offset runs"
+                            )
+                        },
                         at(*offset),
                     ));
                 }
