@@ -23,6 +23,12 @@ pub enum Sniffed {
     /// safetensors: 8-byte little-endian header length then `{`.
     Safetensors,
     Gzip,
+    /// zlib stream (CMF 0x78 with a valid FCHECK): `joblib.dump(compress=...)`'s default.
+    Zlib,
+    /// LZMA "alone" format (`]\x00` properties), as joblib's `compress='lzma'` writes.
+    Lzma,
+    /// LZ4 frame.
+    Lz4,
     Bzip2,
     Xz,
     Zstd,
@@ -49,6 +55,15 @@ pub fn sniff(data: &[u8]) -> Sniffed {
         Sniffed::Bzip2
     } else if starts(b"\xfd7zXZ\x00") {
         Sniffed::Xz
+    } else if data.len() >= 2
+        && data[0] == 0x78
+        && u16::from_be_bytes([data[0], data[1]]).is_multiple_of(31)
+    {
+        Sniffed::Zlib
+    } else if starts(b"\x5d\x00\x00") && data.len() >= 13 {
+        Sniffed::Lzma
+    } else if starts(b"\x04\x22\x4d\x18") {
+        Sniffed::Lz4
     } else if starts(b"\x28\xb5\x2f\xfd") {
         Sniffed::Zstd
     } else if starts(b"7z\xbc\xaf\x27\x1c") {

@@ -16,7 +16,6 @@ use pickguard_formats::{Sniffed, sniff, tar, torch_legacy, zip};
 use pickguard_pickle::{self as pk, CallKind, Node, ReadView, StopReason, Stream};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 
 /// The legacy torch magic number, `0x1950a86a20f9469cfc6c`.
 const TORCH_LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
@@ -334,30 +333,50 @@ impl Scanner {
                 }
                 self.check_polyglot(ctx, data, &member, depth, "safetensors");
             }
-            Sniffed::Gzip => {
-                if top {
-                    ctx.set_format("gzip");
-                }
-                let mut out = Vec::new();
+            Sniffed::Gzip | Sniffed::Zlib | Sniffed::Lzma | Sniffed::Xz => {
+                let name = format!("{kind:?}").to_lowercase();
                 let limit = self.options.max_decompressed;
-                let r = flate2::read::MultiGzDecoder::new(data)
-                    .take(limit + 1)
-                    .read_to_end(&mut out);
+                let (out, r) = decompress(kind, data, limit);
+                if out.is_empty() && r.is_err() && matches!(kind, Sniffed::Zlib | Sniffed::Lzma) {
+                    // A weak magic that did not decode: not this format.
+                    if kind == Sniffed::Lzma {
+                        self.scan_pickle_file(ctx, data, member, depth);
+                    } else {
+                        self.check_polyglot(ctx, data, &member, depth, "other");
+                    }
+                    return;
+                }
+                if top {
+                    ctx.set_format(&name);
+                }
                 match r {
-                    Ok(_) if out.len() as u64 > limit => ctx.push(Finding::new(
+                    Ok(()) => {}
+                    Err(Unpack::TooBig) => ctx.push(Finding::new(
                         Rule::BudgetExceeded,
-                        format!("gzip data expands past {limit} bytes"),
+                        format!("{name} data expands past {limit} bytes"),
                         loc(&member, None, None, ReadView::Linear),
                     )),
-                    Ok(_) => self.explore(ctx, &out, join_member(&member, "<gunzip>"), depth + 1),
-                    Err(e) => ctx.push(Finding::new(
+                    // Python's decompressing readers hand out what decoded
+                    // before the error, so a loader may run that part.
+                    Err(Unpack::Bad(e)) => ctx.push(Finding::new(
                         Rule::Unreadable,
-                        format!("gzip: {e}"),
+                        format!(
+                            "{name}: {e} (the {} bytes before it are analysed)",
+                            out.len()
+                        ),
                         loc(&member, None, None, ReadView::Linear),
                     )),
+                }
+                if !out.is_empty() {
+                    self.explore(
+                        ctx,
+                        &out,
+                        join_member(&member, &format!("<{name}>")),
+                        depth + 1,
+                    );
                 }
             }
-            Sniffed::Bzip2 | Sniffed::Xz | Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf => {
+            Sniffed::Bzip2 | Sniffed::Lz4 | Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
                     ctx.set_format(&name);
@@ -1557,4 +1576,81 @@ impl Scanner {
             ));
         }
     }
+}
+
+enum Unpack {
+    TooBig,
+    Bad(String),
+}
+
+/// A `Write` that refuses to grow past `limit` bytes.
+struct Bounded {
+    out: Vec<u8>,
+    limit: u64,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() as u64 + b.len() as u64 > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("decompressed size limit"));
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decompress a whole gzip, zlib, LZMA-alone or xz file as Python's
+/// decompressing readers do (gzip and zlib: stream after stream), keeping
+/// what decoded before an error. Output is bounded by `limit`.
+fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Unpack>) {
+    let mut w = Bounded {
+        out: Vec::new(),
+        limit,
+        over: false,
+    };
+    let r: Result<(), String> = match kind {
+        Sniffed::Gzip => std::io::copy(&mut flate2::read::MultiGzDecoder::new(data), &mut w)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Sniffed::Zlib => {
+            let mut rest = data;
+            let mut r = Ok(());
+            while !rest.is_empty() {
+                let mut d = flate2::bufread::ZlibDecoder::new(rest);
+                if let Err(e) = std::io::copy(&mut d, &mut w) {
+                    r = Err(e.to_string());
+                    break;
+                }
+                let used = d.total_in() as usize;
+                if used == 0 || used > rest.len() {
+                    break;
+                }
+                rest = &rest[used..];
+            }
+            r
+        }
+        Sniffed::Lzma => {
+            let opts = lzma_rs::decompress::Options {
+                unpacked_size: lzma_rs::decompress::UnpackedSize::ReadFromHeader,
+                // The dictionary is attacker-chosen; cap it like the output.
+                memlimit: Some(limit.min(usize::MAX as u64) as usize),
+                allow_incomplete: false,
+            };
+            lzma_rs::lzma_decompress_with_options(&mut &data[..], &mut w, &opts)
+                .map_err(|e| e.to_string())
+        }
+        Sniffed::Xz => lzma_rs::xz_decompress(&mut &data[..], &mut w).map_err(|e| e.to_string()),
+        _ => Err("not a compressed format".into()),
+    };
+    let r = match r {
+        Ok(()) => Ok(()),
+        Err(_) if w.over => Err(Unpack::TooBig),
+        Err(e) => Err(Unpack::Bad(e)),
+    };
+    (w.out, r)
 }

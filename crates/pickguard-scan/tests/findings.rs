@@ -76,8 +76,83 @@ fn unsupported_containers_are_inconclusive() {
         b"\xfd7zXZ\x00\x00\x04",
         b"7z\xbc\xaf\x27\x1c\x00\x04",
         b"\x28\xb5\x2f\xfd\x00",
+        b"\x04\x22\x4d\x18\x64\x40",
     ] {
         let r = scan(magic);
         assert_eq!(r.verdict, Verdict::Inconclusive, "{magic:?}");
     }
+}
+
+const EVIL: &[u8] = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.";
+
+fn zlib(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(3));
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn compressed_pickles_are_opened_by_content() {
+    let mut lz = Vec::new();
+    lzma_rs::lzma_compress(&mut &EVIL[..], &mut lz).unwrap();
+    let mut xz = Vec::new();
+    lzma_rs::xz_compress(&mut &EVIL[..], &mut xz).unwrap();
+    // Python's zlib reader goes on to a second stream; so must the scan.
+    let mut two = zlib(b"\x80\x02N.");
+    two.extend(zlib(EVIL));
+    for (what, b) in [
+        ("zlib", zlib(EVIL)),
+        ("lzma", lz),
+        ("xz", xz),
+        ("zlib x2", two),
+    ] {
+        let r = scan(&b);
+        assert_eq!(r.verdict, Verdict::Malicious, "{what}: {:?}", r.findings);
+        assert!(
+            r.findings.iter().any(|f| f.rule == Rule::DangerousGlobal),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn truncated_compression_still_analyses_what_decoded() {
+    // The decoder yields the payload before it meets the damage; a loader
+    // reading through Python's zlib reader would run it.
+    let mut body = EVIL[..EVIL.len() - 1].to_vec();
+    body.extend(std::iter::repeat_n(b'N', 4096));
+    let z = zlib(&body);
+    let r = scan(&z[..z.len() - 6]);
+    assert!(
+        r.findings.iter().any(|f| f.rule == Rule::Unreadable),
+        "{:?}",
+        r.findings
+    );
+    assert!(r.findings.iter().any(|f| f.rule == Rule::DangerousGlobal));
+    assert_eq!(r.verdict, Verdict::Malicious);
+}
+
+#[test]
+fn decompression_is_bounded() {
+    let bomb = zlib(&vec![b'N'; 8 << 20]);
+    let opts = ScanOptions {
+        max_decompressed: 1 << 20,
+        ..Default::default()
+    };
+    let r = Scanner::new(Default::default(), opts).scan_bytes("t", &bomb);
+    assert!(
+        r.findings.iter().any(|f| f.rule == Rule::BudgetExceeded),
+        "{:?}",
+        r.findings
+    );
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn text_that_looks_like_zlib_is_not_misread() {
+    // 'x' then a byte making a valid FCHECK, but not deflate data.
+    let r = scan(b"x\x9c hello, this is text");
+    assert_ne!(r.verdict, Verdict::Inconclusive, "{:?}", r.findings);
+    assert_eq!(r.format, "other");
 }
