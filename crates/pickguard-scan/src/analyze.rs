@@ -333,7 +333,12 @@ impl Scanner {
                 }
                 self.check_polyglot(ctx, data, &member, depth, "safetensors");
             }
-            Sniffed::Gzip | Sniffed::Zlib | Sniffed::Lzma | Sniffed::Xz => {
+            Sniffed::Gzip
+            | Sniffed::Zlib
+            | Sniffed::Lzma
+            | Sniffed::Xz
+            | Sniffed::Bzip2
+            | Sniffed::Lz4 => {
                 let name = format!("{kind:?}").to_lowercase();
                 let limit = self.options.max_decompressed;
                 let (out, r) = decompress(kind, data, limit);
@@ -376,7 +381,7 @@ impl Scanner {
                     );
                 }
             }
-            Sniffed::Bzip2 | Sniffed::Lz4 | Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf => {
+            Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
                     ctx.set_format(&name);
@@ -1604,7 +1609,7 @@ impl std::io::Write for Bounded {
     }
 }
 
-/// Decompress a whole gzip, zlib, LZMA-alone or xz file as Python's
+/// Decompress a whole gzip, zlib, LZMA-alone, xz, bzip2 or LZ4-frame file as Python's
 /// decompressing readers do (gzip and zlib: stream after stream), keeping
 /// what decoded before an error. Output is bounded by `limit`.
 fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Unpack>) {
@@ -1645,6 +1650,12 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
                 .map_err(|e| e.to_string())
         }
         Sniffed::Xz => lzma_rs::xz_decompress(&mut &data[..], &mut w).map_err(|e| e.to_string()),
+        Sniffed::Bzip2 => std::io::copy(&mut bzip2::read::MultiBzDecoder::new(data), &mut w)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Sniffed::Lz4 => std::io::copy(&mut lz4_flex::frame::FrameDecoder::new(data), &mut w)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         _ => Err("not a compressed format".into()),
     };
     let r = match r {

@@ -72,10 +72,10 @@ fn getattr_is_judged_by_its_target() {
 #[test]
 fn unsupported_containers_are_inconclusive() {
     for magic in [
-        &b"BZh91AY&SY"[..],
-        b"\xfd7zXZ\x00\x00\x04",
+        &b"\xfd7zXZ\x00\x00\x04"[..],
         b"7z\xbc\xaf\x27\x1c\x00\x04",
         b"\x28\xb5\x2f\xfd\x00",
+        b"BZh91AY&SY",
         b"\x04\x22\x4d\x18\x64\x40",
     ] {
         let r = scan(magic);
