@@ -93,6 +93,10 @@ const PLAIN_DATA: &[&str] = &[
 ];
 
 const NUMPY: &[&str] = &[
+    // joblib's placeholder for an inline array: object.__new__ plus a state
+    // dict; joblib.load then reads the array bytes (the engine's joblib
+    // reading skips them exactly, and analyses object arrays' inner pickles).
+    "joblib.numpy_pickle.NumpyArrayWrapper",
     "numpy.core.multiarray._reconstruct",
     "numpy._core.multiarray._reconstruct",
     "numpy.core.multiarray.scalar",
