@@ -35,6 +35,8 @@ pub enum Sniffed {
     SevenZip,
     /// GGUF (`GGUF` magic).
     Gguf,
+    /// HDF5 (Keras `.h5` models, `model.weights.h5` inside `.keras`).
+    Hdf5,
     /// Begins with a byte a pickle stream can begin with.
     PickleLike,
     Unknown,
@@ -68,6 +70,8 @@ pub fn sniff(data: &[u8]) -> Sniffed {
         Sniffed::Zstd
     } else if starts(b"7z\xbc\xaf\x27\x1c") {
         Sniffed::SevenZip
+    } else if starts(b"\x89HDF\r\n\x1a\n") {
+        Sniffed::Hdf5
     } else if starts(b"GGUF") {
         Sniffed::Gguf
     } else if is_safetensors(data) {

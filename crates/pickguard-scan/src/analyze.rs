@@ -381,14 +381,19 @@ impl Scanner {
                     );
                 }
             }
-            Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf => {
+            Sniffed::Hdf5 if !top => {} // weights inside a .keras archive: data
+            Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf | Sniffed::Hdf5 => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
                     ctx.set_format(&name);
                 }
                 ctx.push(Finding::new(
                     Rule::UnsupportedFormat,
-                    format!("{name} content is not analysed yet; it may hold pickles"),
+                    if kind == Sniffed::Hdf5 {
+                        "hdf5 content is not analysed yet; a Keras .h5 model may carry Lambda bytecode".to_owned()
+                    } else {
+                        format!("{name} content is not analysed yet; it may hold pickles")
+                    },
                     loc(&member, None, None, ReadView::Linear),
                 ));
             }
@@ -1233,14 +1238,39 @@ impl Scanner {
         };
         let torchscript = has("constants.pkl");
         let is_torch = torchscript || has("data.pkl");
+        let entry = |n: &str| ar.entries.iter().find(|e| e.name == n);
+        let keras = !is_torch && entry("metadata.json").is_some();
+        let keras_config = if keras { entry("config.json") } else { None };
         if top {
             ctx.set_format(if torchscript {
                 "torchscript"
             } else if is_torch {
                 "torch-zip"
+            } else if keras_config.is_some() {
+                "keras"
             } else {
                 "zip"
             });
+        }
+        if let Some(e) = keras_config {
+            let m = join_member(&member, "config.json");
+            let at = loc(&m, None, None, ReadView::Linear);
+            match zip::entry_data(data, e, self.options.max_decompressed)
+                .and_then(|(b, _)| crate::keras::check_config(&self.policy, &b))
+            {
+                Ok(hits) => {
+                    for (rule, message, global) in hits {
+                        let mut f = Finding::new(rule, message, at.clone());
+                        f.global = global;
+                        ctx.push(f);
+                    }
+                }
+                Err(err) => ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("Keras config.json not analysed: {err}"),
+                    at,
+                )),
+            }
         }
         if torchscript {
             let code: Vec<&str> = ar

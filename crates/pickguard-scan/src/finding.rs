@@ -73,6 +73,7 @@ rules! {
     Polyglot = "PG110-polyglot", Malicious, High, "The file is valid as two formats at once, so different loaders see different content.";
     TorchStorageMismatch = "PG111-torch-storage-mismatch", Malicious, High, "A tensor or storage reference does not fit the records of the checkpoint.";
     SignatureMismatch = "PG112-signature-mismatch", Malicious, Critical, "The model does not match its signature: files changed, added or removed, or the signature is invalid.";
+    KerasLambda = "PG113-keras-lambda", Malicious, High, "A Keras model carries Python bytecode (a Lambda layer) that runs when it is loaded without safe_mode.";
     LibraryGlobal = "PG201-library-global", NeedsTrust, Medium, "The pickle imports third-party code; loading it means trusting that code.";
     TorchScript = "PG202-torchscript", NeedsTrust, Medium, "TorchScript archive: torch.jit.load runs the code it carries.";
     BudgetExceeded = "PG301-budget-exceeded", Inconclusive, Medium, "An analysis limit was reached; the rest was not analysed.";

@@ -6,6 +6,7 @@ caller's job.
 
 mod analyze;
 pub mod finding;
+mod keras;
 pub mod policy;
 pub mod report;
 

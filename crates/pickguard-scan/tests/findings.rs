@@ -77,6 +77,7 @@ fn unsupported_containers_are_inconclusive() {
         b"\x28\xb5\x2f\xfd\x00",
         b"BZh91AY&SY",
         b"\x04\x22\x4d\x18\x64\x40",
+        b"\x89HDF\r\n\x1a\n\x00\x00",
     ] {
         let r = scan(magic);
         assert_eq!(r.verdict, Verdict::Inconclusive, "{magic:?}");
