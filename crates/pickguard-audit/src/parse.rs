@@ -374,28 +374,21 @@ fn poetry_context(doc: &Value, origin: String, opts: &Options) -> Option<Context
         c.indexes
             .insert(0, index(Some("PyPI"), PYPI, Role::Primary, opts));
     }
-    for table in ["dependencies", "dev-dependencies"] {
-        if let Some(deps) = poetry.get(table).and_then(Value::as_table) {
-            for (pkg, v) in deps {
-                if pkg == "python" {
-                    continue;
-                }
-                c.packages.insert(normalize(pkg));
-                if let Some(src) = v.get("source").and_then(Value::as_str) {
-                    c.pins.insert(normalize(pkg), src.to_owned());
-                }
-            }
-        }
-    }
-    if let Some(groups) = poetry.get("group").and_then(Value::as_table) {
-        for g in groups.values() {
-            if let Some(deps) = g.get("dependencies").and_then(Value::as_table) {
-                for (pkg, v) in deps {
-                    c.packages.insert(normalize(pkg));
-                    if let Some(src) = v.get("source").and_then(Value::as_str) {
-                        c.pins.insert(normalize(pkg), src.to_owned());
-                    }
-                }
+    let groups = poetry.get("group").and_then(Value::as_table);
+    let tables = ["dependencies", "dev-dependencies"]
+        .iter()
+        .filter_map(|t| poetry.get(*t))
+        .chain(
+            groups
+                .into_iter()
+                .flat_map(|g| g.values().filter_map(|g| g.get("dependencies"))),
+        );
+    for deps in tables.filter_map(Value::as_table) {
+        // `python` is the interpreter constraint, not a package.
+        for (pkg, v) in deps.iter().filter(|(p, _)| *p != "python") {
+            c.packages.insert(normalize(pkg));
+            if let Some(src) = v.get("source").and_then(Value::as_str) {
+                c.pins.insert(normalize(pkg), src.to_owned());
             }
         }
     }

@@ -179,6 +179,12 @@ pub struct Import {
 }
 
 impl Import {
+    /// `joblib.numpy_pickle.NumpyArrayWrapper`, whose BUILD makes `joblib.load`
+    /// read array bytes inline (see [`ReadView::Joblib`]).
+    pub fn is_joblib_array_wrapper(&self) -> bool {
+        self.module == "joblib.numpy_pickle" && self.name == "NumpyArrayWrapper"
+    }
+
     /// `module.name`.
     pub fn qualified(&self) -> String {
         if self.ext_code.is_some() {
@@ -388,17 +394,21 @@ pub fn analyze_views(data: &[u8], start: usize, base: u64, opts: &Options) -> Ve
             Anomaly::FrameStraddle { .. } | Anomaly::NestedFrame { .. }
         )
     });
-    let joblib = linear
-        .imports
-        .iter()
-        .any(|i| i.module == "joblib.numpy_pickle" && i.name == "NumpyArrayWrapper");
-    if !framed {
-        let mut out = vec![linear];
-        if joblib {
-            out.push(run_stream(data, start, base, ReadView::Joblib, opts));
-        }
-        return out;
+    let joblib = linear.imports.iter().any(Import::is_joblib_array_wrapper);
+    let mut out = if framed {
+        file_views(data, start, base, opts, linear)
+    } else {
+        vec![linear]
+    };
+    if joblib {
+        out.push(run_stream(data, start, base, ReadView::Joblib, opts));
     }
+    out
+}
+
+/// The linear reading saw a frame anomaly: add the file-object readings
+/// (no peek, and per-frame mixes as a buffered file reads).
+fn file_views(data: &[u8], start: usize, base: u64, opts: &Options, linear: Stream) -> Vec<Stream> {
     let frames = linear
         .op_counts
         .iter()
@@ -436,9 +446,6 @@ pub fn analyze_views(data: &[u8], start: usize, base: u64, opts: &Options) -> Ve
                 out.push(s);
             }
         }
-    }
-    if joblib {
-        out.push(run_stream(data, start, base, ReadView::Joblib, opts));
     }
     out
 }

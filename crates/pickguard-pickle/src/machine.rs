@@ -1229,7 +1229,7 @@ impl Machine<'_, '_> {
             return false;
         };
         matches!(self.nodes.get(c.callee as usize), Some(Node::Global(g))
-            if self.imports.get(*g).is_some_and(|i| i.module == "joblib.numpy_pickle" && i.name == "NumpyArrayWrapper"))
+            if self.imports.get(*g).is_some_and(Import::is_joblib_array_wrapper))
     }
 
     /// `NumpyArrayWrapper.read_array`: skip the array's bytes, or analyse

@@ -430,7 +430,7 @@ impl Scanner {
             ),
             loc(member, None, Some(0), ReadView::Linear),
         ));
-        self.scan_zip_members(ctx, data, &ar, member, depth, None);
+        self.scan_zip_members(ctx, data, &ar, member, depth, Layout::Plain);
         true
     }
 
@@ -571,9 +571,7 @@ impl Scanner {
             StopReason::Stop => {}
             StopReason::Error { offset, message } => {
                 if s.view == ReadView::Linear {
-                    let joblib = s.imports.iter().any(|i| {
-                        i.module == "joblib.numpy_pickle" && i.name == "NumpyArrayWrapper"
-                    });
+                    let joblib = s.imports.iter().any(pk::Import::is_joblib_array_wrapper);
                     ctx.push(Finding::new(
                         Rule::PickleError,
                         if joblib {
@@ -1238,39 +1236,22 @@ impl Scanner {
         };
         let torchscript = has("constants.pkl");
         let is_torch = torchscript || has("data.pkl");
-        let entry = |n: &str| ar.entries.iter().find(|e| e.name == n);
-        let keras = !is_torch && entry("metadata.json").is_some();
-        let keras_config = if keras { entry("config.json") } else { None };
+        // Keras 3: config.json and metadata.json at the root; config.json is
+        // judged when the member loop reads it.
+        let keras = !is_torch
+            && ["metadata.json", "config.json"]
+                .iter()
+                .all(|n| ar.entries.iter().any(|e| e.name == *n));
         if top {
             ctx.set_format(if torchscript {
                 "torchscript"
             } else if is_torch {
                 "torch-zip"
-            } else if keras_config.is_some() {
+            } else if keras {
                 "keras"
             } else {
                 "zip"
             });
-        }
-        if let Some(e) = keras_config {
-            let m = join_member(&member, "config.json");
-            let at = loc(&m, None, None, ReadView::Linear);
-            match zip::entry_data(data, e, self.options.max_decompressed)
-                .and_then(|(b, _)| crate::keras::check_config(&self.policy, &b))
-            {
-                Ok(hits) => {
-                    for (rule, message, global) in hits {
-                        let mut f = Finding::new(rule, message, at.clone());
-                        f.global = global;
-                        ctx.push(f);
-                    }
-                }
-                Err(err) => ctx.push(Finding::new(
-                    Rule::Unreadable,
-                    format!("Keras config.json not analysed: {err}"),
-                    at,
-                )),
-            }
         }
         if torchscript {
             let code: Vec<&str> = ar
@@ -1295,8 +1276,31 @@ impl Scanner {
             &ar,
             &member,
             depth,
-            if is_torch { root.as_deref() } else { None },
+            match (is_torch, root.as_deref()) {
+                (true, Some(r)) => Layout::Torch(r),
+                _ if keras => Layout::Keras,
+                _ => Layout::Plain,
+            },
         );
+    }
+
+    /// A Keras 3 `config.json`: Lambda bytecode and the modules it imports.
+    fn check_keras(&self, ctx: &mut Ctx, json: &[u8], m: &Option<String>) {
+        let at = loc(m, None, None, ReadView::Linear);
+        match crate::keras::check_config(&self.policy, json) {
+            Ok(hits) => {
+                for (rule, message, global) in hits {
+                    let mut f = Finding::new(rule, message, at.clone());
+                    f.global = global;
+                    ctx.push(f);
+                }
+            }
+            Err(err) => ctx.push(Finding::new(
+                Rule::Unreadable,
+                format!("Keras config.json not analysed: {err}"),
+                at,
+            )),
+        }
     }
 
     fn scan_zip_members(
@@ -1306,8 +1310,12 @@ impl Scanner {
         ar: &zip::Archive,
         member: &Option<String>,
         depth: usize,
-        torch_root: Option<&str>,
+        layout: Layout,
     ) {
+        let torch_root = match layout {
+            Layout::Torch(r) => Some(r),
+            _ => None,
+        };
         for d in &ar.discrepancies {
             let rule = if d.what.starts_with("CRC") {
                 Rule::ZipCrcMismatch
@@ -1425,6 +1433,10 @@ impl Scanner {
                     continue;
                 }
             };
+            if matches!(layout, Layout::Keras) && e.name == "config.json" {
+                self.check_keras(ctx, &bytes, &m);
+                continue;
+            }
             let role = match rel {
                 Some("data.pkl") if torchscript => Role::TorchScript,
                 Some("data.pkl") => Role::TorchData(&records),
@@ -1613,6 +1625,16 @@ impl Scanner {
     }
 }
 
+/// What a zip archive is, for reading its members.
+#[derive(Clone, Copy)]
+enum Layout<'a> {
+    Plain,
+    /// torch: the archive's root folder.
+    Torch(&'a str),
+    /// Keras 3: `config.json` is judged, not sniffed.
+    Keras,
+}
+
 enum Unpack {
     TooBig,
     Bad(String),
@@ -1643,22 +1665,25 @@ impl std::io::Write for Bounded {
 /// decompressing readers do (gzip and zlib: stream after stream), keeping
 /// what decoded before an error. Output is bounded by `limit`.
 fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Unpack>) {
+    fn copy(mut r: impl std::io::Read, w: &mut Bounded) -> Result<(), String> {
+        std::io::copy(&mut r, w)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
     let mut w = Bounded {
         out: Vec::new(),
         limit,
         over: false,
     };
     let r: Result<(), String> = match kind {
-        Sniffed::Gzip => std::io::copy(&mut flate2::read::MultiGzDecoder::new(data), &mut w)
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        Sniffed::Gzip => copy(flate2::read::MultiGzDecoder::new(data), &mut w),
         Sniffed::Zlib => {
             let mut rest = data;
             let mut r = Ok(());
             while !rest.is_empty() {
                 let mut d = flate2::bufread::ZlibDecoder::new(rest);
-                if let Err(e) = std::io::copy(&mut d, &mut w) {
-                    r = Err(e.to_string());
+                r = copy(&mut d, &mut w);
+                if r.is_err() {
                     break;
                 }
                 let used = d.total_in() as usize;
@@ -1680,12 +1705,8 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
                 .map_err(|e| e.to_string())
         }
         Sniffed::Xz => lzma_rs::xz_decompress(&mut &data[..], &mut w).map_err(|e| e.to_string()),
-        Sniffed::Bzip2 => std::io::copy(&mut bzip2::read::MultiBzDecoder::new(data), &mut w)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-        Sniffed::Lz4 => std::io::copy(&mut lz4_flex::frame::FrameDecoder::new(data), &mut w)
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        Sniffed::Bzip2 => copy(bzip2::read::MultiBzDecoder::new(data), &mut w),
+        Sniffed::Lz4 => copy(lz4_flex::frame::FrameDecoder::new(data), &mut w),
         _ => Err("not a compressed format".into()),
     };
     let r = match r {
