@@ -46,8 +46,7 @@ pub struct Builder<'s, F> {
     depth: usize,
 }
 
-fn unsupported(s: &Stream, what: impl Into<String>, offset: u64) -> ConvertError {
-    let _ = s;
+fn unsupported(what: impl Into<String>, offset: u64) -> ConvertError {
     ConvertError::Unsupported {
         what: what.into(),
         offset,
@@ -82,14 +81,13 @@ where
         let root = self
             .s
             .result
-            .ok_or_else(|| unsupported(self.s, "the pickle has no result (no STOP)", self.s.end))?;
+            .ok_or_else(|| unsupported("the pickle has no result (no STOP)", self.s.end))?;
         self.eval(root)
     }
 
     fn int(&self, id: NodeId, what: &str, at: u64) -> Result<i64, ConvertError> {
         self.s.as_int(id).ok_or_else(|| {
             unsupported(
-                self.s,
                 format!("{what} is {}, not an integer", self.s.render(id)),
                 at,
             )
@@ -100,13 +98,13 @@ where
         let items = self
             .s
             .as_seq(id)
-            .ok_or_else(|| unsupported(self.s, format!("{what} is not a tuple"), at))?;
+            .ok_or_else(|| unsupported(format!("{what} is not a tuple"), at))?;
         items
             .iter()
             .map(|&i| {
                 let v = self.int(i, what, at)?;
                 u64::try_from(v)
-                    .map_err(|_| unsupported(self.s, format!("{what} has a negative entry"), at))
+                    .map_err(|_| unsupported(format!("{what} has a negative entry"), at))
             })
             .collect()
     }
@@ -119,7 +117,6 @@ where
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "<int>".into())),
             _ => Err(unsupported(
-                self.s,
                 format!(
                     "dictionary key {} is not a string or integer",
                     self.s.render(id)
@@ -133,7 +130,6 @@ where
         self.depth += 1;
         if self.depth > 512 {
             return Err(unsupported(
-                self.s,
                 "values nested more than 512 deep",
                 self.s.start,
             ));
@@ -146,7 +142,7 @@ where
     fn eval_inner(&mut self, id: NodeId) -> Result<Obj, ConvertError> {
         let s = self.s;
         let Some(node) = s.node(id) else {
-            return Err(unsupported(s, "dangling value", s.start));
+            return Err(unsupported("dangling value", s.start));
         };
         Ok(match node {
             Node::None => Obj::None,
@@ -188,12 +184,11 @@ where
             Node::Global(i) => Obj::Str(s.imports[*i].qualified()),
             Node::Persistent(p) => {
                 return Err(unsupported(
-                    s,
                     "a storage outside a tensor",
                     s.persistent_ids[*p].offset,
                 ));
             }
-            Node::Buffer => return Err(unsupported(s, "an out-of-band buffer", s.start)),
+            Node::Buffer => return Err(unsupported("an out-of-band buffer", s.start)),
             Node::Call(ci) => self.call(id, *ci)?,
         })
     }
@@ -203,11 +198,7 @@ where
         let c = &s.calls[ci];
         let at = c.offset;
         let Some(g) = s.as_global(c.callee) else {
-            return Err(unsupported(
-                s,
-                format!("a call of {}", s.render(c.callee)),
-                at,
-            ));
+            return Err(unsupported(format!("a call of {}", s.render(c.callee)), at));
         };
         let q = g.qualified();
         let args: Vec<NodeId> = c
@@ -224,7 +215,7 @@ where
                 {
                     for &pair in items {
                         let kv = s.as_seq(pair).filter(|kv| kv.len() == 2).ok_or_else(|| {
-                            unsupported(s, "an OrderedDict item that is not a pair", at)
+                            unsupported("an OrderedDict item that is not a pair", at)
                         })?;
                         out.push((self.key(kv[0], at)?, self.eval(kv[1])?));
                     }
@@ -255,10 +246,10 @@ where
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
                 let data = *args
                     .first()
-                    .ok_or_else(|| unsupported(s, "_rebuild_parameter without data", at))?;
+                    .ok_or_else(|| unsupported("_rebuild_parameter without data", at))?;
                 match self.eval(data)? {
                     t @ Obj::Tensor(_) => Ok(t),
-                    _ => Err(unsupported(s, "a parameter whose data is not a tensor", at)),
+                    _ => Err(unsupported("a parameter whose data is not a tensor", at)),
                 }
             }
             "torch._tensor._rebuild_from_type_v2" => {
@@ -267,7 +258,6 @@ where
                     (args.first(), args.get(1), args.get(2))
                 else {
                     return Err(unsupported(
-                        s,
                         "_rebuild_from_type_v2 with too few arguments",
                         at,
                     ));
@@ -277,7 +267,7 @@ where
                     ty.as_str(),
                     "torch.Tensor" | "torch.nn.parameter.Parameter" | "torch.nn.parameter.Buffer"
                 ) {
-                    return Err(unsupported(s, format!("a tensor subclass {ty}"), at));
+                    return Err(unsupported(format!("a tensor subclass {ty}"), at));
                 }
                 let f = s
                     .as_global(func)
@@ -294,7 +284,6 @@ where
                         Ok(Obj::Tensor(t))
                     }
                     _ => Err(unsupported(
-                        s,
                         "_rebuild_from_type_v2 of something other than a tensor rebuild",
                         at,
                     )),
@@ -312,7 +301,6 @@ where
                     .to_owned(),
             )),
             q if q.starts_with("torch._utils._rebuild") => Err(unsupported(
-                s,
                 format!("tensor kind {q} (quantized, sparse, nested or meta)"),
                 at,
             )),
@@ -324,14 +312,12 @@ where
         let s = self.s;
         if args.len() < 4 {
             return Err(unsupported(
-                s,
                 format!("{func} with {} arguments", args.len()),
                 at,
             ));
         }
         let Some(Node::Persistent(p)) = s.node(args[0]) else {
             return Err(unsupported(
-                s,
                 format!("{func} whose storage is not a persistent id"),
                 at,
             ));
@@ -339,19 +325,19 @@ where
         let pid = s.persistent_ids[*p].pid;
         let st = (self.storage_of)(s, pid)?;
         let offset = u64::try_from(self.int(args[1], "storage offset", at)?)
-            .map_err(|_| unsupported(s, "negative storage offset", at))?;
+            .map_err(|_| unsupported("negative storage offset", at))?;
         let shape = self.ints(args[2], "size", at)?;
         let strides = self.ints(args[3], "stride", at)?;
         if shape.len() != strides.len() {
-            return Err(unsupported(s, "size and stride of different lengths", at));
+            return Err(unsupported("size and stride of different lengths", at));
         }
         let dtype = if func == "_rebuild_tensor_v3" {
             let d = args
                 .get(6)
                 .and_then(|&d| s.as_global(d))
-                .ok_or_else(|| unsupported(s, "_rebuild_tensor_v3 without a dtype", at))?;
+                .ok_or_else(|| unsupported("_rebuild_tensor_v3 without a dtype", at))?;
             DType::from_torch_name(&d.name)
-                .ok_or_else(|| unsupported(s, format!("dtype torch.{}", d.name), at))?
+                .ok_or_else(|| unsupported(format!("dtype torch.{}", d.name), at))?
         } else {
             st.dtype
         };
@@ -365,10 +351,9 @@ where
         // The view must lie inside its storage (torch checks this too).
         let need = t
             .extent_bytes()
-            .ok_or_else(|| unsupported(s, "tensor size overflows", at))?;
+            .ok_or_else(|| unsupported("tensor size overflows", at))?;
         if need > st.nbytes {
             return Err(unsupported(
-                s,
                 format!(
                     "tensor needs {need} bytes of storage {:?}, which holds {}",
                     st.key, st.nbytes

@@ -189,10 +189,12 @@ impl AppState {
         }
         if !private_found.is_empty() {
             if claim.is_none() {
-                let _ = self.db.claim(
-                    name,
-                    &format!("private upstream {}", private_found[0].0.name),
-                );
+                let source = format!("private upstream {}", private_found[0].0.name);
+                // Serving still works without the record, but the name is not
+                // protected if the private index later fails: say so loudly.
+                if let Err(e) = self.db.claim(name, &source) {
+                    tracing::error!(event = "claim-failed", project = name, error = %e, "could not record the private claim");
+                }
             }
             return self.build(name, private_found, true, "serve-private").await;
         }
@@ -414,9 +416,12 @@ impl AppState {
             })
             .cloned()
             .collect();
-        let _ = self
+        if let Err(e) = self
             .db
-            .record_versions(name, &r.upstreams.join(","), &served);
+            .record_versions(name, &r.upstreams.join(","), &served)
+        {
+            tracing::warn!(event = "record-versions-failed", project = name, error = %e, "could not record served versions");
+        }
         if reasons.is_empty() {
             return;
         }

@@ -446,7 +446,7 @@ impl Scanner {
             if top {
                 ctx.set_format("torch-legacy");
             }
-            self.scan_torch_legacy(ctx, data, &member, depth);
+            self.scan_torch_legacy(ctx, data, &member);
             return;
         }
         if first.is_junk() {
@@ -673,7 +673,6 @@ impl Scanner {
                     let (m, n) = resolved_getattr(ci).unwrap_or_default();
                     self.judge_global(
                         ctx,
-                        s,
                         &m,
                         &n,
                         &[s.render_call(&s.calls[ci])],
@@ -711,7 +710,6 @@ impl Scanner {
             }
             self.judge_global(
                 ctx,
-                s,
                 &imp.module,
                 &imp.name,
                 &rendered,
@@ -723,7 +721,7 @@ impl Scanner {
         }
 
         // Calls of things that are not named globals; mutations of globals.
-        for (ci, c) in s.calls.iter().enumerate() {
+        for c in &s.calls {
             let callee = s.node(c.callee);
             match c.kind {
                 CallKind::Build | CallKind::Append | CallKind::SetItem | CallKind::AddItems => {
@@ -754,7 +752,6 @@ impl Scanner {
                             at(c.offset),
                         );
                         f.calls = vec![s.render_call(c)];
-                        let _ = ci;
                         ctx.push(f);
                     }
                     // CPython raises TypeError ("not callable"): nothing runs.
@@ -804,7 +801,6 @@ impl Scanner {
     fn judge_global(
         &self,
         ctx: &mut Ctx,
-        s: &Stream,
         module: &str,
         name: &str,
         rendered: &[String],
@@ -815,7 +811,7 @@ impl Scanner {
     ) {
         let q = format!("{module}.{name}");
         let via_s = via.map(|v| format!(" ({v})")).unwrap_or_default();
-        let (class, finding) = if let Some((tm, tn)) = attribute_walk(module, name) {
+        let (class, finding) = if let Some((tm, tn)) = attribute_walk(name) {
             let cls = self.policy.classify(&tm, &tn);
             let cap = match &cls {
                 Class::Dangerous {
@@ -840,7 +836,6 @@ impl Scanner {
                 _ => ("torchscript".into(), None),
             }
         } else {
-            let _ = s;
             match self.policy.classify(module, name) {
                 Class::Allowed { .. } => ("allowed".into(), None),
                 Class::Dangerous { capability, why } => {
@@ -1123,7 +1118,7 @@ impl Scanner {
     }
 
     /// Legacy stacked pickles: magic, protocol, sys_info, object, keys, then raw storages.
-    fn scan_torch_legacy(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>, depth: usize) {
+    fn scan_torch_legacy(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
         let mut pos = 0usize;
         let mut keys: Option<Vec<String>> = None;
         for i in 0..5 {
@@ -1195,7 +1190,6 @@ impl Scanner {
                     return;
                 }
             }
-            let _ = depth;
             ctx.push(Finding::new(
                 Rule::TrailingData,
                 format!(
@@ -1457,7 +1451,7 @@ impl Scanner {
                             _ => None,
                         }) == Some(TORCH_LEGACY_MAGIC);
                         if legacy {
-                            self.scan_torch_legacy(ctx, &bytes, &m, depth + 1);
+                            self.scan_torch_legacy(ctx, &bytes, &m);
                         } else {
                             self.scan_pickle_region(ctx, &bytes, 0, &m, role, true);
                         }

@@ -585,9 +585,9 @@ impl Policy {
 }
 
 /// A dotted name that walks from one module into another object through
-/// attributes (`posixpath` + `os.system`): returns the walk's target as
+/// attributes (`posixpath` + `os.system`: only the name matters): returns the walk's target as
 /// (module, name) when a segment is itself a module or a dunder.
-pub fn attribute_walk(module: &str, name: &str) -> Option<(String, String)> {
+pub fn attribute_walk(name: &str) -> Option<(String, String)> {
     let segs: Vec<&str> = name.split('.').collect();
     if segs.len() < 2 {
         return None;
@@ -600,7 +600,6 @@ pub fn attribute_walk(module: &str, name: &str) -> Option<(String, String)> {
             || ["torch", "numpy", "np", "pickle", "subprocess", "importlib"].contains(s);
         if modlike {
             let target_mod = segs[i..segs.len() - 1].join(".");
-            let _ = module;
             return Some((target_mod, segs[segs.len() - 1].to_owned()));
         }
     }
@@ -673,13 +672,13 @@ mod tests {
     #[test]
     fn walks() {
         assert_eq!(
-            attribute_walk("posixpath", "os.system"),
+            attribute_walk("os.system"),
             Some(("os".into(), "system".into()))
         );
-        assert_eq!(attribute_walk("torch.nn", "Module"), None);
-        assert_eq!(attribute_walk("mod", "Outer.Inner"), None);
+        assert_eq!(attribute_walk("Module"), None);
+        assert_eq!(attribute_walk("Outer.Inner"), None);
         assert_eq!(
-            attribute_walk("numpy", "__builtins__.eval"),
+            attribute_walk("__builtins__.eval"),
             Some(("__builtins__".into(), "eval".into()))
         );
     }
