@@ -40,6 +40,10 @@ pub struct Config {
     /// Seconds an upstream project page is reused before asking again.
     #[serde(default = "default_page_ttl")]
     pub page_ttl_secs: u64,
+    /// Seconds an upstream failure is remembered (answered again without
+    /// asking): clients retrying a failing upstream get the reason at once.
+    #[serde(default = "default_error_ttl")]
+    pub error_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -51,8 +55,55 @@ pub struct Upstream {
     /// Every project this upstream serves is claimed: never resolved elsewhere.
     #[serde(default)]
     pub private: bool,
+    /// Seconds to wait for a page (headers and body) and, for files, between
+    /// two reads. Shorter than pip's 15 s, so clients see the firewall's reason.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Seconds to wait for a TCP/TLS connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Largest project page read from this upstream; a larger one is a failure.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: u64,
+    /// Hosts (`host` or `host:port`) this upstream's file URLs and redirects
+    /// may point to, besides its own. Default for pypi.org: files.pythonhosted.org.
+    #[serde(default)]
+    pub file_hosts: Vec<String>,
+    /// For a private upstream: treat a well-formed project page that lists no
+    /// files as "this index does not have the project" (the name may then be
+    /// resolved publicly). Off by default: an empty answer fails closed.
+    #[serde(default)]
+    pub empty_page_is_absent: bool,
+}
+
+impl Upstream {
+    /// Every host its pages, files and redirects may come from.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        let mut hosts = self.file_hosts.clone();
+        if let Ok(u) = reqwest::Url::parse(&self.url) {
+            if let Some(o) = crate::upstream::origin_of(&u) {
+                hosts.push(o);
+            }
+            if self.file_hosts.is_empty() && u.host_str() == Some("pypi.org") {
+                hosts.push("files.pythonhosted.org".into());
+            }
+        }
+        hosts
+    }
+
+    /// An upstream with every optional key at its default.
+    pub fn new(name: &str, url: &str, private: bool) -> Upstream {
+        Upstream {
+            name: name.into(),
+            url: url.into(),
+            private,
+            timeout_secs: default_timeout(),
+            connect_timeout_secs: default_connect_timeout(),
+            max_page_bytes: default_max_page_bytes(),
+            file_hosts: Vec::new(),
+            empty_page_is_absent: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -116,12 +167,7 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("./pickguard-data")
 }
 fn default_upstreams() -> Vec<Upstream> {
-    vec![Upstream {
-        name: "pypi".into(),
-        url: "https://pypi.org/simple/".into(),
-        private: false,
-        timeout_secs: default_timeout(),
-    }]
+    vec![Upstream::new("pypi", "https://pypi.org/simple/", false)]
 }
 fn default_on_private_error() -> String {
     "fail".into()
@@ -129,8 +175,17 @@ fn default_on_private_error() -> String {
 fn default_page_ttl() -> u64 {
     60
 }
+fn default_error_ttl() -> u64 {
+    10
+}
 fn default_timeout() -> u64 {
-    30
+    10
+}
+fn default_connect_timeout() -> u64 {
+    3
+}
+fn default_max_page_bytes() -> u64 {
+    32 << 20
 }
 fn default_outlier() -> u64 {
     2
@@ -163,8 +218,24 @@ impl Config {
                 u.name
             );
             anyhow::ensure!(
-                u.url.starts_with("http://") || u.url.starts_with("https://"),
-                "upstream {:?}: url must be http(s)",
+                (u.url.starts_with("http://") || u.url.starts_with("https://"))
+                    && reqwest::Url::parse(&u.url).is_ok_and(|x| x.host_str().is_some()),
+                "upstream {:?}: url must be an http(s) URL with a host",
+                u.name
+            );
+            anyhow::ensure!(
+                u.timeout_secs > 0 && u.connect_timeout_secs > 0,
+                "upstream {:?}: timeouts must be at least 1 s",
+                u.name
+            );
+            anyhow::ensure!(
+                u.max_page_bytes >= 1024,
+                "upstream {:?}: max_page_bytes must be at least 1024",
+                u.name
+            );
+            anyhow::ensure!(
+                !u.empty_page_is_absent || u.private,
+                "upstream {:?}: empty_page_is_absent applies to private upstreams only",
                 u.name
             );
         }

@@ -47,8 +47,11 @@ pub struct AppState {
     pub db: state::Db,
     pub audit: state::AuditLog,
     pub metrics: state::Metrics,
-    client: reqwest::Client,
+    /// One HTTP client per upstream: its redirect policy enforces that
+    /// upstream's host allowlist, and its timeouts are the upstream's.
+    clients: HashMap<String, reqwest::Client>,
     claim_globs: globset::GlobSet,
+    /// Upstream answers by (upstream, name); failures too, for `error_ttl_secs`.
     page_cache: Mutex<HashMap<(String, String), (Instant, upstream::Fetch)>>,
     /// Rendered project pages by (name, format).
     response_cache: Mutex<HashMap<ResponseKey, CachedResponse>>,
@@ -61,7 +64,39 @@ pub struct AppState {
     hosted: config::Upstream,
 }
 
+/// The HTTP client for one upstream. Redirects are followed only to the
+/// upstream's own host and its `file_hosts` (never to anywhere an upstream
+/// page points: that would let upstream content aim the firewall's requests).
+fn upstream_client(up: &config::Upstream) -> anyhow::Result<reqwest::Client> {
+    let allowed = up.allowed_hosts();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("too many redirects")
+        } else if upstream::host_allowed(attempt.url(), &allowed) {
+            attempt.follow()
+        } else {
+            attempt.error("redirect to a host that is not allowed")
+        }
+    });
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("pickguard-firewall/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(up.connect_timeout_secs))
+        .read_timeout(std::time::Duration::from_secs(up.timeout_secs))
+        .redirect(policy)
+        .build()?)
+}
+
 impl AppState {
+    /// The client for an upstream by name.
+    fn client(&self, upstream: &str) -> Option<&reqwest::Client> {
+        self.clients.get(upstream)
+    }
+
+    /// The configuration of an upstream by name.
+    fn upstream(&self, name: &str) -> Option<&config::Upstream> {
+        self.cfg.upstreams.iter().find(|u| u.name == name)
+    }
+
     pub fn new(cfg: Config) -> anyhow::Result<AppState> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)?;
@@ -73,10 +108,16 @@ impl AppState {
         for p in &cfg.claims.patterns {
             globs.add(globset::Glob::new(&pickguard_index::normalize(p))?);
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("pickguard-firewall/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()?;
+        let mut clients = HashMap::new();
+        for up in &cfg.upstreams {
+            clients.insert(up.name.clone(), upstream_client(up)?);
+        }
+        if cfg.on_private_error == "public" {
+            tracing::warn!(
+                event = "fail-open-configured",
+                "on_private_error = \"public\": names not yet claimed are resolved publicly when a private upstream fails"
+            );
+        }
         let cfg_upload_token = cfg
             .upload_token
             .clone()
@@ -93,19 +134,14 @@ impl AppState {
             db,
             audit,
             metrics: state::Metrics::default(),
-            client,
+            clients,
             page_cache: Mutex::new(HashMap::new()),
             response_cache: Mutex::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
             cache_dir,
             admin_token,
             upload_token: cfg_upload_token,
-            hosted: config::Upstream {
-                name: "hosted".into(),
-                url: String::new(),
-                private: true,
-                timeout_secs: 30,
-            },
+            hosted: config::Upstream::new("hosted", "", true),
         })
     }
 }

@@ -83,31 +83,34 @@ impl AppState {
 
     async fn fetch_cached(&self, up: &crate::config::Upstream, name: &str) -> Fetch {
         let key = (up.name.clone(), name.to_owned());
-        let ttl = Duration::from_secs(self.cfg.page_ttl_secs);
         if let Some((at, f)) = self
             .page_cache
             .lock()
             .ok()
             .and_then(|c| c.get(&key).cloned())
-            && at.elapsed() < ttl
         {
-            Metrics::inc(&self.metrics.page_cache_hits);
-            return f;
+            let ttl = match f {
+                Fetch::Error(_) => self.cfg.error_ttl_secs,
+                _ => self.cfg.page_ttl_secs,
+            };
+            if at.elapsed() < Duration::from_secs(ttl) {
+                Metrics::inc(&self.metrics.page_cache_hits);
+                return f;
+            }
         }
-        let f = fetch_project(&self.client, up, name).await;
-        match &f {
-            Fetch::Error(e) => {
-                Metrics::inc(&self.metrics.upstream_errors);
-                tracing::warn!(event = "upstream-error", upstream = %up.name, project = name, error = %e, "upstream request failed");
+        let Some(client) = self.client(&up.name) else {
+            return Fetch::Error(format!("{}: no client (internal error)", up.name));
+        };
+        let f = fetch_project(client, up, name).await;
+        if let Fetch::Error(e) = &f {
+            Metrics::inc(&self.metrics.upstream_errors);
+            tracing::warn!(event = "upstream-error", upstream = %up.name, private = up.private, project = name, error = %e, "upstream answer not usable");
+        }
+        if let Ok(mut c) = self.page_cache.lock() {
+            if c.len() > 100_000 {
+                c.clear();
             }
-            _ => {
-                if let Ok(mut c) = self.page_cache.lock() {
-                    if c.len() > 100_000 {
-                        c.clear();
-                    }
-                    c.insert(key, (Instant::now(), f.clone()));
-                }
-            }
+            c.insert(key, (Instant::now(), f.clone()));
         }
         f
     }
@@ -135,13 +138,13 @@ impl AppState {
             let mut found = Vec::new();
             for up in ups {
                 match self.fetch_cached(up, name).await {
-                    Fetch::Found(p) if !p.files.is_empty() => {
+                    Fetch::Found(p) => {
                         found.push((up, p));
                         if !route.merge {
                             break;
                         }
                     }
-                    Fetch::Found(_) | Fetch::NotFound => {}
+                    Fetch::Empty | Fetch::NotFound => {}
                     Fetch::Error(e) => {
                         return Resolution::refuse(
                             502,
@@ -179,11 +182,25 @@ impl AppState {
         if let Some(p) = self.hosted_project(name) {
             private_found.push((&self.hosted, p));
         }
+        // A private upstream lets a name go public only by saying, positively,
+        // that it does not have it: 404/410, or an empty project page when it
+        // is configured as authoritative for empty pages. Anything else (an
+        // error, a timeout, a maintenance page, an empty body, an oversized
+        // or malformed page, an empty page by default) fails closed.
         let mut private_err = None;
         for up in self.cfg.upstreams.iter().filter(|u| u.private) {
             match self.fetch_cached(up, name).await {
-                Fetch::Found(p) if !p.files.is_empty() => private_found.push((up, p)),
-                Fetch::Found(_) | Fetch::NotFound => {}
+                Fetch::Found(p) => private_found.push((up, p)),
+                Fetch::NotFound => {}
+                Fetch::Empty if up.empty_page_is_absent => {}
+                Fetch::Empty => {
+                    private_err = Some(format!(
+                        "{}: answered a project page that lists no files; an empty answer is not \
+                         trusted as \"not here\" (set empty_page_is_absent = true on an index that \
+                         serves empty pages for unknown names)",
+                        up.name
+                    ))
+                }
                 Fetch::Error(e) => private_err = Some(e),
             }
         }
@@ -198,17 +215,21 @@ impl AppState {
             }
             return self.build(name, private_found, true, "serve-private").await;
         }
-        if let Some(e) = private_err
-            && (claimed || self.cfg.on_private_error == "fail")
-        {
-            return Resolution::refuse(
-                502,
-                "private-upstream-error",
-                claimed,
-                format!(
-                    "a private upstream failed ({e}); {name} is not resolved from public indexes while it cannot be checked"
-                ),
-            );
+        let mut fail_open_note = None;
+        if let Some(e) = private_err {
+            if claimed || self.cfg.on_private_error != "public" {
+                return Resolution::refuse(
+                    502,
+                    "private-upstream-error",
+                    claimed,
+                    format!(
+                        "a private upstream failed ({e}); {name} is not resolved from public indexes while it cannot be checked"
+                    ),
+                );
+            }
+            fail_open_note = Some(format!(
+                "a private upstream failed ({e}); resolved publicly because on_private_error = \"public\""
+            ));
         }
         if let Some(c) = claim {
             return Resolution::refuse(
@@ -224,12 +245,20 @@ impl AppState {
         let mut last_err = None;
         for up in self.cfg.upstreams.iter().filter(|u| !u.private) {
             match self.fetch_cached(up, name).await {
-                Fetch::Found(p) if !p.files.is_empty() => {
+                Fetch::Found(p) => {
                     let mut r = self.build(name, vec![(up, p)], false, "serve-public").await;
                     self.quarantine(name, &mut r);
+                    if let Some(note) = fail_open_note {
+                        tracing::warn!(event = "fail-open", project = name, reason = %note, "served publicly although a private upstream failed");
+                        r.decision = "serve-public-private-failed";
+                        r.reason = Some(match r.reason.take() {
+                            Some(q) => format!("{note}; {q}"),
+                            None => note,
+                        });
+                    }
                     return r;
                 }
-                Fetch::Found(_) | Fetch::NotFound => {}
+                Fetch::Empty | Fetch::NotFound => {}
                 Fetch::Error(e) => last_err = Some(e),
             }
         }
@@ -262,11 +291,21 @@ impl AppState {
         let mut refs = Vec::new();
         let mut hidden = Vec::new();
         let mut status = None;
+        let single = found.len() == 1;
+        let mut tracks = Vec::new();
+        let mut alternate_locations = Vec::new();
+        let mut last_serial = None;
         let upstreams: Vec<String> = found.iter().map(|(u, _)| u.name.clone()).collect();
         for (up, p) in found {
             if status.is_none() {
                 status = p.status.clone();
             }
+            if single {
+                tracks = p.tracks.clone();
+                alternate_locations = p.alternate_locations.clone();
+                last_serial = p.last_serial;
+            }
+            let allowed = up.allowed_hosts();
             for f in p.files {
                 if !seen.insert(f.filename.clone()) {
                     continue;
@@ -286,6 +325,23 @@ impl AppState {
                     hidden.push(format!("{}: unsafe file name", f.filename));
                     continue;
                 }
+                // Hosted files are local; an upstream's files may live only on its
+                // own host or its configured file hosts (no requests aimed anywhere
+                // by upstream content).
+                if up.name != "hosted" {
+                    match reqwest::Url::parse(&f.url) {
+                        Ok(u)
+                            if matches!(u.scheme(), "http" | "https")
+                                && crate::upstream::host_allowed(&u, &allowed) => {}
+                        _ => {
+                            hidden.push(format!(
+                                "{}: its URL points to a host not allowed for upstream {} (file_hosts)",
+                                f.filename, up.name
+                            ));
+                            continue;
+                        }
+                    }
+                }
                 refs.push(FileRef {
                     upstream: up.name.clone(),
                     project: name.to_owned(),
@@ -294,8 +350,11 @@ impl AppState {
                     sha256: sha.clone(),
                     metadata_sha256: f.core_metadata.clone().flatten(),
                 });
+                // Only the hash the firewall verifies is passed on: a client
+                // checking another algorithm would trust bytes nobody checked.
                 files.push(File {
                     url: format!("/files/{}/{}/{}/{}", up.name, name, sha, f.filename),
+                    hashes: [("sha256".to_string(), sha.clone())].into(),
                     ..f
                 });
             }
@@ -305,10 +364,10 @@ impl AppState {
             project: Some(Project {
                 name: name.to_owned(),
                 files,
-                tracks: vec![],
-                alternate_locations: vec![],
+                tracks,
+                alternate_locations,
                 status,
-                last_serial: None,
+                last_serial,
             }),
             upstreams,
             claimed,

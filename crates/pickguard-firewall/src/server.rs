@@ -150,14 +150,20 @@ async fn root_index(State(st): St, headers: HeaderMap) -> Response {
     let Some(fmt) = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) else {
         return not_acceptable();
     };
-    // Only names the firewall knows: the claim registry. Public indexes are not enumerated.
-    let mut names: Vec<String> = st
-        .db
-        .claims()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    // Public indexes are not enumerated, and the claim registry is a list of
+    // private names — a target list for confusion attacks on clients outside
+    // the firewall — so only an administrator sees it. Installers never need
+    // the root index.
+    let mut names: Vec<String> = if deny(&st, &headers).is_none() {
+        st.db
+            .claims()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
     names.sort();
     let body = if fmt == Format::Json {
         render_index_json(&names)
@@ -451,7 +457,9 @@ async fn file(
         } else {
             (fref.url.clone(), Some(fref.sha256.clone()))
         };
-        if let Err((status, reason)) = download(&st, &url, want.as_deref(), &dir, &filename).await {
+        if let Err((status, reason)) =
+            download(&st, &fref.upstream, &url, want.as_deref(), &dir, &filename).await
+        {
             log(
                 &st,
                 client,
@@ -505,17 +513,36 @@ async fn file(
 /// Fetch `url` into `dir/name`, checking its sha256 first when one is known.
 async fn download(
     st: &AppState,
+    upstream: &str,
     url: &str,
     sha256: Option<&str>,
     dir: &std::path::Path,
     name: &str,
 ) -> Result<(), (u16, String)> {
     Metrics::inc(&st.metrics.file_downloads);
-    let resp = st
-        .client
-        .get(url)
-        .send()
+    let (Some(client), Some(up)) = (st.client(upstream), st.upstream(upstream)) else {
+        return Err((
+            502,
+            format!("fetching {name}: upstream {upstream} is not configured"),
+        ));
+    };
+    // The listing was checked already; check again here, where the request is made.
+    if !reqwest::Url::parse(url)
+        .is_ok_and(|u| crate::upstream::host_allowed(&u, &up.allowed_hosts()))
+    {
+        return Err((
+            502,
+            format!("fetching {name}: its URL's host is not allowed for upstream {upstream}"),
+        ));
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(up.timeout_secs), client.get(url).send())
         .await
+        .map_err(|_| {
+            (
+                504,
+                format!("fetching {name}: no answer within {} s", up.timeout_secs),
+            )
+        })?
         .map_err(|e| (502, format!("fetching {name}: {}", e.without_url())))?;
     if !resp.status().is_success() {
         Metrics::inc(&st.metrics.upstream_errors);

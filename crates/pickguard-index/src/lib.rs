@@ -316,12 +316,16 @@ pub fn parse_html(body: &str, name: &str) -> Result<Project, ParseError> {
     })
 }
 
-/// API version the rendered pages declare: 1.1, or 1.4 with PEP 708/792 fields.
+/// API version the rendered pages declare: 1.4 with PEP 708/792 fields;
+/// otherwise 1.1 (PEP 700) when every file's size is known (1.1 makes `size`
+/// mandatory in JSON), else 1.0 — an HTML upstream gives no sizes.
 fn api_version(p: &Project) -> &'static str {
     if p.status.is_some() || !p.tracks.is_empty() || !p.alternate_locations.is_empty() {
         "1.4"
-    } else {
+    } else if p.files.iter().all(|f| f.size.is_some()) {
         "1.1"
+    } else {
+        "1.0"
     }
 }
 
@@ -351,8 +355,10 @@ pub fn render_json(p: &Project) -> String {
                     Some(h) => json!({"sha256": h}),
                     None => json!(true),
                 };
+                // PEP 714: `core-metadata`, and the old JSON key (no `data-`
+                // prefix: that is the HTML attribute) for older clients.
                 o["core-metadata"] = v.clone();
-                o["data-dist-info-metadata"] = v;
+                o["dist-info-metadata"] = v;
             }
             o["yanked"] = match &f.yanked {
                 Yanked::No => json!(false),
@@ -599,7 +605,16 @@ mod tests {
         assert!(html.contains("data-requires-python=\"&gt;=3.8\""));
         let back = parse_html(&html, "X").unwrap();
         assert_eq!(back.files, p.files);
-        let js = parse_json(render_json(&p).as_bytes()).unwrap();
+        let rendered = render_json(&p);
+        let doc: Value = serde_json::from_str(&rendered).unwrap();
+        assert!(doc["files"][0].get("dist-info-metadata").is_some());
+        assert!(doc["files"][0].get("data-dist-info-metadata").is_none());
+        // No size known: the page cannot claim PEP 700's 1.1.
+        assert_eq!(doc["meta"]["api-version"], "1.0");
+        let mut sized = p.clone();
+        sized.files[0].size = Some(3);
+        assert!(render_json(&sized).contains("\"api-version\":\"1.1\""));
+        let js = parse_json(rendered.as_bytes()).unwrap();
         assert_eq!(js.files[0].yanked, p.files[0].yanked);
         assert_eq!(js.files[0].core_metadata, p.files[0].core_metadata);
         assert_eq!(version_of("x_y-2.0.1.tar.gz"), Some("2.0.1"));

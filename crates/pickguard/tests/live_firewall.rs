@@ -86,7 +86,7 @@ impl World {
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nerror_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
                  [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
                  [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
                  [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
@@ -181,6 +181,83 @@ fn public_hits(w: &World, needle: &str) -> usize {
         .chain(w.log("public2").lines())
         .filter(|l| l.contains(needle))
         .count()
+}
+
+/// The fail-open shapes of issue 11 with real clients: the private index
+/// answers 200 with something that is not an index page for a name the
+/// firewall has never seen, and the public index has the malicious package.
+#[test]
+fn private_answers_that_are_not_pages_fail_closed_with_real_clients() {
+    let w = World::start();
+    let idx = w.index();
+    for name in ["torchtriton", "tritonjson"] {
+        let v = w.venv(&format!("pip-{name}"));
+        let out = w
+            .client("pip")
+            .args(["--python"])
+            .arg(v.join("bin/python"))
+            .args([
+                "install",
+                "--no-cache-dir",
+                "--retries",
+                "0",
+                "-i",
+                &idx,
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "pip installed {name}");
+        assert!(w.installed(&v, name, name).is_none());
+        let v2 = w.venv(&format!("uv-{name}"));
+        let out = w
+            .client("uv")
+            .args([
+                "pip",
+                "install",
+                "--no-cache",
+                "--default-index",
+                &idx,
+                name,
+            ])
+            .env("VIRTUAL_ENV", &v2)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "uv installed {name}: {err}");
+        assert!(err.contains("502"), "uv shows the firewall's status: {err}");
+        assert!(w.installed(&v2, name, name).is_none());
+        assert_eq!(
+            public_hits(&w, &format!("/simple/{name}/")),
+            0,
+            "public asked for {name}"
+        );
+    }
+    assert!(
+        !w.dir.path().join("PWNED").exists(),
+        "the public payload ran"
+    );
+    // The operator sees why, in the audit log.
+    let audit = std::fs::read_to_string(w.dir.path().join("data/audit.jsonl")).unwrap();
+    let refused: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"private-upstream-error\"") && l.contains("torchtriton"))
+        .collect();
+    assert!(!refused.is_empty(), "{audit}");
+    assert!(
+        refused[0].contains("not a simple-API project page"),
+        "{}",
+        refused[0]
+    );
+    // The name behaves again once the private index answers properly (404).
+    std::fs::remove_dir_all(w.fixture.join("private/simple/torchtriton")).unwrap();
+    let (status, _, _) = http(
+        w.port,
+        "GET",
+        "/simple/torchtriton/",
+        &[("Accept", "text/html")],
+    );
+    assert_eq!(status, 200);
 }
 
 #[test]
