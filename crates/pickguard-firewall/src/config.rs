@@ -29,10 +29,19 @@ pub struct Config {
     /// Bearer token for /admin (also PICKGUARD_ADMIN_TOKEN). No token: admin API off.
     #[serde(default)]
     pub admin_token: Option<String>,
-    /// Password for uploads to the hosted index (HTTP Basic, any user name;
-    /// also PICKGUARD_UPLOAD_TOKEN). No token: uploads off.
+    /// Legacy shared password for uploads (HTTP Basic, any user name; also
+    /// PICKGUARD_UPLOAD_TOKEN): may publish any name. Prefer `[[token]]`.
     #[serde(default)]
     pub upload_token: Option<String>,
+    /// Credentials per person or team, stored as SHA-256 hashes.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<Token>,
+    /// Require a valid token (any role) to read /simple/ and /files/.
+    #[serde(default)]
+    pub require_read_token: bool,
+    /// Largest upload accepted, in bytes (streamed to disk, never held in memory).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
     /// When a private upstream fails and a name is not known to be private:
     /// "fail" (default: 502, the safe choice) or "public".
     #[serde(default = "default_on_private_error")]
@@ -106,6 +115,32 @@ impl Upstream {
     }
 }
 
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: the admin API, publishing any name, reading.
+    Admin,
+    /// Publish names matching the token's `publish` patterns; read.
+    Publish,
+    /// Read /simple/ and /files/ where `require_read_token` is set.
+    Read,
+}
+
+/// One credential.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// Who holds it (person or team): recorded in the audit log.
+    pub name: String,
+    /// SHA-256 of the secret, hex (`pickguard firewall hash-token` prints it).
+    pub sha256: String,
+    pub role: Role,
+    /// Globs over normalised names this token may publish (role `publish`).
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claims {
@@ -174,6 +209,9 @@ fn default_on_private_error() -> String {
 }
 fn default_page_ttl() -> u64 {
     60
+}
+fn default_max_upload() -> u64 {
+    1 << 30
 }
 fn default_error_ttl() -> u64 {
     10

@@ -2,12 +2,22 @@
 //! (`POST /` or `/legacy/`, `:action=file_upload`). An upload claims its
 //! project name before the file becomes visible, and the hosted index is
 //! consulted like a private upstream, ahead of all others.
+//!
+//! Storage, and why it is atomic: the upload is streamed to a temporary file
+//! (hashed on the way, size-limited, fsynced), then, under the project's
+//! lock, hard-linked to its final name — `link` fails if the name exists, so
+//! of concurrent uploads of one filename exactly one wins and the others get
+//! 409 — and only then is the sidecar (`FILE.pickguard.json`) written to a
+//! temporary name, fsynced and renamed into place. The sidecar is what makes
+//! a file visible; a file without one is a crash leftover, removed at start
+//! and when the same filename is uploaded again. Any failure removes what it
+//! wrote, so a full disk leaves nothing behind.
 
 use crate::AppState;
 use pickguard_index::{File, Project, normalize};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// Sidecar record of an uploaded file.
 #[derive(Serialize, Deserialize)]
@@ -16,6 +26,9 @@ struct Sidecar {
     upload_time: String,
     requires_python: Option<String>,
     size: u64,
+    /// Who uploaded it (token name).
+    #[serde(default)]
+    uploader: Option<String>,
 }
 
 impl AppState {
@@ -72,74 +85,408 @@ impl AppState {
             .then(|| self.hosted_dir(project).join(filename))
     }
 
-    /// Store an upload. Errors are (HTTP status, message).
-    pub fn upload(
-        &self,
-        name: &str,
-        version: &str,
-        filename: &str,
-        content: &[u8],
-        sha256_digest: Option<&str>,
-        requires_python: Option<String>,
-    ) -> Result<String, (u16, String)> {
-        if !pickguard_index::is_valid_name(name) {
-            return Err((400, format!("invalid project name {name:?}")));
-        }
-        let project = normalize(name);
-        if filename.contains('/')
-            || filename.contains('\\')
-            || filename.starts_with('.')
-            || filename.ends_with(".pickguard.json")
-        {
-            return Err((400, format!("invalid file name {filename:?}")));
-        }
-        let dist = filename.split('-').next().unwrap_or("");
-        if normalize(dist) != project {
-            return Err((
-                400,
-                format!("file {filename:?} does not belong to project {project:?}"),
-            ));
-        }
-        if pickguard_index::version_of(filename) != Some(version) {
-            return Err((400, format!("file {filename:?} is not version {version}")));
-        }
-        let sha = hex::encode(Sha256::digest(content));
-        if let Some(d) = sha256_digest
-            && !d.eq_ignore_ascii_case(&sha)
-        {
-            return Err((
-                400,
-                format!("sha256_digest {d} does not match the uploaded content ({sha})"),
-            ));
-        }
+    /// Store an upload already streamed to `tmp` (which this removes in all
+    /// cases). Errors are (HTTP status, message).
+    pub async fn store_upload(&self, u: Upload) -> Result<(), (u16, String)> {
+        let tmp = u.tmp.clone();
+        let r = self.store_upload_inner(u).await;
+        let _ = std::fs::remove_file(&tmp);
+        r
+    }
+
+    async fn store_upload_inner(&self, u: Upload) -> Result<(), (u16, String)> {
+        let project = check_upload(&u)?;
         let dir = self.hosted_dir(&project);
-        let target = dir.join(filename);
-        if target.exists() {
+        let target = dir.join(&u.filename);
+        let sidecar = dir.join(format!("{}.pickguard.json", u.filename));
+        let lock = {
+            let mut locks = self
+                .upload_locks
+                .lock()
+                .map_err(|_| (500, "upload lock poisoned".to_string()))?;
+            if locks.len() > 10_000 {
+                locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+            }
+            locks.entry(project.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if sidecar.exists() {
             return Err((
-                400,
-                format!("File already exists: {filename} (uploads never replace a file)"),
+                409,
+                format!(
+                    "File already exists: {} (uploads never replace a file; delete it through the admin API first)",
+                    u.filename
+                ),
             ));
         }
-        // Claim first: the name is private before any of its files is visible.
-        self.db
-            .claim(&project, "upload")
-            .map_err(|e| (500, format!("claim registry: {e}")))?;
+        // A file without its sidecar is the leftover of a crash between the
+        // two steps (we hold the project's lock, so no upload is in flight).
+        if target.exists() {
+            tracing::warn!(event = "hosted-leftover-removed", project = %project, file = %u.filename, "removed an uploaded file that was never recorded");
+            std::fs::remove_file(&target).map_err(|e| (500, format!("storage: {e}")))?;
+        }
         std::fs::create_dir_all(&dir).map_err(|e| (500, format!("storage: {e}")))?;
-        let tmp = dir.join(format!(".{filename}.part"));
-        std::fs::write(&tmp, content).map_err(|e| (500, format!("storage: {e}")))?;
-        std::fs::rename(&tmp, &target).map_err(|e| (500, format!("storage: {e}")))?;
-        let sc = Sidecar {
-            sha256: sha.clone(),
-            upload_time: crate::state::now_rfc3339(),
-            requires_python,
-            size: content.len() as u64,
+        std::fs::hard_link(&u.tmp, &target).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                (409, format!("File already exists: {}", u.filename))
+            } else {
+                (500, format!("storage: {e}"))
+            }
+        })?;
+        // Claim before the file is visible; forget a new claim if we fail after.
+        let newly_claimed = match self.claim_reason(&project) {
+            Some(_) => false,
+            None => self
+                .db
+                .claim(&project, &format!("upload by {}", u.actor))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&target);
+                    (500, format!("claim registry: {e}"))
+                })?,
         };
-        let sidecar = dir.join(format!("{filename}.pickguard.json"));
-        let tmp = dir.join(format!(".{filename}.pickguard.json.part"));
-        std::fs::write(&tmp, serde_json::to_vec(&sc).unwrap_or_default())
-            .map_err(|e| (500, format!("storage: {e}")))?;
-        std::fs::rename(&tmp, &sidecar).map_err(|e| (500, format!("storage: {e}")))?;
+        let sc = Sidecar {
+            sha256: u.sha256.clone(),
+            upload_time: crate::state::now_rfc3339(),
+            requires_python: u.requires_python.clone(),
+            size: u.size,
+            uploader: Some(u.actor.clone()),
+        };
+        let tmp_sc = dir.join(format!(".{}.pickguard.json.part", u.filename));
+        let written = write_synced(&tmp_sc, &serde_json::to_vec(&sc).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp_sc, &sidecar))
+            .and_then(|()| sync_dir(&dir));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp_sc);
+            let _ = std::fs::remove_file(&sidecar);
+            let _ = std::fs::remove_file(&target);
+            if newly_claimed {
+                let _ = self.db.unclaim(&project);
+            }
+            return Err((507, format!("storage: {e}; nothing was stored")));
+        }
         self.invalidate(&project);
-        Ok(sha)
+        Ok(())
+    }
+
+    /// Delete a hosted file (admin). Returns whether it existed.
+    pub fn delete_hosted(&self, project: &str, filename: &str) -> Result<bool, String> {
+        if filename.contains('/') || filename.contains('\\') || filename.starts_with('.') {
+            return Err(format!("invalid file name {filename:?}"));
+        }
+        let dir = self.hosted_dir(project);
+        let sidecar = dir.join(format!("{filename}.pickguard.json"));
+        // The sidecar first: the file is invisible from that moment.
+        let existed = match std::fs::remove_file(&sidecar) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(format!("storage: {e}")),
+        };
+        match std::fs::remove_file(dir.join(filename)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("storage: {e}")),
+        }
+        let _ = std::fs::remove_dir(&dir); // only when empty
+        self.invalidate(project);
+        Ok(existed)
+    }
+
+    /// Does the hosted index hold any file of this project?
+    pub fn has_hosted(&self, project: &str) -> bool {
+        self.hosted_project(project).is_some()
+    }
+
+    /// Directory uploads are streamed into before they are checked.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("hosted").join(".incoming")
+    }
+}
+
+/// An upload streamed to a temporary file, with its form fields.
+pub struct Upload {
+    pub actor: String,
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub tmp: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub requires_python: Option<String>,
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Remove crash leftovers from the hosted tree: temporary files, and files
+/// never recorded by a sidecar.
+pub fn recover(root: &Path) {
+    let _ = std::fs::remove_dir_all(root.join(".incoming"));
+    let Ok(projects) = std::fs::read_dir(root) else {
+        return;
+    };
+    for p in projects.flatten() {
+        let Ok(files) = std::fs::read_dir(p.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let path = f.path();
+            let orphan = if name.starts_with('.') && name.ends_with(".part") {
+                true
+            } else if name.ends_with(".pickguard.json") {
+                false
+            } else {
+                !p.path().join(format!("{name}.pickguard.json")).exists()
+            };
+            if orphan {
+                tracing::warn!(event = "hosted-leftover-removed", path = %path.display(), "removed an unrecorded upload left by a crash");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+fn version_eq(a: &str, b: &str) -> bool {
+    match (
+        a.parse::<pep440_rs::Version>(),
+        b.parse::<pep440_rs::Version>(),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// What a distribution file name says: (kind, version). Wheels follow the
+/// binary distribution format (5 or 6 dash-separated fields, escaped name);
+/// sdists are `.tar.gz` or (legacy) `.zip`, `NAME-VERSION` with any legacy
+/// spelling of the name.
+pub fn parse_dist_filename(filename: &str, project: &str) -> Result<(Kind, String), String> {
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        let parts: Vec<&str> = stem.split('-').collect();
+        if !(parts.len() == 5 || parts.len() == 6) || parts.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "{filename:?} is not a wheel file name (NAME-VERSION[-BUILD]-PY-ABI-PLATFORM.whl)"
+            ));
+        }
+        if normalize(parts[0]) != project {
+            return Err(format!(
+                "{filename:?} does not belong to project {project:?}"
+            ));
+        }
+        if parts.len() == 6 && !parts[2].starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!(
+                "{filename:?}: the build tag must start with a digit"
+            ));
+        }
+        return Ok((Kind::Wheel, parts[1].replace('_', "-")));
+    }
+    let (stem, kind) = if let Some(s) = filename.strip_suffix(".tar.gz") {
+        (s, Kind::TarGz)
+    } else if let Some(s) = filename.strip_suffix(".zip") {
+        (s, Kind::Zip)
+    } else {
+        return Err(format!(
+            "{filename:?}: only wheels (.whl) and sdists (.tar.gz, legacy .zip) are accepted"
+        ));
+    };
+    stem.match_indices('-')
+        .find(|(i, _)| normalize(&stem[..*i]) == project && *i + 1 < stem.len())
+        .map(|(i, _)| (kind, stem[i + 1..].to_owned()))
+        .ok_or_else(|| format!("{filename:?} does not belong to project {project:?}"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Wheel,
+    TarGz,
+    Zip,
+}
+
+/// Most bytes read from a metadata file inside an upload.
+const MAX_METADATA: u64 = 4 << 20;
+
+/// `Name` and `Version` of a core-metadata document (RFC 822 headers).
+fn name_version(text: &str) -> (Option<String>, Option<String>) {
+    let (mut name, mut version) = (None, None);
+    for line in text.lines() {
+        if line.is_empty() {
+            break; // the body (description) starts
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "name" if name.is_none() => name = Some(v.trim().to_owned()),
+                "version" if version.is_none() => version = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    (name, version)
+}
+
+/// The core metadata inside an uploaded file, read as installers read it:
+/// a wheel's `*.dist-info/METADATA` (zipfile: central directory), an
+/// sdist's top-level `*/PKG-INFO`.
+fn read_metadata(path: &Path, kind: Kind) -> Result<String, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("storage: {e}"))?;
+    let mut out = String::new();
+    match kind {
+        Kind::Wheel | Kind::Zip => {
+            let mut z = zip::ZipArchive::new(f).map_err(|e| format!("not a zip archive: {e}"))?;
+            let want = |n: &str| {
+                let parts: Vec<&str> = n.split('/').collect();
+                match kind {
+                    Kind::Wheel => {
+                        parts.len() == 2
+                            && parts[0].ends_with(".dist-info")
+                            && parts[1] == "METADATA"
+                    }
+                    _ => parts.len() == 2 && parts[1] == "PKG-INFO",
+                }
+            };
+            let names: Vec<String> = z
+                .file_names()
+                .filter(|n| want(n))
+                .map(str::to_owned)
+                .collect();
+            if names.len() != 1 {
+                return Err(format!(
+                    "expected exactly one {} in the archive, found {}",
+                    if kind == Kind::Wheel {
+                        "*.dist-info/METADATA"
+                    } else {
+                        "*/PKG-INFO"
+                    },
+                    names.len()
+                ));
+            }
+            z.by_name(&names[0])
+                .map_err(|e| e.to_string())?
+                .take(MAX_METADATA)
+                .read_to_string(&mut out)
+                .map_err(|e| format!("reading {}: {e}", names[0]))?;
+        }
+        Kind::TarGz => {
+            let mut t = tar::Archive::new(flate2::read::GzDecoder::new(f));
+            let mut found = false;
+            for e in t.entries().map_err(|e| format!("not a .tar.gz: {e}"))? {
+                let mut e = e.map_err(|e| format!("not a .tar.gz: {e}"))?;
+                let p = e
+                    .path()
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .into_owned();
+                let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
+                if parts.len() == 2 && parts[1] == "PKG-INFO" {
+                    (&mut e)
+                        .take(MAX_METADATA)
+                        .read_to_string(&mut out)
+                        .map_err(|e| format!("reading PKG-INFO: {e}"))?;
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Err("no top-level */PKG-INFO in the sdist".into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Check an upload's form, file name and metadata against each other.
+/// Returns the normalised project name.
+pub fn check_upload(u: &Upload) -> Result<String, (u16, String)> {
+    let bad = |m: String| (400, m);
+    if !pickguard_index::is_valid_name(&u.name) {
+        return Err(bad(format!("invalid project name {:?}", u.name)));
+    }
+    let project = normalize(&u.name);
+    if u.filename.contains('/')
+        || u.filename.contains('\\')
+        || u.filename.starts_with('.')
+        || u.filename.ends_with(".pickguard.json")
+        || u.filename.ends_with(".part")
+        || u.filename.len() > 255
+    {
+        return Err(bad(format!("invalid file name {:?}", u.filename)));
+    }
+    let (kind, file_version) = parse_dist_filename(&u.filename, &project).map_err(bad)?;
+    if !version_eq(&file_version, &u.version) {
+        return Err(bad(format!(
+            "file {:?} is version {file_version}, the form says {}",
+            u.filename, u.version
+        )));
+    }
+    let meta = read_metadata(&u.tmp, kind).map_err(|e| bad(format!("{}: {e}", u.filename)))?;
+    let (name, version) = name_version(&meta);
+    if name.as_deref().map(normalize).as_deref() != Some(project.as_str()) {
+        return Err(bad(format!(
+            "{}: its metadata names project {:?}, not {project:?}",
+            u.filename,
+            name.unwrap_or_default()
+        )));
+    }
+    if !version
+        .as_deref()
+        .is_some_and(|v| version_eq(v, &u.version))
+    {
+        return Err(bad(format!(
+            "{}: its metadata says version {:?}, not {}",
+            u.filename,
+            version.unwrap_or_default(),
+            u.version
+        )));
+    }
+    Ok(project)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_file_names() {
+        let w = |f: &str| parse_dist_filename(f, "acme-internal");
+        assert_eq!(
+            w("acme_internal-1.0-py3-none-any.whl").unwrap(),
+            (Kind::Wheel, "1.0".into())
+        );
+        assert_eq!(w("acme_internal-1.0-1-py3-none-any.whl").unwrap().1, "1.0");
+        assert_eq!(
+            w("Acme.Internal-2.0b1.tar.gz").unwrap(),
+            (Kind::TarGz, "2.0b1".into())
+        );
+        assert_eq!(
+            w("acme-internal-2.0.zip").unwrap(),
+            (Kind::Zip, "2.0".into())
+        );
+        for junk in [
+            "acme_internal-1.0.whl",
+            "acme_internal-1.0-py3-none.whl",
+            "acme_internal-1.0-x-py3-none-any.whl",
+            "acme_internal--py3-none-any-x.whl",
+            "other-1.0-py3-none-any.whl",
+            "acme_internal-1.0.exe",
+            "acme_internal-1.0.tar.bz2",
+            "acme-internal.tar.gz",
+        ] {
+            assert!(w(junk).is_err(), "{junk} accepted");
+        }
+        assert!(version_eq("1.0", "1.0.0"));
+        assert!(!version_eq("1.0", "1.1"));
+        assert_eq!(
+            name_version(
+                "Metadata-Version: 2.1\nName: acme_internal\nVersion: 1.0\n\nName: evil\n"
+            ),
+            (Some("acme_internal".into()), Some("1.0".into()))
+        );
     }
 }

@@ -13,6 +13,7 @@ upstream's sha256 before they are served or cached. Every decision is
 written to an append-only audit log.
 */
 
+mod auth;
 pub mod config;
 mod hosted;
 mod resolve;
@@ -20,6 +21,7 @@ mod server;
 pub mod state;
 mod upstream;
 
+pub use auth::hash_secret;
 pub use config::Config;
 pub use server::{router, serve};
 
@@ -58,8 +60,10 @@ pub struct AppState {
     /// Files listed recently: (upstream, sha256) -> where to fetch them.
     files: RwLock<HashMap<(String, String), FileRef>>,
     cache_dir: PathBuf,
-    admin_token: Option<String>,
-    upload_token: Option<String>,
+    auth: auth::Auth,
+    /// Per-project upload locks: the existence check, link and record of one
+    /// filename happen under it.
+    upload_locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The hosted index, as an upstream.
     hosted: config::Upstream,
 }
@@ -84,6 +88,44 @@ fn upstream_client(up: &config::Upstream) -> anyhow::Result<reqwest::Client> {
         .read_timeout(std::time::Duration::from_secs(up.timeout_secs))
         .redirect(policy)
         .build()?)
+}
+
+/// Delete `.part` files a crash or an aborted download left in the cache.
+fn remove_partial_files(dir: &std::path::Path) {
+    for e in walk(dir) {
+        if e.file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".part"))
+        {
+            match std::fs::remove_file(&e) {
+                Ok(()) => {
+                    tracing::info!(event = "partial-removed", path = %e.display(), "removed a partial download")
+                }
+                Err(err) => {
+                    tracing::warn!(event = "partial-remove-failed", path = %e.display(), error = %err, "could not remove a partial download")
+                }
+            }
+        }
+    }
+}
+
+/// Files under `dir`, three levels deep at most (upstream/sha256/file).
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() && depth < 3 => stack.push((p, depth + 1)),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 impl AppState {
@@ -128,6 +170,9 @@ impl AppState {
             .clone()
             .or_else(|| std::env::var("PICKGUARD_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty());
+        let auth = auth::Auth::new(&cfg.tokens, admin_token, cfg_upload_token)?;
+        hosted::recover(&cfg.data_dir.join("hosted"));
+        remove_partial_files(&cache_dir);
         Ok(AppState {
             claim_globs: globs.build()?,
             cfg,
@@ -139,8 +184,8 @@ impl AppState {
             response_cache: Mutex::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
             cache_dir,
-            admin_token,
-            upload_token: cfg_upload_token,
+            auth,
+            upload_locks: Mutex::new(HashMap::new()),
             hosted: config::Upstream::new("hosted", "", true),
         })
     }

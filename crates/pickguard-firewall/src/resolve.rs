@@ -115,6 +115,24 @@ impl AppState {
         f
     }
 
+    /// Does a public upstream have this project? `Ok(Some(upstream))` if one
+    /// serves it, `Ok(None)` if every one said it does not, `Err` if one could
+    /// not tell (a publish is then refused: the check fails closed).
+    pub async fn public_presence(&self, name: &str) -> Result<Option<String>, String> {
+        let mut err = None;
+        for up in self.cfg.upstreams.iter().filter(|u| !u.private) {
+            match self.fetch_cached(up, name).await {
+                Fetch::Found(_) => return Ok(Some(up.name.clone())),
+                Fetch::Empty | Fetch::NotFound => {}
+                Fetch::Error(e) => err = Some(e),
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
     /// Forget cached pages of a project (after admin changes).
     pub fn invalidate(&self, name: &str) {
         if let Ok(mut c) = self.page_cache.lock() {

@@ -23,8 +23,18 @@ use tower::ServiceExt;
 type St = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // Uploads are streamed to disk and limited by max_upload_bytes; the
+    // framework's 2 MB default would refuse ordinary wheels.
+    let body_limit = axum::extract::DefaultBodyLimit::max(
+        usize::try_from(state.cfg.max_upload_bytes.saturating_add(16 << 20)).unwrap_or(usize::MAX),
+    );
+    let uploads = Router::new()
         .route("/", get(|| async { redirect("/simple/") }).post(upload))
+        .route("/legacy/", post(upload))
+        .route("/upload/", post(upload))
+        .layer(body_limit);
+    Router::new()
+        .merge(uploads)
         .route("/simple", get(|| async { redirect("/simple/") }))
         .route("/simple/", get(root_index))
         .route("/simple/{name}", get(project_noslash))
@@ -34,11 +44,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(file).head(file),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/legacy/", post(upload))
-        .route("/upload/", post(upload))
         .route("/metrics", get(metrics))
         .route("/admin/claims", get(admin_claims).post(admin_add_claims))
         .route("/admin/claims/{name}", delete(admin_delete_claim))
+        .route(
+            "/admin/files/{project}/{filename}",
+            delete(admin_delete_file),
+        )
         .route("/admin/decisions", get(admin_decisions))
         .route("/admin/quarantine", get(admin_quarantine))
         .route("/admin/quarantine/release", post(admin_release))
@@ -147,6 +159,9 @@ fn log(
 
 async fn root_index(State(st): St, headers: HeaderMap) -> Response {
     Metrics::inc(&st.metrics.requests);
+    if let Some(r) = deny_read(&st, &headers) {
+        return r;
+    }
     let Some(fmt) = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) else {
         return not_acceptable();
     };
@@ -211,6 +226,9 @@ async fn project(
     headers: HeaderMap,
 ) -> Response {
     Metrics::inc(&st.metrics.requests);
+    if let Some(r) = deny_read(&st, &headers) {
+        return r;
+    }
     let name = normalize(&raw);
     let path = format!("/simple/{raw}/");
     if raw != name {
@@ -406,6 +424,9 @@ async fn file(
     req: Request,
 ) -> Response {
     Metrics::inc(&st.metrics.requests);
+    if let Some(r) = deny_read(&st, req.headers()) {
+        return r;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let sha_ok = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
@@ -618,32 +639,37 @@ async fn metrics(State(st): St) -> Response {
     r
 }
 
-/// `Some(refusal)` unless the request carries the admin token.
+/// `Some(refusal)` unless the request carries an admin credential.
 fn deny(st: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &st.admin_token else {
+    if !st.auth.admin_configured() {
         return Some(text(
             404,
-            "the admin API is off: set admin_token or PICKGUARD_ADMIN_TOKEN\n".into(),
+            "the admin API is off: set admin_token (or PICKGUARD_ADMIN_TOKEN) or a [[token]] with role \"admin\"\n".into(),
             None,
         ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time comparison.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
-    if ok {
-        None
-    } else {
-        Some(text(401, "bad or missing bearer token\n".into(), None))
     }
+    match st.auth.identify(headers) {
+        Some(id) if id.is_admin() => None,
+        Some(id) => Some(text(
+            403,
+            format!("token {:?} is not an admin token\n", id.name),
+            None,
+        )),
+        None => Some(text(401, "bad or missing bearer token\n".into(), None)),
+    }
+}
+
+/// `Some(refusal)` when reads need a token and the request has none valid.
+fn deny_read(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+    if !st.cfg.require_read_token || st.auth.identify(headers).is_some() {
+        return None;
+    }
+    let mut r = text(401, "this index needs a token to read\n".into(), None);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"pickguard\""),
+    );
+    Some(r)
 }
 
 async fn admin_claims(State(st): St, headers: HeaderMap) -> Response {
@@ -690,6 +716,7 @@ async fn admin_add_claims(
 
 async fn admin_delete_claim(
     State(st): St,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
@@ -697,9 +724,81 @@ async fn admin_delete_claim(
         return r;
     }
     let norm = normalize(&name);
-    let removed = st.db.unclaim(&norm).unwrap_or(false);
+    if st.has_hosted(&norm) {
+        return text(
+            409,
+            format!(
+                "{norm} has files in the hosted index, which claim it: delete them first (DELETE /admin/files/{norm}/FILENAME)\n"
+            ),
+            None,
+        );
+    }
+    let removed = match st.db.unclaim(&norm) {
+        Ok(r) => r,
+        Err(e) => return text(500, format!("claim registry: {e}\n"), None),
+    };
     st.invalidate(&norm);
-    Json(serde_json::json!({"removed": removed})).into_response()
+    let still = st.claim_reason(&norm);
+    log(
+        &st,
+        client,
+        &Method::DELETE,
+        &format!("/admin/claims/{norm}"),
+        Some(&norm),
+        "admin-unclaim",
+        None,
+        still.is_some(),
+        still.clone().map(|c| format!("still claimed: {c}")),
+        200,
+        vec![],
+    );
+    Json(serde_json::json!({"removed": removed, "still_claimed": still})).into_response()
+}
+
+async fn admin_delete_file(
+    State(st): St,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((project, filename)): Path<(String, String)>,
+) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let norm = normalize(&project);
+    if !pickguard_index::is_valid_name(&norm) {
+        return text(400, "not a valid project name\n".into(), None);
+    }
+    let actor = st
+        .auth
+        .identify(&headers)
+        .map(|i| i.name)
+        .unwrap_or_default();
+    match st.delete_hosted(&norm, &filename) {
+        Ok(deleted) => {
+            log(
+                &st,
+                client,
+                &Method::DELETE,
+                &format!("/admin/files/{norm}/{filename}"),
+                Some(&norm),
+                "admin-delete-file",
+                Some("hosted".into()),
+                true,
+                Some(format!(
+                    "{filename} deleted by {actor} (existed: {deleted})"
+                )),
+                if deleted { 200 } else { 404 },
+                vec![],
+            );
+            let status = if deleted {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            (status, Json(serde_json::json!({"deleted": deleted}))).into_response()
+        }
+        Err(e) => text(400, format!("{e}\n"), None),
+    }
 }
 
 #[derive(Deserialize)]
@@ -777,41 +876,99 @@ async fn admin_block(
     set_override(&st, &headers, body, "block").await
 }
 
+/// Largest text field of an upload form (metadata fields: description...).
+const MAX_FORM_FIELD: usize = 1 << 20;
+
+/// Read one multipart field to its end, at most `limit` bytes.
+async fn field_text(
+    f: &mut axum::extract::multipart::Field<'_>,
+    limit: usize,
+) -> Result<String, (u16, String)> {
+    let mut v = Vec::new();
+    while let Some(c) = f
+        .chunk()
+        .await
+        .map_err(|e| (400, format!("reading the upload form: {e}")))?
+    {
+        if v.len() + c.len() > limit {
+            return Err((413, format!("a form field is over {limit} bytes")));
+        }
+        v.extend_from_slice(&c);
+    }
+    Ok(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Stream the `content` field into a new file in `dir`: (path, sha256, size).
+async fn field_to_file(
+    f: &mut axum::extract::multipart::Field<'_>,
+    dir: &std::path::Path,
+    limit: u64,
+) -> Result<(std::path::PathBuf, String, u64), (u16, String)> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| (507, format!("storage: {e}")))?;
+    let path = dir.join(format!(
+        "{}-{}.part",
+        std::process::id(),
+        hex::encode(rand_u32().to_le_bytes()) + &hex::encode(rand_u32().to_le_bytes())
+    ));
+    let result = async {
+        let mut out = tokio::fs::File::create_new(&path)
+            .await
+            .map_err(|e| (507, format!("storage: {e}")))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(c) = f
+            .chunk()
+            .await
+            .map_err(|e| (400, format!("reading the upload: {e}")))?
+        {
+            size += c.len() as u64;
+            if size > limit {
+                return Err((
+                    413,
+                    format!("the file is over the {limit}-byte upload limit (max_upload_bytes)"),
+                ));
+            }
+            hasher.update(&c);
+            out.write_all(&c)
+                .await
+                .map_err(|e| (507, format!("storage: {e}; nothing was stored")))?;
+        }
+        out.sync_all()
+            .await
+            .map_err(|e| (507, format!("storage: {e}; nothing was stored")))?;
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+    .await;
+    match result {
+        Ok((sha, size)) => Ok((path, sha, size)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e)
+        }
+    }
+}
+
 /// Twine-compatible legacy upload: multipart form, `:action=file_upload`.
 async fn upload(
     State(st): St,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    mut form: axum::extract::Multipart,
+    form: axum::extract::Multipart,
 ) -> Response {
     Metrics::inc(&st.metrics.requests);
-    let Some(token) = &st.upload_token else {
+    if !st.auth.publish_configured() {
         return text(
             403,
-            "uploads are off: set upload_token or PICKGUARD_UPLOAD_TOKEN\n".into(),
+            "uploads are off: set a [[token]] with role \"publish\" (or upload_token)\n".into(),
             None,
         );
-    };
-    let password = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|up| up.split_once(':').map(|(_, p)| p.to_owned()));
-    let ok = password.as_deref().is_some_and(|p| {
-        p.len() == token.len()
-            && p.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
-    if !ok {
+    }
+    let Some(id) = st.auth.identify(&headers) else {
         let mut r = text(
             401,
-            "upload needs HTTP Basic auth with the upload token as password\n".into(),
+            "upload needs HTTP Basic auth with a publish token as password\n".into(),
             None,
         );
         r.headers_mut().insert(
@@ -819,81 +976,164 @@ async fn upload(
             HeaderValue::from_static("Basic realm=\"pickguard\""),
         );
         return r;
-    }
-    let (mut action, mut name, mut version, mut digest, mut requires_python, mut file) =
-        (None, None, None, None, None, None);
-    loop {
-        match form.next_field().await {
-            Ok(Some(f)) => {
-                let field = f.name().unwrap_or("").to_owned();
-                if field == "content" {
-                    let fname = f.file_name().unwrap_or("").to_owned();
-                    match f.bytes().await {
-                        Ok(b) => file = Some((fname, b)),
-                        Err(e) => return text(400, format!("reading the upload: {e}\n"), None),
-                    }
-                } else {
-                    let v = f.text().await.unwrap_or_default();
-                    match field.as_str() {
-                        ":action" => action = Some(v),
-                        "name" => name = Some(v),
-                        "version" => version = Some(v),
-                        "sha256_digest" => digest = Some(v),
-                        "requires_python" if !v.is_empty() => requires_python = Some(v),
-                        _ => {}
-                    }
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return text(400, format!("bad multipart form: {e}\n"), None),
-        }
-    }
-    if action.as_deref() != Some("file_upload") {
-        return text(400, "only :action=file_upload is supported\n".into(), None);
-    }
-    let (Some(name), Some(version), Some((fname, content))) = (name, version, file) else {
-        return text(400, "name, version and content are required\n".into(), None);
     };
-    let project = normalize(&name);
-    match st.upload(
-        &name,
-        &version,
-        &fname,
-        &content,
-        digest.as_deref(),
-        requires_python,
-    ) {
-        Ok(sha) => {
+    let mut tmp = None;
+    let result = receive_upload(&st, &id, form, &mut tmp).await;
+    if let Some(t) = tmp {
+        let _ = tokio::fs::remove_file(t).await;
+    }
+    let (project, outcome) = match result {
+        Ok((project, fname, sha)) => (
+            Some(project),
+            Ok(format!("{fname} sha256={sha} by {}", id.name)),
+        ),
+        Err((project, status, msg)) => (project, Err((status, msg))),
+    };
+    match outcome {
+        Ok(detail) => {
             log(
                 &st,
                 client,
                 &Method::POST,
                 "/upload",
-                Some(&project),
+                project.as_deref(),
                 "upload",
                 Some("hosted".into()),
                 true,
-                Some(format!("{fname} sha256={sha}")),
+                Some(detail),
                 200,
                 vec![],
             );
             text(200, "OK\n".into(), None)
         }
         Err((status, msg)) => {
+            tracing::warn!(event = "upload-refused", actor = %id.name, project = project.as_deref().unwrap_or(""), status, reason = %msg, "upload refused");
             log(
                 &st,
                 client,
                 &Method::POST,
                 "/upload",
-                Some(&project),
+                project.as_deref(),
                 "upload-refused",
                 Some("hosted".into()),
                 false,
-                Some(msg.clone()),
+                Some(format!("{msg} (by {})", id.name)),
                 status,
                 vec![],
             );
             text(status, format!("{msg}\n"), Some(&msg))
         }
     }
+}
+
+type UploadError = (Option<String>, u16, String);
+
+/// Read the form (file streamed to disk), check who may publish what, store.
+async fn receive_upload(
+    st: &AppState,
+    id: &crate::auth::Identity,
+    mut form: axum::extract::Multipart,
+    tmp: &mut Option<std::path::PathBuf>,
+) -> Result<(String, String, String), UploadError> {
+    let (mut action, mut name, mut version, mut digest, mut requires_python, mut file) =
+        (None, None, None, None, None, None);
+    loop {
+        match form.next_field().await {
+            Ok(Some(mut f)) => {
+                let field = f.name().unwrap_or("").to_owned();
+                if field == "content" {
+                    if file.is_some() {
+                        return Err((None, 400, "more than one file in the upload".into()));
+                    }
+                    let fname = f.file_name().unwrap_or("").to_owned();
+                    let (path, sha, size) =
+                        field_to_file(&mut f, &st.incoming_dir(), st.cfg.max_upload_bytes)
+                            .await
+                            .map_err(|(s, m)| (None, s, m))?;
+                    *tmp = Some(path.clone());
+                    file = Some((fname, path, sha, size));
+                } else {
+                    let v = field_text(&mut f, MAX_FORM_FIELD)
+                        .await
+                        .map_err(|(s, m)| (None, s, m))?;
+                    match field.as_str() {
+                        ":action" => action = Some(v),
+                        "name" => name = Some(v),
+                        "version" => version = Some(v),
+                        "sha256_digest" if !v.is_empty() => digest = Some(v),
+                        "requires_python" if !v.is_empty() => requires_python = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err((None, 400, format!("bad multipart form: {e}"))),
+        }
+    }
+    if action.as_deref() != Some("file_upload") {
+        return Err((None, 400, "only :action=file_upload is supported".into()));
+    }
+    let (Some(name), Some(version), Some((fname, path, sha, size))) = (name, version, file) else {
+        return Err((None, 400, "name, version and content are required".into()));
+    };
+    let project = normalize(&name);
+    let err = |s: u16, m: String| (Some(project.clone()), s, m);
+    if let Some(d) = digest
+        && !d.trim().eq_ignore_ascii_case(&sha)
+    {
+        return Err(err(
+            400,
+            format!("sha256_digest {d} does not match the uploaded content ({sha})"),
+        ));
+    }
+    if !id.may_publish(&project) {
+        return Err(err(
+            403,
+            format!("token {:?} may not publish {project:?}", id.name),
+        ));
+    }
+    if st.cfg.routes.contains_key(&project) {
+        return Err(err(
+            409,
+            format!(
+                "{project} is routed to fixed upstreams ([routes]); the hosted index is not one of them"
+            ),
+        ));
+    }
+    // Name takeover: a name that exists publicly is published here only
+    // after an administrator has claimed it.
+    if st.claim_reason(&project).is_none() && !st.has_hosted(&project) {
+        match st.public_presence(&project).await {
+            Ok(None) => {}
+            Ok(Some(up)) => {
+                return Err(err(
+                    403,
+                    format!(
+                        "{project} exists on public upstream {up}: publishing it here would hide the public project from every client; an administrator must claim it first (POST /admin/claims)"
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(err(
+                    503,
+                    format!(
+                        "cannot check whether {project} exists publicly ({e}); publishing a new name needs that check, or an administrator's claim"
+                    ),
+                ));
+            }
+        }
+    }
+    st.store_upload(crate::hosted::Upload {
+        actor: id.name.clone(),
+        name,
+        version,
+        filename: fname.clone(),
+        tmp: path,
+        sha256: sha.clone(),
+        size,
+        requires_python,
+    })
+    .await
+    .map_err(|(s, m)| err(s, m))?;
+    Ok((project, fname, sha))
 }

@@ -10,6 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pickguard_firewall::{AppState, Config, router};
+mod common;
+
+use common::spawn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,17 +69,6 @@ async fn faulty(State(u): State<Upstream>, Path(_name): Path<String>) -> Respons
 }
 
 use futures_util::StreamExt;
-
-async fn spawn(app: Router) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap()
-    });
-    addr
-}
 
 async fn fault_upstream(initial: Fault) -> (Upstream, SocketAddr) {
     let u = Upstream {

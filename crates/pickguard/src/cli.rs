@@ -166,6 +166,19 @@ pub enum FirewallCommand {
     ///   pip install -i http://127.0.0.1:3141/simple/ acme-internal
     #[command(verbatim_doc_comment)]
     Serve(FirewallServeArgs),
+    /// Print the SHA-256 of a token secret read from standard input, for a
+    /// `[[token]]` entry of firewall.toml (the secret itself is never stored).
+    ///
+    /// Example:
+    ///   openssl rand -hex 32 | tee ml-team.secret | pickguard firewall hash-token
+    ///   # firewall.toml:
+    ///   # [[token]]
+    ///   # name = "ml-team"
+    ///   # sha256 = "<printed hash>"
+    ///   # role = "publish"          # admin | publish | read
+    ///   # publish = ["acme-ml-*"]
+    #[command(verbatim_doc_comment)]
+    HashToken,
 }
 
 #[derive(Args, Debug)]

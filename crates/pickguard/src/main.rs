@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Firewall(cli::FirewallCommand::Serve(args)) => {
             commands::firewall::serve(args)
         }
+        cli::Command::Firewall(cli::FirewallCommand::HashToken) => commands::firewall::hash_token(),
         cli::Command::Sign(args) => commands::sign::sign(args),
         cli::Command::Verify(args) => commands::sign::verify(args),
     };

@@ -708,7 +708,14 @@ fn uploads_claim_their_name_atomically() {
         "uv publish: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Claimed by the upload; installable; never asked of the public indexes.
+    // Publishing a new name asked the public indexes once whether it exists
+    // there (a name on a public index is not published without an admin claim).
+    let checked = public_hits(&w, "/simple/uploaded-pkg/");
+    assert!(
+        checked >= 1,
+        "the takeover check did not ask the public index"
+    );
+    // Claimed by the upload; installable; not asked of the public indexes again.
     let (_, _, body) = http(
         w.port,
         "GET",
@@ -733,7 +740,7 @@ fn uploads_claim_their_name_atomically() {
         w.installed(&v, "uploaded-pkg", "uploaded_pkg"),
         Some(("2.0.0".into(), "HOSTED".into()))
     );
-    assert_eq!(public_hits(&w, "uploaded"), 0);
+    assert_eq!(public_hits(&w, "uploaded"), checked);
     // Uploads never replace a file: the second one is refused and logged.
     let _ = publish("up");
     let (_, _, body) = http(
