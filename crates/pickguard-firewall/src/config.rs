@@ -39,6 +39,12 @@ pub struct Config {
     /// Require a valid token (any role) to read /simple/ and /files/.
     #[serde(default)]
     pub require_read_token: bool,
+    /// The audit log is rotated when it passes this many bytes.
+    #[serde(default = "default_audit_max")]
+    pub audit_max_bytes: u64,
+    /// Rotated audit logs kept (`audit.jsonl.1` ... `.N`).
+    #[serde(default = "default_audit_keep")]
+    pub audit_keep: u32,
     /// Largest upload accepted, in bytes (streamed to disk, never held in memory).
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
@@ -209,6 +215,12 @@ fn default_on_private_error() -> String {
 }
 fn default_page_ttl() -> u64 {
     60
+}
+fn default_audit_max() -> u64 {
+    100 << 20
+}
+fn default_audit_keep() -> u32 {
+    10
 }
 fn default_max_upload() -> u64 {
     1 << 30

@@ -15,6 +15,7 @@ written to an append-only audit log.
 
 mod auth;
 pub mod config;
+mod fill;
 mod hosted;
 mod resolve;
 mod server;
@@ -60,6 +61,10 @@ pub struct AppState {
     /// Files listed recently: (upstream, sha256) -> where to fetch them.
     files: RwLock<HashMap<(String, String), FileRef>>,
     cache_dir: PathBuf,
+    /// Downloads in progress, by target path (concurrent misses wait on one).
+    fills: Mutex<HashMap<PathBuf, tokio::sync::watch::Receiver<fill::Outcome>>>,
+    /// Page cache hits since start (one in SAMPLE is written to the audit log).
+    page_hits: std::sync::atomic::AtomicU64,
     auth: auth::Auth,
     /// Per-project upload locks: the existence check, link and record of one
     /// filename happen under it.
@@ -145,7 +150,11 @@ impl AppState {
         let cache_dir = cfg.data_dir.join("files");
         std::fs::create_dir_all(&cache_dir)?;
         let db = state::Db::open(&cfg.data_dir.join("state.sqlite"))?;
-        let audit = state::AuditLog::open(&cfg.data_dir.join("audit.jsonl"))?;
+        let audit = state::AuditLog::open_with(
+            &cfg.data_dir.join("audit.jsonl"),
+            cfg.audit_max_bytes,
+            cfg.audit_keep,
+        )?;
         let mut globs = globset::GlobSetBuilder::new();
         for p in &cfg.claims.patterns {
             globs.add(globset::Glob::new(&pickguard_index::normalize(p))?);
@@ -184,6 +193,8 @@ impl AppState {
             response_cache: Mutex::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
             cache_dir,
+            fills: Mutex::new(HashMap::new()),
+            page_hits: std::sync::atomic::AtomicU64::new(0),
             auth,
             upload_locks: Mutex::new(HashMap::new()),
             hosted: config::Upstream::new("hosted", "", true),

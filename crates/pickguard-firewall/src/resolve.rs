@@ -101,7 +101,9 @@ impl AppState {
         let Some(client) = self.client(&up.name) else {
             return Fetch::Error(format!("{}: no client (internal error)", up.name));
         };
+        let t = Instant::now();
         let f = fetch_project(client, up, name).await;
+        self.metrics.observe_upstream(&up.name, t.elapsed());
         if let Fetch::Error(e) = &f {
             Metrics::inc(&self.metrics.upstream_errors);
             tracing::warn!(event = "upstream-error", upstream = %up.name, private = up.private, project = name, error = %e, "upstream answer not usable");
@@ -370,12 +372,49 @@ impl AppState {
                 });
                 // Only the hash the firewall verifies is passed on: a client
                 // checking another algorithm would trust bytes nobody checked.
+                // Metadata is advertised only with a hash to verify it by.
                 files.push(File {
                     url: format!("/files/{}/{}/{}/{}", up.name, name, sha, f.filename),
                     hashes: [("sha256".to_string(), sha.clone())].into(),
+                    core_metadata: f.core_metadata.clone().filter(|m| m.is_some()),
                     ..f
                 });
             }
+        }
+        // Distribution files are immutable: new bytes under a name already
+        // seen mean a compromised upstream or a replaced private file.
+        let mut by_upstream: std::collections::BTreeMap<&str, Vec<(String, String)>> =
+            Default::default();
+        for r in &refs {
+            if r.upstream != "hosted" {
+                by_upstream
+                    .entry(r.upstream.as_str())
+                    .or_default()
+                    .push((r.filename.clone(), r.sha256.clone()));
+            }
+        }
+        let mut changed = BTreeSet::new();
+        for (up, list) in by_upstream {
+            match self.db.check_files(up, &list) {
+                Ok(c) => {
+                    for (f, old) in c {
+                        Metrics::inc(&self.metrics.changed_files);
+                        tracing::error!(event = "file-changed", upstream = up, project = name, file = %f, first_seen_sha256 = %old, "an upstream lists new bytes under a file name seen before; refused");
+                        hidden.push(format!(
+                            "{f}: upstream {up} now lists sha256 {} for it, but {old} was seen first; distribution files never change, so it is refused (an admin can accept it: POST /admin/files/accept)",
+                            list.iter().find(|(n, _)| n == &f).map(|(_, s)| s.as_str()).unwrap_or("")
+                        ));
+                        changed.insert(f);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(event = "files-seen-failed", upstream = up, project = name, error = %e, "could not check file hashes against those seen before");
+                }
+            }
+        }
+        if !changed.is_empty() {
+            files.retain(|f| !changed.contains(&f.filename));
+            refs.retain(|r| !changed.contains(&r.filename));
         }
         Resolution {
             status: 200,

@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use pickguard_index::{
     Format, negotiate, normalize, render_html, render_index_html, render_index_json, render_json,
 };
@@ -21,6 +20,9 @@ use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 
 type St = State<Arc<AppState>>;
+
+/// One cached-page answer in this many is written to the audit log.
+const AUDIT_SAMPLE: u64 = 1000;
 
 pub fn router(state: Arc<AppState>) -> Router {
     // Uploads are streamed to disk and limited by max_upload_bytes; the
@@ -47,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/claims", get(admin_claims).post(admin_add_claims))
         .route("/admin/claims/{name}", delete(admin_delete_claim))
+        .route("/admin/files/accept", post(admin_accept_file))
         .route(
             "/admin/files/{project}/{filename}",
             delete(admin_delete_file),
@@ -55,7 +58,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/quarantine", get(admin_quarantine))
         .route("/admin/quarantine/release", post(admin_release))
         .route("/admin/quarantine/block", post(admin_block))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
+}
+
+/// Record each request's latency in its route's histogram.
+async fn timed(State(st): St, req: Request, next: axum::middleware::Next) -> Response {
+    let p = req.uri().path();
+    let route = if p.starts_with("/simple") {
+        "simple"
+    } else if p.starts_with("/files/") {
+        "files"
+    } else if p.starts_with("/admin/") {
+        "admin"
+    } else if req.method() == Method::POST {
+        "upload"
+    } else {
+        ""
+    };
+    let t = Instant::now();
+    let r = next.run(req).await;
+    st.metrics.observe_route(route, t.elapsed());
+    r
 }
 
 /// Bind and serve until SIGINT/SIGTERM; in-flight requests finish first.
@@ -154,6 +178,7 @@ fn log(
         status,
         hidden,
         dry_run: st.cfg.dry_run,
+        sample_of: None,
     });
 }
 
@@ -263,19 +288,29 @@ async fn project(
         .and_then(|c| c.get(&(name.clone(), fkey)).cloned());
     if let Some(hit) = hit.filter(|h| h.at.elapsed() < ttl) {
         Metrics::inc(&st.metrics.page_cache_hits);
-        log(
-            &st,
-            client,
-            &Method::GET,
-            &path,
-            Some(&name),
-            &hit.decision,
-            hit.upstream.clone(),
-            hit.claimed,
-            Some("cached page".into()),
-            200,
-            vec![],
-        );
+        // The decision was logged when the page was made; repeats are counted
+        // and one in AUDIT_SAMPLE is written, marked as standing for them all.
+        let n = st
+            .page_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Metrics::inc(&st.metrics.served);
+        if n % AUDIT_SAMPLE == 0 {
+            st.audit.record(Decision {
+                ts: now_rfc3339(),
+                client: client.ip().to_string(),
+                method: "GET".into(),
+                path: path.clone(),
+                project: Some(name.clone()),
+                decision: hit.decision.clone(),
+                upstream: hit.upstream.clone(),
+                claimed: hit.claimed,
+                reason: Some("cached page".into()),
+                status: 200,
+                hidden: vec![],
+                dry_run: st.cfg.dry_run,
+                sample_of: Some(AUDIT_SAMPLE),
+            });
+        }
         let mut r = (StatusCode::OK, Body::from(hit.body)).into_response();
         let h = r.headers_mut();
         h.insert(
@@ -370,7 +405,7 @@ async fn file_ref(
     project: &str,
     sha: &str,
     filename: &str,
-) -> Result<crate::resolve::FileRef, (u16, String)> {
+) -> Result<(crate::resolve::FileRef, bool), (u16, String)> {
     let known = st
         .files
         .read()
@@ -385,7 +420,7 @@ async fn file_ref(
             .iter()
             .any(|r| r.sha256 == f.sha256 && r.upstream == f.upstream)
         {
-            return Ok(f);
+            return Ok((f, res.claimed));
         }
         return Err((
             res.status.max(403),
@@ -394,12 +429,13 @@ async fn file_ref(
         ));
     }
     let res = st.resolve(project).await;
+    let claimed = res.claimed;
     match res
         .files
         .into_iter()
         .find(|f| f.upstream == upstream && f.sha256 == sha && f.filename == filename)
     {
-        Some(f) => Ok(f),
+        Some(f) => Ok((f, claimed)),
         None if res.status == 200 => {
             let why = res.hidden.iter().find(|h| h.starts_with(filename)).cloned();
             Err((
@@ -441,7 +477,8 @@ async fn file(
         Some(d) => (d.to_owned(), true),
         None => (filename.clone(), false),
     };
-    let fref = match file_ref(&st, &upstream, &project, &sha.to_lowercase(), &dist).await {
+    let (fref, claimed) = match file_ref(&st, &upstream, &project, &sha.to_lowercase(), &dist).await
+    {
         Ok(f) => f,
         Err((status, reason)) => {
             log(
@@ -462,6 +499,7 @@ async fn file(
     };
     let dir = st.cache_dir.join(&fref.upstream).join(&fref.sha256);
     let mut target = dir.join(&filename);
+    let plain_get = method == Method::GET && !req.headers().contains_key(header::RANGE);
     if fref.upstream == "hosted" {
         match st.hosted_file(&project, &fref.sha256, &dist) {
             Some(p) if !is_metadata => target = p,
@@ -478,9 +516,46 @@ async fn file(
         } else {
             (fref.url.clone(), Some(fref.sha256.clone()))
         };
-        if let Err((status, reason)) =
-            download(&st, &fref.upstream, &url, want.as_deref(), &dir, &filename).await
-        {
+        // Metadata is served only with the hash the index advertises.
+        let Some(want) = want else {
+            return text(404, "no verifiable metadata for this file\n".into(), None);
+        };
+        let job = crate::fill::Job {
+            upstream: fref.upstream.clone(),
+            url,
+            sha256: want,
+            dir,
+            name: filename.clone(),
+        };
+        let outcome = match crate::fill::join(&st, job).await {
+            Ok(crate::fill::Role::Leader(rx, len)) if plain_get => {
+                log(
+                    &st,
+                    client,
+                    &method,
+                    &path,
+                    Some(&project),
+                    "serve-file",
+                    Some(fref.upstream.clone()),
+                    claimed,
+                    Some("downloaded, streamed while verified".into()),
+                    200,
+                    vec![],
+                );
+                return streamed(rx, len);
+            }
+            Ok(crate::fill::Role::Leader(rx, _)) => {
+                // HEAD or Range: let the download finish, then answer from the cache.
+                drop(rx);
+                match st.fills.lock().ok().and_then(|f| f.get(&target).cloned()) {
+                    Some(w) => crate::fill::wait(w).await,
+                    None => Ok(()),
+                }
+            }
+            Ok(crate::fill::Role::Follower(w)) => crate::fill::wait(w).await,
+            Err(e) => Err(e),
+        };
+        if let Err((status, reason)) = outcome {
             log(
                 &st,
                 client,
@@ -489,27 +564,36 @@ async fn file(
                 Some(&project),
                 "file-error",
                 Some(fref.upstream.clone()),
-                false,
+                claimed,
                 Some(reason.clone()),
                 status,
                 vec![],
             );
             return text(status, format!("{reason}\n"), Some(&reason));
         }
+        if tokio::fs::metadata(&target).await.is_err() {
+            let reason = format!("{filename}: the download did not complete");
+            return text(502, format!("{reason}\n"), Some(&reason));
+        }
     }
-    log(
-        &st,
-        client,
-        &method,
-        &path,
-        Some(&project),
-        "serve-file",
-        Some(fref.upstream.clone()),
-        false,
-        None,
-        200,
-        vec![],
-    );
+    // A cached file served again is a counter, not an audit line.
+    if fref.upstream == "hosted" {
+        log(
+            &st,
+            client,
+            &method,
+            &path,
+            Some(&project),
+            "serve-file",
+            Some(fref.upstream.clone()),
+            claimed,
+            None,
+            200,
+            vec![],
+        );
+    } else {
+        Metrics::inc(&st.metrics.served);
+    }
     match tower_http::services::ServeFile::new(&target)
         .oneshot(req)
         .await
@@ -531,96 +615,24 @@ async fn file(
     }
 }
 
-/// Fetch `url` into `dir/name`, checking its sha256 first when one is known.
-async fn download(
-    st: &AppState,
-    upstream: &str,
-    url: &str,
-    sha256: Option<&str>,
-    dir: &std::path::Path,
-    name: &str,
-) -> Result<(), (u16, String)> {
-    Metrics::inc(&st.metrics.file_downloads);
-    let (Some(client), Some(up)) = (st.client(upstream), st.upstream(upstream)) else {
-        return Err((
-            502,
-            format!("fetching {name}: upstream {upstream} is not configured"),
-        ));
-    };
-    // The listing was checked already; check again here, where the request is made.
-    if !reqwest::Url::parse(url)
-        .is_ok_and(|u| crate::upstream::host_allowed(&u, &up.allowed_hosts()))
-    {
-        return Err((
-            502,
-            format!("fetching {name}: its URL's host is not allowed for upstream {upstream}"),
-        ));
+/// The first client's response: chunks as they are verified and written.
+fn streamed(
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    len: Option<u64>,
+) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(n) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    let resp = tokio::time::timeout(Duration::from_secs(up.timeout_secs), client.get(url).send())
-        .await
-        .map_err(|_| {
-            (
-                504,
-                format!("fetching {name}: no answer within {} s", up.timeout_secs),
-            )
-        })?
-        .map_err(|e| (502, format!("fetching {name}: {}", e.without_url())))?;
-    if !resp.status().is_success() {
-        Metrics::inc(&st.metrics.upstream_errors);
-        return Err((
-            502,
-            format!(
-                "fetching {name}: upstream answered HTTP {}",
-                resp.status().as_u16()
-            ),
-        ));
-    }
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| (500, format!("cache: {e}")))?;
-    let tmp = dir.join(format!(
-        ".{name}.{}.part",
-        std::process::id() as u64 * 1_000_003 + rand_u32() as u64
-    ));
-    let mut out = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| (500, format!("cache: {e}")))?;
-    let mut hasher = Sha256::new();
-    let mut stream = resp.bytes_stream();
-    let result: Result<(), (u16, String)> = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| (502, format!("fetching {name}: {}", e.without_url())))?;
-            hasher.update(&chunk);
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| (500, format!("cache: {e}")))?;
-        }
-        out.flush()
-            .await
-            .map_err(|e| (500, format!("cache: {e}")))?;
-        let got = hex::encode(hasher.finalize());
-        if let Some(want) = sha256
-            && !got.eq_ignore_ascii_case(want)
-        {
-            Metrics::inc(&st.metrics.hash_mismatches);
-            return Err((
-                502,
-                format!(
-                    "{name}: sha256 {got} does not match the upstream index ({want}); not served"
-                ),
-            ));
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
-    }
-    tokio::fs::rename(&tmp, dir.join(name))
-        .await
-        .map_err(|e| (500, format!("cache: {e}")))
+    r
 }
 
 fn rand_u32() -> u32 {
@@ -799,6 +811,45 @@ async fn admin_delete_file(
         }
         Err(e) => text(400, format!("{e}\n"), None),
     }
+}
+
+#[derive(Deserialize)]
+struct AcceptBody {
+    upstream: String,
+    filename: String,
+}
+
+/// Accept new bytes an upstream lists under a file name seen before.
+async fn admin_accept_file(
+    State(st): St,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<AcceptBody>,
+) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let forgotten = match st.db.forget_file(&body.upstream, &body.filename) {
+        Ok(f) => f,
+        Err(e) => return text(500, format!("{e}\n"), None),
+    };
+    if let Ok(mut c) = st.response_cache.lock() {
+        c.clear();
+    }
+    log(
+        &st,
+        client,
+        &Method::POST,
+        "/admin/files/accept",
+        None,
+        "admin-accept-file",
+        Some(body.upstream.clone()),
+        false,
+        Some(format!("{} accepted with its current bytes", body.filename)),
+        200,
+        vec![],
+    );
+    Json(serde_json::json!({"forgotten": forgotten})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! audit log (JSON lines, one `write` per decision, so a kill -9 loses
 //! nothing written), and metrics.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
@@ -38,7 +38,9 @@ impl Db {
              CREATE TABLE IF NOT EXISTS seen (project TEXT NOT NULL, upstream TEXT NOT NULL, version TEXT NOT NULL,
                  first_seen TEXT NOT NULL, PRIMARY KEY (project, upstream, version));
              CREATE TABLE IF NOT EXISTS overrides (project TEXT NOT NULL, version TEXT NOT NULL, action TEXT NOT NULL,
-                 created TEXT NOT NULL, PRIMARY KEY (project, version));",
+                 created TEXT NOT NULL, PRIMARY KEY (project, version));
+             CREATE TABLE IF NOT EXISTS files_seen (upstream TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL,
+                 first_seen TEXT NOT NULL, PRIMARY KEY (upstream, filename));",
         )?;
         Ok(Db {
             conn: Mutex::new(conn),
@@ -133,6 +135,59 @@ impl Db {
         })
     }
 
+    /// Remember the sha256 each upstream lists for each filename; return the
+    /// files whose sha256 differs from the one first seen, with the old hash.
+    /// (Distribution files are immutable: new bytes under an old name are an
+    /// upstream compromise or a replaced private file.)
+    pub fn check_files(
+        &self,
+        upstream: &str,
+        files: &[(String, String)],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let mut changed = Vec::new();
+            {
+                let mut get = tx.prepare_cached(
+                    "SELECT sha256 FROM files_seen WHERE upstream = ?1 AND filename = ?2",
+                )?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO files_seen (upstream, filename, sha256, first_seen) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let now = now_rfc3339();
+                for (f, sha) in files {
+                    let old: Option<String> = get
+                        .query_row((upstream, f), |r| r.get(0))
+                        .map(Some)
+                        .or_else(|e| match e {
+                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                            e => Err(e),
+                        })?;
+                    match old {
+                        Some(o) if !o.eq_ignore_ascii_case(sha) => changed.push((f.clone(), o)),
+                        Some(_) => {}
+                        None => {
+                            ins.execute((upstream, f, sha, &now))?;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+    }
+
+    /// Forget a file's recorded hash (an admin accepted the new bytes).
+    pub fn forget_file(&self, upstream: &str, filename: &str) -> anyhow::Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM files_seen WHERE upstream = ?1 AND filename = ?2",
+                (upstream, filename),
+            )
+            .map(|n| n > 0)
+        })
+    }
+
     pub fn set_override(&self, project: &str, version: &str, action: &str) -> anyhow::Result<()> {
         self.with(|c| {
             c.execute(
@@ -156,7 +211,7 @@ impl Db {
 }
 
 /// One decision, as logged.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Decision {
     pub ts: String,
     pub client: String,
@@ -171,41 +226,120 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub status: u16,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hidden: Vec<String>,
     pub dry_run: bool,
+    /// Set on a line that stands for this many similar answers (cache hits
+    /// are counted in the metrics and only sampled here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_of: Option<u64>,
 }
 
 /// Append-only JSON-lines audit log plus the recent tail in memory.
+///
+/// Rotation: when the file passes `max_bytes`, it is renamed to
+/// `audit.jsonl.1` (older ones shift up to `.keep`; the oldest is deleted)
+/// and a new file is started. At start the recent tail is read back from
+/// the files on disk, so the admin views survive a restart.
 pub struct AuditLog {
-    file: Mutex<File>,
+    path: std::path::PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Mutex<(File, u64)>,
     recent: Mutex<VecDeque<Decision>>,
 }
 
+const RECENT: usize = 10_000;
+
 impl AuditLog {
     pub fn open(path: &Path) -> anyhow::Result<AuditLog> {
+        Self::open_with(path, 100 << 20, 5)
+    }
+
+    pub fn open_with(path: &Path, max_bytes: u64, keep: u32) -> anyhow::Result<AuditLog> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(AuditLog {
-            file: Mutex::new(file),
+        let len = file.metadata()?.len();
+        let log = AuditLog {
+            path: path.to_path_buf(),
+            max_bytes,
+            keep,
+            file: Mutex::new((file, len)),
             recent: Mutex::new(VecDeque::new()),
-        })
+        };
+        log.read_back();
+        Ok(log)
+    }
+
+    /// Fill the in-memory tail from the newest lines on disk.
+    fn read_back(&self) {
+        let mut lines: Vec<Decision> = Vec::new();
+        let mut files = vec![self.path.clone()];
+        files.extend((1..=self.keep).map(|i| self.rotated(i)));
+        for f in files {
+            if lines.len() >= RECENT {
+                break;
+            }
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            let mut these: Vec<Decision> = text
+                .lines()
+                .rev()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .take(RECENT - lines.len())
+                .collect();
+            lines.append(&mut these);
+        }
+        if let Ok(mut r) = self.recent.lock() {
+            r.extend(lines.into_iter().rev());
+        }
+    }
+
+    fn rotated(&self, i: u32) -> std::path::PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{i}"));
+        p.into()
+    }
+
+    fn rotate(&self, slot: &mut (File, u64)) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(self.rotated(self.keep));
+        for i in (1..self.keep).rev() {
+            let _ = std::fs::rename(self.rotated(i), self.rotated(i + 1));
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        *slot = (f, 0);
+        Ok(())
     }
 
     pub fn record(&self, d: Decision) {
         let mut line = serde_json::to_vec(&d).unwrap_or_default();
         line.push(b'\n');
-        if let Ok(mut f) = self.file.lock() {
+        if let Ok(mut slot) = self.file.lock() {
+            if self.keep > 0
+                && slot.1 + line.len() as u64 > self.max_bytes
+                && slot.1 > 0
+                && let Err(e) = self.rotate(&mut slot)
+            {
+                tracing::error!(event = "audit-rotate-failed", error = %e, "audit log rotation failed");
+            }
             // One write of a whole line: O_APPEND keeps lines whole, and the
             // kernel has it once write returns, whatever happens to us.
-            if let Err(e) = f.write_all(&line) {
-                tracing::error!(error = %e, "audit log write failed");
+            match slot.0.write_all(&line) {
+                Ok(()) => slot.1 += line.len() as u64,
+                Err(e) => {
+                    tracing::error!(event = "audit-write-failed", error = %e, "audit log write failed")
+                }
             }
         }
         if let Ok(mut r) = self.recent.lock() {
-            if r.len() == 10_000 {
+            if r.len() == RECENT {
                 r.pop_front();
             }
             r.push_back(d);
@@ -225,6 +359,61 @@ impl AuditLog {
     }
 }
 
+/// Fixed-bucket latency histogram (seconds), Prometheus style.
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        use std::fmt::Write as _;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}le=\"{b}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {n}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{}}} {}",
+            labels.trim_end_matches(','),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{}}} {n}", labels.trim_end_matches(','));
+    }
+}
+
 /// Prometheus counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -238,7 +427,16 @@ pub struct Metrics {
     pub file_downloads: AtomicU64,
     pub hash_mismatches: AtomicU64,
     pub hidden_files: AtomicU64,
+    pub changed_files: AtomicU64,
+    pub coalesced_fills: AtomicU64,
+    /// Request latency by route: simple, files, upload, admin.
+    pub route_latency: [Histogram; 4],
+    /// Upstream page latency, by upstream name.
+    pub upstream_latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
 }
+
+/// Routes the latency histograms distinguish.
+pub const ROUTES: [&str; 4] = ["simple", "files", "upload", "admin"];
 
 impl Metrics {
     pub fn inc(c: &AtomicU64) {
@@ -297,6 +495,16 @@ impl Metrics {
                 "Files hidden from indexes by quarantine.",
                 &self.hidden_files,
             ),
+            (
+                "pickguard_changed_files_total",
+                "Listed files whose sha256 differs from the one first seen under that name (refused).",
+                &self.changed_files,
+            ),
+            (
+                "pickguard_coalesced_fills_total",
+                "File requests that waited for a download already in progress instead of starting one.",
+                &self.coalesced_fills,
+            ),
         ];
         let mut out = String::new();
         for (name, help, v) in rows {
@@ -305,6 +513,41 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             ));
         }
+        out.push_str("# HELP pickguard_request_duration_seconds Time to answer, by route.\n# TYPE pickguard_request_duration_seconds histogram\n");
+        for (i, r) in ROUTES.iter().enumerate() {
+            self.route_latency[i].render(
+                "pickguard_request_duration_seconds",
+                &format!("route=\"{r}\","),
+                &mut out,
+            );
+        }
+        out.push_str("# HELP pickguard_upstream_duration_seconds Time an upstream took to answer a project page.\n# TYPE pickguard_upstream_duration_seconds histogram\n");
+        if let Ok(m) = self.upstream_latency.lock() {
+            for (u, h) in m.iter() {
+                h.render(
+                    "pickguard_upstream_duration_seconds",
+                    &format!("upstream=\"{u}\","),
+                    &mut out,
+                );
+            }
+        }
         out
+    }
+
+    pub fn observe_route(&self, route: &str, d: std::time::Duration) {
+        if let Some(i) = ROUTES.iter().position(|r| *r == route) {
+            self.route_latency[i].observe(d);
+        }
+    }
+
+    pub fn observe_upstream(&self, upstream: &str, d: std::time::Duration) {
+        let h = self.upstream_latency.lock().ok().map(|mut m| {
+            m.entry(upstream.to_owned())
+                .or_insert_with(Default::default)
+                .clone()
+        });
+        if let Some(h) = h {
+            h.observe(d);
+        }
     }
 }

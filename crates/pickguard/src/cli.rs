@@ -192,6 +192,17 @@ pub struct FirewallServeArgs {
     /// Override `data_dir`.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Operational log format on standard error (levels: RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "json", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -101,10 +101,19 @@ impl World {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // The start line, then every operational log line into firewall.log
+        // (drained, so a full pipe never blocks the firewall).
+        let mut err = BufReader::new(fw.stderr.take().unwrap());
         let mut line = String::new();
-        BufReader::new(fw.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        while !line.contains("listening on") {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "firewall exited");
+        }
+        let ops = dir.path().join("firewall.log");
+        std::thread::spawn(move || {
+            let mut out = std::fs::File::create(ops).unwrap();
+            let _ = std::io::copy(&mut err, &mut out);
+        });
         let port: u16 = line
             .split("http://127.0.0.1:")
             .nth(1)

@@ -19,6 +19,21 @@ pub fn serve(args: FirewallServeArgs) -> Result<u8> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
+    // Operational logs to stderr: upstream failures, hash mismatches, refused
+    // uploads, claim failures. RUST_LOG filters (default: info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let installed = match args.log_format {
+        crate::cli::LogFormat::Json => builder.json().try_init(),
+        crate::cli::LogFormat::Text => builder.try_init(),
+    };
+    if let Err(e) = installed {
+        eprintln!("pickguard: warning: operational logs are off: {e}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
