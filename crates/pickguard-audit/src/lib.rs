@@ -49,12 +49,36 @@ pub enum Role {
     Supplemental,
 }
 
+/// What pickguard knows about an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trust {
+    /// PyPI, a public mirror of it, or an index named public by the user.
+    Public,
+    /// A vendor's public index (PyTorch, NVIDIA...): anyone can install from
+    /// it, and a name there is not a private name.
+    Curated,
+    /// Declared private: `--private-index`, `[tool.pickguard] private-indexes`,
+    /// a package pinned to it, or a lockfile source.
+    Private,
+    /// Nothing says what it is. Never assumed safe.
+    Unknown,
+}
+
+impl Trust {
+    pub fn is_public(self) -> bool {
+        matches!(self, Trust::Public | Trust::Curated)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Index {
     pub name: Option<String>,
     pub url: String,
     pub role: Role,
+    /// Public or curated (anyone can publish or install there).
     pub public: bool,
+    pub trust: Trust,
     /// pdm `include_packages` globs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub include: Vec<String>,
@@ -103,6 +127,8 @@ pub struct Inputs {
     pub files: Vec<String>,
     /// Problems reading them.
     pub warnings: Vec<String>,
+    /// Private names from `[tool.pickguard] private`.
+    pub declared_private: Vec<String>,
 }
 
 /// Options for an audit.
@@ -110,8 +136,10 @@ pub struct Inputs {
 pub struct Options {
     /// Private names and globs (`acme-*`), from `--private`, a claims file or a firewall.
     pub private: Vec<String>,
-    /// Index URLs to treat as public besides PyPI.
+    /// Index URLs to treat as public besides PyPI and the known mirrors.
     pub public_indexes: Vec<String>,
+    /// Index URLs declared private (`--private-index`, `[tool.pickguard]`).
+    pub private_indexes: Vec<String>,
     /// Read pip configuration from the host (global, user, site, `PIP_*`) too.
     pub host_config: bool,
 }
@@ -161,6 +189,9 @@ rules! {
     SupplementalFallthrough = "AUD010-supplemental-fallthrough", "medium",
         "A public supplemental/fallback source is consulted when the private one has no matching version: an unsatisfiable private constraint installs the public package.",
         "Make the public source explicit, or pin private packages to the private source (priority explicit + source =).";
+    UndeclaredPrivate = "AUD012-undeclared-private-names", "high",
+        "Several indexes are merged and no private names or private indexes are declared: any requirement that exists on only one index can be taken over by publishing it on another, and pickguard cannot tell which names are at risk.",
+        "Declare the private names (--private, [tool.pickguard] private, a firewall's claims) or indexes (--private-index, [tool.pickguard] private-indexes), or pin private packages to their index; better, install through one firewall index.";
     SourceOrderLeak = "AUD011-source-order-leak", "medium",
         "pdm respect-source-order asks sources in turn and falls through when no matching version exists; the private name is also sent to the public index.",
         "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
@@ -221,15 +252,79 @@ pub fn host(url: &str) -> String {
     h.to_lowercase()
 }
 
-/// True for PyPI and indexes named public by the user.
+/// PyPI and public mirrors of it: anyone can publish any unclaimed name.
+const PUBLIC_HOSTS: &[&str] = &[
+    "pypi.org",
+    "pypi.python.org",
+    "files.pythonhosted.org",
+    "test.pypi.org",
+    "mirrors.aliyun.com",
+    "pypi.tuna.tsinghua.edu.cn",
+    "mirrors.tuna.tsinghua.edu.cn",
+    "pypi.mirrors.ustc.edu.cn",
+    "mirrors.ustc.edu.cn",
+    "mirrors.cloud.tencent.com",
+    "mirrors.tencent.com",
+    "repo.huaweicloud.com",
+    "mirrors.huaweicloud.com",
+    "pypi.doubanio.com",
+    "pypi.douban.com",
+    "mirror.baidu.com",
+    "mirrors.bfsu.edu.cn",
+    "mirror.sjtu.edu.cn",
+    "mirrors.sustech.edu.cn",
+    "mirrors.163.com",
+    "pypi.kakao.com",
+    "mirror.kakao.com",
+];
+
+/// Vendors' public wheel indexes: public, curated by the vendor.
+const CURATED_HOSTS: &[&str] = &[
+    "download.pytorch.org",
+    "pypi.nvidia.com",
+    "pypi.ngc.nvidia.com",
+    "developer.download.nvidia.com",
+    "data.pyg.org",
+    "download.openmmlab.com",
+    "storage.googleapis.com",
+    "dl.fbaipublicfiles.com",
+];
+
+fn url_under(url: &str, prefix: &str) -> bool {
+    let u = url.trim_end_matches('/').to_ascii_lowercase();
+    let p = prefix.trim_end_matches('/').to_ascii_lowercase();
+    u == p || u.starts_with(&format!("{p}/"))
+}
+
+/// What is known about an index URL, before pins and lockfiles are read.
+pub fn trust_of(url: &str, opts: &Options) -> Trust {
+    if opts.private_indexes.iter().any(|p| url_under(url, p)) {
+        return Trust::Private;
+    }
+    if opts.public_indexes.iter().any(|p| url_under(url, p)) {
+        return Trust::Public;
+    }
+    let h = host(url);
+    if PUBLIC_HOSTS.contains(&h.as_str()) {
+        Trust::Public
+    } else if CURATED_HOSTS.contains(&h.as_str()) {
+        Trust::Curated
+    } else {
+        Trust::Unknown
+    }
+}
+
+/// True for PyPI, its public mirrors, vendors' public indexes and indexes
+/// named public by the user.
 pub fn is_public(url: &str, extra_public: &[String]) -> bool {
-    matches!(
-        host(url).as_str(),
-        "pypi.org" | "pypi.python.org" | "files.pythonhosted.org" | "test.pypi.org"
-    ) || extra_public.iter().any(|p| {
-        url.trim_end_matches('/')
-            .starts_with(p.trim_end_matches('/'))
-    })
+    trust_of(
+        url,
+        &Options {
+            public_indexes: extra_public.to_vec(),
+            ..Default::default()
+        },
+    )
+    .is_public()
 }
 
 struct Private {
@@ -404,10 +499,92 @@ fn glob_match(g: &str, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The indexes a client may take one unpinned name from, when more than one
+/// is consulted in a way that lets another index win; empty when the client
+/// effectively uses one index.
+fn merged_indexes(c: &Context) -> Vec<&Index> {
+    let usable: Vec<&Index> = c
+        .indexes
+        .iter()
+        .filter(|i| i.role != Role::Explicit && i.include.is_empty())
+        .collect();
+    if c.no_index || usable.len() < 2 {
+        return vec![];
+    }
+    let any_public = usable.iter().any(|i| i.public);
+    match c.client {
+        Client::Pip if c.hashes_required => vec![],
+        Client::Pip | Client::Pdm => usable,
+        Client::Uv | Client::UvPip => {
+            if c.strategy.as_deref().unwrap_or("first-index") != "first-index" {
+                return usable;
+            }
+            // first-index: the first index searched decides; a public one
+            // first takes any name away from the others.
+            let first = usable
+                .iter()
+                .find(|i| matches!(i.role, Role::Extra | Role::Ordered))
+                .or_else(|| usable.first());
+            if first.is_some_and(|i| i.public) && usable.iter().any(|i| !i.public) {
+                usable
+            } else {
+                vec![]
+            }
+        }
+        Client::Poetry => {
+            let primaries = usable.iter().filter(|i| i.role == Role::Primary).count();
+            if primaries >= 2 || any_public {
+                usable
+            } else {
+                vec![]
+            }
+        }
+        Client::Pipenv => {
+            if usable.first().is_some_and(|i| i.public) {
+                usable
+            } else {
+                vec![]
+            }
+        }
+    }
+}
+
+/// Mark indexes that something declares private: pinned packages point at
+/// them, or a lockfile records them as a package's source.
+fn mark_declared(inputs: &mut Inputs, opts: &Options) {
+    let locked: Vec<String> = inputs
+        .locked
+        .iter()
+        .filter_map(|l| l.source.clone())
+        .filter(|s| !trust_of(s, opts).is_public())
+        .collect();
+    for c in &mut inputs.contexts {
+        let pinned: BTreeSet<String> = c.pins.values().cloned().collect();
+        for i in &mut c.indexes {
+            let by_pin = pinned
+                .iter()
+                .any(|p| i.name.as_deref() == Some(p.as_str()) || i.url == *p);
+            let by_lock = locked
+                .iter()
+                .any(|l| url_under(&i.url, l) || url_under(l, &i.url));
+            if (by_pin || by_lock) && !i.public {
+                i.trust = Trust::Private;
+            }
+        }
+    }
+}
+
 /// Audit a project directory.
 pub fn audit(dir: &Path, opts: &Options) -> Report {
-    let inputs = discover(dir, opts);
+    let mut warnings = Vec::new();
+    let (settings, declared) = parse::project_settings(dir, opts, &mut warnings);
+    let opts = &settings;
+    let mut inputs = discover(dir, opts);
+    inputs.warnings.extend(warnings);
+    inputs.declared_private = declared;
+    mark_declared(&mut inputs, opts);
     let mut private_list = opts.private.clone();
+    private_list.extend(inputs.declared_private.iter().cloned());
     // Names pinned to a non-public index, or locked from one, are private too.
     for c in &inputs.contexts {
         for (pkg, idx) in &c.pins {
@@ -430,6 +607,7 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
         }
     }
     let private = Private::new(&private_list);
+    let nothing_declared = private.names.is_empty() && private.globs.is_empty();
     let mut findings = Vec::new();
     let mut predictions = Vec::new();
     let mut private_names: BTreeSet<String> = private.names.clone();
@@ -513,6 +691,39 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
             };
             findings.push(finding(rule, c, msg, pkgs));
         }
+        // Fail closed: indexes merged, and nothing says which names are private.
+        let merged = merged_indexes(c);
+        if nothing_declared
+            && !merged.is_empty()
+            && !merged.iter().all(|i| i.public)
+            && !merged.iter().all(|i| i.trust == Trust::Private)
+        {
+            let pkgs: Vec<String> = c.packages.iter().cloned().collect();
+            let shown: Vec<String> = merged
+                .iter()
+                .map(|i| format!("{} ({})", redact(&i.url), trust_word(i.trust)))
+                .collect();
+            let reqs = match pkgs.len() {
+                0 => "any package it installs".to_string(),
+                1 => format!("its requirement {}", pkgs[0]),
+                n if n <= 8 => format!("any of its {n} requirements ({})", pkgs.join(", ")),
+                n => format!(
+                    "any of its {n} requirements ({}, ...)",
+                    pkgs[..8].join(", ")
+                ),
+            };
+            findings.push(finding(
+                Rule::UndeclaredPrivate,
+                c,
+                format!(
+                    "{} merges {} indexes: {}. No private names are declared, so {reqs} can come from whichever index offers the best version: declare the private ones",
+                    client_word(c.client),
+                    merged.len(),
+                    shown.join(", ")
+                ),
+                pkgs,
+            ));
+        }
         // Hash-less pins across several indexes.
         let multi = c
             .indexes
@@ -522,8 +733,10 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
             > 1;
         if c.client == Client::Pip
             && multi
+            && !nothing_declared
             && !c.hashes_required
             && c.indexes.iter().any(|i| i.public)
+            && !c.indexes.iter().all(|i| i.public)
             && c.origin.contains("requirements")
             && names.is_empty()
         {
@@ -594,6 +807,26 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
         predictions,
         private_names: private_names.into_iter().collect(),
         inputs,
+    }
+}
+
+fn trust_word(t: Trust) -> &'static str {
+    match t {
+        Trust::Public => "public",
+        Trust::Curated => "public, vendor-curated",
+        Trust::Private => "declared private",
+        Trust::Unknown => "not declared",
+    }
+}
+
+fn client_word(c: Client) -> &'static str {
+    match c {
+        Client::Pip => "pip",
+        Client::UvPip => "uv pip",
+        Client::Uv => "uv",
+        Client::Poetry => "poetry",
+        Client::Pdm => "pdm",
+        Client::Pipenv => "pipenv",
     }
 }
 

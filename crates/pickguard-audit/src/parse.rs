@@ -1,6 +1,6 @@
 //! Reading every file that decides where packages come from.
 
-use crate::{Client, Context, Index, Inputs, Locked, Options, Role, is_public, relative};
+use crate::{Client, Context, Index, Inputs, Locked, Options, Role, relative, trust_of};
 use pickguard_index::normalize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -9,11 +9,13 @@ use toml::Value;
 const PYPI: &str = "https://pypi.org/simple/";
 
 fn index(name: Option<&str>, url: &str, role: Role, opts: &Options) -> Index {
+    let trust = trust_of(url, opts);
     Index {
         name: name.map(str::to_owned),
         url: url.to_owned(),
         role,
-        public: is_public(url, &opts.public_indexes),
+        public: trust.is_public(),
+        trust,
         include: vec![],
         exclude: vec![],
     }
@@ -327,7 +329,16 @@ fn uv_context(uv: &Value, origin: String, deps: BTreeSet<String>, opts: &Options
         .map(str::to_owned);
     if let Some(src) = uv.get("sources").and_then(Value::as_table) {
         for (pkg, v) in src {
-            if let Some(ix) = v.get("index").and_then(Value::as_str) {
+            // A table, or a list of tables with markers (uv's PyTorch guide:
+            // one index per platform). Pinned when any branch names an index.
+            let branches: Vec<&Value> = match v {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            if let Some(ix) = branches
+                .iter()
+                .find_map(|b| b.get("index").and_then(Value::as_str))
+            {
                 c.pins.insert(normalize(pkg), ix.to_owned());
             }
         }
@@ -355,12 +366,20 @@ fn poetry_context(doc: &Value, origin: String, opts: &Options) -> Option<Context
                 } else {
                     ""
                 });
-        let role = match s
+        // poetry 1.x spellings: `secondary = true` / priority "secondary"
+        // (searched after the primaries; the implicit PyPI stays primary),
+        // `default = true` / priority "default" (replaces PyPI).
+        let legacy_secondary = s.get("secondary").and_then(Value::as_bool) == Some(true);
+        let priority = s
             .get("priority")
             .and_then(Value::as_str)
-            .unwrap_or("primary")
-        {
-            "supplemental" => Role::Supplemental,
+            .unwrap_or(if legacy_secondary {
+                "secondary"
+            } else {
+                "primary"
+            });
+        let role = match priority {
+            "supplemental" | "secondary" => Role::Supplemental,
             "explicit" => Role::Explicit,
             _ => {
                 primary_seen = true;
@@ -723,6 +742,27 @@ fn locked_from_pipfile_lock(text: &str, file: &str, out: &mut Vec<Locked>) {
 }
 
 /// Read everything under `dir` (and, with `host_config`, pip's host configuration).
+/// `[tool.pickguard]` of the project's pyproject.toml: `private` (names and
+/// globs), `private-indexes`, `public-indexes`.
+pub(crate) fn project_settings(
+    dir: &Path,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> (Options, Vec<String>) {
+    let mut o = opts.clone();
+    let mut names = Vec::new();
+    let path = dir.join("pyproject.toml");
+    if let Some(pg) = toml_file(&path, &mut Vec::new(), warnings)
+        .and_then(|d| d.get("tool").and_then(|t| t.get("pickguard")).cloned())
+    {
+        names = strs(pg.get("private"));
+        o.private_indexes.extend(strs(pg.get("private-indexes")));
+        o.public_indexes.extend(strs(pg.get("public-indexes")));
+    }
+    (o, names)
+}
+
+/// Read a project; `opts` already holds its `[tool.pickguard]` settings.
 pub fn discover(dir: &Path, opts: &Options) -> Inputs {
     let mut inputs = Inputs::default();
     let mut files = Vec::new();

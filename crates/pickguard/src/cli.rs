@@ -356,9 +356,14 @@ pub struct AuditArgs {
     /// Admin token for --firewall (or PICKGUARD_ADMIN_TOKEN).
     #[arg(long, value_name = "TOKEN", requires = "firewall")]
     pub firewall_token: Option<String>,
-    /// Treat this index URL as public too (PyPI always is); repeatable.
+    /// Treat this index URL as public too (PyPI, its public mirrors and
+    /// vendors' indexes such as download.pytorch.org always are); repeatable.
     #[arg(long, value_name = "URL")]
     pub public_index: Vec<String>,
+    /// Declare this index URL private (names pinned to it or locked from it are
+    /// private names); repeatable. Also `[tool.pickguard] private-indexes`.
+    #[arg(long, value_name = "URL")]
+    pub private_index: Vec<String>,
     /// Also read pip's host configuration: /etc/pip.conf, user and site pip.conf, PIP_CONFIG_FILE, PIP_* variables.
     #[arg(long)]
     pub host_config: bool,

@@ -222,18 +222,27 @@ fn output_file() {
 }
 
 #[test]
-fn every_rule_is_documented() {
+fn every_rule_is_documented_and_every_section_is_a_rule() {
     let doc = std::fs::read_to_string(common::root().join("docs/rules.md")).unwrap();
-    for r in pickguard_scan::Rule::ALL {
+    let mut ids: Vec<String> = pickguard_scan::Rule::ALL
+        .iter()
+        .map(|r| r.id().to_owned())
+        .chain(pickguard_audit::Rule::ALL.iter().map(|r| r.id().to_owned()))
+        .collect();
+    ids.push("PG000-read-error".into());
+    for id in &ids {
+        assert!(doc.contains(&format!("`{id}`")), "docs/rules.md lacks {id}");
         assert!(
-            doc.contains(&format!("`{}`", r.id())),
-            "docs/rules.md lacks {}",
-            r.id()
+            doc.contains(&format!("## {}\n", id.to_lowercase())),
+            "docs/rules.md lacks a section for {id}"
         );
+    }
+    // ... and no section documents a rule that does not exist.
+    for line in doc.lines().filter(|l| l.starts_with("## ")) {
+        let anchor = &line[3..];
         assert!(
-            doc.contains(&format!("## {}", r.id().to_lowercase())),
-            "docs/rules.md lacks a section for {}",
-            r.id()
+            ids.iter().any(|i| i.to_lowercase() == anchor),
+            "docs/rules.md has a section for unknown rule {anchor}"
         );
     }
 }

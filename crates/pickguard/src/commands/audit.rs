@@ -57,6 +57,7 @@ pub fn run(args: AuditArgs) -> Result<u8> {
         bail!("{} is not a directory", args.dir.display());
     }
     let mut private = args.private.clone();
+    let mut private_indexes = args.private_index.clone();
     if let Some(f) = &args.claims {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
@@ -71,10 +72,13 @@ pub fn run(args: AuditArgs) -> Result<u8> {
     }
     if let Some(url) = &args.firewall {
         private.extend(firewall_claims(url, args.firewall_token.as_deref())?);
+        // The firewall's own simple API is a private index.
+        private_indexes.push(format!("{}/simple/", url.trim_end_matches('/')));
     }
     let opts = Options {
         private,
         public_indexes: args.public_index.clone(),
+        private_indexes,
         host_config: args.host_config,
     };
     let report = audit(&args.dir, &opts);
@@ -87,16 +91,37 @@ pub fn run(args: AuditArgs) -> Result<u8> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Sarif => println!("{}", serde_json::to_string_pretty(&sarif(&report))?),
     }
-    Ok(if report.exposed() { 1 } else { 0 })
+    if report.exposed() {
+        return Ok(1);
+    }
+    // Nothing that chooses an index was found: nothing was checked.
+    if report.inputs.contexts.is_empty() && report.inputs.locked.is_empty() {
+        return Ok(2);
+    }
+    Ok(0)
 }
 
 fn print_text(r: &Report) {
     if r.findings.is_empty() {
-        println!(
-            "no dependency-confusion exposure found ({} file(s) read, {} private name(s))",
-            r.inputs.files.len(),
-            r.private_names.len()
-        );
+        let contexts = r.inputs.contexts.len();
+        if contexts == 0 && r.inputs.locked.is_empty() {
+            println!(
+                "nothing to audit: no pip, uv, poetry, pdm or pipenv configuration, requirements, lockfile or install command found ({} file(s) read)",
+                r.inputs.files.len()
+            );
+        } else {
+            println!(
+                "no dependency-confusion exposure found: {} place(s) that choose indexes, none merges an undeclared index with a public one ({} file(s) read, {} private name(s){})",
+                contexts,
+                r.inputs.files.len(),
+                r.private_names.len(),
+                if r.private_names.is_empty() {
+                    ", none needed"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     for f in &r.findings {
         println!(
@@ -143,8 +168,9 @@ fn sarif(r: &Report) -> serde_json::Value {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
-            "tool": {"driver": {"name": "pickguard-audit", "version": env!("CARGO_PKG_VERSION"), "informationUri": "https://github.com/pickguard/pickguard",
+            "tool": {"driver": {"name": "pickguard", "version": env!("CARGO_PKG_VERSION"), "informationUri": "https://github.com/pickguard/pickguard",
                 "rules": used.iter().map(|u| json!({"id": u.id(), "shortDescription": {"text": u.summary()}, "help": {"text": u.fix()},
+                    "helpUri": format!("https://github.com/pickguard/pickguard/blob/main/docs/rules.md#{}", u.id().to_lowercase()),
                     "defaultConfiguration": {"level": level(u.severity())}})).collect::<Vec<_>>()}},
             "results": r.findings.iter().map(|f| {
                 let (file, line) = match f.origin.split(" (").next().unwrap_or(&f.origin).rsplit_once(':') {
