@@ -4,4 +4,6 @@ an unprivileged Landlock + seccomp sandbox for loading untrusted models.
 */
 
 #[cfg(target_os = "linux")]
+pub mod ns;
+#[cfg(target_os = "linux")]
 pub mod sandbox;

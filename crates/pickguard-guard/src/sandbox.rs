@@ -1,6 +1,8 @@
 //! `pickguard run`: load untrusted models in an unprivileged sandbox.
 //!
-//! The child restricts itself before it executes the program:
+//! With namespaces (see `ns.rs`: private root, PID/network/IPC/UTS
+//! namespaces, root dropped to uid 65534), then, in every case, the child
+//! restricts itself before it executes the program:
 //! * Landlock: read-only access beneath the system directories, the
 //!   interpreter's prefix, and the paths given (the script and model among
 //!   the arguments are added automatically); write access only where allowed;
@@ -30,25 +32,73 @@ use std::sync::mpsc;
 pub struct Policy {
     pub allow_read: Vec<PathBuf>,
     pub allow_write: Vec<PathBuf>,
-    /// Allow network access (sockets other than AF_UNIX, TCP).
+    /// Allow network access (sockets other than AF_UNIX, TCP; no network namespace).
     pub allow_network: bool,
+    /// Environment passed in besides the safe set: `NAME` (from the caller) or `NAME=VALUE`.
+    pub env: Vec<String>,
+    /// Kill the sandbox after this long.
+    pub timeout: Option<std::time::Duration>,
+    /// Address-space limit in bytes (RLIMIT_AS).
+    pub memory: Option<u64>,
+    /// Most processes the sandbox may have at once (RLIMIT_NPROC).
+    pub pids: Option<u64>,
+    /// Do not use namespaces (Landlock + seccomp only).
+    pub no_namespaces: bool,
 }
 
 /// One action the supervisor refused.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Blocked {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// `exec`, `exec-anonymous` (memfd or deleted file), `socket`.
+    pub kind: &'static str,
     pub pid: u32,
+    /// What it tried, in words.
     pub what: String,
+    /// The program or address family.
+    pub target: String,
+    /// A library probe every `import torch` makes (ldconfig, a C compiler
+    /// for `ctypes.util.find_library`): refused, summarised, not counted.
+    pub probe: bool,
+}
+
+/// Programs libraries run to look for shared libraries; refusing them is harmless.
+const PROBES: &[&str] = &[
+    "ldconfig",
+    "ldconfig.real",
+    "gcc",
+    "cc",
+    "x86_64-linux-gnu-gcc",
+    "ld",
+    "ld.bfd",
+    "ld.gold",
+    "objdump",
+];
+
+fn is_probe(program: &str) -> bool {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    PROBES.contains(&base)
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Result of a sandboxed run.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Exit code as a shell reports it (128 + signal when killed).
+    /// Exit code as a shell reports it (128 + signal when killed, 124 on timeout).
     pub code: i32,
     pub blocked: Vec<Blocked>,
     /// What the kernel could enforce, in words.
     pub protections: Vec<String>,
+    pub timed_out: bool,
+    /// Whether the namespaces (mount view, PID, network...) were used.
+    pub namespaces: bool,
 }
 
 /// Landlock ABI version of the running kernel (0: unavailable).
@@ -77,35 +127,72 @@ fn abi_of(v: i32) -> ABI {
     }
 }
 
-/// Describe what will be enforced on this kernel.
+/// Describe what will be enforced on this kernel, for `policy` as given
+/// (`no_namespaces` says whether namespaces will be used: decide it with
+/// [`crate::ns::available`] first, so that this banner and the run agree).
 pub fn protections(policy: &Policy) -> Vec<String> {
+    protections_for(policy, !policy.no_namespaces)
+}
+
+fn protections_for(policy: &Policy, ns: bool) -> Vec<String> {
     let abi = landlock_abi();
     let mut p = Vec::new();
+    if ns {
+        p.push("view: a private root with only system directories, the interpreter, the program's files and allowed paths; other files and pathname UNIX sockets (docker.sock, D-Bus, agents) do not exist inside".into());
+        p.push("processes: new session and PID namespace; every process left when the program ends, or when run is stopped, is killed".into());
+        if getuid_is_root() {
+            p.push(
+                "identity: runs as uid 65534 with no capabilities outside (root dropped)".into(),
+            );
+        } else {
+            p.push(
+                "identity: the caller's uid in a user namespace, no capabilities outside".into(),
+            );
+        }
+    } else {
+        p.push("view: NOT isolated (user namespaces unavailable): files are limited by Landlock only, pathname UNIX sockets stay reachable".into());
+        p.push("processes: new session; processes left behind are killed when the program ends (subreaper), but NOT if run itself is killed".into());
+        if getuid_is_root() {
+            p.push("identity: NOT dropped: the program runs as root (root files such as /etc/shadow readable)".into());
+        }
+    }
     if abi >= 1 {
         p.push(format!(
-            "files: Landlock ABI {abi}: reads limited to system and allowed paths, writes to {}",
+            "files: Landlock ABI {abi}: reads limited to system and allowed paths, writes to the private tmp{}",
             if policy.allow_write.is_empty() {
-                "nowhere".into()
+                String::new()
             } else {
-                format!("{} allowed path(s)", policy.allow_write.len())
+                format!(" and {} allowed path(s)", policy.allow_write.len())
             }
         ));
         p.push("programs: only the program itself may be executed (Landlock and seccomp)".into());
     } else {
-        p.push("files: NOT protected (Landlock unavailable on this kernel)".into());
+        p.push("files: NOT limited by Landlock (unavailable on this kernel)".into());
         p.push("programs: only the program itself may be executed (seccomp)".into());
     }
     if policy.allow_network {
         p.push("network: allowed (--allow-network)".into());
+    } else if ns {
+        p.push("network: denied (empty network namespace; seccomp refuses non-UNIX sockets and io_uring)".into());
     } else if abi >= 4 {
-        p.push("network: denied (seccomp for non-UNIX sockets, Landlock for TCP)".into());
+        p.push(
+            "network: denied (seccomp refuses non-UNIX sockets and io_uring; Landlock TCP rules)"
+                .into(),
+        );
     } else {
-        p.push("network: denied for new sockets (seccomp); Landlock TCP rules unavailable".into());
+        p.push("network: denied for new sockets (seccomp; io_uring refused); Landlock TCP rules unavailable".into());
     }
+    p.push("kernel: io_uring, bpf, perf, ptrace, mounts, namespaces, keyrings, modules, device nodes and terminal injection (TIOCSTI) refused by seccomp".into());
     if abi >= 6 {
         p.push("signals and abstract UNIX sockets: scoped to the sandbox (Landlock ABI 6)".into());
     }
+    p.push("environment: scrubbed (PATH, LANG, LC_*, TERM, TZ kept; HOME and TMPDIR point at the private tmp; --env passes more)".into());
     p
+}
+
+fn getuid_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn interpreter_dirs(program: &Path) -> Vec<PathBuf> {
@@ -215,47 +302,200 @@ struct SeccompNotifResp {
     flags: u32,
 }
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
+/// A classic-BPF program built from rules, each a block that either returns
+/// or falls through to the next rule. Jumps inside a block name their target
+/// as "the end of this block" so no offset is counted by hand.
+struct Bpf {
+    out: Vec<libc::sock_filter>,
 }
 
-/// The classic-BPF filter: execs to the supervisor, non-UNIX sockets to
-/// the supervisor (or allowed with --allow-network), everything else allowed.
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const AND: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// Offsets in `struct seccomp_data`.
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+fn arg_lo(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+/// One instruction of a block; `Skip` jumps past the rest of the block.
+enum I {
+    Ld(u32),
+    And(u32),
+    /// if A == k: continue, else skip the block
+    EqElseSkip(u32),
+    /// if A == k: skip the block, else continue
+    NeElseSkip(u32),
+    /// if A & k: continue, else skip the block
+    SetElseSkip(u32),
+    Ret(u32),
+}
+
+impl Bpf {
+    fn raw(&mut self, code: u16, jt: u8, jf: u8, k: u32) {
+        self.out.push(libc::sock_filter { code, jt, jf, k });
+    }
+    fn block(&mut self, b: &[I]) {
+        let n = b.len();
+        for (i, ins) in b.iter().enumerate() {
+            let skip = (n - i - 1) as u8;
+            match *ins {
+                I::Ld(o) => self.raw(LD_W_ABS, 0, 0, o),
+                I::And(k) => self.raw(AND, 0, 0, k),
+                I::EqElseSkip(k) => self.raw(JEQ, 0, skip, k),
+                I::NeElseSkip(k) => self.raw(JEQ, skip, 0, k),
+                I::SetElseSkip(k) => self.raw(JSET, 0, skip, k),
+                I::Ret(k) => self.raw(RET, 0, 0, k),
+            }
+        }
+    }
+    /// `nr` returns `ret` whatever its arguments.
+    fn syscall(&mut self, nr: i64, ret: u32) {
+        self.block(&[I::Ld(NR), I::EqElseSkip(nr as u32), I::Ret(ret)]);
+    }
+}
+
+fn errno(e: i32) -> u32 {
+    SECCOMP_RET_ERRNO | (e as u32 & 0xffff)
+}
+
+/// Calls no model loader needs and every escape uses: kernel attack surface
+/// (io_uring, whose IORING_OP_SOCKET/CONNECT bypass socket filters; bpf;
+/// perf), other processes (ptrace, process_vm_*), keyrings, mounts and
+/// namespaces, module and kexec loading, handle-based opens (a classic
+/// container escape), device nodes.
+const DENIED: &[i64] = &[
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsmount,
+    libc::SYS_fsconfig,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_userfaultfd,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_acct,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+    libc::SYS_vhangup,
+    libc::SYS_chroot,
+];
+
+const NS_FLAGS: u32 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP) as u32;
+
+/// The seccomp filter. Execs and non-UNIX sockets go to the supervisor
+/// (user notification); the calls in [`DENIED`], terminal injection ioctls,
+/// device nodes, namespace-creating clones and personality changes fail
+/// with EPERM; everything else is allowed.
 fn filter(allow_network: bool) -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    let socket_rule = if allow_network {
-        SECCOMP_RET_ALLOW
-    } else {
-        SECCOMP_RET_USER_NOTIF
-    };
-    vec![
-        stmt(LD_W_ABS, 4),                                 // 0: arch
-        jump(JEQ, AUDIT_ARCH_X86_64, 1, 0),                // 1
-        stmt(RET, SECCOMP_RET_KILL_PROCESS),               // 2
-        stmt(LD_W_ABS, 0),                                 // 3: nr
-        jump(JGE, 0x4000_0000, 0, 1),                      // 4: x32 ABI
-        stmt(RET, SECCOMP_RET_ERRNO | libc::EPERM as u32), // 5
-        jump(JEQ, libc::SYS_execve as u32, 3, 0),          // 6
-        jump(JEQ, libc::SYS_execveat as u32, 2, 0),        // 7
-        jump(JEQ, libc::SYS_socket as u32, 2, 0),          // 8
-        stmt(RET, SECCOMP_RET_ALLOW),                      // 9
-        stmt(RET, SECCOMP_RET_USER_NOTIF),                 // 10: exec
-        stmt(LD_W_ABS, 16),                                // 11: socket domain (args[0])
-        jump(JEQ, libc::AF_UNIX as u32, 0, 1),             // 12
-        stmt(RET, SECCOMP_RET_ALLOW),                      // 13
-        stmt(RET, socket_rule),                            // 14
-    ]
+    let mut b = Bpf { out: Vec::new() };
+    // Only the native ABI: anything else (x32, i386 via int 0x80) is killed.
+    b.block(&[
+        I::Ld(ARCH),
+        I::NeElseSkip(AUDIT_ARCH_X86_64),
+        I::Ret(SECCOMP_RET_KILL_PROCESS),
+    ]);
+    b.raw(LD_W_ABS, 0, 0, NR);
+    b.raw(JGE, 0, 1, 0x4000_0000);
+    b.raw(RET, 0, 0, errno(libc::EPERM));
+    b.syscall(libc::SYS_execve, SECCOMP_RET_USER_NOTIF);
+    b.syscall(libc::SYS_execveat, SECCOMP_RET_USER_NOTIF);
+    // socket(): AF_UNIX allowed; anything else to the supervisor (denied) unless allowed.
+    if !allow_network {
+        b.block(&[
+            I::Ld(NR),
+            I::EqElseSkip(libc::SYS_socket as u32),
+            I::Ld(arg_lo(0)),
+            I::NeElseSkip(libc::AF_UNIX as u32),
+            I::Ret(SECCOMP_RET_USER_NOTIF),
+        ]);
+    }
+    for nr in DENIED {
+        b.syscall(*nr, errno(libc::EPERM));
+    }
+    // clone3 passes its flags in memory the filter cannot read: ENOSYS makes
+    // libc fall back to clone(), whose flags it can.
+    b.syscall(libc::SYS_clone3, errno(libc::ENOSYS));
+    b.block(&[
+        I::Ld(NR),
+        I::EqElseSkip(libc::SYS_clone as u32),
+        I::Ld(arg_lo(0)),
+        I::SetElseSkip(NS_FLAGS),
+        I::Ret(errno(libc::EPERM)),
+    ]);
+    // Typing into the caller's terminal (CVE-2017-5226) or its console.
+    for req in [libc::TIOCSTI as u32, libc::TIOCLINUX as u32] {
+        b.block(&[
+            I::Ld(NR),
+            I::EqElseSkip(libc::SYS_ioctl as u32),
+            I::Ld(arg_lo(1)),
+            I::EqElseSkip(req),
+            I::Ret(errno(libc::EPERM)),
+        ]);
+    }
+    // Device nodes (FIFOs and sockets stay possible).
+    for (nr, arg) in [(libc::SYS_mknod, 1), (libc::SYS_mknodat, 2)] {
+        for kind in [libc::S_IFCHR, libc::S_IFBLK] {
+            b.block(&[
+                I::Ld(NR),
+                I::EqElseSkip(nr as u32),
+                I::Ld(arg_lo(arg)),
+                I::And(libc::S_IFMT),
+                I::EqElseSkip(kind),
+                I::Ret(errno(libc::EPERM)),
+            ]);
+        }
+    }
+    // personality(): only the query (0xffffffff) and PER_LINUX (0) are allowed
+    // (ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC weaken exploits' mitigations).
+    b.block(&[
+        I::Ld(NR),
+        I::EqElseSkip(libc::SYS_personality as u32),
+        I::Ld(arg_lo(0)),
+        I::NeElseSkip(0),
+        I::NeElseSkip(0xffff_ffff),
+        I::Ret(errno(libc::EPERM)),
+    ]);
+    b.raw(RET, 0, 0, SECCOMP_RET_ALLOW);
+    b.out
 }
 
 /// In the child, after fork: Landlock, then seccomp; report the listener fd.
@@ -352,9 +592,8 @@ fn restrict_child(
     if listener < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // Tell the supervisor our pid and the listener's fd number.
-    // SAFETY: getpid has no preconditions.
-    let msg = format!("{} {}\n", unsafe { libc::getpid() }, listener);
+    // Tell the supervisor the listener's fd number.
+    let msg = format!("F {listener}\n");
     // SAFETY: report_fd is the write end of a pipe owned by this child.
     let n = unsafe { libc::write(report_fd, msg.as_ptr().cast(), msg.len()) };
     if n != msg.len() as isize {
@@ -440,15 +679,42 @@ fn supervise(listener: OwnedFd, report: impl Fn(Blocked)) {
             } else {
                 n.data.args[1]
             };
+            let mut target = read_child_str(n.pid, ptr);
+            let mut kind = "exec";
+            // fexecve / execveat(fd, "", AT_EMPTY_PATH): name what the fd is.
+            if nr == libc::SYS_execveat && target.is_empty() {
+                let link =
+                    std::fs::read_link(format!("/proc/{}/fd/{}", n.pid, n.data.args[0] as i32))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "?".into());
+                target = link;
+            }
+            if target.starts_with("/memfd:") || target.ends_with(" (deleted)") {
+                kind = "exec-anonymous";
+            }
+            let what = if kind == "exec-anonymous" {
+                format!("execute anonymous code ({target})")
+            } else {
+                format!("execute {target}")
+            };
             report(Blocked {
+                time: now_secs(),
+                kind,
                 pid: n.pid,
-                what: format!("execute {}", read_child_str(n.pid, ptr)),
+                probe: kind == "exec" && is_probe(&target),
+                what,
+                target,
             });
             resp.error = -libc::EPERM;
         } else if nr == libc::SYS_socket {
+            let target = domain_name(n.data.args[0]);
             report(Blocked {
+                time: now_secs(),
+                kind: "socket",
                 pid: n.pid,
-                what: format!("open a network socket ({})", domain_name(n.data.args[0])),
+                what: format!("open a network socket ({target})"),
+                target,
+                probe: false,
             });
             resp.error = -libc::EACCES;
         } else {
@@ -465,6 +731,56 @@ fn supervise(listener: OwnedFd, report: impl Fn(Blocked)) {
     }
 }
 
+/// The environment inside: a small safe set, plus what the policy passes.
+/// Secrets in the caller's environment (cloud keys, tokens) stay outside.
+fn sandbox_env(policy: &Policy, tmp: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for k in ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ"] {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.into(), v));
+        }
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    let t = tmp.display().to_string();
+    env.push(("HOME".into(), t.clone()));
+    env.push(("TMPDIR".into(), t));
+    for e in &policy.env {
+        match e.split_once('=') {
+            Some((k, v)) => env.push((k.into(), v.into())),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    env.push((e.clone(), v));
+                }
+            }
+        }
+    }
+    env
+}
+
+fn set_limits(policy: &Policy) -> std::io::Result<()> {
+    let set = |res: libc::__rlimit_resource_t, v: u64| -> std::io::Result<()> {
+        let lim = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: v,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if let Some(m) = policy.memory {
+        set(libc::RLIMIT_AS, m)?;
+    }
+    if let Some(p) = policy.pids {
+        set(libc::RLIMIT_NPROC, p)?;
+    }
+    // No core dumps of a process that read a model (and maybe secrets).
+    set(libc::RLIMIT_CORE, 0)
+}
+
 /// Run `argv` in the sandbox; blocked actions are passed to `on_block` as they happen.
 pub fn run(
     argv: &[String],
@@ -478,18 +794,16 @@ pub fn run(
         )
     })?;
     let program = std::path::absolute(&program)?;
-    if std::fs::read(&program)
+    let program = if std::fs::read(&program)
         .map(|b| b.starts_with(b"#!"))
         .unwrap_or(false)
     {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{} is a script (a pyenv shim?), which would need a second program to run; give the interpreter itself, e.g. the output of: python3 -c 'import sys; print(sys.executable)'",
-                program.display()
-            ),
-        ));
-    }
+        // A pyenv shim or wrapper script: ask it (outside the sandbox) which
+        // interpreter it runs, and run that instead.
+        resolve_script_interpreter(&program)?
+    } else {
+        program
+    };
     let mut reads: Vec<PathBuf> = [
         "/usr",
         "/lib",
@@ -510,26 +824,61 @@ pub fn run(
     reads.extend(interpreter_dirs(&program));
     reads.extend(policy.allow_read.iter().cloned());
     // Arguments that name existing files (the script, the model) are readable.
+    let mut arg_files = Vec::new();
     for a in &argv[1..] {
         let p = Path::new(a);
         if p.exists() {
-            reads.push(std::path::absolute(p)?);
+            let abs = std::path::absolute(p)?;
+            reads.push(abs.clone());
+            arg_files.push(abs);
         }
     }
-    // A private scratch directory as TMPDIR (libraries such as torch need
-    // one); it is removed afterwards, so nothing written there survives.
-    let scratch = std::env::temp_dir().join(format!(
-        "pickguard-run-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir(&scratch)?;
+    let use_ns = !policy.no_namespaces && crate::ns::available().is_ok();
+    // The writable scratch directory: a tmpfs inside the namespaces (gone
+    // with them), or a directory removed afterwards without them.
+    let scratch = if use_ns {
+        PathBuf::from(crate::ns::PRIVATE_TMP)
+    } else {
+        let d = std::env::temp_dir().join(format!(
+            "pickguard-run-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir(&d)?;
+        d
+    };
     let mut policy = policy.clone();
     policy.allow_write.push(scratch.clone());
     let policy = &policy;
+    let plan = crate::ns::Plan {
+        exposes: reads
+            .iter()
+            .filter(|p| !p.starts_with("/proc") && !p.starts_with("/sys") && !p.starts_with("/dev"))
+            .map(|p| crate::ns::Expose {
+                path: p.clone(),
+                writable: false,
+            })
+            .chain(
+                policy
+                    .allow_write
+                    .iter()
+                    .filter(|p| **p != scratch)
+                    .map(|p| crate::ns::Expose {
+                        path: std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+                        writable: true,
+                    }),
+            )
+            .chain(std::iter::once(crate::ns::Expose {
+                path: program.clone(),
+                writable: false,
+            }))
+            .collect(),
+        cwd: std::env::current_dir()?,
+        new_net: !policy.allow_network,
+    };
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -540,14 +889,27 @@ pub fn run(
     let (tx, rx) = mpsc::channel::<Blocked>();
     let rd_file = std::fs::File::from(rd);
     let supervisor = std::thread::spawn(move || {
-        // One line, not EOF: the parent still holds the write end while the
-        // child's first exec waits for this supervisor.
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(rd_file), &mut line);
-        let mut it = line
-            .split_whitespace()
-            .map(|x| x.parse::<i32>().unwrap_or(-1));
-        let (Some(pid), Some(fd)) = (it.next(), it.next()) else {
+        // Two lines, in either order: "P pid" (the program's pid as this
+        // process sees it) and "F fd" (its seccomp listener). Not EOF: the
+        // parent still holds the write end while the program's first exec
+        // waits for this supervisor.
+        let (mut pid, mut fd) = (None, None);
+        let mut reader = std::io::BufReader::new(rd_file);
+        while pid.is_none() || fd.is_none() {
+            let mut line = String::new();
+            match std::io::BufRead::read_line(&mut reader, &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let mut it = line.split_whitespace();
+            let (tag, v) = (it.next(), it.next().and_then(|x| x.parse::<i32>().ok()));
+            match (tag, v) {
+                (Some("P"), Some(v)) => pid = Some(v),
+                (Some("F"), Some(v)) => fd = Some(v),
+                _ => return,
+            }
+        }
+        let (Some(pid), Some(fd)) = (pid, fd) else {
             return;
         };
         let Ok(listener) = steal_fd(pid, fd) else {
@@ -565,21 +927,42 @@ pub fn run(
         wr.as_raw_fd()
     };
     let mut cmd = Command::new(&program);
-    cmd.args(&argv[1..]).env("TMPDIR", &scratch);
+    cmd.args(&argv[1..]).env_clear();
+    for (k, v) in sandbox_env(policy, &scratch) {
+        cmd.env(k, v);
+    }
+    let plan2 = plan.clone();
     // SAFETY: the closure runs in the forked child before exec; it only makes
     // system calls and small allocations (this process has no other threads
     // holding locks at this point besides the supervisor, which is blocked in read).
     unsafe {
         cmd.pre_exec(move || {
-            // Keep the write end open across fork only in the child: clear CLOEXEC is not
-            // needed, we write before exec.
+            if use_ns {
+                crate::ns::enter(&plan2, wr_raw)?;
+            } else {
+                // A new session: no controlling terminal to type into.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let msg = format!("P {}\n", libc::getpid());
+                libc::write(wr_raw, msg.as_ptr().cast(), msg.len());
+            }
+            set_limits(&policy2)?;
             restrict_child(&policy2, &program2, &reads, wr_raw)
         });
+    }
+    if !use_ns {
+        // Orphans of the sandbox are re-parented to this process, which
+        // kills them when the program ends (see kill_orphans).
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let spawned = cmd.spawn();
     drop(wr);
     let cleanup = || {
-        let _ = std::fs::remove_dir_all(&scratch);
+        if !use_ns {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
     };
     let mut child = match spawned {
         Ok(c) => c,
@@ -589,19 +972,116 @@ pub fn run(
             return Err(e);
         }
     };
+    // --timeout: kill the sandbox (with namespaces, killing the intermediate
+    // kills the PID namespace through the parent-death signals).
+    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    if let Some(t) = policy.timeout {
+        let pid = child.id() as i32;
+        let flag = timed_out.clone();
+        std::thread::spawn(move || {
+            if done_rx.recv_timeout(t).is_err() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                // SAFETY: kill(2) on the child we started (and its group, when it leads one).
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        });
+    }
     let status = child.wait();
+    let _ = done_tx.send(());
+    // Without a PID namespace, what the program left behind dies now: its
+    // session, and every orphan that was re-parented to us (the subreaper),
+    // including daemons that made their own session.
+    if !use_ns {
+        // SAFETY: kill(2) on the process group the child led (setsid).
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        kill_orphans();
+    }
     let _ = supervisor.join();
     cleanup();
     let status = status?;
     let blocked: Vec<Blocked> = rx.try_iter().collect();
-    let code = status
+    let mut code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    let mut prot = protections(policy);
-    prot.push("a private TMPDIR, deleted afterwards, is the one place writable by default".into());
+    if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        code = 124;
+    }
+    let prot = protections_for(policy, use_ns);
     Ok(Outcome {
         code,
         blocked,
         protections: prot,
+        timed_out: timed_out.load(std::sync::atomic::Ordering::SeqCst),
+        namespaces: use_ns,
     })
+}
+
+/// Kill and reap every child of this process (orphans of the sandbox that
+/// were re-parented here), until none is left; bounded.
+fn kill_orphans() {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    for _ in 0..200 {
+        let kids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|st| {
+                        // pid (comm) state ppid ...: comm may hold spaces.
+                        let rest = &st[st.rfind(')')? + 2..];
+                        rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                    })
+                    == Some(me)
+            })
+            .collect();
+        if kids.is_empty() {
+            return;
+        }
+        for k in &kids {
+            // SAFETY: kill(2) and waitpid(2) on our own children.
+            unsafe {
+                libc::kill(*k, libc::SIGKILL);
+                libc::waitpid(*k, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// The interpreter a wrapper script (a pyenv shim) really runs, asked of
+/// the script itself, outside the sandbox.
+fn resolve_script_interpreter(script: &Path) -> std::io::Result<PathBuf> {
+    let out = Command::new(script)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let exe = out
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty());
+    match exe {
+        Some(p)
+            if std::fs::read(&p)
+                .map(|b| b.starts_with(b"\x7fELF"))
+                .unwrap_or(false) =>
+        {
+            Ok(PathBuf::from(p))
+        }
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a script, and asking it for sys.executable gave no interpreter; give the interpreter itself, e.g. the output of: python3 -c 'import sys; print(sys.executable)'",
+                script.display()
+            ),
+        )),
+    }
 }

@@ -131,15 +131,22 @@ pub enum Command {
 
     /// Run a command (typically a model load) in an unprivileged sandbox.
     ///
-    /// The command may read the system directories, its interpreter's
-    /// installation, the files named among its arguments and --allow-read
-    /// paths; write only to --allow-write paths; execute nothing but itself;
-    /// and open no network socket. Blocked actions are reported as they
-    /// happen; the command's exit status is returned. Uses Landlock and
-    /// seccomp (no root needed) and says what the kernel cannot enforce.
+    /// Inside, only the system directories, the interpreter's installation,
+    /// the files named among the arguments and --allow-read/--allow-write
+    /// paths exist; writes go to a private tmp (HOME, TMPDIR) discarded at
+    /// the end, or to --allow-write paths; nothing but the program itself
+    /// may be executed; there is no network; the environment is scrubbed;
+    /// the terminal cannot be reached; every process the command leaves
+    /// behind is killed. Uses user, mount, PID and network namespaces,
+    /// Landlock and seccomp (no root needed); as root the command runs as
+    /// uid 65534. Prints what the kernel cannot enforce.
+    ///
+    /// Exit status: the command's own, or 126 when an action was blocked
+    /// (library probes such as ldconfig aside; --no-fail-on-block keeps the
+    /// command's status), 124 on --timeout.
     ///
     /// Example:
-    ///   pickguard run --allow-read ./models -- python load.py ./models/model.pt
+    ///   pickguard run --report blocked.jsonl -- python load.py ./models/model.pt
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
 
@@ -417,9 +424,30 @@ pub struct RunArgs {
     /// Allow writing beneath this path; repeatable.
     #[arg(long = "allow-write", value_name = "PATH")]
     pub allow_write: Vec<PathBuf>,
-    /// Allow network access.
+    /// Allow network access (no network namespace, sockets allowed).
     #[arg(long)]
     pub allow_network: bool,
+    /// Pass an environment variable: NAME (its value here) or NAME=VALUE; repeatable.
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Kill the command after this many seconds (exit status 124).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Address-space limit, e.g. 8G, 512M (RLIMIT_AS).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Most processes at once (RLIMIT_NPROC).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Write each blocked action as a JSON line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Return the command's exit status even when actions were blocked.
+    #[arg(long)]
+    pub no_fail_on_block: bool,
+    /// Do not use namespaces (Landlock and seccomp only; less isolation).
+    #[arg(long)]
+    pub no_namespaces: bool,
     /// Do not print what is protected at start.
     #[arg(long, short = 'q')]
     pub quiet: bool,
