@@ -243,6 +243,33 @@ impl Scanner {
                 Location::default(),
             ));
         }
+        // Unknown is not clean: a file whose name says model but whose content
+        // is nothing pickguard reads (random bytes named .pt, an empty .pt,
+        // ONNX, SavedModel protobufs, flax msgpack...) was not checked.
+        if ctx.format.is_none()
+            && let Some(ext) = model_extension(path)
+        {
+            let what = if data.is_empty() {
+                "is empty".to_string()
+            } else {
+                format!(
+                    "holds {} bytes in no format pickguard reads (starts with {})",
+                    data.len(),
+                    data.iter()
+                        .take(8)
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                )
+            };
+            ctx.push(Finding::new(
+                Rule::UnsupportedFormat,
+                format!(
+                    "the name says a model file ({ext}) but the file {what}: not analysed, so not clean"
+                ),
+                Location::default(),
+            ));
+            ctx.set_format("unknown-model");
+        }
         let mut verdict = Verdict::Clean;
         for f in &ctx.findings {
             verdict = verdict.max(f.rule.verdict());
@@ -1709,4 +1736,50 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
         Err(e) => Err(Unpack::Bad(e)),
     };
     (w.out, r)
+}
+
+/// Extensions that name model files (or their pickled/serialised parts).
+const MODEL_EXTENSIONS: &[&str] = &[
+    ".pt",
+    ".pth",
+    ".pth.tar",
+    ".bin",
+    ".ckpt",
+    ".pkl",
+    ".pickle",
+    ".p",
+    ".joblib",
+    ".sav",
+    ".dill",
+    ".npy",
+    ".npz",
+    ".safetensors",
+    ".onnx",
+    ".h5",
+    ".hdf5",
+    ".keras",
+    ".pb",
+    ".tflite",
+    ".msgpack",
+    ".gguf",
+    ".ggml",
+    ".mar",
+    ".pdparams",
+    ".pdmodel",
+    ".mlmodel",
+    ".model",
+    ".nemo",
+    ".llamafile",
+    ".pkl.gz",
+    ".pt.gz",
+];
+
+/// The model extension a path ends with, if any (case-insensitive).
+pub fn model_extension(path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    MODEL_EXTENSIONS
+        .iter()
+        .filter(|e| lower.ends_with(*e))
+        .max_by_key(|e| e.len())
+        .copied()
 }

@@ -544,9 +544,14 @@ pub struct ScanArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Follow symbolic links when walking directories.
-    #[arg(long, short = 'L')]
+    /// Follow symbolic links when walking directories (the default; kept for
+    /// compatibility).
+    #[arg(long, short = 'L', hide = true)]
     pub follow: bool,
+
+    /// Do not follow symbolic links when walking directories.
+    #[arg(long, conflicts_with = "follow")]
+    pub no_follow: bool,
 
     /// Check this signature (OpenSSF model signing bundle) over the scanned
     /// path before scanning; a mismatch is reported as a finding.

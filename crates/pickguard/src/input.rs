@@ -20,14 +20,51 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// Most bytes read from a stream (standard input, a pipe, a device).
+pub const MAX_STREAM: u64 = 2 << 30;
+
 /// Map a file read-only. Checkpoints are large and a scan touches only
 /// their pickles and headers, so mapping avoids reading tensor bytes at all.
+/// Anything that is not a regular file (a pipe, `/dev/stdin`, a process
+/// substitution, a character device) is read as a bounded stream; so is a
+/// regular file whose size says 0 (`/proc` files), so nothing is taken as
+/// empty without being read.
 pub fn open(path: &Path) -> std::io::Result<Bytes> {
+    open_until(
+        path,
+        std::time::Instant::now() + std::time::Duration::from_secs(600),
+    )
+}
+
+/// [`open`], giving up on a stream at `deadline`.
+pub fn open_until(path: &Path, deadline: std::time::Instant) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let meta = std::fs::metadata(path)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    if ft.is_char_device() || ft.is_block_device() {
+        return Err(std::io::Error::other(
+            "a device, not a file: not scanned (copy the model to a file, or pipe it to `pickguard scan -`)",
+        ));
+    }
+    if !ft.is_file() || meta.len() == 0 {
+        // O_NONBLOCK: opening a FIFO nobody writes to must not hang.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nonblock(ft.is_fifo()))
+            .open(path)?;
+        let v = read_stream(f, deadline)?;
+        if v.is_empty() && !ft.is_file() {
+            return Err(std::io::Error::other(
+                "read nothing from this pipe or device (no writer, or no data): nothing was scanned",
+            ));
+        }
+        return Ok(Bytes::Owned(v));
+    }
     let file = File::open(path)?;
     let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(Bytes::Owned(Vec::new()));
-    }
     if len < 64 * 1024 {
         let mut v = Vec::with_capacity(len as usize);
         (&file).read_to_end(&mut v)?;
@@ -46,9 +83,47 @@ fn map(file: &File) -> std::io::Result<Bytes> {
     Ok(Bytes::Mapped(m))
 }
 
-/// All of standard input.
-pub fn stdin() -> std::io::Result<Bytes> {
+fn libc_nonblock(fifo: bool) -> i32 {
+    // O_NONBLOCK on Linux.
+    if fifo { 0o4000 } else { 0 }
+}
+
+/// Read a stream to its end: at most [`MAX_STREAM`] bytes, until `deadline`.
+fn read_stream(mut r: impl Read, deadline: std::time::Instant) -> std::io::Result<Vec<u8>> {
     let mut v = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut v)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(v),
+            Ok(n) => {
+                if v.len() as u64 + n as u64 > MAX_STREAM {
+                    return Err(std::io::Error::other(format!(
+                        "the stream is longer than {MAX_STREAM} bytes: not scanned"
+                    )));
+                }
+                v.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return Err(std::io::Error::other(
+                        "the stream sent nothing before the time limit: not scanned",
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(
+                "the stream did not end before the time limit (--timeout): not scanned",
+            ));
+        }
+    }
+}
+
+/// All of standard input (bounded like any stream).
+pub fn stdin(deadline: std::time::Instant) -> std::io::Result<Bytes> {
+    let v = read_stream(std::io::stdin().lock(), deadline)?;
     Ok(Bytes::Owned(v))
 }

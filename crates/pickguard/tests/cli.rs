@@ -83,8 +83,10 @@ fn directory_scan_is_recursive_and_content_based() {
         .iter()
         .find(|f| f["path"].as_str().unwrap().ends_with("model.pt"))
         .unwrap();
-    assert_eq!(pt["verdict"], "clean");
-    assert_eq!(pt["format"], "other");
+    // Content decides the format; a model's name on unreadable content makes
+    // it inconclusive, never clean (issue 14, class 11).
+    assert_eq!(pt["verdict"], "inconclusive");
+    assert_eq!(pt["format"], "unknown-model");
     assert_eq!(doc["summary"]["malicious"], 1);
 }
 
@@ -245,4 +247,126 @@ fn every_rule_is_documented_and_every_section_is_a_rule() {
             "docs/rules.md has a section for unknown rule {anchor}"
         );
     }
+}
+
+/// Issue 14, classes 9–11 and 13: nothing unread is ever called clean, and
+/// nothing in a file can forge the report.
+#[test]
+fn inputs_that_were_not_read_are_never_clean() {
+    let m = common::corpus().join("mal-reduce-os-system-p2.pkl");
+    let d = tempfile::tempdir().unwrap();
+    // A pipe as a path (what `pickguard scan /dev/stdin` and `<(cat f)` give).
+    let out = common::pickguard()
+        .args(["scan", "--no-progress", "/dev/stdin"])
+        .stdin(std::fs::File::open(&m).unwrap())
+        .output()
+        .unwrap();
+    // stdin of a file is a regular file; force a real pipe too.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut child = common::pickguard()
+        .args(["scan", "--no-progress", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(&std::fs::read(&m).unwrap()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.starts_with("MALICIOUS"), "{text}");
+    // A FIFO nobody writes to is an error, not a hang and not clean.
+    let fifo = d.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = common::run(&["scan", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ERROR"));
+    // A device is refused; a /proc file (size 0) is read, not taken as empty.
+    let out = common::run(&["scan", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Random bytes and an empty file named like models are inconclusive.
+    std::fs::write(d.path().join("random.pt"), b"\x13\x37 not a model at all").unwrap();
+    std::fs::write(d.path().join("empty.ckpt"), b"").unwrap();
+    let (doc, code) = common::scan_json(&[
+        d.path().join("random.pt").as_path(),
+        d.path().join("empty.ckpt").as_path(),
+    ]);
+    assert_eq!(code, 2);
+    for f in doc["files"].as_array().unwrap() {
+        assert_eq!(f["verdict"], "inconclusive", "{f}");
+    }
+    // A directory with no model files: nothing was checked, exit 2.
+    let docs = d.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("README.md"), "hello").unwrap();
+    let out = common::run(&["scan", docs.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was checked"));
+}
+
+#[test]
+fn symlinked_models_are_scanned_like_a_hugging_face_cache() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("blobs")).unwrap();
+    std::fs::create_dir_all(d.path().join("snapshots/abc")).unwrap();
+    std::fs::copy(
+        common::corpus().join("mal-reduce-os-system-p2.pkl"),
+        d.path().join("blobs/5f1e"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../blobs/5f1e",
+        d.path().join("snapshots/abc/pytorch_model.bin"),
+    )
+    .unwrap();
+    let (doc, code) = common::scan_json(&[d.path().join("snapshots").as_path()]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["files"][0]["verdict"], "malicious");
+    // --no-follow: the link is not read, and so nothing was checked.
+    let out = common::run(&[
+        "scan",
+        "--no-follow",
+        d.path().join("snapshots").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn names_from_a_file_cannot_forge_report_lines() {
+    // A pickle whose STACK_GLOBAL strings carry a newline and an ANSI escape:
+    // protocol 4, SHORT_BINUNICODE module and name, STACK_GLOBAL, STOP.
+    let module = "os\nCLEAN         fake.pt (pickle)\x1b[2K";
+    let name = "system";
+    let mut p = vec![0x80, 4];
+    for s in [module, name] {
+        p.push(0x8c);
+        p.push(s.len() as u8);
+        p.extend_from_slice(s.as_bytes());
+    }
+    p.extend_from_slice(&[0x93, b'.']);
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("forge.pkl");
+    std::fs::write(&f, &p).unwrap();
+    let out = common::run(&["scan", "--color", "never", f.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.lines().any(|l| l.starts_with("CLEAN")),
+        "a forged line was printed:\n{text}"
+    );
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert_ne!(out.status.code(), Some(0));
 }

@@ -1,5 +1,6 @@
 //! Human output: one line per file, then its findings with call chains.
 
+use super::safe_text;
 use crate::FileReport;
 use crate::finding::{Severity, Verdict};
 use std::fmt::Write as _;
@@ -34,18 +35,26 @@ impl Style {
 pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
     let mut out = String::new();
     let extra = match (f.tensors, &f.error) {
-        (_, Some(e)) => format!(" — {e}"),
+        (_, Some(e)) => format!(" — {}", safe_text(e)),
         (Some(t), _) => format!(" ({}, {t} tensors)", f.format),
         _ => format!(" ({})", f.format),
     };
-    let _ = writeln!(out, "{:<13} {}{}", style.verdict(f.verdict), f.path, extra);
+    // The path is already shown losslessly (report::display_path) when it
+    // comes from the file system; escape again for names given otherwise.
+    let _ = writeln!(
+        out,
+        "{:<13} {}{}",
+        style.verdict(f.verdict),
+        safe_text(&f.path),
+        extra
+    );
     for x in &f.findings {
         if x.severity <= Severity::Info && !verbose {
             continue;
         }
         let mut parts: Vec<String> = Vec::new();
         if let Some(m) = &x.location.member {
-            parts.push(m.clone());
+            parts.push(safe_text(m));
         }
         if let Some(st) = x.location.stream.filter(|&st| st > 0) {
             parts.push(format!("stream {st}"));
@@ -61,7 +70,7 @@ pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
             out,
             "  {} {}{}",
             style.paint("2", x.rule.id()),
-            x.message,
+            safe_text(&x.message),
             if place.is_empty() {
                 String::new()
             } else {
@@ -69,7 +78,7 @@ pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
             }
         );
         for c in &x.calls {
-            let _ = writeln!(out, "      ↳ {}", style.paint("1", c));
+            let _ = writeln!(out, "      ↳ {}", style.paint("1", &safe_text(c)));
         }
     }
     if verbose && !f.globals.is_empty() {
@@ -78,7 +87,11 @@ pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
             let _ = writeln!(
                 out,
                 "    {:<14} {}.{} (imported {}×, called {}×)",
-                g.class, g.module, g.name, g.imports, g.calls
+                g.class,
+                safe_text(&g.module),
+                safe_text(&g.name),
+                g.imports,
+                g.calls
             );
         }
     }

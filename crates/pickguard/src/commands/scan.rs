@@ -4,7 +4,7 @@ use crate::cli::{Color, FailOn, Format, ScanArgs};
 use crate::input;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use pickguard_scan::report::{json, sarif, text};
+use pickguard_scan::report::{display_path, json, sarif, text};
 use pickguard_scan::{
     FileReport, Finding, Location, Policy, Rule, ScanOptions, Scanner, UserPolicy, Verdict,
 };
@@ -29,17 +29,28 @@ fn collect(args: &ScanArgs) -> Result<(Vec<Target>, Vec<FileReport>)> {
         let meta = match std::fs::metadata(p) {
             Ok(m) => m,
             Err(e) => {
-                errors.push(FileReport::error(&p.display().to_string(), e.to_string()));
+                errors.push(FileReport::error(&display_path(p), e.to_string()));
                 continue;
             }
         };
         if meta.is_dir() {
+            // Symbolic links are followed by default: a Hugging Face cache
+            // snapshot is nothing but links into blobs/ (loops are reported).
             let walker = walkdir::WalkDir::new(p)
-                .follow_links(args.follow)
+                .follow_links(!args.no_follow)
                 .sort_by_file_name();
             for entry in walker.into_iter().filter_entry(|e| e.file_name() != ".git") {
                 match entry {
                     Ok(e) if e.file_type().is_file() => out.push(Target::File(e.into_path())),
+                    Ok(e) if e.path_is_symlink() && args.no_follow => {}
+                    Ok(e) if !e.file_type().is_dir() && !e.file_type().is_symlink() => {
+                        // FIFOs, sockets, devices inside a tree: not read, but said so.
+                        errors.push(FileReport::error(
+                            &display_path(e.path()),
+                            "not a regular file; not scanned (give it as an argument to read it as a stream)"
+                                .into(),
+                        ));
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         let path = e
@@ -78,15 +89,19 @@ fn load_policy(args: &ScanArgs) -> Result<Policy> {
 
 fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport {
     let mut scanner = scanner.clone();
-    scanner.options.pickle.limits.deadline = Some(Instant::now() + timeout);
+    let deadline = Instant::now() + timeout;
+    scanner.options.pickle.limits.deadline = Some(deadline);
     match target {
-        Target::Stdin => match input::stdin() {
+        Target::Stdin => match input::stdin(deadline) {
+            Ok(b) if b.is_empty() => {
+                FileReport::error("-", "standard input was empty: nothing was scanned".into())
+            }
             Ok(b) => scanner.scan_bytes("-", &b),
             Err(e) => FileReport::error("-", format!("reading standard input: {e}")),
         },
         Target::File(p) => {
-            let name = p.display().to_string();
-            match input::open(p) {
+            let name = display_path(p);
+            match input::open_until(p, deadline) {
                 Ok(b) => scanner.scan_bytes(&name, &b),
                 Err(e) => FileReport::error(&name, e.to_string()),
             }
@@ -197,6 +212,18 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         }
     };
     write_out(args.output.as_deref(), &body)?;
+    // Nothing that is a model was read: say so, and do not pass.
+    let models = reports
+        .iter()
+        .filter(|r| !(r.format == "other" && r.verdict == Verdict::Clean))
+        .count();
+    if models == 0 {
+        eprintln!(
+            "pickguard: no model file found in {} file(s): nothing was checked (exit 2)",
+            reports.len()
+        );
+        return Ok(2);
+    }
 
     let fails = |v: Verdict| match args.fail_on {
         FailOn::Malicious => v == Verdict::Malicious,
