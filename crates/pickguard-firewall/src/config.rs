@@ -39,6 +39,13 @@ pub struct Config {
     /// Require a valid token (any role) to read /simple/ and /files/.
     #[serde(default)]
     pub require_read_token: bool,
+    /// Memory the page caches may hold (estimated), in bytes.
+    #[serde(default = "default_cache_max")]
+    pub cache_max_bytes: u64,
+    /// Largest distribution file downloaded from an upstream, in bytes (a
+    /// file whose index lists a size is also held to that size).
+    #[serde(default = "default_max_file")]
+    pub max_file_bytes: u64,
     /// The audit log is rotated when it passes this many bytes.
     #[serde(default = "default_audit_max")]
     pub audit_max_bytes: u64,
@@ -215,6 +222,12 @@ fn default_on_private_error() -> String {
 }
 fn default_page_ttl() -> u64 {
     60
+}
+fn default_cache_max() -> u64 {
+    256 << 20
+}
+fn default_max_file() -> u64 {
+    16 << 30
 }
 fn default_audit_max() -> u64 {
     100 << 20

@@ -43,6 +43,8 @@ pub struct Job {
     pub sha256: String,
     pub dir: PathBuf,
     pub name: String,
+    /// Most bytes accepted (the listed size, or max_file_bytes).
+    pub max: u64,
 }
 
 impl Job {
@@ -81,6 +83,19 @@ pub async fn join(st: &Arc<AppState>, job: Job) -> Result<Role, (u16, String)> {
         }
     };
     let len = resp.content_length();
+    if let Some(l) = len
+        && l > job.max
+    {
+        let e = (
+            502,
+            format!(
+                "{}: the upstream sends {l} bytes, more than the {} allowed (listed size or max_file_bytes)",
+                job.name, job.max
+            ),
+        );
+        finish(st, &tx, Err(e.clone()));
+        return Err(e);
+    }
     let (ctx, crx) = mpsc::channel(16);
     let st2 = st.clone();
     tokio::spawn(async move {
@@ -200,11 +215,22 @@ async fn download(
             .await
             .map_err(|e| (500, format!("cache: {e}")))?;
         let mut hasher = Sha256::new();
+        let mut size = 0u64;
         let mut held: Option<Bytes> = None;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk =
                 chunk.map_err(|e| (502, format!("fetching {name}: {}", e.without_url())))?;
+            size += chunk.len() as u64;
+            if size > job.max {
+                return Err((
+                    502,
+                    format!(
+                        "{name}: the download passed {} bytes (listed size or max_file_bytes); stopped",
+                        job.max
+                    ),
+                ));
+            }
             hasher.update(&chunk);
             out.write_all(&chunk)
                 .await

@@ -63,6 +63,10 @@ pub struct AppState {
     cache_dir: PathBuf,
     /// Downloads in progress, by target path (concurrent misses wait on one).
     fills: Mutex<HashMap<PathBuf, tokio::sync::watch::Receiver<fill::Outcome>>>,
+    /// Bytes held by `response_cache`.
+    resp_bytes: std::sync::atomic::AtomicU64,
+    /// Estimated bytes held by `page_cache`.
+    cache_bytes: std::sync::atomic::AtomicU64,
     /// Page cache hits since start (one in SAMPLE is written to the audit log).
     page_hits: std::sync::atomic::AtomicU64,
     auth: auth::Auth,
@@ -195,6 +199,8 @@ impl AppState {
             cache_dir,
             fills: Mutex::new(HashMap::new()),
             page_hits: std::sync::atomic::AtomicU64::new(0),
+            cache_bytes: std::sync::atomic::AtomicU64::new(0),
+            resp_bytes: std::sync::atomic::AtomicU64::new(0),
             auth,
             upload_locks: Mutex::new(HashMap::new()),
             hosted: config::Upstream::new("hosted", "", true),

@@ -17,6 +17,8 @@ pub struct FileRef {
     pub filename: String,
     pub sha256: String,
     pub metadata_sha256: Option<String>,
+    /// PEP 700 size, when the index gives it: the download may not exceed it.
+    pub size: Option<u64>,
 }
 
 /// The outcome for one project.
@@ -46,6 +48,19 @@ impl Resolution {
             hidden: vec![],
             files: vec![],
         }
+    }
+}
+
+/// Rough memory held by a cached upstream answer.
+fn fetch_size(f: &Fetch) -> u64 {
+    match f {
+        Fetch::Found(p) => p
+            .files
+            .iter()
+            .map(|x| 160 + x.filename.len() + x.url.len())
+            .sum::<usize>() as u64,
+        Fetch::Error(e) => 64 + e.len() as u64,
+        _ => 64,
     }
 }
 
@@ -109,12 +124,39 @@ impl AppState {
             tracing::warn!(event = "upstream-error", upstream = %up.name, private = up.private, project = name, error = %e, "upstream answer not usable");
         }
         if let Ok(mut c) = self.page_cache.lock() {
-            if c.len() > 100_000 {
+            let size = fetch_size(&f);
+            let total = self
+                .cache_bytes
+                .fetch_add(size, std::sync::atomic::Ordering::Relaxed)
+                + size;
+            // Bounded by entries and by (estimated) bytes: an upstream that
+            // answers every name with a huge page cannot fill the memory.
+            if c.len() > 100_000 || total > self.cfg.cache_max_bytes {
                 c.clear();
+                self.cache_bytes
+                    .store(size, std::sync::atomic::Ordering::Relaxed);
             }
             c.insert(key, (Instant::now(), f.clone()));
         }
         f
+    }
+
+    /// Drop cached pages and answers older than their time to live.
+    pub fn sweep(&self) {
+        let page = Duration::from_secs(self.cfg.page_ttl_secs.max(self.cfg.error_ttl_secs));
+        if let Ok(mut c) = self.page_cache.lock() {
+            c.retain(|_, (at, _)| at.elapsed() < page);
+            let total: u64 = c.values().map(|(_, f)| fetch_size(f)).sum();
+            self.cache_bytes
+                .store(total, std::sync::atomic::Ordering::Relaxed);
+        }
+        let resp = Duration::from_secs(self.cfg.page_ttl_secs);
+        if let Ok(mut c) = self.response_cache.lock() {
+            c.retain(|_, r| r.at.elapsed() < resp);
+            let total: u64 = c.values().map(|r| r.body.len() as u64).sum();
+            self.resp_bytes
+                .store(total, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Does a public upstream have this project? `Ok(Some(upstream))` if one
@@ -164,11 +206,28 @@ impl AppState {
                             break;
                         }
                     }
+                    // The same rule as without a route: a private upstream's
+                    // empty page is "not here" only where it is authoritative.
+                    Fetch::Empty if up.private && !up.empty_page_is_absent => {
+                        return Resolution::refuse(
+                            502,
+                            "private-upstream-error",
+                            claimed,
+                            format!(
+                                "routed private upstream {} answered a page that lists no files; an empty answer is not trusted as \"not here\"",
+                                up.name
+                            ),
+                        );
+                    }
                     Fetch::Empty | Fetch::NotFound => {}
                     Fetch::Error(e) => {
                         return Resolution::refuse(
                             502,
-                            "upstream-error",
+                            if up.private {
+                                "private-upstream-error"
+                            } else {
+                                "upstream-error"
+                            },
                             claimed,
                             format!("routed upstream failed: {e}"),
                         );
@@ -191,7 +250,27 @@ impl AppState {
             } else {
                 vec![]
             };
-            let mut r = self.build(name, found, claimed, "serve-routed").await;
+            let private_part = found.iter().any(|(u, _)| u.private);
+            if private_part && claim.is_none() {
+                let source = format!(
+                    "private upstream {} (routed)",
+                    found
+                        .iter()
+                        .find(|(u, _)| u.private)
+                        .map(|(u, _)| u.name.as_str())
+                        .unwrap_or("")
+                );
+                if let Err(e) = self.db.claim(name, &source) {
+                    tracing::error!(event = "claim-failed", project = name, error = %e, "could not record the private claim");
+                }
+            }
+            let mut r = self
+                .build(name, found, claimed || private_part, "serve-routed")
+                .await;
+            // Public-only routes pass quarantine like any public answer.
+            if !private_part {
+                self.quarantine(name, &mut r);
+            }
             if let Some(p) = &mut r.project {
                 p.tracks = tracks;
             }
@@ -369,6 +448,7 @@ impl AppState {
                     filename: f.filename.clone(),
                     sha256: sha.clone(),
                     metadata_sha256: f.core_metadata.clone().flatten(),
+                    size: f.size,
                 });
                 // Only the hash the firewall verifies is passed on: a client
                 // checking another algorithm would trust bytes nobody checked.

@@ -90,6 +90,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    // Expired cache entries go, whatever the traffic.
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            t.tick().await;
+            sweeper.sweep();
+        }
+    });
     eprintln!(
         "pickguard firewall listening on http://{addr}/simple/ (data in {})",
         state.cfg.data_dir.display()
@@ -358,8 +367,12 @@ async fn project(
                 render_html(p)
             };
             if let Ok(mut c) = st.response_cache.lock() {
-                if c.len() > 100_000 {
+                let held = st
+                    .resp_bytes
+                    .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if c.len() > 100_000 || held > st.cfg.cache_max_bytes {
                     c.clear();
+                    st.resp_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
                 }
                 c.insert(
                     (name.clone(), fkey),
@@ -466,10 +479,13 @@ async fn file(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let sha_ok = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    // Only the normalised spelling: another one would be resolved (and asked
+    // of public upstreams) under a name the claims do not match.
     if !sha_ok
         || !valid_component(&upstream)
         || !valid_component(&filename)
         || !pickguard_index::is_valid_name(&project)
+        || project != normalize(&project)
     {
         return text(404, "not found\n".into(), None);
     }
@@ -520,7 +536,11 @@ async fn file(
         let Some(want) = want else {
             return text(404, "no verifiable metadata for this file\n".into(), None);
         };
+        let listed = if is_metadata { None } else { fref.size };
         let job = crate::fill::Job {
+            max: listed
+                .unwrap_or(st.cfg.max_file_bytes)
+                .min(st.cfg.max_file_bytes),
             upstream: fref.upstream.clone(),
             url,
             sha256: want,

@@ -82,9 +82,11 @@ pub fn host_allowed(url: &reqwest::Url, allowed: &[String]) -> bool {
         return false;
     };
     let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    // A bare host means its standard ports (80, 443), not every service on it.
+    let standard = matches!(url.port_or_known_default(), Some(80 | 443));
     allowed
         .iter()
-        .any(|a| a.eq_ignore_ascii_case(&origin) || a.eq_ignore_ascii_case(&host))
+        .any(|a| a.eq_ignore_ascii_case(&origin) || (standard && a.eq_ignore_ascii_case(&host)))
 }
 
 /// Read a response body, refusing more than `limit` bytes.
@@ -149,12 +151,31 @@ pub fn classify(body: &[u8], json: bool, name: &str) -> Result<Option<Project>, 
     } else {
         let text = std::str::from_utf8(body).map_err(|_| "the page is not UTF-8".to_string())?;
         let p = parse_html(text, name).map_err(|e| e.to_string())?;
-        if p.files.is_empty() && !looks_like_index_page(text, name) {
-            return Err(
-                "answered 200 with an HTML page that lists no files and is not a simple-API \
-                 project page (no pypi:repository-version meta, no \"Links for\" title)"
-                    .into(),
-            );
+        if p.files.is_empty() {
+            // "Empty" is the one answer that can let a name go public, so it
+            // must be certain: a page this parser reads no link from, but
+            // whose raw text holds anchor tags an installer's parser would
+            // read (<A HREF>, <a/href>, links after a stray '<'), or that was
+            // cut off before its end, is not empty: it is unreadable.
+            if anchor_tags(text) > 0 {
+                return Err(format!(
+                    "the page holds {} anchor tag(s) this reader could not parse: not taken as empty",
+                    anchor_tags(text)
+                ));
+            }
+            let lower = text.to_ascii_lowercase();
+            if !(lower.contains("</body>") || lower.contains("</html>")) {
+                return Err(
+                    "the page ends before </body> or </html> (cut off?): not taken as empty".into(),
+                );
+            }
+            if !looks_like_index_page(text, name) {
+                return Err(
+                    "answered 200 with an HTML page that lists no files and is not a simple-API \
+                     project page (no pypi:repository-version meta, no \"Links for\" title)"
+                        .into(),
+                );
+            }
         }
         p
     };
@@ -175,7 +196,7 @@ pub fn classify(body: &[u8], json: bool, name: &str) -> Result<Option<Project>, 
 /// says it is one: the PEP 629 version meta, or the PEP 503 customary title.
 fn looks_like_index_page(text: &str, name: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    if lower.contains("pypi:repository-version") {
+    if lower.contains("<meta name=\"pypi:repository-version\"") {
         return true;
     }
     // "Links for <name>" in a title or heading, with the project's own name.
@@ -184,6 +205,23 @@ fn looks_like_index_page(text: &str, name: &str) -> bool {
         let end = rest.find('<').unwrap_or(rest.len());
         normalize(rest[..end].trim()) == name
     })
+}
+
+/// Anchor start tags in raw HTML, counted as a lenient HTML tokenizer (such
+/// as Python's html.parser, which pip uses) would see them: `<a` in any case,
+/// followed by whitespace, `/` or `>`.
+fn anchor_tags(text: &str) -> usize {
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(2))
+        .filter(|&i| {
+            b[i] == b'<'
+                && (b[i + 1] | 0x20) == b'a'
+                && matches!(
+                    b[i + 2],
+                    b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/' | b'>'
+                )
+        })
+        .count()
 }
 
 /// Ask `up` for `name`'s page with `client` (whose redirect policy enforces
@@ -220,6 +258,27 @@ pub async fn fetch_project(client: &reqwest::Client, up: &Upstream, name: &str) 
     };
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+        // A private index must say "not here" in both formats: one that
+        // routes on Accept could 404 the JSON request and serve HTML.
+        if up.private {
+            let html = client
+                .get(&url)
+                .header(reqwest::header::ACCEPT, "text/html")
+                .timeout(timeout)
+                .send()
+                .await;
+            match html {
+                Ok(r) if matches!(r.status().as_u16(), 404 | 410) => {}
+                Ok(r) => {
+                    return Fetch::Error(format!(
+                        "{}: answered 404 to the JSON request but HTTP {} to the HTML one",
+                        up.name,
+                        r.status().as_u16()
+                    ));
+                }
+                Err(e) => return Fetch::Error(format!("{}: {}", up.name, e.without_url())),
+            }
+        }
         return Fetch::NotFound;
     }
     if status != reqwest::StatusCode::OK {
@@ -323,6 +382,26 @@ mod tests {
     }
 
     #[test]
+    fn pages_an_installer_reads_links_from_are_never_empty() {
+        let t = "torchtriton";
+        for page in [
+            "<HTML><HEAD><TITLE>Links for torchtriton</TITLE></HEAD><BODY><A HREF=\"/f/torchtriton-1.0.0-py3-none-any.whl#sha256=bb\">torchtriton-1.0.0-py3-none-any.whl</A></BODY></HTML>",
+            "<html><head><title>Links for torchtriton</title></head><body><a HREF=\"/f/torchtriton-1.0.0-py3-none-any.whl\">x</a></body></html>",
+            "<html><head><title>Links for torchtriton</title></head><body>a < b<a href=\"/f/torchtriton-1.0.0-py3-none-any.whl\">x</a></body></html>",
+            "<html><head><title>Links for torchtriton</title></head><body><a/href=\"/f/torchtriton-1.0.0-py3-none-any.whl\">x</a></body></html>",
+            // Cut off before the body.
+            "<html><head><title>Links for torchtriton</title></head>",
+            // The meta name mentioned in a comment is not the meta tag.
+            "<html><!-- pypi:repository-version --><body></body></html>",
+        ] {
+            match classify(page.as_bytes(), false, t) {
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => panic!("taken as an empty project page: {page}"),
+            }
+        }
+    }
+
+    #[test]
     fn explicit_empty_and_real_pages() {
         let t = "torchtriton";
         assert!(matches!(
@@ -344,6 +423,14 @@ mod tests {
         assert!(matches!(
             classify(
                 b"<html><head><title>Links for torchtriton</title></head><body></body></html>",
+                false,
+                t
+            ),
+            Ok(None)
+        ));
+        assert!(matches!(
+            classify(
+                b"<!DOCTYPE html><html><head><meta name=\"pypi:repository-version\" content=\"1.0\"></head><body></body></html>",
                 false,
                 t
             ),
@@ -377,5 +464,10 @@ mod tests {
         assert!(!host_allowed(&u, &["pypi.org".into()]));
         let l = reqwest::Url::parse("http://127.0.0.1:9/x").unwrap();
         assert!(!host_allowed(&l, &["127.0.0.1:8080".into()]));
+        // A bare host allows its standard ports only (not Redis on 6379).
+        let r = reqwest::Url::parse("http://files.example:6379/a").unwrap();
+        assert!(!host_allowed(&r, &["files.example".into()]));
+        let h = reqwest::Url::parse("http://files.example/a").unwrap();
+        assert!(host_allowed(&h, &["files.example".into()]));
     }
 }

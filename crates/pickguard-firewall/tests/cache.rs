@@ -309,3 +309,21 @@ async fn the_audit_log_keeps_decisions_rotates_and_survives_restart() {
     assert_eq!(recent.len(), 5, "{d}");
     assert_eq!(recent[0]["path"], "/simple/nope199/", "newest first: {d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_bounded() {
+    // The 1 MiB file is over max_file_bytes: refused, nothing left on disk.
+    let w = world("max_file_bytes = 100000").await;
+    listing(w.fw).await;
+    let want = w.up.served.lock().unwrap().clone();
+    let r = reqwest::get(file_url(w.fw, &sha(&want))).await.unwrap();
+    let ok = r.status().is_success() && r.bytes().await.is_ok();
+    assert!(!ok, "an oversized download was delivered");
+    assert!(parts(w.dir.path()).is_empty());
+    assert!(
+        !w.dir
+            .path()
+            .join(format!("files/pypi/{}/{FILE}", sha(&want)))
+            .exists()
+    );
+}

@@ -406,3 +406,109 @@ async fn root_index_does_not_list_private_names_anonymously() {
     let admin = root(Some("t0ken")).await;
     assert!(admin.contains("acme-secret-project"), "{admin}");
 }
+
+/// Regressions from an adversarial review of the fail-closed rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_means_empty_even_where_empty_pages_are_trusted() {
+    let w = world(Fault::Status(404), "empty_page_is_absent = true").await;
+    let pages: Vec<&[u8]> = vec![
+        // Links an installer's HTML parser reads, in spellings a strict one misses.
+        b"<HTML><HEAD><TITLE>Links for torchtriton</TITLE></HEAD><BODY><A HREF=\"/f/torchtriton-1.0.0-py3-none-any.whl#sha256=bb\">torchtriton-1.0.0-py3-none-any.whl</A></BODY></HTML>",
+        b"<html><head><title>Links for torchtriton</title></head><body>a < b<a href=\"/f/torchtriton-1.0.0-py3-none-any.whl\">x</a></body></html>",
+        b"<html><head><title>Links for torchtriton</title></head><body><a/href=\"/f/torchtriton-1.0.0-py3-none-any.whl\">x</a></body></html>",
+        // A page cut off before its body.
+        b"<html><head><title>Links for torchtriton</title></head>",
+    ];
+    for page in pages {
+        *w.private.fault.lock().unwrap() = Fault::Body("text/html", page.to_vec());
+        let (status, body) = get_page(w.fw, "torchtriton").await;
+        assert_ne!(status, 200, "{}: {body}", String::from_utf8_lossy(page));
+        assert!(!body.contains("3.0.0"));
+    }
+    assert_eq!(w.public_hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_keep_the_rule_and_files_keep_the_claims() {
+    let (private, pa) = fault_upstream(Fault::Body(
+        "text/html",
+        b"<html><head><meta name=\"pypi:repository-version\" content=\"1.0\"><title>Links for torchtriton</title></head><body></body></html>".to_vec(),
+    ))
+    .await;
+    let (public_hits, pu) = public_upstream(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::from_toml(&format!(
+        "data_dir = {:?}\npage_ttl_secs = 0\nerror_ttl_secs = 0\n\
+         [[upstream]]\nname = \"corp\"\nurl = \"http://{pa}/simple/\"\nprivate = true\n\
+         [[upstream]]\nname = \"pypi\"\nurl = \"http://{pu}/simple/\"\n\
+         [claims]\npatterns = [\"acme-*\"]\n\
+         [routes.torchtriton]\nupstreams = [\"corp\", \"pypi\"]\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    let fw = spawn(router(Arc::new(AppState::new(cfg).unwrap()))).await;
+    let (status, body) = get_page(fw, "torchtriton").await;
+    assert_eq!(
+        status, 502,
+        "a routed private empty page went public: {body}"
+    );
+    assert!(private.hits.load(Ordering::SeqCst) >= 1);
+    // /files/ under another spelling of a claimed name is refused before any lookup.
+    let r = reqwest::get(format!(
+        "http://{fw}/files/pypi/Acme-Secret/{SHA}/acme_secret-3.0.0-py3-none-any.whl"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        public_hits.load(Ordering::SeqCst),
+        0,
+        "the public index was asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_404_must_hold_for_html_too() {
+    // 404 for the JSON request, a real page for the HTML one.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let pa = spawn(Router::new().route(
+        "/simple/{name}/",
+        get(move |headers: axum::http::HeaderMap| {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let accept = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if accept.contains("json") {
+                    StatusCode::NOT_FOUND.into_response()
+                } else {
+                    (
+                        [(header::CONTENT_TYPE, "text/html")],
+                        format!("<html><body><a href=\"/f/torchtriton-1.0.0-py3-none-any.whl#sha256={SHA}\">torchtriton-1.0.0-py3-none-any.whl</a></body></html>"),
+                    )
+                        .into_response()
+                }
+            }
+        }),
+    ))
+    .await;
+    let (public_hits, pu) = public_upstream(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::from_toml(&format!(
+        "data_dir = {:?}\n[[upstream]]\nname = \"corp\"\nurl = \"http://{pa}/simple/\"\nprivate = true\n\
+         [[upstream]]\nname = \"pypi\"\nurl = \"http://{pu}/simple/\"\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    let fw = spawn(router(Arc::new(AppState::new(cfg).unwrap()))).await;
+    let (status, body) = get_page(fw, "torchtriton").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        hits.load(Ordering::SeqCst) >= 2,
+        "the HTML answer was not asked for"
+    );
+    assert_eq!(public_hits.load(Ordering::SeqCst), 0);
+}
