@@ -637,11 +637,27 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
                 ));
             }
         }
+        // Private names the context installs: its own requirements, and the
+        // transitive ones a lockfile next to it records (torchtriton was a
+        // transitive dependency: pinning the top-level package does not protect).
+        let dir_of = |o: &str| {
+            let file = o.split(" (").next().unwrap_or(o);
+            let file = file.split(':').next().unwrap_or(file);
+            Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let here = dir_of(&c.origin);
         let candidates: BTreeSet<String> = c
             .packages
             .iter()
-            .filter(|p| private.contains(p))
             .cloned()
+            .chain(
+                inputs
+                    .locked
+                    .iter()
+                    .filter(|l| dir_of(&l.file) == here)
+                    .map(|l| pickguard_index::normalize(&l.package)),
+            )
+            .filter(|p| private.contains(p))
             .collect();
         private_names.extend(candidates.iter().cloned());
         // Without named packages, judge the configuration for the known private names.

@@ -47,7 +47,7 @@ fn req_name(s: &str) -> Option<String> {
 
 /// pip settings from configuration files and environment.
 #[derive(Clone, Debug, Default)]
-struct PipSettings {
+pub(crate) struct PipSettings {
     index_url: Option<(String, String)>,
     extra: Vec<(String, String)>,
     find_links: Vec<(String, String)>,
@@ -482,9 +482,48 @@ fn pipenv_context(doc: &Value, origin: String, opts: &Options) -> Context {
 }
 
 /// `pip install` / `uv pip install` command lines in scripts, Dockerfiles, Makefiles and CI files.
+/// Logical lines (backslash continuations joined) with the physical line
+/// number each starts on.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let (body, cont) = match line.strip_suffix('\\') {
+            Some(b) => (b, true),
+            None => (line, false),
+        };
+        match &mut cur {
+            Some((_, acc)) => {
+                acc.push(' ');
+                acc.push_str(body);
+            }
+            None => cur = Some((i + 1, body.to_owned())),
+        }
+        if !cont && let Some(c) = cur.take() {
+            out.push(c);
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// pip/uv options that take a value (so the value is never read as a package).
+const VALUE_FLAGS: &[&str] = &[
+    "-r", "-c", "--requirement", "--constraint", "-e", "--editable", "-t", "--target",
+    "--python", "-p", "--python-version", "--platform", "--abi", "--implementation", "--root",
+    "--prefix", "--src", "--upgrade-strategy", "--progress-bar", "--cache-dir", "--log",
+    "--proxy", "--retries", "--timeout", "--exists-action", "--trusted-host", "--cert",
+    "--client-cert", "--global-option", "--config-settings", "-C", "--report", "--only-binary",
+    "--no-binary", "--build-constraint", "--overrides", "--override", "--extra", "--group",
+    "--resolution", "--prerelease", "--keyring-provider", "--link-mode", "--config-file",
+    "--exclude-newer", "--python-platform", "--torch-backend", "--color", "--directory",
+];
+
 fn install_commands(
     path: &Path,
     rel: &str,
+    base: &PipSettings,
     opts: &Options,
     out: &mut Vec<Context>,
     files: &mut Vec<String>,
@@ -492,33 +531,56 @@ fn install_commands(
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
-    let mut env = PipSettings::default();
+    // The project's pip configuration applies to commands run in it.
+    let mut env = base.clone();
     let mut any = false;
-    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
-    for (ln, line) in joined.lines().enumerate() {
-        // Dockerfile ENV / shell export of PIP_* variables.
+    for (ln, line) in logical_lines(&text) {
+        // Dockerfile ENV/ARG, shell export (VAR=value), and YAML (GitHub
+        // Actions `env:`, GitLab CI `variables:`: VAR: value) settings of
+        // the variables pip and uv read.
         for (var, slot) in [
             ("PIP_INDEX_URL", 0),
             ("PIP_EXTRA_INDEX_URL", 1),
             ("UV_EXTRA_INDEX_URL", 1),
             ("UV_INDEX_URL", 0),
+            ("UV_DEFAULT_INDEX", 0),
+            ("UV_INDEX", 1),
+            ("PIP_FIND_LINKS", 2),
         ] {
-            if let Some(pos) = line.find(&format!("{var}=")) {
-                let v = line[pos + var.len() + 1..]
+            let t = line.trim_start().trim_start_matches("- ");
+            let after = [format!("{var}="), format!("{var}: "), format!("{var} ")]
+                .iter()
+                .find_map(|pre| {
+                    line.find(pre.as_str())
+                        .filter(|&p| {
+                            // A whole word: start of the line, or after a space/ENV/export.
+                            p == 0
+                                || !line.as_bytes()[p - 1].is_ascii_alphanumeric()
+                                    && line.as_bytes()[p - 1] != b'_'
+                        })
+                        .map(|p| line[p + pre.len()..].to_owned())
+                })
+                .filter(|_| !t.starts_with('#'));
+            if let Some(rest) = after {
+                let v = rest
+                    .trim()
                     .split_whitespace()
                     .next()
                     .unwrap_or("")
                     .trim_matches(['"', '\''])
                     .to_owned();
-                if !v.is_empty() {
-                    if slot == 0 {
-                        env.index_url = Some((v, rel.to_owned()));
-                    } else {
-                        env.extra.push((v, rel.to_owned()));
+                if v.contains("://") || v.starts_with('/') {
+                    for one in v.split(' ') {
+                        match slot {
+                            0 => env.index_url = Some((one.to_owned(), rel.to_owned())),
+                            1 => env.extra.push((one.to_owned(), rel.to_owned())),
+                            _ => env.find_links.push((one.to_owned(), rel.to_owned())),
+                        }
                     }
                 }
             }
         }
+        let line = line.as_str();
         let Some(pos) = line
             .find("pip install")
             .or_else(|| line.find("pip3 install"))
@@ -562,8 +624,15 @@ fn install_commands(
                 "--index-strategy" => strategy = take(),
                 "--no-index" => s.no_index = true,
                 "--require-hashes" => hashes = true,
-                "-r" | "-c" | "--requirement" | "--constraint" | "-e" | "--editable" | "-t"
-                | "--target" | "--python" | "-p" => {
+                f if VALUE_FLAGS.contains(&f) => {
+                    let _ = take();
+                }
+                // Combined short flags whose last letter takes a value (`-Ur requirements.txt`).
+                f if f.len() > 2
+                    && !f.starts_with("--")
+                    && f.starts_with('-')
+                    && f.ends_with(['r', 'c', 'e', 't', 'p', 'C']) =>
+                {
                     let _ = take();
                 }
                 f if f.starts_with('-') => {}
@@ -580,11 +649,13 @@ fn install_commands(
             || !s.find_links.is_empty()
             || uv_default.is_some()
             || !uv_index.is_empty();
-        if !has_index_opts {
+        // A plain `pip install NAME` is a context too: it installs from the
+        // default index (PyPI, unless configuration says otherwise).
+        if !has_index_opts && pkgs.is_empty() {
             continue;
         }
         any = true;
-        let origin = format!("{rel}:{} (command)", ln + 1);
+        let origin = format!("{rel}:{ln} (command)");
         let mut c = pip_context(
             if uv { Client::UvPip } else { Client::Pip },
             origin,
@@ -858,7 +929,7 @@ pub fn discover(dir: &Path, opts: &Options) -> Inputs {
             }
             n if is_requirements_file(n) => req_files.push((path.to_path_buf(), rel.clone())),
             _ if is_command_file(&rel) => {
-                install_commands(path, &rel, opts, &mut inputs.contexts, &mut files)
+                install_commands(path, &rel, &pip, opts, &mut inputs.contexts, &mut files)
             }
             _ => {}
         }
