@@ -643,7 +643,10 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
         let dir_of = |o: &str| {
             let file = o.split(" (").next().unwrap_or(o);
             let file = file.split(':').next().unwrap_or(file);
-            Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default()
+            Path::new(file)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
         };
         let here = dir_of(&c.origin);
         let candidates: BTreeSet<String> = c

@@ -510,14 +510,55 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
 
 /// pip/uv options that take a value (so the value is never read as a package).
 const VALUE_FLAGS: &[&str] = &[
-    "-r", "-c", "--requirement", "--constraint", "-e", "--editable", "-t", "--target",
-    "--python", "-p", "--python-version", "--platform", "--abi", "--implementation", "--root",
-    "--prefix", "--src", "--upgrade-strategy", "--progress-bar", "--cache-dir", "--log",
-    "--proxy", "--retries", "--timeout", "--exists-action", "--trusted-host", "--cert",
-    "--client-cert", "--global-option", "--config-settings", "-C", "--report", "--only-binary",
-    "--no-binary", "--build-constraint", "--overrides", "--override", "--extra", "--group",
-    "--resolution", "--prerelease", "--keyring-provider", "--link-mode", "--config-file",
-    "--exclude-newer", "--python-platform", "--torch-backend", "--color", "--directory",
+    "-r",
+    "-c",
+    "--requirement",
+    "--constraint",
+    "-e",
+    "--editable",
+    "-t",
+    "--target",
+    "--python",
+    "-p",
+    "--python-version",
+    "--platform",
+    "--abi",
+    "--implementation",
+    "--root",
+    "--prefix",
+    "--src",
+    "--upgrade-strategy",
+    "--progress-bar",
+    "--cache-dir",
+    "--log",
+    "--proxy",
+    "--retries",
+    "--timeout",
+    "--exists-action",
+    "--trusted-host",
+    "--cert",
+    "--client-cert",
+    "--global-option",
+    "--config-settings",
+    "-C",
+    "--report",
+    "--only-binary",
+    "--no-binary",
+    "--build-constraint",
+    "--overrides",
+    "--override",
+    "--extra",
+    "--group",
+    "--resolution",
+    "--prerelease",
+    "--keyring-provider",
+    "--link-mode",
+    "--config-file",
+    "--exclude-newer",
+    "--python-platform",
+    "--torch-backend",
+    "--color",
+    "--directory",
 ];
 
 fn install_commands(
@@ -563,19 +604,16 @@ fn install_commands(
                 .filter(|_| !t.starts_with('#'));
             if let Some(rest) = after {
                 let v = rest
-                    .trim()
                     .split_whitespace()
                     .next()
                     .unwrap_or("")
                     .trim_matches(['"', '\''])
                     .to_owned();
                 if v.contains("://") || v.starts_with('/') {
-                    for one in v.split(' ') {
-                        match slot {
-                            0 => env.index_url = Some((one.to_owned(), rel.to_owned())),
-                            1 => env.extra.push((one.to_owned(), rel.to_owned())),
-                            _ => env.find_links.push((one.to_owned(), rel.to_owned())),
-                        }
+                    match slot {
+                        0 => env.index_url = Some((v, rel.to_owned())),
+                        1 => env.extra.push((v, rel.to_owned())),
+                        _ => env.find_links.push((v, rel.to_owned())),
                     }
                 }
             }

@@ -50,6 +50,8 @@ pub struct Plan {
     pub exposes: Vec<Expose>,
     pub cwd: PathBuf,
     pub new_net: bool,
+    /// Size limit of the private tmp and of /dev/shm, in bytes.
+    pub tmp_size: u64,
 }
 
 /// A failed step. Only the errno crosses back from the child to the
@@ -126,6 +128,19 @@ fn build_root(plan: &Plan) -> std::io::Result<()> {
     exposes.dedup_by(|a, b| a.path == b.path);
     let mut opened: Vec<(&Expose, OwnedFd, std::fs::Metadata)> = Vec::new();
     for e in exposes {
+        // Only absolute, normalised paths below the root (sandbox.rs makes
+        // them so); anything else could climb out of the new root.
+        if !e.path.is_absolute()
+            || e.path.parent().is_none()
+            || e.path.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            })
+        {
+            continue;
+        }
         let Ok(meta) = std::fs::symlink_metadata(&e.path) else {
             continue; // a path that does not exist exposes nothing
         };
@@ -212,7 +227,7 @@ fn build_root(plan: &Plan) -> std::io::Result<()> {
             &inside(Path::new(PRIVATE_TMP)),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
+            Some(format!("mode=1777,size={}", plan.tmp_size).as_str()),
         ),
     )?;
     let bound: Vec<&Path> = opened.iter().map(|(e, _, _)| e.path.as_path()).collect();
@@ -256,7 +271,7 @@ fn build_root(plan: &Plan) -> std::io::Result<()> {
             &dev.join("shm"),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
+            Some(format!("mode=1777,size={}", plan.tmp_size).as_str()),
         ),
     )?;
     let p = inside(Path::new("/proc"));

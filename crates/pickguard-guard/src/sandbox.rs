@@ -44,7 +44,12 @@ pub struct Policy {
     pub pids: Option<u64>,
     /// Do not use namespaces (Landlock + seccomp only).
     pub no_namespaces: bool,
+    /// Size of the private tmp (and /dev/shm); default [`DEFAULT_TMP_SIZE`].
+    pub tmp_size: Option<u64>,
 }
+
+/// The private tmp's default size: tmpfs is memory.
+pub const DEFAULT_TMP_SIZE: u64 = 1 << 30;
 
 /// One action the supervisor refused.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -76,9 +81,13 @@ const PROBES: &[&str] = &[
     "objdump",
 ];
 
-fn is_probe(program: &str) -> bool {
-    let base = program.rsplit('/').next().unwrap_or(program);
-    PROBES.contains(&base)
+/// A library probe: a probe program looked up in a directory of the
+/// sandbox's PATH or the system's (`dirs`), none of which the program can
+/// write to; a payload's `gcc` in its tmp is not a probe.
+fn is_probe(program: &str, dirs: &[String]) -> bool {
+    let (dir, base) = program.rsplit_once('/').unwrap_or(("", program));
+    (dir.is_empty() || dirs.iter().any(|d| d.trim_end_matches('/') == dir))
+        && PROBES.contains(&base)
 }
 
 fn now_secs() -> f64 {
@@ -195,17 +204,33 @@ fn getuid_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A directory that is an interpreter's installation prefix (or a venv):
+/// it has `pyvenv.cfg` or a `lib/pythonX.Y` directory. Never `/`, never a
+/// directory that merely holds the program (a home directory, `/sbin`).
+fn is_prefix(dir: &Path) -> bool {
+    if dir.parent().is_none() {
+        return false;
+    }
+    dir.join("pyvenv.cfg").is_file()
+        || std::fs::read_dir(dir.join("lib")).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("python"))
+        })
+}
+
 fn interpreter_dirs(program: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    // The program's prefix (venv or install) and the prefix of what it resolves to.
-    for p in [
-        program.to_path_buf(),
-        program
-            .canonicalize()
-            .unwrap_or_else(|_| program.to_path_buf()),
-    ] {
-        if let Some(prefix) = p.parent().and_then(Path::parent) {
-            dirs.push(prefix.to_path_buf());
+    // The program's prefix (venv or install) and the prefix of what it
+    // resolves to (canonical: /bin/python3 is /usr/bin/python3 on merged /usr).
+    let canonical = program
+        .canonicalize()
+        .unwrap_or_else(|_| program.to_path_buf());
+    for p in [program.to_path_buf(), canonical] {
+        if let Some(prefix) = p.parent().and_then(Path::parent)
+            && let Ok(prefix) = prefix.canonicalize()
+            && is_prefix(&prefix)
+        {
+            dirs.push(prefix);
         }
     }
     // A venv names its base installation in pyvenv.cfg.
@@ -217,13 +242,53 @@ fn interpreter_dirs(program: &Path) -> Vec<PathBuf> {
                 .split_once('=')
                 .filter(|(k, _)| k.trim() == "home")
                 .map(|(_, v)| v.trim())
-                && let Some(base) = Path::new(home).parent()
+                && let Ok(home) = Path::new(home).canonicalize()
+                && let Some(base) = home.parent()
+                && is_prefix(base)
             {
                 dirs.push(base.to_path_buf());
             }
         }
     }
     dirs
+}
+
+/// `p` made absolute with `.` and `..` removed lexically (no file system
+/// access), so that it can never climb out of the new root when joined to it.
+fn normalize_abs(p: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let abs = std::path::absolute(p)?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Where an exposed path appears inside: its canonical path (symlinks and
+/// `..` resolved, so Landlock and the bind agree), and also its lexical
+/// spelling when that differs, so the program finds it by either name.
+/// The root directory itself is never exposed.
+fn expose_paths(p: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(c) = p.canonicalize()
+        && c.parent().is_some()
+    {
+        v.push(c);
+    }
+    if let Ok(n) = normalize_abs(p)
+        && n.parent().is_some()
+        && !v.contains(&n)
+    {
+        v.push(n);
+    }
+    v
 }
 
 /// Find a program on PATH (the sandbox may not read PATH directories itself).
@@ -448,9 +513,20 @@ fn filter(allow_network: bool) -> Vec<libc::sock_filter> {
             I::Ret(SECCOMP_RET_USER_NOTIF),
         ]);
     }
+    // Refused calls go to the supervisor, which refuses them (EPERM) and
+    // reports each: a load that tried them exits 126.
     for nr in DENIED {
-        b.syscall(*nr, errno(libc::EPERM));
+        b.syscall(*nr, SECCOMP_RET_USER_NOTIF);
     }
+    // The parent-death signal chains the sandbox to `run`; clearing it
+    // would let the program outlive `run`.
+    b.block(&[
+        I::Ld(NR),
+        I::EqElseSkip(libc::SYS_prctl as u32),
+        I::Ld(arg_lo(0)),
+        I::EqElseSkip(libc::PR_SET_PDEATHSIG as u32),
+        I::Ret(SECCOMP_RET_USER_NOTIF),
+    ]);
     // clone3 passes its flags in memory the filter cannot read: ENOSYS makes
     // libc fall back to clone(), whose flags it can.
     b.syscall(libc::SYS_clone3, errno(libc::ENOSYS));
@@ -459,7 +535,7 @@ fn filter(allow_network: bool) -> Vec<libc::sock_filter> {
         I::EqElseSkip(libc::SYS_clone as u32),
         I::Ld(arg_lo(0)),
         I::SetElseSkip(NS_FLAGS),
-        I::Ret(errno(libc::EPERM)),
+        I::Ret(SECCOMP_RET_USER_NOTIF),
     ]);
     // Typing into the caller's terminal (CVE-2017-5226) or its console.
     for req in [libc::TIOCSTI as u32, libc::TIOCLINUX as u32] {
@@ -468,7 +544,7 @@ fn filter(allow_network: bool) -> Vec<libc::sock_filter> {
             I::EqElseSkip(libc::SYS_ioctl as u32),
             I::Ld(arg_lo(1)),
             I::EqElseSkip(req),
-            I::Ret(errno(libc::EPERM)),
+            I::Ret(SECCOMP_RET_USER_NOTIF),
         ]);
     }
     // Device nodes (FIFOs and sockets stay possible).
@@ -480,7 +556,7 @@ fn filter(allow_network: bool) -> Vec<libc::sock_filter> {
                 I::Ld(arg_lo(arg)),
                 I::And(libc::S_IFMT),
                 I::EqElseSkip(kind),
-                I::Ret(errno(libc::EPERM)),
+                I::Ret(SECCOMP_RET_USER_NOTIF),
             ]);
         }
     }
@@ -492,7 +568,7 @@ fn filter(allow_network: bool) -> Vec<libc::sock_filter> {
         I::Ld(arg_lo(0)),
         I::NeElseSkip(0),
         I::NeElseSkip(0xffff_ffff),
-        I::Ret(errno(libc::EPERM)),
+        I::Ret(SECCOMP_RET_USER_NOTIF),
     ]);
     b.raw(RET, 0, 0, SECCOMP_RET_ALLOW);
     b.out
@@ -506,6 +582,20 @@ fn restrict_child(
     report_fd: RawFd,
 ) -> std::io::Result<()> {
     let err = |e: String| std::io::Error::other(e);
+    // Descriptors the caller left open (a file, a socket, a directory) must
+    // not reach the program: every one from 3 up closes at exec.
+    // SAFETY: close_range(3, ~0, CLOSE_RANGE_CLOEXEC) only sets flags.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
     let abi_v = landlock_abi();
     if abi_v >= 1 {
         let abi = abi_of(abi_v);
@@ -639,6 +729,65 @@ fn read_child_str(pid: u32, addr: u64) -> String {
     }
 }
 
+/// The name of a refused system call, for reports.
+fn syscall_name(nr: i64, args: &[u64; 6]) -> String {
+    let names: &[(i64, &str)] = &[
+        (libc::SYS_io_uring_setup, "io_uring_setup"),
+        (libc::SYS_io_uring_enter, "io_uring_enter"),
+        (libc::SYS_io_uring_register, "io_uring_register"),
+        (libc::SYS_bpf, "bpf"),
+        (libc::SYS_perf_event_open, "perf_event_open"),
+        (libc::SYS_ptrace, "ptrace"),
+        (libc::SYS_process_vm_readv, "process_vm_readv"),
+        (libc::SYS_process_vm_writev, "process_vm_writev"),
+        (libc::SYS_keyctl, "keyctl"),
+        (libc::SYS_add_key, "add_key"),
+        (libc::SYS_request_key, "request_key"),
+        (libc::SYS_mount, "mount"),
+        (libc::SYS_umount2, "umount2"),
+        (libc::SYS_pivot_root, "pivot_root"),
+        (libc::SYS_unshare, "unshare"),
+        (libc::SYS_setns, "setns"),
+        (libc::SYS_userfaultfd, "userfaultfd"),
+        (libc::SYS_init_module, "init_module"),
+        (libc::SYS_finit_module, "finit_module"),
+        (libc::SYS_kexec_load, "kexec_load"),
+        (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+        (libc::SYS_chroot, "chroot"),
+        (libc::SYS_clone, "clone with new namespaces"),
+        (libc::SYS_personality, "personality"),
+        (libc::SYS_mknod, "mknod of a device"),
+        (libc::SYS_mknodat, "mknodat of a device"),
+        (libc::SYS_prctl, "prctl(PR_SET_PDEATHSIG)"),
+    ];
+    if nr == libc::SYS_ioctl {
+        return match args[1] as u32 as libc::c_ulong {
+            libc::TIOCSTI => "ioctl(TIOCSTI): typing into a terminal".into(),
+            libc::TIOCLINUX => "ioctl(TIOCLINUX)".into(),
+            r => format!("ioctl({r:#x})"),
+        };
+    }
+    names
+        .iter()
+        .find(|(n, _)| *n == nr)
+        .map(|(_, s)| (*s).to_owned())
+        .unwrap_or_else(|| format!("system call {nr}"))
+}
+
+/// Strings from the sandboxed program (exec paths) made safe to print.
+fn printable(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        let u = c as u32;
+        if u < 0x20 || u == 0x7f || (0x80..0xa0).contains(&u) || (0x202a..=0x202e).contains(&u) {
+            o.push_str(&format!("\\x{{{u:02x}}}"));
+        } else {
+            o.push(c);
+        }
+    }
+    o
+}
+
 fn domain_name(d: u64) -> String {
     match d as i32 {
         libc::AF_INET => "AF_INET (IPv4)".into(),
@@ -650,7 +799,7 @@ fn domain_name(d: u64) -> String {
 }
 
 /// Answer notifications until the listener closes (every sandboxed process exited).
-fn supervise(listener: OwnedFd, report: impl Fn(Blocked)) {
+fn supervise(listener: OwnedFd, probe_dirs: &[String], report: impl Fn(Blocked)) {
     use std::os::fd::AsRawFd;
     let fd = listener.as_raw_fd();
     let mut first_exec = true;
@@ -679,7 +828,7 @@ fn supervise(listener: OwnedFd, report: impl Fn(Blocked)) {
             } else {
                 n.data.args[1]
             };
-            let mut target = read_child_str(n.pid, ptr);
+            let mut target = printable(&read_child_str(n.pid, ptr));
             let mut kind = "exec";
             // fexecve / execveat(fd, "", AT_EMPTY_PATH): name what the fd is.
             if nr == libc::SYS_execveat && target.is_empty() {
@@ -701,7 +850,7 @@ fn supervise(listener: OwnedFd, report: impl Fn(Blocked)) {
                 time: now_secs(),
                 kind,
                 pid: n.pid,
-                probe: kind == "exec" && is_probe(&target),
+                probe: kind == "exec" && is_probe(&target, probe_dirs),
                 what,
                 target,
             });
@@ -718,7 +867,17 @@ fn supervise(listener: OwnedFd, report: impl Fn(Blocked)) {
             });
             resp.error = -libc::EACCES;
         } else {
-            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            // Everything else the filter sends here is a refused kernel call.
+            let target = syscall_name(nr, &n.data.args);
+            report(Blocked {
+                time: now_secs(),
+                kind: "syscall",
+                pid: n.pid,
+                what: format!("call {target}"),
+                target,
+                probe: false,
+            });
+            resp.error = -libc::EPERM;
         }
         // SAFETY: NOTIF_SEND reads the response struct we own.
         unsafe {
@@ -773,6 +932,8 @@ fn set_limits(policy: &Policy) -> std::io::Result<()> {
     };
     if let Some(m) = policy.memory {
         set(libc::RLIMIT_AS, m)?;
+        // tmpfs and memfd pages are memory too, and not in the address space.
+        set(libc::RLIMIT_FSIZE, m)?;
     }
     if let Some(p) = policy.pids {
         set(libc::RLIMIT_NPROC, p)?;
@@ -822,15 +983,14 @@ pub fn run(
     .map(PathBuf::from)
     .collect();
     reads.extend(interpreter_dirs(&program));
-    reads.extend(policy.allow_read.iter().cloned());
+    for p in &policy.allow_read {
+        reads.extend(expose_paths(p));
+    }
     // Arguments that name existing files (the script, the model) are readable.
-    let mut arg_files = Vec::new();
     for a in &argv[1..] {
         let p = Path::new(a);
         if p.exists() {
-            let abs = std::path::absolute(p)?;
-            reads.push(abs.clone());
-            arg_files.push(abs);
+            reads.extend(expose_paths(p));
         }
     }
     let use_ns = !policy.no_namespaces && crate::ns::available().is_ok();
@@ -851,6 +1011,11 @@ pub fn run(
         d
     };
     let mut policy = policy.clone();
+    policy.allow_write = policy
+        .allow_write
+        .iter()
+        .flat_map(|p| expose_paths(p))
+        .collect();
     policy.allow_write.push(scratch.clone());
     let policy = &policy;
     let plan = crate::ns::Plan {
@@ -866,18 +1031,24 @@ pub fn run(
                     .allow_write
                     .iter()
                     .filter(|p| **p != scratch)
-                    .map(|p| crate::ns::Expose {
-                        path: std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+                    .flat_map(|p| expose_paths(p))
+                    .map(|path| crate::ns::Expose {
+                        path,
                         writable: true,
                     }),
             )
-            .chain(std::iter::once(crate::ns::Expose {
-                path: program.clone(),
-                writable: false,
-            }))
+            .chain(
+                expose_paths(&program)
+                    .into_iter()
+                    .map(|path| crate::ns::Expose {
+                        path,
+                        writable: false,
+                    }),
+            )
             .collect(),
         cwd: std::env::current_dir()?,
         new_net: !policy.allow_network,
+        tmp_size: policy.tmp_size.unwrap_or(DEFAULT_TMP_SIZE),
     };
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two fds.
@@ -888,6 +1059,27 @@ pub fn run(
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let (tx, rx) = mpsc::channel::<Blocked>();
     let rd_file = std::fs::File::from(rd);
+    // Where a library probe may be looked up: PATH and system directories,
+    // minus anything the sandbox can write to.
+    let writable: Vec<PathBuf> = policy.allow_write.clone();
+    let probe_dirs: Vec<String> = sandbox_env(policy, &scratch)
+        .iter()
+        .filter(|(k, _)| k == "PATH")
+        .flat_map(|(_, v)| v.split(':').map(str::to_owned).collect::<Vec<_>>())
+        .chain(
+            [
+                "/usr/bin",
+                "/bin",
+                "/usr/sbin",
+                "/sbin",
+                "/usr/local/bin",
+                "/usr/local/sbin",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        )
+        .filter(|d| d.starts_with('/') && !writable.iter().any(|w| Path::new(d).starts_with(w)))
+        .collect();
     let supervisor = std::thread::spawn(move || {
         // Two lines, in either order: "P pid" (the program's pid as this
         // process sees it) and "F fd" (its seccomp listener). Not EOF: the
@@ -915,7 +1107,7 @@ pub fn run(
         let Ok(listener) = steal_fd(pid, fd) else {
             return;
         };
-        supervise(listener, move |b| {
+        supervise(listener, &probe_dirs, move |b| {
             on_block(&b);
             let _ = tx.send(b);
         });
@@ -1000,7 +1192,16 @@ pub fn run(
         unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
         kill_orphans();
     }
-    let _ = supervisor.join();
+    // The supervisor ends when the last sandboxed process is gone; wait for
+    // it, but never forever.
+    let (sup_tx, sup_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = supervisor.join();
+        let _ = sup_tx.send(());
+    });
+    let stragglers = sup_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .is_err();
     cleanup();
     let status = status?;
     let blocked: Vec<Blocked> = rx.try_iter().collect();
@@ -1010,7 +1211,12 @@ pub fn run(
     if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
         code = 124;
     }
-    let prot = protections_for(policy, use_ns);
+    let mut prot = protections_for(policy, use_ns);
+    if stragglers {
+        prot.push(
+            "WARNING: sandboxed processes were still running 10 s after the program ended".into(),
+        );
+    }
     Ok(Outcome {
         code,
         blocked,

@@ -439,6 +439,9 @@ pub struct RunArgs {
     /// Most processes at once (RLIMIT_NPROC).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
+    /// Size of the private tmp and /dev/shm (memory), e.g. 4G; default 1G.
+    #[arg(long, value_name = "SIZE")]
+    pub tmp_size: Option<String>,
     /// Write each blocked action as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

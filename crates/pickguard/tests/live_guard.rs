@@ -361,3 +361,109 @@ fn the_fallback_says_what_it_cannot_do_and_still_kills_daemons() {
         .count();
     assert_eq!(alive, 0, "a daemon outlived the sandbox");
 }
+
+/// Regressions from an adversarial review of `run`.
+#[test]
+fn review_regressions_host_view_fds_death_and_timeouts() {
+    let d = tempfile::tempdir().unwrap();
+    // A secret that is not an argument: invisible inside, even when the
+    // interpreter is spelled /bin/python3 (whose prefix would be /).
+    let secret = d.path().join("id_rsa");
+    std::fs::write(&secret, "PRIVATE KEY").unwrap();
+    let code = format!(
+        "import os\ntry:\n    open({:?}).read(); print('secret READ')\nexcept OSError as e:\n    print('secret denied', e.errno)\ntry:\n    os.fstat(3); print('fd3 OPEN')\nexcept OSError as e:\n    print('fd3 closed', e.errno)\nprint(sorted(os.listdir('/')))\n",
+        secret.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3</etc/hostname; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_pickguard"))
+        .args(["run", "-q", "--", "/bin/python3", "-c", &code])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("secret denied"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("fd3 closed 9"),
+        "an inherited fd reached the program: {stdout}"
+    );
+    assert!(
+        !stdout.contains("'work'") && !stdout.contains("'root'"),
+        "host root visible: {stdout}"
+    );
+
+    // The program cannot unchain itself from run: clearing the parent-death
+    // signal is refused, and killing run kills the sandbox.
+    let mark = format!("PICKGUARD_SURVIVE_MARK={}", d.path().display());
+    let survive = "import ctypes, os, time\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('pdeathsig', libc.prctl(1, 0, 0, 0, 0), flush=True)\nos.setsid()\ntime.sleep(60)\n";
+    let mut child = common::pickguard()
+        .current_dir(d.path())
+        .env("PICKGUARD_SURVIVE_MARK", d.path())
+        .args([
+            "run",
+            "-q",
+            "--env",
+            "PICKGUARD_SURVIVE_MARK",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            survive,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(alive, 0, "the sandbox outlived a killed run");
+
+    // --timeout returns, with 124, even for a program that tries to stay.
+    let t = std::time::Instant::now();
+    let out = common::pickguard()
+        .current_dir(d.path())
+        .args([
+            "run",
+            "-q",
+            "--timeout",
+            "2",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            survive,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A payload named like a library probe is not a probe: it counts.
+    let fake = "import os\nopen(os.environ['TMPDIR'] + '/gcc', 'w').write('#!/bin/sh\\n')\nos.chmod(os.environ['TMPDIR'] + '/gcc', 0o755)\ntry:\n    os.execv(os.environ['TMPDIR'] + '/gcc', ['gcc'])\nexcept OSError as e:\n    print('refused', e.errno)\n";
+    let out = common::pickguard()
+        .current_dir(d.path())
+        .args(["run", "-q", "--", "/usr/bin/python3", "-c", fake])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -18,9 +18,9 @@ fn parse_size(s: &str) -> Result<u64> {
     };
     let n: f64 = num
         .parse()
-        .with_context(|| format!("--memory {s:?}: expected a size like 8G or 512M"))?;
+        .with_context(|| format!("size {s:?}: expected a size like 8G or 512M"))?;
     if !(n.is_finite() && n > 0.0) {
-        bail!("--memory {s:?}: must be positive");
+        bail!("size {s:?}: must be positive");
     }
     Ok((n * mult as f64) as u64)
 }
@@ -43,6 +43,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         memory: args.memory.as_deref().map(parse_size).transpose()?,
         pids: args.pids,
         no_namespaces: args.no_namespaces,
+        tmp_size: args.tmp_size.as_deref().map(parse_size).transpose()?,
     };
     if !policy.no_namespaces
         && let Err(why) = pickguard_guard::ns::available()
@@ -66,6 +67,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let report = std::sync::Arc::new(report);
     let r2 = report.clone();
     let quiet = args.quiet;
+    let stragglers_note = "WARNING";
     let outcome = run(&args.command, &policy, move |b: &Blocked| {
         if !b.probe {
             eprintln!("pickguard run: blocked: {} (pid {})", b.what, b.pid);
@@ -80,6 +82,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for p in outcome
+        .protections
+        .iter()
+        .filter(|p| p.starts_with(stragglers_note))
+    {
+        eprintln!("pickguard run: {p}");
+    }
     let probes: Vec<&Blocked> = outcome.blocked.iter().filter(|b| b.probe).collect();
     let real = outcome.blocked.len() - probes.len();
     if !probes.is_empty() && !args.quiet {
