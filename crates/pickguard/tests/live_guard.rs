@@ -27,6 +27,26 @@ fn run_in(dir: &std::path::Path, args: &[&str], program_args: &[&str]) -> (i32, 
     )
 }
 
+/// Processes (pids) whose environment holds exactly `mark` (`NAME=value`).
+fn processes_with(mark: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn setup(script: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("load.py"), script).unwrap();
@@ -295,22 +315,7 @@ sys.stdout.write(p.stdout.decode()); sys.stderr.write(p.stderr.decode()); sys.ex
     // The daemon died with the sandbox: no process carries its mark.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mark = format!("PICKGUARD_DAEMON_MARK={}", d.path().display());
-    let alive: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
-                .unwrap_or(false)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let alive = processes_with(&mark);
     assert!(
         alive.is_empty(),
         "daemon(s) outlived the sandbox: {alive:?}"
@@ -350,15 +355,7 @@ fn the_fallback_says_what_it_cannot_do_and_still_kills_daemons() {
         "run waited for the daemon"
     );
     assert!(err.contains("view: NOT isolated"), "{err}");
-    let alive = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
-                .unwrap_or(false)
-        })
-        .count();
+    let alive = processes_with(&mark).len();
     assert_eq!(alive, 0, "a daemon outlived the sandbox");
 }
 
@@ -419,15 +416,7 @@ fn review_regressions_host_view_fds_death_and_timeouts() {
     let _ = child.kill();
     let _ = child.wait();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let alive = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
-                .unwrap_or(false)
-        })
-        .count();
+    let alive = processes_with(&mark).len();
     assert_eq!(alive, 0, "the sandbox outlived a killed run");
 
     // --timeout returns, with 124, even for a program that tries to stay.
