@@ -90,8 +90,13 @@ pub struct Index {
 #[derive(Clone, Debug, Serialize)]
 pub struct Context {
     pub client: Client,
-    /// File (and line) the context comes from.
+    /// File (and line) the context comes from, for people.
     pub origin: String,
+    /// The file, relative to the project.
+    pub file: String,
+    /// Its physical line (1-based), when the context is one command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     pub indexes: Vec<Index>,
     /// uv `index-strategy`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,6 +117,9 @@ pub struct Context {
 #[derive(Clone, Debug, Serialize)]
 pub struct Locked {
     pub file: String,
+    /// Line of the package's entry in the lockfile, when found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     pub package: String,
     pub version: Option<String>,
     /// Index URL, or None for the default (PyPI).
@@ -203,6 +211,10 @@ pub struct Finding {
     pub severity: &'static str,
     pub client: Client,
     pub origin: String,
+    /// The file the finding is in (relative to the project) and its line.
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
@@ -362,6 +374,8 @@ fn finding(rule: Rule, ctx: &Context, message: String, packages: Vec<String>) ->
         severity: rule.severity(),
         client: ctx.client,
         origin: ctx.origin.clone(),
+        file: ctx.file.clone(),
+        line: ctx.line,
         message,
         packages,
         fix: rule.fix(),
@@ -809,6 +823,8 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
                         Client::Pip
                     },
                     origin: l.file.clone(),
+                    file: l.file.clone(),
+                    line: l.line,
                     message: format!(
                         "{} {} is locked from {}",
                         n,

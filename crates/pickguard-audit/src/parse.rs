@@ -24,6 +24,8 @@ fn index(name: Option<&str>, url: &str, role: Role, opts: &Options) -> Index {
 fn ctx(client: Client, origin: String) -> Context {
     Context {
         client,
+        file: origin.clone(),
+        line: None,
         origin,
         indexes: vec![],
         strategy: None,
@@ -700,6 +702,8 @@ fn install_commands(
             &s,
             opts,
         );
+        c.file = rel.to_owned();
+        c.line = Some(ln);
         if uv && (uv_default.is_some() || !uv_index.is_empty()) {
             c.indexes.retain(|x| x.role != Role::Primary);
             for u in &uv_index {
@@ -754,6 +758,7 @@ fn locked_from_uv(v: &Value, file: &str, out: &mut Vec<Locked>) {
             .and_then(Value::as_str);
         if let Some(r) = registry {
             out.push(Locked {
+                line: None,
                 file: file.to_owned(),
                 package: normalize(name),
                 version: p.get("version").and_then(Value::as_str).map(str::to_owned),
@@ -783,6 +788,7 @@ fn locked_from_poetry(v: &Value, file: &str, out: &mut Vec<Locked>) {
             .and_then(Value::as_str)
             .map(str::to_owned);
         out.push(Locked {
+            line: None,
             file: file.to_owned(),
             package: normalize(name),
             version: p.get("version").and_then(Value::as_str).map(str::to_owned),
@@ -803,6 +809,7 @@ fn locked_from_pylock(v: &Value, file: &str, out: &mut Vec<Locked>) {
         };
         if let Some(ix) = p.get("index").and_then(Value::as_str) {
             out.push(Locked {
+                line: None,
                 file: file.to_owned(),
                 package: normalize(name),
                 version: p.get("version").and_then(Value::as_str).map(str::to_owned),
@@ -838,6 +845,7 @@ fn locked_from_pipfile_lock(text: &str, file: &str, out: &mut Vec<Locked>) {
                     .and_then(|n| sources.get(n).cloned())
                     .or_else(|| default_src.clone());
                 out.push(Locked {
+                    line: None,
                     file: file.to_owned(),
                     package: normalize(name),
                     version: p["version"]
@@ -996,6 +1004,25 @@ pub fn discover(dir: &Path, opts: &Options) -> Inputs {
         inputs
             .contexts
             .push(pip_context(Client::Pip, origin, &pip, opts));
+    }
+    // Where each locked package's entry starts, for reports.
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for l in &mut inputs.locked {
+        let text = texts
+            .entry(l.file.clone())
+            .or_insert_with(|| std::fs::read_to_string(dir.join(&l.file)).unwrap_or_default());
+        let needles = [
+            format!("name = \"{}\"", l.package),
+            format!("\"{}\": {{", l.package),
+        ];
+        l.line = text
+            .lines()
+            .position(|t| {
+                needles
+                    .iter()
+                    .any(|n| t.trim_start().starts_with(n.as_str()))
+            })
+            .map(|i| i + 1);
     }
     files.sort();
     files.dedup();

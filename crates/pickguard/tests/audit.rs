@@ -140,3 +140,43 @@ fn private_names_come_from_pins_and_claims_are_exported() {
     assert_eq!(loc["artifactLocation"]["uri"], "Dockerfile");
     assert_eq!(loc["region"]["startLine"], 2);
 }
+
+#[test]
+fn findings_carry_physical_lines_and_one_sarif_shape() {
+    let d = tempfile::tempdir().unwrap();
+    // The RUN starts on physical line 5, after a continued line.
+    std::fs::write(
+        d.path().join("Dockerfile"),
+        "FROM python:3.12\nRUN apt-get update && \\\n    apt-get install -y git\nENV A=1\nRUN pip install -Ur requirements.txt \\\n    --extra-index-url https://pypi.org/simple/ \\\n    -i https://pkgs.acme.example/simple/ acme-internal\n",
+    )
+    .unwrap();
+    let out = common::pickguard()
+        .arg("audit")
+        .arg(d.path())
+        .args(["--private", "acme-*", "--format", "sarif"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &doc["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "pickguard");
+    for r in run["tool"]["driver"]["rules"].as_array().unwrap() {
+        assert!(
+            r["helpUri"].as_str().unwrap().contains("docs/rules.md#aud"),
+            "{r}"
+        );
+    }
+    let res = &run["results"][0];
+    let loc = &res["locations"][0]["physicalLocation"];
+    assert_eq!(loc["artifactLocation"]["uri"], "Dockerfile");
+    assert_eq!(loc["region"]["startLine"], 5, "{res}");
+    // Option values are not package names.
+    let json = common::pickguard()
+        .arg("audit")
+        .arg(d.path())
+        .args(["--private", "acme-*", "--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&json.stdout);
+    assert!(!text.contains("requirements-txt"), "{text}");
+}

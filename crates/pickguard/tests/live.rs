@@ -142,18 +142,31 @@ fn sarif_validates_against_the_schema() {
                 jsonschema.Draft4Validator(s).validate(d)\n\
                 assert d['runs'][0]['results'], 'no results'\n\
                 print('valid', len(d['runs'][0]['results']))";
-    let out = Command::new(python())
-        .args(["-c", code])
-        .arg(schema)
-        .arg(&report)
+    // audit writes its SARIF through the same writer: validate it too.
+    let audit_report = tmp.path().join("a.sarif");
+    let out = common::pickguard()
+        .arg("audit")
+        .arg(common::root().join("fixtures/audit/dockerfile-extra-index"))
+        .args(["--private", "acme-*", "--format", "sarif"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::write(&audit_report, &out.stdout).unwrap();
+    for r in [&report, &audit_report] {
+        let out = Command::new(python())
+            .args(["-c", code])
+            .arg(&schema)
+            .arg(r)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            r.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

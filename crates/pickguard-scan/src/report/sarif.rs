@@ -1,54 +1,41 @@
-//! `--format sarif`: SARIF 2.1.0, one run, rules deduplicated from findings.
+//! `--format sarif`: the scan's findings through the one SARIF writer
+//! (`pickguard-sarif`).
 
 use crate::FileReport;
 use crate::finding::{Rule, Severity, Verdict};
-use serde_json::{Value, json};
+use pickguard_sarif as sarif;
+use serde_json::json;
 
-fn level(rule: Rule, sev: Severity) -> &'static str {
+fn level(rule: Rule, sev: Severity) -> sarif::Level {
     match rule.verdict() {
-        Verdict::Malicious => "error",
-        Verdict::NeedsTrust | Verdict::Inconclusive => "warning",
-        _ if sev >= Severity::Medium => "warning",
-        _ => "note",
+        Verdict::Malicious => sarif::Level::Error,
+        Verdict::NeedsTrust | Verdict::Inconclusive => sarif::Level::Warning,
+        _ if sev >= Severity::Medium => sarif::Level::Warning,
+        _ => sarif::Level::Note,
     }
 }
 
-fn uri(path: &str) -> String {
-    // Relative paths stay relative (resolved against the checkout); escape
-    // what a URI cannot hold.
-    let mut out = String::new();
-    for b in path.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+/// A file that could not be read: a result with its own documented rule.
+const READ_ERROR: &str = "PG000-read-error";
 
 pub fn render(files: &[FileReport]) -> String {
-    let mut used: Vec<Rule> = files
+    let mut rules: Vec<sarif::Rule> = Rule::ALL
         .iter()
-        .flat_map(|f| f.findings.iter().map(|x| x.rule))
-        .collect();
-    used.sort();
-    used.dedup();
-    let rules: Vec<Value> = used
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id(),
-                "name": r.id().split_once('-').map(|(_, n)| n).unwrap_or(r.id()),
-                "shortDescription": {"text": r.summary()},
-                "fullDescription": {"text": r.summary()},
-                "helpUri": format!("https://github.com/pickguard/pickguard/blob/main/docs/rules.md#{}", r.id().to_lowercase()),
-                "defaultConfiguration": {"level": level(*r, r.default_severity())},
-                "properties": {"verdict": r.verdict().as_str()}
-            })
+        .map(|r| sarif::Rule {
+            id: r.id().into(),
+            summary: r.summary().into(),
+            help: None,
+            level: level(*r, r.default_severity()),
+            properties: json!({"verdict": r.verdict().as_str()}),
         })
         .collect();
+    rules.push(sarif::Rule {
+        id: READ_ERROR.into(),
+        summary: "The file could not be read; nothing about it was checked.".into(),
+        help: None,
+        level: sarif::Level::Error,
+        properties: json!({"verdict": "error"}),
+    });
     let mut results = Vec::new();
     for f in files {
         for x in &f.findings {
@@ -62,46 +49,28 @@ pub fn render(files: &[FileReport]) -> String {
             for c in &x.calls {
                 text.push_str(&format!("\n  {c}"));
             }
-            let mut region = json!({});
-            if x.location.member.is_none()
-                && let Some(o) = x.location.offset
-            {
-                region = json!({"byteOffset": o});
-            }
-            let mut physical = json!({"artifactLocation": {"uri": uri(&f.path)}});
-            if region.as_object().is_some_and(|r| !r.is_empty()) {
-                physical["region"] = region;
-            }
-            results.push(json!({
-                "ruleId": x.rule.id(),
-                "ruleIndex": used.iter().position(|r| *r == x.rule).unwrap_or(0),
-                "level": level(x.rule, x.severity),
-                "message": {"text": text},
-                "locations": [{"physicalLocation": physical}],
-                "properties": {"verdict": f.verdict.as_str(), "severity": x.severity}
-            }));
+            results.push(sarif::Finding {
+                rule_id: x.rule.id().into(),
+                level: level(x.rule, x.severity),
+                message: text,
+                path: f.path.clone(),
+                line: None,
+                // A byte offset is into the file itself only outside archive members.
+                byte_offset: x.location.offset.filter(|_| x.location.member.is_none()),
+                properties: json!({"verdict": f.verdict.as_str(), "severity": x.severity}),
+            });
         }
         if let Some(e) = &f.error {
-            results.push(json!({
-                "ruleId": "PG000-read-error",
-                "level": "error",
-                "message": {"text": format!("could not read: {e}")},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri(&f.path)}}}]
-            }));
+            results.push(sarif::Finding {
+                rule_id: READ_ERROR.into(),
+                level: sarif::Level::Error,
+                message: format!("could not read: {e}"),
+                path: f.path.clone(),
+                line: None,
+                byte_offset: None,
+                properties: json!({"verdict": "error"}),
+            });
         }
     }
-    let doc = json!({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "pickguard",
-                "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://github.com/pickguard/pickguard",
-                "rules": rules
-            }},
-            "results": results
-        }]
-    });
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
+    sarif::render(&rules, &results)
 }

@@ -89,7 +89,7 @@ pub fn run(args: AuditArgs) -> Result<u8> {
     match args.format {
         Format::Text => print_text(&report),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Sarif => println!("{}", serde_json::to_string_pretty(&sarif(&report))?),
+        Format::Sarif => println!("{}", sarif(&report)),
     }
     if report.exposed() {
         return Ok(1);
@@ -155,33 +155,35 @@ fn print_text(r: &Report) {
     }
 }
 
-fn sarif(r: &Report) -> serde_json::Value {
-    let mut used: Vec<Rule> = r.findings.iter().map(|f| f.rule).collect();
-    used.sort();
-    used.dedup();
+fn sarif(r: &Report) -> String {
+    use pickguard_sarif as sarif;
     let level = |sev: &str| match sev {
-        "critical" | "high" => "error",
-        "medium" => "warning",
-        _ => "note",
+        "critical" | "high" => sarif::Level::Error,
+        "medium" => sarif::Level::Warning,
+        _ => sarif::Level::Note,
     };
-    json!({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "pickguard", "version": env!("CARGO_PKG_VERSION"), "informationUri": "https://github.com/pickguard/pickguard",
-                "rules": used.iter().map(|u| json!({"id": u.id(), "shortDescription": {"text": u.summary()}, "help": {"text": u.fix()},
-                    "helpUri": format!("https://github.com/pickguard/pickguard/blob/main/docs/rules.md#{}", u.id().to_lowercase()),
-                    "defaultConfiguration": {"level": level(u.severity())}})).collect::<Vec<_>>()}},
-            "results": r.findings.iter().map(|f| {
-                let (file, line) = match f.origin.split(" (").next().unwrap_or(&f.origin).rsplit_once(':') {
-                    Some((p, l)) if l.parse::<u64>().is_ok() => (p.to_owned(), l.parse::<u64>().ok()),
-                    _ => (f.origin.split(" (").next().unwrap_or(&f.origin).to_owned(), None),
-                };
-                let mut loc = json!({"artifactLocation": {"uri": file}});
-                if let Some(l) = line { loc["region"] = json!({"startLine": l}); }
-                json!({"ruleId": f.rule.id(), "ruleIndex": used.iter().position(|u| *u == f.rule).unwrap_or(0), "level": level(f.severity),
-                       "message": {"text": format!("{} Fix: {}", f.message, f.fix)}, "locations": [{"physicalLocation": loc}]})
-            }).collect::<Vec<_>>()
-        }]
-    })
+    let rules: Vec<sarif::Rule> = Rule::ALL
+        .iter()
+        .map(|u| sarif::Rule {
+            id: u.id().into(),
+            summary: u.summary().into(),
+            help: Some(u.fix().into()),
+            level: level(u.severity()),
+            properties: json!({"severity": u.severity()}),
+        })
+        .collect();
+    let results: Vec<sarif::Finding> = r
+        .findings
+        .iter()
+        .map(|f| sarif::Finding {
+            rule_id: f.rule.id().into(),
+            level: level(f.severity),
+            message: format!("{} Fix: {}", f.message, f.fix),
+            path: f.file.clone(),
+            line: f.line.map(|l| l as u64),
+            byte_offset: None,
+            properties: json!({"client": f.client, "packages": f.packages}),
+        })
+        .collect();
+    sarif::render(&rules, &results)
 }
