@@ -28,7 +28,8 @@ pub struct ScanOptions {
     pub max_members: usize,
     /// Nesting of containers (zip in zip, gzip in tar...).
     pub max_depth: usize,
-    /// Bytes a member may decompress to.
+    /// Bytes a file's compressed streams and members may decompress to, in
+    /// all (a decompression bomb stops there and is inconclusive).
     pub max_decompressed: u64,
     /// Pickle streams per file or member.
     pub max_streams: usize,
@@ -40,7 +41,7 @@ impl Default for ScanOptions {
             pickle: pk::Options::default(),
             max_members: 200_000,
             max_depth: 4,
-            max_decompressed: 4 << 30,
+            max_decompressed: 1 << 30,
             max_streams: 1000,
         }
     }
@@ -135,6 +136,8 @@ struct Ctx {
     format: Option<String>,
     /// Storage records referenced by data.pkl (torch zip).
     storages: Vec<StorageRef>,
+    /// Bytes decompressed so far for this file (the budget is per file).
+    inflated: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -223,6 +226,7 @@ impl Scanner {
             tensors: None,
             format: None,
             storages: Vec::new(),
+            inflated: 0,
         };
         self.explore(&mut ctx, data, None, 0);
         let mut more: Vec<(Rule, u64)> = ctx
@@ -367,8 +371,9 @@ impl Scanner {
             | Sniffed::Bzip2
             | Sniffed::Lz4 => {
                 let name = format!("{kind:?}").to_lowercase();
-                let limit = self.options.max_decompressed;
+                let limit = self.options.max_decompressed.saturating_sub(ctx.inflated);
                 let (out, r) = decompress(kind, data, limit);
+                ctx.inflated += out.len() as u64;
                 if out.is_empty() && r.is_err() && matches!(kind, Sniffed::Zlib | Sniffed::Lzma) {
                     // A weak magic that did not decode: not this format.
                     if kind == Sniffed::Lzma {
@@ -385,7 +390,10 @@ impl Scanner {
                     Ok(()) => {}
                     Err(Unpack::TooBig) => ctx.push(Finding::new(
                         Rule::BudgetExceeded,
-                        format!("{name} data expands past {limit} bytes"),
+                        format!(
+                            "{name} data expands past the {} bytes this file may decompress to (--max-decompressed)",
+                            self.options.max_decompressed
+                        ),
                         loc(&member, None, None, ReadView::Linear),
                     )),
                     // Python's decompressing readers hand out what decoded
@@ -1438,8 +1446,12 @@ impl Scanner {
                 ));
                 continue;
             }
-            let bytes = match zip::entry_data(data, e, self.options.max_decompressed) {
+            let remaining = self.options.max_decompressed.saturating_sub(ctx.inflated);
+            let bytes = match zip::entry_data(data, e, remaining) {
                 Ok((b, crc_ok)) => {
+                    if let std::borrow::Cow::Owned(v) = &b {
+                        ctx.inflated += v.len() as u64;
+                    }
                     if !crc_ok {
                         ctx.push(Finding::new(Rule::ZipCrcMismatch, "CRC-32 of the data does not match the central directory: torch loads it, Python's zipfile refuses it", loc(&m, None, None, ReadView::Linear)));
                     }

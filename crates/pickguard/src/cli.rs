@@ -532,8 +532,13 @@ pub struct ScanArgs {
     pub all: bool,
 
     /// Seconds of analysis allowed per file before it is reported inconclusive.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+
+    /// Most bytes one file's compressed streams and archive members may
+    /// decompress to, in all (e.g. 4G); past it the file is inconclusive.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub max_decompressed: String,
 
     /// Threads for scanning directories (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]

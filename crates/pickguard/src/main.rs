@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod input;
+mod size;
 
 use clap::Parser;
 use std::process::ExitCode;

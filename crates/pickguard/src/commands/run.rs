@@ -1,29 +1,11 @@
 //! `pickguard run`.
 
 use crate::cli::RunArgs;
+use crate::size::parse_size;
 use anyhow::{Context, Result, bail};
 
 /// Exit status when the sandbox blocked an action (and --no-fail-on-block is not given).
 pub const BLOCKED_EXIT: u8 = 126;
-
-/// `8G`, `512M`, `64K`, or bytes.
-fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("size {s:?}: expected a size like 8G or 512M"))?;
-    if !(n.is_finite() && n > 0.0) {
-        bail!("size {s:?}: must be positive");
-    }
-    Ok((n * mult as f64) as u64)
-}
 
 #[cfg(target_os = "linux")]
 pub fn run(args: RunArgs) -> Result<u8> {
@@ -128,16 +110,4 @@ pub fn run(args: RunArgs) -> Result<u8> {
 #[cfg(not(target_os = "linux"))]
 pub fn run(_args: RunArgs) -> Result<u8> {
     anyhow::bail!("pickguard run needs Linux (namespaces, Landlock and seccomp)")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::parse_size("8G").unwrap(), 8 << 30);
-        assert_eq!(super::parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(super::parse_size("1000").unwrap(), 1000);
-        assert!(super::parse_size("lots").is_err());
-        assert!(super::parse_size("-1G").is_err());
-    }
 }

@@ -142,7 +142,12 @@ fn signature_entry(args: &ScanArgs) -> Result<Option<FileReport>> {
 pub fn run(args: ScanArgs) -> Result<u8> {
     let policy = load_policy(&args)?;
     let signature = signature_entry(&args)?;
-    let scanner = Scanner::new(policy, ScanOptions::default());
+    let options = ScanOptions {
+        max_decompressed: crate::size::parse_size(&args.max_decompressed)
+            .context("--max-decompressed")?,
+        ..ScanOptions::default()
+    };
+    let scanner = Scanner::new(policy, options);
     let (targets, mut reports) = collect(&args)?;
     if let Some(n) = args.threads {
         // Only fails if a pool exists already; then the default one is used.
