@@ -4,6 +4,7 @@ containers model files come in, written to see what the victim's loader sees.
 */
 
 pub mod dtype;
+pub mod pyliteral;
 pub mod tar;
 pub mod torch_legacy;
 pub mod zip;
@@ -115,11 +116,27 @@ pub fn npy_header(data: &[u8]) -> Result<(String, usize, bool), String> {
         .checked_add(hlen)
         .filter(|&e| e <= data.len())
         .ok_or("truncated .npy header")?;
-    let header = String::from_utf8_lossy(&data[start..end]).into_owned();
-    // numpy parses the header with ast.literal_eval; an object dtype is 'O'
-    // (or contains it in a structured dtype).
-    let descr = header.split("'descr'").nth(1).unwrap_or("");
-    let descr = descr.split("'fortran_order'").next().unwrap_or(descr);
-    let object = descr.contains("'O") || descr.contains("|O");
+    // Versions 1 and 2 are latin-1, version 3 UTF-8 (numpy.lib.format).
+    let raw = &data[start..end];
+    let header: String = if major == 3 {
+        std::str::from_utf8(raw)
+            .map_err(|_| "the .npy header is not UTF-8")?
+            .to_owned()
+    } else {
+        raw.iter().map(|&b| b as char).collect()
+    };
+    // numpy reads the header with ast.literal_eval and the dtype with
+    // descr_to_dtype: read it the same way, never by searching for 'O.
+    let lit =
+        pyliteral::parse(&header).map_err(|e| format!("header is not a Python literal: {e}"))?;
+    let pyliteral::Lit::Dict(items) = &lit else {
+        return Err("header is not a dictionary".into());
+    };
+    let descr = items
+        .iter()
+        .find(|(k, _)| *k == pyliteral::Lit::Str("descr".into()))
+        .map(|(_, v)| v)
+        .ok_or("header has no 'descr'")?;
+    let object = pyliteral::descr_has_object(descr)?;
     Ok((header, end, object))
 }
