@@ -24,6 +24,20 @@ if ! command -v openssl >/dev/null; then
   echo "setup: installing openssl (Debian package)" >&2
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >&2; else sudo apt-get install -y -qq openssl >&2; fi
 fi
+# The watch tests run each way a payload reaches a program: busybox (a copied
+# multi-call shell), perl (-e), curl, libpython (an embedded interpreter) and a
+# C compiler to build the embedding program.
+wneed=()
+command -v busybox >/dev/null || wneed+=(busybox)
+command -v perl >/dev/null || wneed+=(perl-base)
+command -v curl >/dev/null || wneed+=(curl)
+command -v cc >/dev/null || wneed+=(gcc)
+ls /usr/lib/*/libpython3*.so.1.0 >/dev/null 2>&1 || wneed+=(libpython3-dev)
+if [ ${#wneed[@]} -gt 0 ]; then
+  echo "setup: installing ${wneed[*]} (Debian packages, for the watch tests)" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq "${wneed[@]}" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "${wneed[@]}" >&2; }
+  else sudo apt-get install -y -qq "${wneed[@]}" >&2; fi
+fi
 schema="$cache/sarif-2.1.0.json"
 if [ ! -s "$schema" ]; then
   # The SARIF 2.1.0 JSON schema, as Microsoft's jest-sarif package ships it.

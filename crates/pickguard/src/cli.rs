@@ -117,12 +117,20 @@ pub enum Command {
 
     /// Watch this host for code running when a model loads (eBPF; root).
     ///
-    /// Follows every process through: the pickle module is loaded, a model
-    /// file is opened (.pth .pt .bin .ckpt .pkl ...), then the process or a
-    /// child executes a shell within --window seconds. Each match is one JSON
-    /// event (process, parent, command lines, model path, shell, times,
-    /// verdict). With --enforce the shell is killed at exec, before it runs.
-    /// Prints which mechanism is active; refuses to start when none loads.
+    /// A Python process (python*, or any program mapping libpython) that has
+    /// loaded the pickle module and opens a model file (.pth .pt .bin .ckpt
+    /// .pkl .joblib .npy .h5 .pth.tar ...) is armed, and so is everything
+    /// below it, through any program in between (env, nice, timeout, scripts),
+    /// until --window seconds after its latest model open. The first
+    /// suspicious exec in an armed tree is an alert: a shell (by name, inode
+    /// or ELF fingerprint: renamed copies and hard links too), a network tool,
+    /// an interpreter given inline code (perl -e), an anonymous (memfd) or
+    /// freshly written executable. Each alert is one JSON line: the program
+    /// and its argv as exec saw them, the process, the origin (its exe,
+    /// command line, cwd, cgroup/container), the models opened in the window
+    /// with size, mtime, SHA-256 and scan verdict, and the verdict. With
+    /// --enforce the program never runs. Prints which mechanism is active;
+    /// refuses to start when none loads.
     ///
     /// Example:
     ///   sudo pickguard watch --enforce --output /var/log/pickguard-watch.jsonl
@@ -384,36 +392,70 @@ pub struct AuditArgs {
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
-    /// Stop the shell before it runs (kill at exec), not only report it.
+    /// Stop the suspicious program before it runs (refused or killed at
+    /// exec), not only report it. The programs stay pinned while enforcing:
+    /// killing this process does not end enforcement (see --stop).
     #[arg(long)]
     pub enforce: bool,
-    /// Seconds after a model open during which a shell is reported.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub window: u64,
-    /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Json)]
-    pub format: Format,
+    /// Rule file (TOML) layered on the default: what counts as a model,
+    /// a shell, a network tool, an interpreter with inline code. See --print-rules.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Print the default rule file (documented) and exit.
+    #[arg(long)]
+    pub print_rules: bool,
+    /// Seconds after the latest model open during which the process tree stays armed (overrides the rule file).
+    #[arg(long, value_name = "SECONDS")]
+    pub window: Option<u64>,
+    /// Output format: json (one object per line), text, or ecs (Elastic Common Schema, one object per line).
+    #[arg(long, short = 'f', value_enum, default_value_t = WatchFormat::Json)]
+    pub format: WatchFormat,
     /// Append events to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Also send events to syslog (via `logger`).
+    /// Also send alerts to syslog (via `logger`).
     #[arg(long)]
     pub syslog: bool,
-    /// Shell names (replaces the default list: sh dash bash zsh ksh mksh csh tcsh fish busybox).
+    /// Shell names (replaces the rule file's list).
     #[arg(long = "shell", value_name = "NAME")]
     pub shells: Vec<String>,
-    /// Model file suffixes (replaces the default list: .pth .pt .bin .ckpt .pkl .pickle .joblib .npy .model).
+    /// Model file suffixes (replaces the rule file's list).
     #[arg(long = "model-ext", value_name = ".EXT")]
     pub model_exts: Vec<String>,
-    /// Never report processes with this command name; repeatable.
-    #[arg(long = "allow", value_name = "COMM")]
+    /// Let a model-loading process run suspicious programs, by where the load
+    /// came from: KEY=VALUE[,KEY=VALUE...], all keys matching. Keys: origin
+    /// (glob on the loader's executable), cmdline (substring of its command
+    /// line), model (glob on the model's path), cgroup (substring: a
+    /// container id, a unit). Allowed execs are reported with --verbose.
+    /// Repeatable. Example: --allow origin=/opt/jupyter/bin/python3*,model=/srv/models/**
+    #[arg(long = "allow", value_name = "KEY=VALUE,...")]
     pub allow: Vec<String>,
-    /// Also report pickle-module loads and model opens.
+    /// Move each model named in an alert into DIR (with a JSON manifest beside it).
+    #[arg(long, value_name = "DIR")]
+    pub quarantine: Option<PathBuf>,
+    /// Do not scan the models named in alerts (by default each gets pickguard's scan verdict).
+    #[arg(long)]
+    pub no_scan: bool,
+    /// Do not pin the programs: enforcement ends with this process.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Stop every sensor on this host (running ones by SIGTERM; programs left
+    /// pinned by killed ones are removed, and what they recorded is printed), then exit.
+    #[arg(long)]
+    pub stop: bool,
+    /// Also report pickle-module loads, model opens and allowed execs.
     #[arg(long, short = 'v')]
     pub verbose: bool,
     /// Stop after this many alerts (for scripts and tests).
     #[arg(long, value_name = "N")]
     pub max_alerts: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFormat {
+    Json,
+    Text,
+    Ecs,
 }
 
 #[derive(Args, Debug)]

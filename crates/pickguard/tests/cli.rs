@@ -370,3 +370,53 @@ fn names_from_a_file_cannot_forge_report_lines() {
     assert!(!text.contains('\x1b'), "{text:?}");
     assert_ne!(out.status.code(), Some(0));
 }
+
+#[test]
+fn watch_refuses_bad_rules_and_allowances_before_loading_anything() {
+    // Allowances name where a model load came from, never just a program.
+    for bad in [
+        "sh",
+        "program=sh",
+        "origin=",
+        "origin=/a,origin=/b",
+        "comm=sh",
+    ] {
+        let out = common::run(&["watch", "--allow", bad]);
+        assert_eq!(out.status.code(), Some(2), "--allow {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--allow"), "{bad}: {err}");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let rules = d.path().join("rules.toml");
+    std::fs::write(&rules, "windw = 3\n").unwrap();
+    let out = common::run(&["watch", "--rules", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("windw"));
+    let out = common::run(&["watch", "--window", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    // The default rule file prints, parses, and names what the docs promise.
+    let out = common::run(&["watch", "--print-rules"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let doc: toml::Value = toml::from_str(&text).unwrap();
+    let models: Vec<&str> = doc["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for ext in [
+        ".pth.tar", ".sav", ".p", ".pkl.gz", ".joblib", ".npy", ".npz", ".h5", ".keras",
+    ] {
+        assert!(
+            models.contains(&ext),
+            "{ext} missing from the default models"
+        );
+    }
+    std::fs::write(&rules, &*text).unwrap();
+    let out = common::run(&["watch", "--rules", rules.to_str().unwrap(), "--allow", "x"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"),
+        "the printed rules load as a rule file"
+    );
+}

@@ -1,23 +1,49 @@
 //! `pickguard watch` with the real eBPF sensor (feature `live`; root).
-//! One test function: the sensor is host-wide, so the detect and enforce
-//! phases run one after the other, and only events whose command lines
-//! carry this test's unique directory are considered.
+//! One test function: the sensor is host-wide, so the phases run one after
+//! the other, and only events that carry this test's unique directory name
+//! are considered. Every payload is a real pickle loaded by real Python;
+//! every "killed" is checked by the marker file the payload would have made.
 #![cfg(all(feature = "live", target_os = "linux"))]
 
 mod common;
 
-use common::{Proc, venv_bin};
+use common::venv_bin;
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Watcher {
-    _proc: Proc,
-    events: mpsc::Receiver<serde_json::Value>,
+    child: Child,
+    events: mpsc::Receiver<Value>,
     /// The start-up line that names the enforcement mechanism.
     ready: String,
+}
+
+impl Watcher {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Watcher {
+    /// An orderly stop (SIGTERM), so the sensor unpins what it pinned.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(extra: &[&str]) -> Watcher {
@@ -53,20 +79,26 @@ fn start(extra: &[&str]) -> Watcher {
             break;
         }
     }
+    std::thread::spawn(move || for _ in err.lines().map_while(Result::ok) {});
     let ready = log.lines().last().unwrap_or("").to_owned();
     Watcher {
-        _proc: Proc(c),
+        child: c,
         events: rx,
         ready,
     }
 }
 
-/// The first alert whose parent command line mentions `token`, within `wait`.
-fn alert_for(w: &Watcher, token: &str, wait: Duration) -> Option<serde_json::Value> {
-    let deadline = std::time::Instant::now() + wait;
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+/// The first alert (or sensor-signal report) mentioning `needle`, within `wait`.
+fn alert_for(w: &Watcher, needle: &str, wait: Duration) -> Option<Value> {
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match w.events.recv_timeout(left) {
-            Ok(ev) if ev["event"] == "alert" && ev.to_string().contains(token) => return Some(ev),
+            Ok(ev)
+                if (ev["event"] == "alert" || ev["event"] == "signal-sensor")
+                    && ev.to_string().contains(needle) =>
+            {
+                return Some(ev);
+            }
             Ok(_) => {}
             Err(_) => return None,
         }
@@ -74,25 +106,194 @@ fn alert_for(w: &Watcher, token: &str, wait: Duration) -> Option<serde_json::Val
     None
 }
 
-fn load(dir: &Path, script: &str, model: &str) {
-    let out = Command::new(venv_bin("python"))
+/// Write one pickle per (file, code): loading it runs `code` with exec.
+fn payloads(dir: &Path, list: &[(&str, String)]) {
+    let spec: Vec<Value> = list
+        .iter()
+        .map(|(f, c)| serde_json::json!([dir.join(f), c]))
+        .collect();
+    let maker = "import builtins, json, os, pickle, sys\n\
+        class P:\n    def __init__(s, c): s.c = c\n    def __reduce__(s): return (builtins.exec, (s.c,))\n\
+        for path, code in json.load(sys.stdin):\n\
+        \x20   os.makedirs(os.path.dirname(path), exist_ok=True)\n\
+        \x20   pickle.dump(P(code), open(path, 'wb'), protocol=2)\n";
+    let mut c = Command::new(venv_bin("python"))
+        .args(["-c", maker])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&spec).unwrap().as_bytes())
+        .unwrap();
+    assert!(c.wait().unwrap().success(), "making payloads");
+}
+
+/// `python load.py MODEL` in `dir`: the exit status.
+fn load(dir: &Path, script: &str, model: &str) -> Option<i32> {
+    Command::new(venv_bin("python"))
         .arg(dir.join(script))
-        .arg(dir.join(model))
+        .arg(model)
         .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .code()
+}
+
+fn sha256(p: &Path) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(std::fs::read(p).unwrap());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn which(p: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {p}")])
         .output()
         .unwrap();
-    let _ = out;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !s.is_empty(),
+        "{p} is required (scripts/setup-test-env.sh installs it)"
+    );
+    std::fs::canonicalize(s).unwrap()
+}
+
+/// Each way a payload reaches a program, as (model file, payload code,
+/// marker the program would create, alert kind expected).
+fn variants() -> Vec<(String, String, String, &'static str)> {
+    let sh = which("sh");
+    let busybox = which("busybox");
+    let touch = which("touch");
+    let call = |argv: String| format!("import subprocess, sys\nsubprocess.call({argv})\n");
+    let mut v = vec![
+        (
+            "env.pth.tar".to_string(),
+            call("['env', 'sh', '-c', 'touch marker-env']".into()),
+            "marker-env".to_string(),
+            "shell",
+        ),
+        (
+            "nice.sav".into(),
+            call("['nice', 'sh', '-c', 'touch marker-nice']".into()),
+            "marker-nice".into(),
+            "shell",
+        ),
+        (
+            "timeout.p".into(),
+            call("['timeout', '5', 'sh', '-c', 'touch marker-timeout']".into()),
+            "marker-timeout".into(),
+            "shell",
+        ),
+        (
+            "script.pkl.gz".into(),
+            "import os, subprocess\nopen('run.sh', 'w').write('#!/bin/sh\\ntouch marker-script\\n')\n\
+             os.chmod('run.sh', 0o755)\nsubprocess.call(['./run.sh'])\n"
+                .into(),
+            "marker-script".into(),
+            "shell",
+        ),
+        (
+            "perl.pth".into(),
+            call("['perl', '-le', 'open(F, \">marker-perl\")']".into()),
+            "marker-perl".into(),
+            "inline-code",
+        ),
+        (
+            "pyc.pth".into(),
+            call("[sys.executable, '-c', 'import os; os.system(\"touch marker-pyc\")']".into()),
+            "marker-pyc".into(),
+            "shell",
+        ),
+        (
+            "curl.pth".into(),
+            call("['curl', '-s', '-o', 'marker-curl', 'file:///etc/hostname']".into()),
+            "marker-curl".into(),
+            "network-tool",
+        ),
+        (
+            "copy.pth".into(),
+            format!(
+                "import shutil, subprocess\nshutil.copy('{}', 'notashell')\nopen('notashell', 'ab').write(b'appended')\n\
+                 subprocess.call(['./notashell', '-c', 'touch marker-copy'])\n",
+                sh.display()
+            ),
+            "marker-copy".into(),
+            "shell",
+        ),
+        (
+            "hardlink.pth".into(),
+            format!(
+                "import os, subprocess\nos.link('{}', 'hl')\nsubprocess.call(['./hl', '-c', 'touch marker-hardlink'])\n",
+                sh.display()
+            ),
+            "marker-hardlink".into(),
+            "shell",
+        ),
+        (
+            "busybox.pth".into(),
+            format!(
+                "import shutil, subprocess\nshutil.copy('{}', 'bb')\nsubprocess.call(['./bb', 'sh', '-c', 'touch marker-busybox'])\n",
+                busybox.display()
+            ),
+            "marker-busybox".into(),
+            "shell",
+        ),
+        (
+            "memfd.pth".into(),
+            format!(
+                "import os\nfd = os.memfd_create('x')\nos.write(fd, open('{}', 'rb').read())\npid = os.fork()\n\
+                 if pid == 0:\n    os.execve(fd, ['x', '-c', 'touch marker-memfd'], {{}})\nos.waitpid(pid, 0)\n",
+                sh.display()
+            ),
+            "marker-memfd".into(),
+            "anonymous-exec",
+        ),
+        (
+            "fresh.pth".into(),
+            format!(
+                "import shutil, subprocess\nshutil.copy('{}', 'mytouch')\nsubprocess.call(['./mytouch', 'marker-fresh'])\n",
+                touch.display()
+            ),
+            "marker-fresh".into(),
+            "fresh-binary",
+        ),
+    ];
+    // A model with a 150-byte name under a path longer than 255 bytes.
+    let long = format!(
+        "{}/{}/{}.pth",
+        "a".repeat(120),
+        "b".repeat(60),
+        "c".repeat(150)
+    );
+    v.push((
+        long,
+        "import os\nos.system('touch marker-long')\n".into(),
+        "marker-long".into(),
+        "shell",
+    ));
+    v
 }
 
 #[test]
-fn detects_and_stops_the_shell_of_a_malicious_model() {
+fn watch_sees_through_indirection_and_keeps_enforcing() {
+    // Under the system temp dir: the hard-link variant needs the test
+    // directory on the same file system as /bin/sh.
     let d = tempfile::Builder::new()
         .prefix("pgwatch")
-        .tempdir()
+        .tempdir_in("/var/tmp")
         .unwrap();
-    let dir = d.path();
+    let dir = d.path().canonicalize().unwrap();
     let token = dir.file_name().unwrap().to_string_lossy().into_owned();
-    std::fs::write(dir.join("load.py"), "import pickle, sys\ntry:\n    pickle.load(open(sys.argv[1], 'rb'))\nexcept Exception as e:\n    print(e)\n").unwrap();
+    std::fs::write(
+        dir.join("load.py"),
+        "import pickle, sys\ntry:\n    pickle.load(open(sys.argv[1], 'rb'))\nexcept Exception as e:\n    print(e)\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("tload.py"),
         "import sys, torch\ntorch.load(sys.argv[1], weights_only=False)\n",
@@ -114,34 +315,73 @@ fn detects_and_stops_the_shell_of_a_malicious_model() {
     )
     .unwrap();
     let marker = dir.join("pickguard-marker");
+    let variants = variants();
+    let mut list: Vec<(&str, String)> = variants
+        .iter()
+        .map(|(f, c, _, _)| (f.as_str(), c.clone()))
+        .collect();
+    let sys_touch = |m: &str| format!("import os\nos.system('touch {m}')\n");
+    for (f, m) in [
+        ("late.pth", "marker-late"),
+        ("pre.pth", "marker-pre"),
+        ("held.pth", "marker-held"),
+        ("emb.pth", "marker-emb"),
+        ("evil-allow.pth", "marker-notallowed"),
+        ("untrusted.pth", "marker-untrusted"),
+        ("env2.pth", "marker-env2"),
+    ] {
+        list.push((f, sys_touch(m)));
+    }
+    payloads(&dir, &list);
 
-    // Detect only: the payload runs, the alert names the model and the shell.
-    let w = start(&[]);
+    // ---- Detect only: the payload runs; the alert carries what a responder needs.
+    let w = start(&["--window", "300"]);
     assert!(w.ready.contains("enforcement: detect-only"), "{}", w.ready);
-    load(dir, "load.py", "evil.pth");
+    load(&dir, "load.py", "evil.pth");
     let ev =
-        alert_for(&w, &token, Duration::from_secs(10)).expect("an alert for the malicious pickle");
-    assert_eq!(ev["verdict"], "detected");
-    assert!(ev["model"].as_str().unwrap().ends_with("evil.pth"), "{ev}");
-    assert!(
-        ["dash", "sh", "bash"].contains(&ev["name"].as_str().unwrap()),
+        alert_for(&w, &token, Duration::from_secs(15)).expect("an alert for the malicious pickle");
+    assert_eq!(ev["verdict"], "detected", "{ev}");
+    assert_eq!(ev["kind"], "shell", "{ev}");
+    assert_eq!(
+        ev["argv"],
+        serde_json::json!(["sh", "-c", "touch pickguard-marker"]),
+        "argv captured at exec: {ev}"
+    );
+    let evil = dir.join("evil.pth").display().to_string();
+    assert_eq!(ev["model"], evil.as_str(), "absolute model path: {ev}");
+    let m = ev["models"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(m["sha256"], sha256(&dir.join("evil.pth")).as_str(), "{ev}");
+    assert_eq!(
+        m["size"],
+        std::fs::metadata(dir.join("evil.pth")).unwrap().len()
+    );
+    assert_eq!(m["scan"], "malicious", "{ev}");
+    assert_eq!(
+        ev["origin"]["cwd"],
+        dir.display().to_string().as_str(),
         "{ev}"
     );
     assert!(
         ev["origin_cmdline"].as_str().unwrap().contains("load.py"),
         "{ev}"
     );
+    assert!(
+        ev["origin"]["exe"].as_str().unwrap().contains("python"),
+        "{ev}"
+    );
+    assert!(!ev["hostname"].as_str().unwrap().is_empty(), "{ev}");
+    assert_eq!(ev["uid"], 0);
     assert!(marker.exists(), "detect mode does not block");
     std::fs::remove_file(&marker).unwrap();
     // A benign model load followed by nothing: no alert.
-    load(dir, "load.py", "ok.pth");
+    load(&dir, "load.py", "ok.pth");
     assert!(
         alert_for(&w, &token, Duration::from_secs(2)).is_none(),
         "benign load alerted"
     );
     // Real torch.load(weights_only=False) of a malicious checkpoint.
-    load(dir, "tload.py", "evil-torch.pt");
-    let ev = alert_for(&w, &token, Duration::from_secs(30)).expect("an alert for torch.load");
+    load(&dir, "tload.py", "evil-torch.pt");
+    let ev = alert_for(&w, &token, Duration::from_secs(60)).expect("an alert for torch.load");
     assert!(
         ev["model"].as_str().unwrap().ends_with("evil-torch.pt"),
         "{ev}"
@@ -149,27 +389,300 @@ fn detects_and_stops_the_shell_of_a_malicious_model() {
     std::fs::remove_file(&marker).ok();
     drop(w);
 
-    // Enforce: the shell never runs; the strongest mechanism that loads is named.
-    let w = start(&["--enforce"]);
+    // ---- Processes already running when the sensor starts: one has imported
+    // pickle and will open its model later, one already holds its model open.
+    let go = dir.join("go");
+    let waiter = |body: &str| {
+        format!(
+            "import os, pickle, sys, time\n{body}\nt = time.time()\nwhile not os.path.exists('go') and time.time() - t < 120: time.sleep(0.05)\n"
+        )
+    };
+    std::fs::write(
+        dir.join("pre.py"),
+        waiter("") + "pickle.load(open('pre.pth', 'rb'))\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("held.py"),
+        waiter("f = open('held.pth', 'rb')") + "pickle.load(f)\n",
+    )
+    .unwrap();
+    let spawn_py = |script: &str| {
+        Command::new(venv_bin("python"))
+            .arg(dir.join(script))
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut pre = spawn_py("pre.py");
+    let mut held = spawn_py("held.py");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // ---- Enforce: each indirection is seen and stopped.
+    let w = start(&["--enforce", "--window", "300"]);
     assert!(
         w.ready.contains("enforcement: bpf-lsm-deny")
             || w.ready.contains("enforcement: bpf-sigkill-at-exec"),
         "{}",
         w.ready
     );
-    load(dir, "load.py", "evil.pth");
-    let ev = alert_for(&w, &token, Duration::from_secs(10)).expect("an alert under --enforce");
+    let armed_at_start: u32 = w
+        .ready
+        .split("; ")
+        .find_map(|p| p.strip_suffix(" running interpreter(s) already holding a model armed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(armed_at_start >= 1, "{}", w.ready);
+    std::fs::write(&go, "").unwrap();
+    let _ = pre.wait();
+    let _ = held.wait();
+    for (name, m) in [("pre.pth", "marker-pre"), ("held.pth", "marker-held")] {
+        let ev = alert_for(&w, &format!("{token}/{name}"), Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("no alert for the already-running loader of {name}"));
+        assert!(
+            ev["verdict"] == "killed" || ev["verdict"] == "denied",
+            "{ev}"
+        );
+        assert!(!dir.join(m).exists(), "{m}: the shell ran");
+    }
+    for (model, _, m, kind) in &variants {
+        load(&dir, "load.py", model);
+        let ev = alert_for(&w, &format!("{token}/{model}"), Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("no alert for {model} ({m})"));
+        assert_eq!(ev["kind"], *kind, "{model}: {ev}");
+        assert!(
+            ev["verdict"] == "killed" || ev["verdict"] == "denied",
+            "{ev}"
+        );
+        assert_eq!(
+            ev["model"],
+            dir.join(model).display().to_string().as_str(),
+            "{model}: the alert names the model: {ev}"
+        );
+        assert!(
+            !dir.join(m).exists(),
+            "{model}: {m} was created despite --enforce"
+        );
+    }
+    load(&dir, "tload.py", "evil-torch.pt");
+    let ev = alert_for(&w, &token, Duration::from_secs(60)).expect("torch.load under --enforce");
     assert!(
         ev["verdict"] == "killed" || ev["verdict"] == "denied",
         "{ev}"
     );
-    assert!(!marker.exists(), "the shell ran despite --enforce");
-    load(dir, "tload.py", "evil-torch.pt");
-    let ev = alert_for(&w, &token, Duration::from_secs(30))
-        .expect("an alert for torch.load under --enforce");
-    assert_eq!(ev["verdict"], "killed");
     assert!(
         !marker.exists(),
         "torch payload's shell ran despite --enforce"
     );
+
+    // An embedded interpreter, not named python*, that maps libpython.
+    let libpython = std::fs::read_dir("/usr/lib/x86_64-linux-gnu")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("libpython3") && n.ends_with(".so.1.0")
+        })
+        .expect("libpython (scripts/setup-test-env.sh installs it)");
+    let app = dir.join("embedapp");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&app)
+        .arg(common::root().join("fixtures/gen/embed_python.c"))
+        .arg("-ldl")
+        .status()
+        .unwrap();
+    assert!(cc.success(), "building the embedding program");
+    let st = Command::new(&app)
+        .arg(&libpython)
+        .arg("import pickle\npickle.load(open('emb.pth', 'rb'))\n")
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let ev = alert_for(&w, "marker-emb", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no alert for the embedded interpreter (exit {st})"));
+    assert_eq!(
+        ev["origin"]["exe"],
+        app.display().to_string().as_str(),
+        "{ev}"
+    );
+    assert!(!dir.join("marker-emb").exists());
+
+    // The sensor is killed by a payload: the payload is reported and killed,
+    // enforcement goes on, and `--stop` reads back what was recorded.
+    payloads(
+        &dir,
+        &[(
+            "killer.pth",
+            format!("import os\nos.kill({}, 9)\n", w.pid()),
+        )],
+    );
+    let wpid = w.pid();
+    let status = load(&dir, "load.py", "killer.pth");
+    assert_eq!(
+        status, None,
+        "the payload that signals the sensor is killed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !Path::new(&format!("/proc/{wpid}/status")).exists()
+            || std::fs::read_to_string(format!("/proc/{wpid}/status"))
+                .unwrap()
+                .contains("zombie"),
+        "the sensor was killed"
+    );
+    load(&dir, "load.py", "env2.pth");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !dir.join("marker-env2").exists(),
+        "enforcement ended with the sensor process"
+    );
+    drop(w);
+    let out = common::pickguard()
+        .args(["watch", "--stop"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        recorded
+            .iter()
+            .any(|e| e["event"] == "signal-sensor" && e["unattended"] == true && e["signal"] == 9),
+        "the kill of the sensor is reported: {text}"
+    );
+    assert!(
+        recorded
+            .iter()
+            .any(|e| e["event"] == "alert" && e.to_string().contains("marker-env2")),
+        "the alert recorded while unattended is reported: {text}"
+    );
+    let pinned: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pickguard-watch"))
+        .collect();
+    assert!(pinned.is_empty(), "--stop left {pinned:?}");
+    // After --stop nothing enforces.
+    load(&dir, "load.py", "env2.pth");
+    assert!(dir.join("marker-env2").exists(), "--stop did not detach");
+    std::fs::remove_file(dir.join("marker-env2")).unwrap();
+
+    // ---- The window re-arms on every model open; benign tools after the window run.
+    let w = start(&["--enforce", "--window", "2"]);
+    std::fs::write(
+        dir.join("server.py"),
+        "import os, pickle, sys, time\npickle.load(open('ok.pth', 'rb'))\ntime.sleep(3)\n\
+         print(os.popen('nproc').read().strip())\npickle.load(open('late.pth', 'rb'))\n",
+    )
+    .unwrap();
+    let out = Command::new(venv_bin("python"))
+        .arg(dir.join("server.py"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let nproc = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        nproc.lines().next().unwrap_or("").parse::<u32>().is_ok(),
+        "a shell after the window has passed runs: {nproc:?}"
+    );
+    let ev = alert_for(&w, "marker-late", Duration::from_secs(15))
+        .expect("a model opened after the first window re-arms");
+    let late = dir.join("late.pth").display().to_string();
+    assert_eq!(
+        ev["model"],
+        late.as_str(),
+        "the alert names the latest model: {ev}"
+    );
+    assert!(
+        !ev["models"].to_string().contains("ok.pth"),
+        "a model outside the window is not named: {ev}"
+    );
+    assert!(!dir.join("marker-late").exists());
+    // Inside the window, a notebook's os.popen('nproc') is stopped too, with an event.
+    std::fs::write(
+        dir.join("nb.py"),
+        "import os, pickle\npickle.load(open('ok.pth', 'rb'))\nprint(repr(os.popen('nproc').read()))\n",
+    )
+    .unwrap();
+    let out = Command::new(venv_bin("python"))
+        .arg(dir.join("nb.py"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "''");
+    let ev =
+        alert_for(&w, "nproc", Duration::from_secs(15)).expect("the stopped shell is reported");
+    assert_eq!(
+        ev["argv"],
+        serde_json::json!(["/bin/sh", "-c", "nproc"]),
+        "{ev}"
+    );
+    drop(w);
+
+    // ---- --allow by origin: never by the program's name.
+    let bad = common::pickguard()
+        .args(["watch", "--allow", "sh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("KEY=VALUE"));
+    let w = start(&[
+        "--enforce",
+        "--allow",
+        "cmdline=allowed-loader.py",
+        "--allow",
+        "cmdline=model-loader.py,model=**/trusted-*.pth",
+    ]);
+    std::fs::copy(dir.join("ok.pth"), dir.join("trusted-ok.pth")).unwrap();
+    std::fs::write(
+        dir.join("allowed-loader.py"),
+        "import os, pickle, sys, time\npickle.load(open(sys.argv[1], 'rb'))\ntime.sleep(0.5)\nos.system('touch marker-allowed')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("model-loader.py"),
+        "import os, pickle, time\npickle.load(open('trusted-ok.pth', 'rb'))\ntime.sleep(0.5)\n\
+         os.system('touch marker-trusted')\npickle.load(open('untrusted.pth', 'rb'))\n",
+    )
+    .unwrap();
+    load(&dir, "allowed-loader.py", "ok.pth");
+    assert!(
+        dir.join("marker-allowed").exists(),
+        "an allowed origin may run its shell"
+    );
+    load(&dir, "load.py", "evil-allow.pth");
+    let ev = alert_for(&w, "marker-notallowed", Duration::from_secs(15))
+        .expect("another origin is not allowed");
+    assert!(
+        ev["verdict"] == "killed" || ev["verdict"] == "denied",
+        "{ev}"
+    );
+    assert!(!dir.join("marker-notallowed").exists());
+    load(&dir, "model-loader.py", "");
+    assert!(
+        dir.join("marker-trusted").exists(),
+        "allowed while its model is trusted"
+    );
+    let ev = alert_for(&w, "marker-untrusted", Duration::from_secs(15))
+        .expect("the allowance ends when an untrusted model is opened");
+    assert!(
+        ev["verdict"] == "killed" || ev["verdict"] == "denied",
+        "{ev}"
+    );
+    assert!(!dir.join("marker-untrusted").exists());
+    drop(w);
 }

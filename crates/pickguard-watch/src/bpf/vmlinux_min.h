@@ -46,8 +46,22 @@ struct qstr {
 	const unsigned char *name;
 };
 
+struct super_block {
+	u32 s_dev;
+};
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+	unsigned int __i_nlink;
+	s64 i_ctime_sec;
+	u32 i_ctime_nsec;
+	s64 i_size;
+};
+
 struct dentry {
 	struct qstr d_name;
+	struct inode *d_inode;
 };
 
 struct path {
@@ -56,10 +70,13 @@ struct path {
 
 struct file {
 	struct path f_path;
+	struct inode *f_inode;
 };
 
 struct mm_struct {
 	struct file *exe_file;
+	unsigned long arg_start;
+	unsigned long arg_end;
 };
 
 struct task_struct {
@@ -71,6 +88,13 @@ struct task_struct {
 
 struct linux_binprm {
 	struct file *file;
+	const char *filename;
+	const char *interp;
+	char buf[256];
+};
+
+struct kernel_siginfo {
+	int si_signo;
 };
 
 struct trace_entry {

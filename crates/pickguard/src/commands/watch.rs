@@ -1,23 +1,17 @@
 //! `pickguard watch`.
 
-use crate::cli::{Format, WatchArgs};
+use crate::cli::{WatchArgs, WatchFormat};
 use anyhow::{Context, Result, bail};
-use pickguard_watch::{WatchOptions, watch};
+use pickguard_scan::Scanner;
+use pickguard_watch::{AllowRule, DEFAULT_RULES, Event, Rules, WatchOptions, stop, watch};
+use serde_json::{Value, json};
 use std::io::Write;
+use std::path::Path;
 
 pub fn run(args: WatchArgs) -> Result<u8> {
-    let mut opts = WatchOptions {
-        enforce: args.enforce,
-        window_secs: args.window,
-        verbose: args.verbose,
-        allow: args.allow.clone(),
-        ..Default::default()
-    };
-    if !args.shells.is_empty() {
-        opts.shells = args.shells.clone();
-    }
-    if !args.model_exts.is_empty() {
-        opts.extensions = args.model_exts.clone();
+    if args.print_rules {
+        print!("{DEFAULT_RULES}");
+        return Ok(0);
     }
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(
@@ -29,6 +23,55 @@ pub fn run(args: WatchArgs) -> Result<u8> {
         ),
         None => Box::new(std::io::stdout()),
     };
+    let format = args.format;
+    if args.stop {
+        let n = stop(|ev| {
+            let _ = writeln!(out, "{}", render(&ev, format));
+        })
+        .map_err(anyhow::Error::msg)?;
+        let _ = out.flush();
+        eprintln!(
+            "pickguard watch: {}",
+            if n == 0 {
+                "no sensor was running or pinned".to_string()
+            } else {
+                format!("stopped {n} sensor(s); nothing of pickguard watch is attached now")
+            }
+        );
+        return Ok(0);
+    }
+    let mut rules = match &args.rules {
+        Some(p) => Rules::load(p).map_err(anyhow::Error::msg)?,
+        None => Rules::default(),
+    };
+    if let Some(w) = args.window {
+        rules.window = w;
+    }
+    if !args.shells.is_empty() {
+        rules.shells = args.shells.clone();
+    }
+    if !args.model_exts.is_empty() {
+        rules.models = args.model_exts.clone();
+    }
+    rules.validate().map_err(anyhow::Error::msg)?;
+    let allow = args
+        .allow
+        .iter()
+        .map(|a| AllowRule::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(q) = &args.quarantine {
+        std::fs::create_dir_all(q)
+            .with_context(|| format!("creating the quarantine directory {}", q.display()))?;
+    }
+    let opts = WatchOptions {
+        enforce: args.enforce,
+        rules,
+        verbose: args.verbose,
+        allow,
+        pin: !args.no_pin,
+    };
+    let scanner = Scanner::default();
     let mut alerts = 0u64;
     let result = watch(
         &opts,
@@ -38,28 +81,29 @@ pub fn run(args: WatchArgs) -> Result<u8> {
                 m.name, m.description
             );
         },
-        |ev| {
-            let line = match args.format {
-                Format::Text => format!(
-                    "{} {} pid {} ({}) ran {} after opening {} [{}]",
-                    ev.unix_time,
-                    ev.event.to_uppercase(),
-                    ev.pid,
-                    ev.cmdline.clone().unwrap_or_else(|| ev.comm.clone()),
-                    ev.name,
-                    ev.model,
-                    ev.verdict
-                ),
-                _ => serde_json::to_string(&ev).unwrap_or_default(),
-            };
+        |mut ev| {
+            let is_alert = ev.event == "alert" || ev.event == "signal-sensor";
+            if ev.event == "alert" {
+                if !args.no_scan {
+                    for m in &mut ev.models {
+                        m.scan = Some(scan_verdict(&scanner, &m.path));
+                    }
+                }
+                if let Some(q) = &args.quarantine
+                    && ev.verdict != "allowed"
+                {
+                    quarantine(&mut ev, q);
+                }
+            }
+            let line = render(&ev, format);
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            if args.syslog && ev.event == "alert" {
+            if args.syslog && is_alert {
                 let _ = std::process::Command::new("logger")
                     .args(["-t", "pickguard-watch", &line])
                     .status();
             }
-            if ev.event == "alert" {
+            if is_alert && ev.verdict != "allowed" {
                 alerts += 1;
             }
             args.max_alerts.is_none_or(|m| alerts < m)
@@ -69,4 +113,148 @@ pub fn run(args: WatchArgs) -> Result<u8> {
         bail!("{e}");
     }
     Ok(0)
+}
+
+fn scan_verdict(scanner: &Scanner, path: &str) -> String {
+    match crate::input::open(Path::new(path)) {
+        Ok(bytes) => {
+            let r = scanner.scan_bytes(path, &bytes);
+            match serde_json::to_value(r.verdict) {
+                Ok(Value::String(s)) => s,
+                Ok(v) => v.to_string(),
+                Err(_) => "unknown".into(),
+            }
+        }
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+/// Move each model of an alert aside, with a manifest (the event) next to it.
+fn quarantine(ev: &mut Event, dir: &Path) {
+    let snapshot = serde_json::to_value(&*ev).unwrap_or(Value::Null);
+    for m in &mut ev.models {
+        let src = Path::new(&m.path);
+        if !src.is_file() {
+            continue;
+        }
+        let base = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let tag = m.sha256.as_deref().map(|h| &h[..16]).unwrap_or("unhashed");
+        let dest = dir.join(format!("{}-{tag}-{base}", ev.ts_ns));
+        let moved = std::fs::rename(src, &dest).is_ok()
+            || (std::fs::copy(src, &dest).is_ok() && std::fs::remove_file(src).is_ok());
+        if moved {
+            m.quarantined_to = Some(dest.display().to_string());
+            let manifest = json!({
+                "original_path": m.path,
+                "quarantined_to": dest.display().to_string(),
+                "sha256": m.sha256,
+                "size": m.size,
+                "event": snapshot,
+            });
+            let mpath = dest.with_file_name(format!(
+                "{}.json",
+                dest.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let _ = std::fs::write(
+                mpath,
+                serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+            );
+        }
+    }
+}
+
+fn render(ev: &Event, format: WatchFormat) -> String {
+    match format {
+        WatchFormat::Text => {
+            let what = match ev.event {
+                "alert" => format!(
+                    "{} ran {} {} ({})",
+                    ev.kind.unwrap_or("?"),
+                    if ev.program.is_empty() {
+                        &ev.name
+                    } else {
+                        &ev.program
+                    },
+                    ev.argv
+                        .iter()
+                        .skip(1)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    ev.comm
+                ),
+                "signal-sensor" => format!("sent signal {} to the sensor", ev.signal.unwrap_or(0)),
+                other => format!("{other} {}", ev.model),
+            };
+            format!(
+                "{} {} pid {} [{}] {} after {} opened {}{}",
+                ev.unix_time,
+                ev.event.to_uppercase(),
+                ev.pid,
+                ev.verdict,
+                what,
+                ev.origin_pid,
+                ev.model,
+                if ev.unattended {
+                    " (recorded unattended)"
+                } else {
+                    ""
+                }
+            )
+        }
+        WatchFormat::Json => serde_json::to_string(ev).unwrap_or_default(),
+        WatchFormat::Ecs => serde_json::to_string(&ecs(ev)).unwrap_or_default(),
+    }
+}
+
+/// The event in Elastic Common Schema field names (the full pickguard event
+/// is kept under `pickguard`).
+fn ecs(ev: &Event) -> Value {
+    let secs: f64 = ev.unix_time.parse().unwrap_or(0.0);
+    let ts = time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let model = ev.models.last();
+    json!({
+        "@timestamp": ts,
+        "ecs": {"version": "8.11.0"},
+        "event": {
+            "kind": if ev.event == "alert" || ev.event == "signal-sensor" { "alert" } else { "event" },
+            "category": ["process", "intrusion_detection"],
+            "type": if ev.event == "alert" { json!(["start", "denied"]) } else { json!(["info"]) },
+            "action": ev.event,
+            "outcome": match ev.verdict { "killed" | "denied" => "failure", _ => "success" },
+            "module": "pickguard",
+            "dataset": "pickguard.watch",
+            "reason": ev.kind,
+        },
+        "rule": {"name": ev.kind, "ruleset": "pickguard-watch"},
+        "process": {
+            "pid": ev.pid,
+            "name": ev.name,
+            "executable": ev.program,
+            "args": ev.argv,
+            "command_line": ev.cmdline,
+            "parent": {"pid": ev.ppid, "command_line": ev.parent_cmdline},
+            "user": {"id": ev.uid.to_string()},
+            "group": {"id": ev.gid.to_string()},
+        },
+        "user": {"id": ev.uid.to_string()},
+        "host": {"hostname": ev.hostname},
+        "container": {"id": ev.origin.as_ref().and_then(|o| o.container.clone())},
+        "file": model.map(|m| json!({
+            "path": m.path,
+            "size": m.size,
+            "mtime": m.mtime,
+            "hash": {"sha256": m.sha256},
+        })),
+        "pickguard": ev,
+    })
 }
