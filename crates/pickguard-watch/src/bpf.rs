@@ -28,6 +28,7 @@ const EV_SIGNAL: u32 = 4;
 const K_SHELL: u32 = 1;
 const K_NETWORK: u32 = 3;
 const K_PYTHON: u32 = 6;
+const K_LAUNCHER: u32 = 7;
 const NAME_LEN: usize = 64;
 const PATH_LEN: usize = 256;
 const ARGV_LEN: usize = 1024;
@@ -243,6 +244,8 @@ fn kind_name(k: u32) -> &'static str {
         3 => "network-tool",
         4 => "anonymous-exec",
         5 => "fresh-binary",
+        7 => "launcher",
+        8 => "interpreter",
         _ => "unknown",
     }
 }
@@ -298,6 +301,8 @@ fn decode_raw(b: &[u8]) -> Option<(u32, Event, String, i32)> {
         origin: None,
         verdict: verdict_name(u32_at(b, off::VERDICT)),
         signal: (kind == EV_SIGNAL).then_some(what),
+        lost_alerts: None,
+        lost_opens: None,
         hostname: String::new(),
         ts_ns: ts,
         model_ts_ns: u64_at(b, off::MODEL_TS),
@@ -328,12 +333,19 @@ impl Reporter<'_> {
         match kind {
             EV_MODEL => {
                 let abs = absolute(ev.pid, what, &path);
-                self.origins.opened(ev.pid, ev.ts_ns, abs.clone());
+                // The tree's origin: the opener itself, or the armed ancestor
+                // it descends from (the kernel keeps that attribution).
+                let origin = if ev.origin_pid != 0 {
+                    ev.origin_pid
+                } else {
+                    ev.pid
+                };
+                self.origins.opened(origin, ev.ts_ns, abs.clone());
                 // Read the origin's facts now, while it is surely alive: an
                 // alert may come after it has exited.
-                let info = self.origins.info(ev.pid);
+                let info = self.origins.info(origin);
                 if let Some(r) = self.allow.iter().find(|r| r.matches(&info, &abs)) {
-                    grant(ev.pid, if r.depends_on_model() { 2 } else { 1 });
+                    grant(origin, if r.depends_on_model() { 2 } else { 1 });
                 }
                 if !self.verbose {
                     return None;
@@ -412,6 +424,7 @@ fn identities(rules: &Rules) -> Identities {
     let lists = [
         (&rules.shells, K_SHELL),
         (&rules.network_tools, K_NETWORK),
+        (&rules.launchers, K_LAUNCHER),
         (&pythons, K_PYTHON),
     ];
     for (names, kind) in lists {
@@ -474,7 +487,11 @@ fn fill_tables(skel: &skel::WatchSkel<'_>, rules: &Rules) -> Result<Vec<(String,
             .map_err(|e| format!("filling the {what} table: {e}"))
     };
     let mut i = 0u32;
-    for (names, kind) in [(&rules.shells, K_SHELL), (&rules.network_tools, K_NETWORK)] {
+    for (names, kind) in [
+        (&rules.shells, K_SHELL),
+        (&rules.network_tools, K_NETWORK),
+        (&rules.launchers, K_LAUNCHER),
+    ] {
         for n in names {
             let bare = n.trim_end_matches('*');
             let mut v = [0u8; 24];
@@ -616,6 +633,7 @@ fn open_and_load<'a>(
             clock_ns(libc::CLOCK_REALTIME).saturating_sub(clock_ns(libc::CLOCK_BOOTTIME));
         ro.fresh_rule = opts.rules.fresh as u32;
         ro.anonymous_rule = opts.rules.anonymous as u32;
+        ro.interp_scripts = opts.rules.interpreter_scripts as u32;
         ro.sensor_tgid = std::process::id();
     }
     open.progs.deny_exec.set_autoload(lsm);
@@ -714,21 +732,23 @@ fn install_stop_handlers() {
 
 /// Read what pinned programs recorded while nobody was reading.
 fn drain_pinned(dir: &Path, report: &mut dyn FnMut(&[u8])) {
-    let Ok(map) = MapHandle::from_pinned_path(dir.join("events")) else {
-        return;
-    };
     let cell = RefCell::new(report);
-    let mut b = RingBufferBuilder::new();
-    if b.add(&map, |data: &[u8]| {
-        (cell.borrow_mut())(data);
-        0
-    })
-    .is_err()
-    {
-        return;
-    }
-    if let Ok(rb) = b.build() {
-        let _ = rb.consume();
+    for ring in ["opens", "events"] {
+        let Ok(map) = MapHandle::from_pinned_path(dir.join(ring)) else {
+            continue;
+        };
+        let mut b = RingBufferBuilder::new();
+        if b.add(&map, |data: &[u8]| {
+            (cell.borrow_mut())(data);
+            0
+        })
+        .is_err()
+        {
+            continue;
+        }
+        if let Ok(rb) = b.build() {
+            let _ = rb.consume();
+        }
     }
 }
 
@@ -813,6 +833,40 @@ pub fn stop(mut on_event: impl FnMut(Event)) -> Result<usize, String> {
         }
     }
     Ok(sensors.len())
+}
+
+fn lost_event(host: &str, alerts: u64, opens: u64) -> Event {
+    Event {
+        event: "events-lost",
+        kind: None,
+        pid: 0,
+        ppid: 0,
+        origin_pid: 0,
+        uid: 0,
+        gid: 0,
+        cgroup_id: 0,
+        comm: String::new(),
+        name: String::new(),
+        program: String::new(),
+        inode: None,
+        argv: Vec::new(),
+        model: String::new(),
+        models: Vec::new(),
+        cmdline: None,
+        parent_cmdline: None,
+        origin_cmdline: None,
+        origin: None,
+        verdict: "detected",
+        signal: None,
+        lost_alerts: Some(alerts),
+        lost_opens: Some(opens),
+        hostname: host.to_owned(),
+        ts_ns: boot_ns(),
+        model_ts_ns: 0,
+        latency_us: 0,
+        unix_time: unix_time(),
+        unattended: false,
+    }
 }
 
 fn others_unattended_exist() -> bool {
@@ -932,6 +986,10 @@ pub fn watch(
             .events
             .pin(pin_dir.join("events"))
             .map_err(|e| format!("pinning the event ring: {e}"))?;
+        skel.maps
+            .opens
+            .pin(pin_dir.join("opens"))
+            .map_err(|e| format!("pinning the open ring: {e}"))?;
     }
     let mechanism = if opts.enforce && lsm_error.is_none() {
         Mechanism {
@@ -983,23 +1041,52 @@ pub fn watch(
         let _ = allowed.update(&pid.to_ne_bytes(), &v.to_ne_bytes(), MapFlags::ANY);
     };
     let rep = RefCell::new(rep);
-    let mut rb = RingBufferBuilder::new();
-    rb.add(&skel.maps.events, |data: &[u8]| {
+    let on_event = RefCell::new(on_event);
+    let deliver = |data: &[u8]| {
         if *stop.borrow() {
             return 1;
         }
         if let Some(ev) = rep.borrow_mut().handle(data, &grant, false)
-            && !on_event(ev)
+            && !(on_event.borrow_mut())(ev)
         {
             *stop.borrow_mut() = true;
             return 1;
         }
         0
-    })
-    .map_err(|e| format!("ring buffer: {e}"))?;
+    };
+    let mut rb = RingBufferBuilder::new();
+    // Model opens first in each poll: an alert then finds its models known.
+    rb.add(&skel.maps.opens, deliver)
+        .map_err(|e| format!("ring buffer: {e}"))?;
+    rb.add(&skel.maps.events, deliver)
+        .map_err(|e| format!("ring buffer: {e}"))?;
     let rb = rb.build().map_err(|e| format!("ring buffer: {e}"))?;
     let mut result = Ok(());
+    let mut lost_seen = [0u64; 2];
+    let host = hostname();
     while !*stop.borrow() && !STOP.load(Ordering::SeqCst) {
+        // Events the kernel could not queue are reported as such.
+        let mut lost_now = [0u64; 2];
+        for (i, slot) in lost_now.iter_mut().enumerate() {
+            if let Ok(Some(v)) = skel
+                .maps
+                .lost
+                .lookup(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+            {
+                *slot = u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]));
+            }
+        }
+        if lost_now != lost_seen {
+            let ev = lost_event(
+                &host,
+                lost_now[0] - lost_seen[0],
+                lost_now[1] - lost_seen[1],
+            );
+            lost_seen = lost_now;
+            if !(on_event.borrow_mut())(ev) {
+                break;
+            }
+        }
         match rb.poll(Duration::from_millis(200)) {
             Ok(()) => {}
             Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}

@@ -44,8 +44,10 @@ pub struct Rules {
     pub models: Vec<String>,
     pub shells: Vec<String>,
     pub network_tools: Vec<String>,
+    pub launchers: Vec<String>,
     pub anonymous: bool,
     pub fresh: bool,
+    pub interpreter_scripts: bool,
     #[serde(rename = "interpreter")]
     pub interpreters: Vec<Interpreter>,
 }
@@ -58,8 +60,10 @@ struct RulesFile {
     models: Option<Vec<String>>,
     shells: Option<Vec<String>>,
     network_tools: Option<Vec<String>>,
+    launchers: Option<Vec<String>>,
     anonymous: Option<bool>,
     fresh: Option<bool>,
+    interpreter_scripts: Option<bool>,
     #[serde(rename = "interpreter")]
     interpreters: Option<Vec<Interpreter>>,
 }
@@ -85,8 +89,10 @@ impl Rules {
                 models: Vec::new(),
                 shells: Vec::new(),
                 network_tools: Vec::new(),
+                launchers: Vec::new(),
                 anonymous: true,
                 fresh: true,
+                interpreter_scripts: true,
                 interpreters: Vec::new(),
             },
         };
@@ -95,8 +101,10 @@ impl Rules {
             models: f.models.unwrap_or(b.models),
             shells: f.shells.unwrap_or(b.shells),
             network_tools: f.network_tools.unwrap_or(b.network_tools),
+            launchers: f.launchers.unwrap_or(b.launchers),
             anonymous: f.anonymous.unwrap_or(b.anonymous),
             fresh: f.fresh.unwrap_or(b.fresh),
+            interpreter_scripts: f.interpreter_scripts.unwrap_or(b.interpreter_scripts),
             interpreters: f.interpreters.unwrap_or(b.interpreters),
         };
         r.validate()?;
@@ -120,12 +128,17 @@ impl Rules {
         if self.window == 0 {
             return Err("window must be at least 1 second".into());
         }
-        if self.shells.len() + self.network_tools.len() > MAX_NAMES {
+        if self.shells.len() + self.network_tools.len() + self.launchers.len() > MAX_NAMES {
             return Err(format!(
-                "at most {MAX_NAMES} shells and network tools together"
+                "at most {MAX_NAMES} shells, network tools and launchers together"
             ));
         }
-        for n in self.shells.iter().chain(&self.network_tools) {
+        for n in self
+            .shells
+            .iter()
+            .chain(&self.network_tools)
+            .chain(&self.launchers)
+        {
             let bare = n.strip_suffix('*').unwrap_or(n);
             if bare.is_empty() || bare.len() > 15 || bare.contains('/') {
                 return Err(format!(
@@ -321,10 +334,10 @@ pub struct ModelInfo {
 /// One report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `alert`, `signal-sensor`, `pickle-loaded`, `model-opened`.
+    /// `alert`, `signal-sensor`, `events-lost`, `pickle-loaded`, `model-opened`.
     pub event: &'static str,
-    /// For alerts: `shell`, `inline-code`, `network-tool`, `anonymous-exec`,
-    /// `fresh-binary`.
+    /// For alerts: `shell`, `inline-code`, `interpreter`, `network-tool`,
+    /// `launcher`, `anonymous-exec`, `fresh-binary`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     /// Process that executed the program (or opened the file, or signalled).
@@ -368,6 +381,12 @@ pub struct Event {
     /// For `signal-sensor`: the signal sent to the sensor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<u32>,
+    /// For `events-lost`: alerts (and untracked children) and model opens the
+    /// kernel could not report because its ring was full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_alerts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_opens: Option<u64>,
     pub hostname: String,
     /// Kernel time of the event and of the latest model open (ns since boot).
     pub ts_ns: u64,

@@ -263,6 +263,35 @@ fn variants() -> Vec<(String, String, String, &'static str)> {
             "fresh-binary",
         ),
     ];
+    // The dynamic loader run directly maps the shell without a second exec.
+    let ldso = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("the dynamic loader");
+    v.push((
+        "ldso.pth".into(),
+        call(format!(
+            "['{ldso}', '{}', '-c', 'touch marker-ldso']",
+            sh.display()
+        )),
+        "marker-ldso".into(),
+        "launcher",
+    ));
+    // An interpreter running a dropped script, by name and by #!.
+    v.push((
+        "perlscript.pth".into(),
+        "import subprocess\nopen('x.pl', 'w').write('open(F, \">marker-perlscript\");')\nsubprocess.call(['perl', 'x.pl'])\n".into(),
+        "marker-perlscript".into(),
+        "interpreter",
+    ));
+    v.push((
+        "shebang.pth".into(),
+        "import os, subprocess\nopen('y.pl', 'w').write('#!/usr/bin/perl\\nopen(F, \">marker-shebang\");\\n')\n\
+         os.chmod('y.pl', 0o755)\nsubprocess.call(['./y.pl'])\n"
+            .into(),
+        "marker-shebang".into(),
+        "interpreter",
+    ));
     // A model with a 150-byte name under a path longer than 255 bytes.
     let long = format!(
         "{}/{}/{}.pth",
@@ -332,6 +361,22 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
     ] {
         list.push((f, sys_touch(m)));
     }
+    // A daemon (double fork, new session) that waits until the window has
+    // passed before it runs its shell.
+    list.push((
+        "daemon.pth",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(3)\n\
+         \x20       os.execv('/bin/sh', ['sh', '-c', 'touch marker-daemon'])\n    os._exit(0)\n"
+            .into(),
+    ));
+    // A payload that starts a new "origin" whose command line matches an allowance.
+    list.push((
+        "fakeorigin.pth",
+        "import subprocess, sys\nsubprocess.call([sys.executable, '-c', \"import os, pickle, time; \
+         pickle.load(open('ok.pth', 'rb')); time.sleep(0.5); os.system('touch marker-fakeorigin')\", \
+         'allowed-loader.py'])\n"
+            .into(),
+    ));
     payloads(&dir, &list);
 
     // ---- Detect only: the payload runs; the alert carries what a responder needs.
@@ -438,13 +483,32 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
     std::fs::write(&go, "").unwrap();
     let _ = pre.wait();
     let _ = held.wait();
-    for (name, m) in [("pre.pth", "marker-pre"), ("held.pth", "marker-held")] {
-        let ev = alert_for(&w, &format!("{token}/{name}"), Duration::from_secs(15))
-            .unwrap_or_else(|| panic!("no alert for the already-running loader of {name}"));
-        assert!(
-            ev["verdict"] == "killed" || ev["verdict"] == "denied",
-            "{ev}"
-        );
+    // Both alerts, in whichever order they come.
+    let mut want: Vec<(&str, &str)> = vec![("pre.pth", "marker-pre"), ("held.pth", "marker-held")];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want.is_empty() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no alert for the already-running loaders of {want:?}"));
+        let Ok(ev) = w.events.recv_timeout(left) else {
+            panic!("no alert for the already-running loaders of {want:?}");
+        };
+        if ev["event"] != "alert" {
+            continue;
+        }
+        let text = ev.to_string();
+        if let Some(i) = want
+            .iter()
+            .position(|(name, _)| text.contains(&format!("{token}/{name}")))
+        {
+            assert!(
+                ev["verdict"] == "killed" || ev["verdict"] == "denied",
+                "{ev}"
+            );
+            want.remove(i);
+        }
+    }
+    for m in ["marker-pre", "marker-held"] {
         assert!(!dir.join(m).exists(), "{m}: the shell ran");
     }
     for (model, _, m, kind) in &variants {
@@ -631,6 +695,18 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
         serde_json::json!(["/bin/sh", "-c", "nproc"]),
         "{ev}"
     );
+    // A process created inside the window stays armed after it.
+    load(&dir, "load.py", "daemon.pth");
+    let ev = alert_for(&w, "marker-daemon", Duration::from_secs(15))
+        .expect("the daemon's shell after the window is reported");
+    assert!(
+        ev["verdict"] == "killed" || ev["verdict"] == "denied",
+        "{ev}"
+    );
+    assert!(
+        !dir.join("marker-daemon").exists(),
+        "the daemon's shell ran"
+    );
     drop(w);
 
     // ---- --allow by origin: never by the program's name.
@@ -672,6 +748,17 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
         "{ev}"
     );
     assert!(!dir.join("marker-notallowed").exists());
+    load(&dir, "load.py", "fakeorigin.pth");
+    let ev = alert_for(&w, "marker-fakeorigin", Duration::from_secs(15))
+        .expect("a payload's child is not a new origin");
+    assert!(
+        ev["verdict"] == "killed" || ev["verdict"] == "denied",
+        "{ev}"
+    );
+    assert!(
+        !dir.join("marker-fakeorigin").exists(),
+        "an allowance was borrowed"
+    );
     load(&dir, "model-loader.py", "");
     assert!(
         dir.join("marker-trusted").exists(),

@@ -7,8 +7,10 @@
  *   PYTHON   the image is an interpreter (python*, or it mapped libpython)
  *   PICKLE   it opened pickle*.pyc / _pickle*.so
  *   MODEL    then it opened a model file: it is an *origin*, armed
- *   DESC     descendant of an armed process: armed through any number of
- *            intermediate programs (env, nice, timeout, xargs, scripts)
+ *   DESC     created by an armed process (fork) or an armed process that
+ *            exec'd: armed through any number of intermediate programs (env,
+ *            nice, timeout, xargs, scripts), and for its whole life: a
+ *            daemon that sleeps past the window is still armed
  *   LOADING  just exec'd, not known to be Python: its first opens (the
  *            dynamic loader's) are checked for libpython (embedded Pythons)
  * Children inherit their parent's state at fork; an armed state survives
@@ -19,6 +21,11 @@
  *                renames, busybox) of the shells found at start
  *   inline       an interpreter (perl, ruby, node...) given code on its
  *                command line (-e ...)
+ *   interpreter  such an interpreter running a script (a payload's dropped
+ *                script.pl, or a #! script)
+ *   launcher     a program that runs code outside the tree or hides what
+ *                it runs: the dynamic loader run directly (ld.so /bin/sh),
+ *                systemd-run, tmux, screen, at, crontab
  *   network      a network tool (curl, wget, nc, ssh...) by name or inode
  *   anonymous    an executable with no name in any directory (memfd,
  *                O_TMPFILE, deleted): always
@@ -49,6 +56,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define K_ANONYMOUS 4
 #define K_FRESH 5
 #define K_PYTHON 6 /* identity of a Python executable: arms, never alerts */
+#define K_LAUNCHER 7
+#define K_INTERP 8
 
 #define V_DETECTED 0
 #define V_KILLED 1
@@ -62,7 +71,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define NNAMES 64
 #define NEXTS 32
 #define NINTERP 16
-#define LOADING_OPENS 128
+#define LOADING_OPENS 256
 
 const volatile u32 enforce = 0;
 const volatile u64 window_ns = 300ULL * 1000000000ULL;
@@ -74,6 +83,8 @@ const volatile u32 lsm_deny = 0;
 const volatile u64 real_offset_ns = 0;
 const volatile u32 fresh_rule = 1;
 const volatile u32 anonymous_rule = 1;
+/* Any exec of a listed interpreter in an armed tree, not only inline code. */
+const volatile u32 interp_scripts = 1;
 /* The sensor's own process, for reporting armed processes that signal it. */
 const volatile u32 sensor_tgid = 0;
 
@@ -117,10 +128,34 @@ struct {
 	__type(value, struct state);
 } states SEC(".maps");
 
+/* Alerts and sensor signals: a ring of their own, so a flood of model
+ * opens cannot crowd them out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 23);
 } events SEC(".maps");
+
+/* Model opens and pickle loads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} opens SEC(".maps");
+
+/* Events that found their ring full: [0] alerts, [1] opens. User space
+ * reports every increase, so nothing is enforced without a trace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, u64);
+} lost SEC(".maps");
+
+static __always_inline void count_lost(u32 which)
+{
+	u64 *n = bpf_map_lookup_elem(&lost, &which);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
 
 struct name16 {
 	char s[16];
@@ -228,7 +263,9 @@ static __always_inline int is_armed(struct state *st, u64 now)
 {
 	if (!st)
 		return 0;
-	if (!(st->flags & F_DESC) && (st->flags & ORIGIN) != ORIGIN)
+	if (st->flags & F_DESC)
+		return 1;
+	if ((st->flags & ORIGIN) != ORIGIN)
 		return 0;
 	return now - st->model_ts <= window_ns;
 }
@@ -580,6 +617,10 @@ static __always_inline u32 classify(struct linux_binprm *bprm, struct state *st,
 					return K_INLINE;
 			}
 		}
+		/* Not inline code: a script (`perl x.pl`, or a #! script whose
+		 * interpreter this is), which may be a payload's dropped file. */
+		if (ic.index >= 0 && interp_scripts)
+			return K_INTERP;
 	}
 	return 0;
 }
@@ -588,8 +629,10 @@ static __always_inline void emit_alert(struct state *st, struct linux_binprm *bp
 				       u32 what, u32 verdict, struct scratch *sc, int argv_len)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		count_lost(0);
 		return;
+	}
 	fill_common(e, EV_ALERT, st);
 	e->verdict = verdict;
 	e->what = what;
@@ -649,7 +692,9 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 		if (starts_with(name, "pickle.", 7) || starts_with(name, "_pickle.", 8)) {
 			st->flags |= F_PICKLE;
 			if (verbose) {
-				struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+				struct event *e = bpf_ringbuf_reserve(&opens, sizeof(*e), 0);
+				if (!e)
+					count_lost(1);
 				if (e) {
 					fill_common(e, EV_PICKLE, st);
 					e->verdict = 0;
@@ -682,18 +727,25 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 		st->armed_ts = now;
 	st->flags |= F_MODEL;
 	st->model_ts = now;
-	st->origin_pid = tgid;
+	/* A process armed by an ancestor keeps that ancestor as its origin:
+	 * allowances and attribution follow the tree, so a payload cannot start
+	 * a fresh "origin" that matches an allowance. */
+	if (!(st->flags & F_DESC) || st->origin_pid == 0)
+		st->origin_pid = tgid;
+	u32 origin = st->origin_pid;
 	/* Keep the tail of long paths: the name is what identifies the model. */
 	int from = len > PATH_LEN - 1 ? len - (PATH_LEN - 1) : 0;
 	bpf_probe_read_kernel_str(st->model, sizeof(st->model), sc->path + (from & (FULL_PATH - 1)));
 	/* An allowance that depended on the model ends with a new model: user
 	 * space re-grants it after judging this one (fail closed meanwhile). */
-	u32 *al = bpf_map_lookup_elem(&allowed, &tgid);
+	u32 *al = bpf_map_lookup_elem(&allowed, &origin);
 	if (al && *al == 2)
-		bpf_map_delete_elem(&allowed, &tgid);
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e)
+		bpf_map_delete_elem(&allowed, &origin);
+	struct event *e = bpf_ringbuf_reserve(&opens, sizeof(*e), 0);
+	if (!e) {
+		count_lost(1);
 		return 0;
+	}
 	fill_common(e, EV_MODEL, st);
 	e->verdict = 0;
 	e->what = (u32)(int)ctx->args[0]; /* the directory fd a relative path is under */
@@ -741,7 +793,8 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 				emit_alert(st, bprm, name, what, verdict, sc, argv_len);
 		}
 		/* Armed through the exec, whatever the new image. */
-		st->flags = F_DESC | (py ? F_PYTHON : 0);
+		st->flags = F_DESC | (py ? F_PYTHON : F_LOADING);
+		st->loading_left = LOADING_OPENS;
 		return 0;
 	}
 	__builtin_memset(&sc->st, 0, sizeof(sc->st));
@@ -766,7 +819,21 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	struct state *st = bpf_map_lookup_elem(&states, &ppid);
 	if (!st)
 		return 0;
-	bpf_map_update_elem(&states, &ctgid, st, BPF_ANY);
+	if (!is_armed(st, now_ns())) {
+		bpf_map_update_elem(&states, &ctgid, st, BPF_ANY);
+		return 0;
+	}
+	u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!sc)
+		return 0;
+	__builtin_memcpy(&sc->st, st, sizeof(sc->st));
+	sc->st.flags |= F_DESC;
+	if (bpf_map_update_elem(&states, &ctgid, &sc->st, BPF_ANY) != 0) {
+		/* The table is full: the child of an armed process would go
+		 * untracked. Report it as an alert of its own. */
+		count_lost(0);
+	}
 	return 0;
 }
 
@@ -802,8 +869,10 @@ int BPF_PROG(on_signal, int sig, struct kernel_siginfo *info, struct task_struct
 		verdict = V_KILLED;
 	}
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		count_lost(0);
 		return 0;
+	}
 	fill_common(e, EV_SIGNAL, st);
 	e->verdict = verdict;
 	e->what = (u32)sig;
