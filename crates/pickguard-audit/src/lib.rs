@@ -152,63 +152,50 @@ pub struct Options {
     pub host_config: bool,
 }
 
-macro_rules! rules {
-    ($( $v:ident = $id:literal, $sev:literal, $summary:literal, $fix:literal; )*) => {
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-        pub enum Rule { $( #[serde(rename = $id)] $v, )* }
-        impl Rule {
-            pub const ALL: &'static [Rule] = &[ $( Rule::$v, )* ];
-            pub fn id(self) -> &'static str { match self { $( Rule::$v => $id, )* } }
-            pub fn severity(self) -> &'static str { match self { $( Rule::$v => $sev, )* } }
-            pub fn summary(self) -> &'static str { match self { $( Rule::$v => $summary, )* } }
-            pub fn fix(self) -> &'static str { match self { $( Rule::$v => $fix, )* } }
-        }
-    };
-}
-
-rules! {
-    MergedIndexes = "AUD001-merged-indexes", "critical",
+pickguard_findings::rules! {
+    command "audit", effect ();
+    MergedIndexes = "AUD001-merged-indexes", Critical,
         "pip pools candidates from every index and installs the highest version: anyone who can publish the private name on a public index wins.",
-        "Use exactly one index: a firewall (pickguard firewall) that knows which names are private. Remove --extra-index-url/--find-links; if several indexes are unavoidable, hash-pin every requirement (--require-hashes).";
-    ExtraIndexFirst = "AUD002-extra-index-first", "critical",
+        fix "Use exactly one index: a firewall (pickguard firewall) that knows which names are private. Remove --extra-index-url/--find-links; if several indexes are unavoidable, hash-pin every requirement (--require-hashes).";
+    ExtraIndexFirst = "AUD002-extra-index-first", Critical,
         "uv with pip-style flags searches --extra-index-url before --index-url: the public extra index is asked first and wins.",
-        "Use --default-index (public) with --index (private), or a [[tool.uv.index]] marked explicit with [tool.uv.sources] pins, or a single firewall index.";
-    UnsafeStrategy = "AUD003-unsafe-index-strategy", "critical",
+        fix "Use --default-index (public) with --index (private), or a [[tool.uv.index]] marked explicit with [tool.uv.sources] pins, or a single firewall index.";
+    UnsafeStrategy = "AUD003-unsafe-index-strategy", Critical,
         "uv index-strategy unsafe-best-match/unsafe-first-match merges indexes like pip: a higher public version wins.",
-        "Remove index-strategy (the default first-index stops at the first index that has the name), and pin private packages with [tool.uv.sources].";
-    PrivateFromPublic = "AUD004-private-name-reaches-public", "critical",
+        fix "Remove index-strategy (the default first-index stops at the first index that has the name), and pin private packages with [tool.uv.sources].";
+    PrivateFromPublic = "AUD004-private-name-reaches-public", Critical,
         "A private package would be looked up on a public index in this configuration.",
-        "Pin the package to the private index (uv: [tool.uv.sources] + explicit index; poetry: source = \"private\" with priority explicit; pdm: include_packages; Pipfile: index = \"private\"), or install through a firewall.";
-    UnhashedPins = "AUD005-pins-without-hashes", "high",
+        fix "Pin the package to the private index (uv: [tool.uv.sources] + explicit index; poetry: source = \"private\" with priority explicit; pdm: include_packages; Pipfile: index = \"private\"), or install through a firewall.";
+    UnhashedPins = "AUD005-pins-without-hashes", High,
         "Version pins without hashes across several indexes: an attacker can publish the same version on the public index and it may be preferred.",
-        "Add --hash lines for every requirement (pip-compile --generate-hashes, uv pip compile --generate-hashes) or use one index.";
-    LockedFromPublic = "AUD006-lockfile-public-source", "critical",
+        fix "Add --hash lines for every requirement (pip-compile --generate-hashes, uv pip compile --generate-hashes) or use one index.";
+    LockedFromPublic = "AUD006-lockfile-public-source", Critical,
         "The lockfile records a private package as coming from a public index: the wrong package may already be pinned.",
-        "Check the locked artifact, fix the source configuration, and re-lock; the locked hash must be the private file's.";
-    SecretInUrl = "AUD007-secret-in-index-url", "high",
+        fix "Check the locked artifact, fix the source configuration, and re-lock; the locked hash must be the private file's.";
+    SecretInUrl = "AUD007-secret-in-index-url", High,
         "Credentials are embedded in an index URL in a committed file.",
-        "Move credentials to keyring/netrc or environment variables (UV_INDEX_<NAME>_PASSWORD, POETRY_HTTP_BASIC_*), and rotate the exposed secret.";
-    PlainHttp = "AUD008-plain-http-index", "medium",
+        fix "Move credentials to keyring/netrc or environment variables (UV_INDEX_<NAME>_PASSWORD, POETRY_HTTP_BASIC_*), and rotate the exposed secret.";
+    PlainHttp = "AUD008-plain-http-index", Medium,
         "An index is fetched over plain HTTP from a non-loopback host: anyone on the path can substitute packages.",
-        "Use https:// for every index.";
-    InstallCommandIndexes = "AUD009-install-command-extra-index", "critical",
+        fix "Use https:// for every index.";
+    InstallCommandIndexes = "AUD009-install-command-extra-index", Critical,
         "An install command in a script, Dockerfile or CI file adds an extra index or find-links.",
-        "Install through a single firewall index, or pin with hashes; pass index options through configuration reviewed once.";
-    SupplementalFallthrough = "AUD010-supplemental-fallthrough", "medium",
+        fix "Install through a single firewall index, or pin with hashes; pass index options through configuration reviewed once.";
+    SupplementalFallthrough = "AUD010-supplemental-fallthrough", Medium,
         "A public supplemental/fallback source is consulted when the private one has no matching version: an unsatisfiable private constraint installs the public package.",
-        "Make the public source explicit, or pin private packages to the private source (priority explicit + source =).";
-    UndeclaredPrivate = "AUD012-undeclared-private-names", "high",
+        fix "Make the public source explicit, or pin private packages to the private source (priority explicit + source =).";
+    UndeclaredPrivate = "AUD012-undeclared-private-names", High,
         "Several indexes are merged and no private names or private indexes are declared: any requirement that exists on only one index can be taken over by publishing it on another, and pickguard cannot tell which names are at risk.",
-        "Declare the private names (--private, [tool.pickguard] private, a firewall's claims) or indexes (--private-index, [tool.pickguard] private-indexes), or pin private packages to their index; better, install through one firewall index.";
-    SourceOrderLeak = "AUD011-source-order-leak", "medium",
+        fix "Declare the private names (--private, [tool.pickguard] private, a firewall's claims) or indexes (--private-index, [tool.pickguard] private-indexes), or pin private packages to their index; better, install through one firewall index.";
+    SourceOrderLeak = "AUD011-source-order-leak", Medium,
         "pdm respect-source-order asks sources in turn and falls through when no matching version exists; the private name is also sent to the public index.",
-        "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
+        fix "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     pub rule: Rule,
-    pub severity: &'static str,
+    pub severity: pickguard_findings::Severity,
     pub client: Client,
     pub origin: String,
     /// The file the finding is in (relative to the project) and its line.
@@ -378,7 +365,7 @@ fn finding(rule: Rule, ctx: &Context, message: String, packages: Vec<String>) ->
         line: ctx.line,
         message,
         packages,
-        fix: rule.fix(),
+        fix: rule.fix().unwrap_or_default(),
     }
 }
 
@@ -832,7 +819,7 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
                         redact(src)
                     ),
                     packages: vec![n],
-                    fix: Rule::LockedFromPublic.fix(),
+                    fix: Rule::LockedFromPublic.fix().unwrap_or_default(),
                 });
             }
         }

@@ -34,59 +34,47 @@ impl Verdict {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
+pub use pickguard_findings::Severity;
+
+pickguard_findings::rules! {
+    command "scan", effect Verdict;
+    ReadError = "PG000-read-error", High, "The file could not be read; nothing about it was checked.", effect Verdict::Error;
+    DangerousGlobal = "PG101-dangerous-global", Critical, "The pickle imports or calls a callable with a dangerous capability.", effect Verdict::Malicious;
+    StdlibGadget = "PG102-stdlib-gadget", High, "The pickle imports or calls a standard-library object outside the data allowlist.", effect Verdict::Malicious;
+    DynamicCall = "PG103-dynamic-call", High, "The pickle calls a value computed at load time, not a named global.", effect Verdict::Malicious;
+    AttributeWalk = "PG104-attribute-walk", Critical, "A dotted global name walks through a module attribute to reach another object.", effect Verdict::Malicious;
+    ExtensionCode = "PG105-extension-code", High, "An EXT opcode names a global through copyreg's extension registry, hidden from the byte stream.", effect Verdict::Malicious;
+    MutatesGlobal = "PG106-mutates-global", High, "The pickle changes state of an imported object (BUILD, APPEND, SETITEM or ADDITEMS on a global).", effect Verdict::Malicious;
+    ComputedGlobalName = "PG107-computed-global-name", High, "A STACK_GLOBAL name is computed at load time or too long to be a real name.", effect Verdict::Malicious;
+    FrameTamper = "PG108-frame-tamper", High, "Frame lengths disagree with the opcodes they contain: different unpicklers read different programs.", effect Verdict::Malicious;
+    ZipTamper = "PG109-zip-tamper", High, "The zip's central directory and local headers disagree: torch and strict readers see different files.", effect Verdict::Malicious;
+    Polyglot = "PG110-polyglot", High, "The file is valid as two formats at once, so different loaders see different content.", effect Verdict::Malicious;
+    TorchStorageMismatch = "PG111-torch-storage-mismatch", High, "A tensor or storage reference does not fit the records of the checkpoint.", effect Verdict::Malicious;
+    SignatureMismatch = "PG112-signature-mismatch", Critical, "The model does not match its signature: files changed, added or removed, or the signature is invalid.", effect Verdict::Malicious;
+    KerasLambda = "PG113-keras-lambda", High, "A Keras model carries Python bytecode (a Lambda layer) that runs when it is loaded without safe_mode.", effect Verdict::Malicious;
+    LibraryGlobal = "PG201-library-global", Medium, "The pickle imports third-party code; loading it means trusting that code.", effect Verdict::NeedsTrust;
+    TorchScript = "PG202-torchscript", Medium, "TorchScript archive: torch.jit.load runs the code it carries.", effect Verdict::NeedsTrust;
+    BudgetExceeded = "PG301-budget-exceeded", Medium, "An analysis limit was reached; the rest was not analysed.", effect Verdict::Inconclusive;
+    UnsupportedFormat = "PG302-unsupported-format", Medium, "Content in a format pickguard does not analyse yet.", effect Verdict::Inconclusive;
+    Unreadable = "PG303-unreadable", Medium, "Part of the file could not be decoded, so it was not analysed.", effect Verdict::Inconclusive;
+    TorchBadPersistentId = "PG304-torch-bad-persistent-id", Medium, "A persistent id is not the ('storage', ...) tuple torch writes.", effect Verdict::Inconclusive;
+    PickleError = "PG401-pickle-error", Info, "Loading raises an error here; nothing after this point runs.", effect Verdict::Clean;
+    TrailingData = "PG402-trailing-data", Info, "Bytes after the last pickle stream that no loader reads as a pickle.", effect Verdict::Clean;
+    NotWeightsOnly = "PG403-not-weights-only", Info, "torch.load(weights_only=True) would refuse this pickle; it needs weights_only=False.", effect Verdict::Clean;
+    ZipCrcMismatch = "PG404-zip-crc-mismatch", Low, "A member's CRC is wrong: torch loads it, Python's zipfile refuses it.", effect Verdict::Clean;
+    PersistentId = "PG405-persistent-id", Info, "The pickle uses persistent ids; what they load depends on the loader.", effect Verdict::Clean;
+    OddStructure = "PG406-odd-structure", Info, "Opcodes a standard pickler does not write (late PROTO, opcode above the declared protocol).", effect Verdict::Clean;
+    MultipleStreams = "PG407-multiple-streams", Info, "More than one pickle stream: a loader that calls load() repeatedly runs each.", effect Verdict::Clean;
 }
 
-macro_rules! rules {
-    ($( $variant:ident = $id:literal, $verdict:ident, $sev:ident, $summary:literal; )*) => {
-        /// Every rule, with a stable id that never changes meaning.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
-        pub enum Rule { $( #[serde(rename = $id)] $variant, )* }
-        impl Rule {
-            pub const ALL: &'static [Rule] = &[ $( Rule::$variant, )* ];
-            pub fn id(self) -> &'static str { match self { $( Rule::$variant => $id, )* } }
-            /// What the rule's findings do to the verdict.
-            pub fn verdict(self) -> Verdict { match self { $( Rule::$variant => Verdict::$verdict, )* } }
-            pub fn default_severity(self) -> Severity { match self { $( Rule::$variant => Severity::$sev, )* } }
-            pub fn summary(self) -> &'static str { match self { $( Rule::$variant => $summary, )* } }
-        }
-    };
-}
-
-rules! {
-    DangerousGlobal = "PG101-dangerous-global", Malicious, Critical, "The pickle imports or calls a callable with a dangerous capability.";
-    StdlibGadget = "PG102-stdlib-gadget", Malicious, High, "The pickle imports or calls a standard-library object outside the data allowlist.";
-    DynamicCall = "PG103-dynamic-call", Malicious, High, "The pickle calls a value computed at load time, not a named global.";
-    AttributeWalk = "PG104-attribute-walk", Malicious, Critical, "A dotted global name walks through a module attribute to reach another object.";
-    ExtensionCode = "PG105-extension-code", Malicious, High, "An EXT opcode names a global through copyreg's extension registry, hidden from the byte stream.";
-    MutatesGlobal = "PG106-mutates-global", Malicious, High, "The pickle changes state of an imported object (BUILD, APPEND, SETITEM or ADDITEMS on a global).";
-    ComputedGlobalName = "PG107-computed-global-name", Malicious, High, "A STACK_GLOBAL name is computed at load time or too long to be a real name.";
-    FrameTamper = "PG108-frame-tamper", Malicious, High, "Frame lengths disagree with the opcodes they contain: different unpicklers read different programs.";
-    ZipTamper = "PG109-zip-tamper", Malicious, High, "The zip's central directory and local headers disagree: torch and strict readers see different files.";
-    Polyglot = "PG110-polyglot", Malicious, High, "The file is valid as two formats at once, so different loaders see different content.";
-    TorchStorageMismatch = "PG111-torch-storage-mismatch", Malicious, High, "A tensor or storage reference does not fit the records of the checkpoint.";
-    SignatureMismatch = "PG112-signature-mismatch", Malicious, Critical, "The model does not match its signature: files changed, added or removed, or the signature is invalid.";
-    KerasLambda = "PG113-keras-lambda", Malicious, High, "A Keras model carries Python bytecode (a Lambda layer) that runs when it is loaded without safe_mode.";
-    LibraryGlobal = "PG201-library-global", NeedsTrust, Medium, "The pickle imports third-party code; loading it means trusting that code.";
-    TorchScript = "PG202-torchscript", NeedsTrust, Medium, "TorchScript archive: torch.jit.load runs the code it carries.";
-    BudgetExceeded = "PG301-budget-exceeded", Inconclusive, Medium, "An analysis limit was reached; the rest was not analysed.";
-    UnsupportedFormat = "PG302-unsupported-format", Inconclusive, Medium, "Content in a format pickguard does not analyse yet.";
-    Unreadable = "PG303-unreadable", Inconclusive, Medium, "Part of the file could not be decoded, so it was not analysed.";
-    TorchBadPersistentId = "PG304-torch-bad-persistent-id", Inconclusive, Medium, "A persistent id is not the ('storage', ...) tuple torch writes.";
-    PickleError = "PG401-pickle-error", Clean, Info, "Loading raises an error here; nothing after this point runs.";
-    TrailingData = "PG402-trailing-data", Clean, Info, "Bytes after the last pickle stream that no loader reads as a pickle.";
-    NotWeightsOnly = "PG403-not-weights-only", Clean, Info, "torch.load(weights_only=True) would refuse this pickle; it needs weights_only=False.";
-    ZipCrcMismatch = "PG404-zip-crc-mismatch", Clean, Low, "A member's CRC is wrong: torch loads it, Python's zipfile refuses it.";
-    PersistentId = "PG405-persistent-id", Clean, Info, "The pickle uses persistent ids; what they load depends on the loader.";
-    OddStructure = "PG406-odd-structure", Clean, Info, "Opcodes a standard pickler does not write (late PROTO, opcode above the declared protocol).";
-    MultipleStreams = "PG407-multiple-streams", Clean, Info, "More than one pickle stream: a loader that calls load() repeatedly runs each.";
+impl Rule {
+    /// What the rule's findings do to the verdict.
+    pub fn verdict(self) -> Verdict {
+        self.effect()
+    }
+    pub fn default_severity(self) -> Severity {
+        self.severity()
+    }
 }
 
 /// Where a finding is.

@@ -163,6 +163,15 @@ pub enum Command {
     /// Shows the scan verdict too; a file that is not pure tensor data is not
     /// rebuilt (its findings are shown instead, exit status 1).
     Inspect(InspectArgs),
+
+    /// List every rule id pickguard reports (scan and audit), or explain one.
+    ///
+    /// Example:
+    ///   pickguard rules
+    ///   pickguard rules PG101
+    ///   pickguard rules --format json
+    #[command(verbatim_doc_comment)]
+    Rules(RulesArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -456,6 +465,15 @@ pub enum WatchFormat {
     Json,
     Text,
     Ecs,
+}
+
+#[derive(Args, Debug)]
+pub struct RulesArgs {
+    /// A rule id (`PG101-dangerous-global`) or its number (`PG101`, `aud004`).
+    pub id: Option<String>,
+    /// Output format (text or json).
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Audit(args) => commands::audit::run(args),
         cli::Command::Run(args) => commands::run::run(args),
         cli::Command::Watch(args) => commands::watch::run(args),
+        cli::Command::Rules(args) => commands::rules::run(args),
         cli::Command::Firewall(cli::FirewallCommand::Serve(args)) => {
             commands::firewall::serve(args)
         }

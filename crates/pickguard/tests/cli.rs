@@ -226,12 +226,38 @@ fn output_file() {
 #[test]
 fn every_rule_is_documented_and_every_section_is_a_rule() {
     let doc = std::fs::read_to_string(common::root().join("docs/rules.md")).unwrap();
-    let mut ids: Vec<String> = pickguard_scan::Rule::ALL
+    // The registry as users see it (`pickguard rules`), which is built from
+    // the scan and audit rule tables.
+    let out = common::run(&["rules", "--format", "json"]);
+    assert!(out.status.success());
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<String> = listed
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = pickguard_scan::Rule::ALL
         .iter()
         .map(|r| r.id().to_owned())
         .chain(pickguard_audit::Rule::ALL.iter().map(|r| r.id().to_owned()))
         .collect();
-    ids.push("PG000-read-error".into());
+    expected.sort();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected);
+    assert!(ids.contains(&"PG000-read-error".to_string()));
+    for r in &listed {
+        assert!(
+            ["scan", "audit"].contains(&r["command"].as_str().unwrap()),
+            "{r}"
+        );
+        assert!(!r["summary"].as_str().unwrap().is_empty(), "{r}");
+        if r["command"] == "audit" {
+            assert!(r["fix"].is_string(), "every audit rule has a fix: {r}");
+        }
+    }
+    let one = common::run(&["rules", "aud004"]);
+    assert!(String::from_utf8_lossy(&one.stdout).contains("AUD004-private-name-reaches-public"));
+    assert_eq!(common::run(&["rules", "PG999"]).status.code(), Some(2));
     for id in &ids {
         assert!(doc.contains(&format!("`{id}`")), "docs/rules.md lacks {id}");
         assert!(

@@ -8,18 +8,15 @@ use serde_json::json;
 
 fn level(rule: Rule, sev: Severity) -> sarif::Level {
     match rule.verdict() {
-        Verdict::Malicious => sarif::Level::Error,
+        Verdict::Malicious | Verdict::Error => sarif::Level::Error,
         Verdict::NeedsTrust | Verdict::Inconclusive => sarif::Level::Warning,
         _ if sev >= Severity::Medium => sarif::Level::Warning,
         _ => sarif::Level::Note,
     }
 }
 
-/// A file that could not be read: a result with its own documented rule.
-const READ_ERROR: &str = "PG000-read-error";
-
 pub fn render(files: &[FileReport]) -> String {
-    let mut rules: Vec<sarif::Rule> = Rule::ALL
+    let rules: Vec<sarif::Rule> = Rule::ALL
         .iter()
         .map(|r| sarif::Rule {
             id: r.id().into(),
@@ -29,13 +26,6 @@ pub fn render(files: &[FileReport]) -> String {
             properties: json!({"verdict": r.verdict().as_str()}),
         })
         .collect();
-    rules.push(sarif::Rule {
-        id: READ_ERROR.into(),
-        summary: "The file could not be read; nothing about it was checked.".into(),
-        help: None,
-        level: sarif::Level::Error,
-        properties: json!({"verdict": "error"}),
-    });
     let mut results = Vec::new();
     for f in files {
         for x in &f.findings {
@@ -62,7 +52,7 @@ pub fn render(files: &[FileReport]) -> String {
         }
         if let Some(e) = &f.error {
             results.push(sarif::Finding {
-                rule_id: READ_ERROR.into(),
+                rule_id: Rule::ReadError.id().into(),
                 level: sarif::Level::Error,
                 message: format!("could not read: {e}"),
                 path: f.path.clone(),

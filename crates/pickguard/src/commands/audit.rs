@@ -126,7 +126,7 @@ fn print_text(r: &Report) {
     for f in &r.findings {
         println!(
             "{:<8} {} {}",
-            f.severity.to_uppercase(),
+            f.severity.as_str().to_uppercase(),
             f.rule.id(),
             f.origin
         );
@@ -167,8 +167,8 @@ fn sarif(r: &Report) -> String {
         .map(|u| sarif::Rule {
             id: u.id().into(),
             summary: u.summary().into(),
-            help: Some(u.fix().into()),
-            level: level(u.severity()),
+            help: u.fix().map(Into::into),
+            level: level(u.severity().as_str()),
             properties: json!({"severity": u.severity()}),
         })
         .collect();
@@ -177,7 +177,7 @@ fn sarif(r: &Report) -> String {
         .iter()
         .map(|f| sarif::Finding {
             rule_id: f.rule.id().into(),
-            level: level(f.severity),
+            level: level(f.severity.as_str()),
             message: format!("{} Fix: {}", f.message, f.fix),
             path: f.file.clone(),
             line: f.line.map(|l| l as u64),

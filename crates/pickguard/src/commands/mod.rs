@@ -2,6 +2,7 @@ pub mod audit;
 pub mod convert;
 pub mod firewall;
 pub mod inspect;
+pub mod rules;
 pub mod run;
 pub mod scan;
 pub mod sign;
