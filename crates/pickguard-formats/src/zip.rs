@@ -316,8 +316,59 @@ pub fn entry_data<'a>(
             }
             std::borrow::Cow::Owned(v)
         }
+        // Python's zipfile also decodes bzip2 (12) and LZMA (14) members.
+        12 | 14 => {
+            let end = start
+                .checked_add(e.compressed_size as usize)
+                .filter(|&x| x <= data.len())
+                .ok_or("compressed entry runs past the end of the file")?;
+            let raw = &data[start..end];
+            let mut v = Vec::new();
+            if e.method == 12 {
+                bzip2::read::BzDecoder::new(raw)
+                    .take(max_size + 1)
+                    .read_to_end(&mut v)
+                    .map_err(|err| format!("bzip2 error: {err}"))?;
+            } else {
+                v = zip_lzma(raw, e.size, max_size)?;
+            }
+            if v.len() as u64 > max_size {
+                return Err(format!("entry inflates past the limit of {max_size} bytes"));
+            }
+            std::borrow::Cow::Owned(v)
+        }
         m => return Err(format!("unsupported compression method {m}")),
     };
     let crc_ok = crc32fast::hash(&out) == e.crc32;
     Ok((out, crc_ok))
+}
+
+/// A zip LZMA member (APPNOTE 5.8.8): a 2-byte LZMA SDK version, a 2-byte
+/// properties length, the 5-byte properties, then a raw LZMA1 stream, as
+/// Python's zipfile reads it (`_LZMADecompressor`). Decoded up to the
+/// member's uncompressed size (an end-of-stream marker may also end it).
+fn zip_lzma(raw: &[u8], size: u64, max_size: u64) -> Result<Vec<u8>, String> {
+    if raw.len() < 4 {
+        return Err("LZMA member too short".into());
+    }
+    let plen = u16::from_le_bytes([raw[2], raw[3]]) as usize;
+    if plen != 5 || raw.len() < 4 + plen {
+        return Err(format!("LZMA member with {plen}-byte properties"));
+    }
+    let props = &raw[4..9];
+    // lzma-rs reads the .lzma ("alone") layout: the properties, then (not
+    // here: the size is provided) the unpacked size.
+    let mut stream = Vec::with_capacity(5 + raw.len() - 9);
+    stream.extend_from_slice(props);
+    stream.extend_from_slice(&raw[9..]);
+    let opts = lzma_rs::decompress::Options {
+        unpacked_size: lzma_rs::decompress::UnpackedSize::UseProvided(Some(size.min(max_size + 1))),
+        // The dictionary size is the file's to choose: cap it like the output.
+        memlimit: Some((max_size.saturating_add(1)).min(usize::MAX as u64) as usize),
+        allow_incomplete: false,
+    };
+    let mut out = Vec::new();
+    lzma_rs::lzma_decompress_with_options(&mut &stream[..], &mut out, &opts)
+        .map_err(|e| format!("lzma error: {e}"))?;
+    Ok(out)
 }

@@ -319,6 +319,16 @@ impl Scanner {
         }
         let kind = sniff(data);
         let top = depth == 0;
+        // Sniffing chooses one reading; loaders do not all make the same
+        // choice. pickle.load (and torch.load's legacy path) read a pickle
+        // from byte 0 whatever else the file is; h5py finds an HDF5
+        // superblock at 0, 512, 1024, 2048...
+        if !matches!(kind, Sniffed::PickleLike) {
+            self.check_pickle_at_start(ctx, data, &member, kind);
+        }
+        if kind != Sniffed::Hdf5 {
+            self.check_hdf5_elsewhere(ctx, data, &member);
+        }
         match kind {
             Sniffed::Zip => self.scan_zip(ctx, data, member, depth),
             Sniffed::Tar => self.scan_tar(ctx, data, member, depth),
@@ -436,6 +446,58 @@ impl Scanner {
             Sniffed::Unknown => {
                 self.check_polyglot(ctx, data, &member, depth, "other");
             }
+        }
+    }
+
+    /// A file sniffed as something else that `pickle.load` would still read
+    /// as a pickle which imports or calls something: a polyglot, and the
+    /// pickle is analysed like any other. (A pickle reading that only builds
+    /// data, or errors at once, runs nothing and is not reported.)
+    fn check_pickle_at_start(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        kind: Sniffed,
+    ) {
+        if !pickguard_pickle::is_plausible_start(data) {
+            return;
+        }
+        let first = pk::run_stream(data, 0, 0, ReadView::Linear, &self.options.pickle);
+        if first.imports.is_empty() && first.calls.is_empty() {
+            return;
+        }
+        let what = format!("{kind:?}").to_lowercase();
+        ctx.push(Finding::new(
+            Rule::Polyglot,
+            format!(
+                "the file sniffs as {what}, but read from its first byte it is also a pickle that imports or calls code: pickle.load (and torch.load's legacy path) run it"
+            ),
+            loc(member, None, Some(0), ReadView::Linear),
+        ));
+        self.scan_pickle_region(ctx, data, 0, member, Role::Generic, true);
+    }
+
+    /// An HDF5 superblock where h5py looks for one past offset 0 (512, 1024,
+    /// 2048, ...): Keras and h5py read the file as HDF5, which is not
+    /// analysed yet, so the file cannot be clean.
+    fn check_hdf5_elsewhere(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
+        let mut off = 512usize;
+        while off + 8 <= data.len() {
+            if data[off..].starts_with(b"\x89HDF\r\n\x1a\n") {
+                ctx.push(Finding::new(
+                    Rule::UnsupportedFormat,
+                    format!(
+                        "an HDF5 superblock at offset {off}: h5py and Keras read this file as HDF5 (a Keras .h5 may carry Lambda bytecode), which is not analysed yet"
+                    ),
+                    loc(member, None, Some(off as u64), ReadView::Linear),
+                ));
+                return;
+            }
+            off = match off.checked_mul(2) {
+                Some(o) => o,
+                None => return,
+            };
         }
     }
 
@@ -1709,7 +1771,29 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
         over: false,
     };
     let r: Result<(), String> = match kind {
-        Sniffed::Gzip => copy(flate2::read::MultiGzDecoder::new(data), &mut w),
+        // Python's gzip reads member after member and skips zero bytes
+        // between them (padding); anything else after a member is an error
+        // raised only when a reader gets there.
+        Sniffed::Gzip => {
+            let mut rest = data;
+            let mut r = Ok(());
+            while !rest.is_empty() {
+                let before = rest.len();
+                let mut d = flate2::bufread::GzDecoder::new(&mut rest);
+                r = copy(&mut d, &mut w);
+                drop(d);
+                if r.is_err() || rest.len() >= before {
+                    break;
+                }
+                let zeros = rest.iter().take_while(|&&b| b == 0).count();
+                rest = &rest[zeros..];
+                if !rest.is_empty() && !rest.starts_with(b"\x1f\x8b") {
+                    r = Err("bytes after a gzip member are not another member".into());
+                    break;
+                }
+            }
+            r
+        }
         Sniffed::Zlib => {
             let mut rest = data;
             let mut r = Ok(());
@@ -1737,7 +1821,30 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
             lzma_rs::lzma_decompress_with_options(&mut &data[..], &mut w, &opts)
                 .map_err(|e| e.to_string())
         }
-        Sniffed::Xz => lzma_rs::xz_decompress(&mut &data[..], &mut w).map_err(|e| e.to_string()),
+        // Python's lzma (liblzma) reads concatenated .xz streams and the
+        // zero padding between them. lzma-rs reads one stream and stops,
+        // with the reader just past its footer, when more data follows.
+        Sniffed::Xz => {
+            let mut rest = data;
+            loop {
+                let before = rest.len();
+                match lzma_rs::xz_decompress(&mut rest, &mut w) {
+                    Ok(()) => break Ok(()),
+                    Err(e)
+                        if e.to_string()
+                            .contains("Unexpected data after last XZ block")
+                            && rest.len() < before =>
+                    {
+                        let zeros = rest.iter().take_while(|&&b| b == 0).count();
+                        rest = &rest[zeros..];
+                        if rest.is_empty() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) => break Err(e.to_string()),
+                }
+            }
+        }
         Sniffed::Bzip2 => copy(bzip2::read::MultiBzDecoder::new(data), &mut w),
         Sniffed::Lz4 => copy(lz4_flex::frame::FrameDecoder::new(data), &mut w),
         _ => Err("not a compressed format".into()),
