@@ -41,6 +41,11 @@ const F_MODEL: u32 = 4;
 /// named with its pid (`/sys/fs/bpf/pickguard-watch-PID`).
 pub const PIN_PREFIX: &str = "pickguard-watch-";
 
+/// The per-process state, allowances and clock flag, pinned and shared by
+/// every enforcing sensor: a sensor that takes over from one that was killed
+/// (or from one still running) keeps every armed process armed.
+pub const STATE_DIR: &str = "/sys/fs/bpf/pickguard-watch-state";
+
 /// `struct event` in watch.bpf.c.
 mod off {
     pub const KIND: usize = 0;
@@ -153,7 +158,8 @@ struct Origins {
     order: VecDeque<u32>,
 }
 
-const MODELS_PER_ORIGIN: usize = 16;
+const MODELS_PER_ORIGIN: usize = 64;
+const MODELS_KEPT_FIRST: usize = 8;
 const ORIGINS_KEPT: usize = 512;
 
 impl Origins {
@@ -170,12 +176,25 @@ impl Origins {
         i
     }
 
+    /// Distinct paths, latest open last. When full, the first few models of
+    /// the origin are kept (the one that armed it is among them) and the
+    /// oldest of the rest goes: a payload that opens decoy "models" after
+    /// the real one cannot push the real one out.
     fn opened(&mut self, pid: u32, ts: u64, path: String) {
         let q = self.models.entry(pid).or_default();
-        if q.len() == MODELS_PER_ORIGIN {
-            q.pop_front();
+        if let Some(i) = q.iter().position(|(_, p)| *p == path) {
+            if i < MODELS_KEPT_FIRST {
+                q[i].0 = ts;
+            } else {
+                q.remove(i);
+                q.push_back((ts, path));
+            }
+        } else {
+            if q.len() == MODELS_PER_ORIGIN {
+                q.remove(MODELS_KEPT_FIRST);
+            }
+            q.push_back((ts, path));
         }
-        q.push_back((ts, path));
         self.order.retain(|p| *p != pid);
         self.order.push_back(pid);
         while self.order.len() > ORIGINS_KEPT {
@@ -246,6 +265,9 @@ fn kind_name(k: u32) -> &'static str {
         5 => "fresh-binary",
         7 => "launcher",
         8 => "interpreter",
+        9 => "ptrace",
+        10 => "clock-change",
+        11 => "kernel-helper",
         _ => "unknown",
     }
 }
@@ -620,10 +642,24 @@ fn open_and_load<'a>(
     object: &'a mut MaybeUninit<libbpf_rs::OpenObject>,
     opts: &WatchOptions,
     lsm: bool,
+    share_state: bool,
 ) -> Result<skel::WatchSkel<'a>, String> {
     let mut open = WatchSkelBuilder::default()
         .open(object)
         .map_err(|e| format!("opening the BPF object: {e}"))?;
+    if share_state {
+        // libbpf reuses a compatible map pinned there, or pins a new one.
+        let dir = Path::new(STATE_DIR);
+        let maps = &mut open.maps;
+        for (m, name) in [
+            (&mut maps.states, "states"),
+            (&mut maps.allowed, "allowed"),
+            (&mut maps.tamper, "tamper"),
+        ] {
+            m.set_pin_path(dir.join(name))
+                .map_err(|e| format!("pinning {name}: {e}"))?;
+        }
+    }
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.enforce = opts.enforce as u32;
         ro.window_ns = opts.rules.window.saturating_mul(1_000_000_000);
@@ -709,13 +745,18 @@ fn ensure_bpffs() -> Result<(), String> {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static KEEP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        KEEP.store(true, Ordering::SeqCst);
+    }
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// SIGINT, SIGTERM and SIGHUP end the session cleanly (unpinning); only a
-/// kill the sensor cannot handle leaves the programs enforcing.
+/// SIGINT and SIGTERM end the session cleanly (unpinning). SIGHUP ends it
+/// leaving the programs pinned and enforcing, for the next sensor to take
+/// over (a restart with no gap); so does a kill the sensor cannot handle.
 fn install_stop_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: sigaction with a handler that only stores to an atomic;
@@ -832,6 +873,7 @@ pub fn stop(mut on_event: impl FnMut(Event)) -> Result<usize, String> {
             return Err(format!("could not remove {}", d.display()));
         }
     }
+    remove_pins(Path::new(STATE_DIR));
     Ok(sensors.len())
 }
 
@@ -892,6 +934,7 @@ pub fn watch(
     let mut lsm_error = None;
     let mut object = MaybeUninit::uninit();
     let mut object2 = MaybeUninit::uninit();
+    let mut object3 = MaybeUninit::uninit();
     let with_lsm = opts.enforce;
     // The LSM attempt is a probe: keep libbpf's verifier log for real failures only.
     let previous = if with_lsm {
@@ -899,7 +942,10 @@ pub fn watch(
     } else {
         None
     };
-    let first = open_and_load(&mut object, opts, with_lsm);
+    if pinning {
+        std::fs::create_dir_all(STATE_DIR).map_err(|e| format!("creating {STATE_DIR}: {e}"))?;
+    }
+    let first = open_and_load(&mut object, opts, with_lsm, pinning);
     if with_lsm {
         libbpf_rs::set_print(previous);
     }
@@ -915,7 +961,20 @@ pub fn watch(
                         "the kernel refused the LSM program: ",
                     ),
             );
-            open_and_load(&mut object2, opts, false)?
+            match open_and_load(&mut object2, opts, false, pinning) {
+                Ok(s) => s,
+                Err(e) if pinning => {
+                    // State pinned by an incompatible (older) sensor: start
+                    // from a fresh table rather than not at all.
+                    eprintln!(
+                        "pickguard watch: the shared state in {STATE_DIR} could not be reused ({e}); starting with a fresh one"
+                    );
+                    remove_pins(Path::new(STATE_DIR));
+                    let _ = std::fs::create_dir_all(STATE_DIR);
+                    open_and_load(&mut object3, opts, false, pinning)?
+                }
+                Err(e) => return Err(e),
+            }
         }
         Err(e) => return Err(e),
     };
@@ -982,6 +1041,12 @@ pub fn watch(
         pin(links.on_exit.as_mut(), "on_exit")?;
         pin(links.on_signal.as_mut(), "on_signal")?;
         pin(links.deny_exec.as_mut(), "deny_exec")?;
+        pin(links.on_ptrace.as_mut(), "on_ptrace")?;
+        pin(links.on_vm_writev.as_mut(), "on_vm_writev")?;
+        pin(links.on_clock_settime.as_mut(), "on_clock_settime")?;
+        pin(links.on_settimeofday.as_mut(), "on_settimeofday")?;
+        pin(links.on_clock_adjtime.as_mut(), "on_clock_adjtime")?;
+        pin(links.on_adjtimex.as_mut(), "on_adjtimex")?;
         skel.maps
             .events
             .pin(pin_dir.join("events"))
@@ -1096,9 +1161,14 @@ pub fn watch(
             }
         }
     }
-    // An orderly end: this sensor's pins go with it.
-    if pinning {
+    // An orderly end: this sensor's pins go with it (SIGHUP instead leaves
+    // them, for a restart with no moment unguarded); the shared state goes
+    // when no other sensor uses it.
+    if pinning && !KEEP.load(Ordering::SeqCst) {
         remove_pins(&pin_dir);
+        if pinned_sensors().is_empty() {
+            remove_pins(Path::new(STATE_DIR));
+        }
     }
     result
 }

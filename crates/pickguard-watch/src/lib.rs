@@ -178,9 +178,9 @@ impl Rules {
                     i.name
                 ));
             }
-            if i.inline.is_empty() && i.long.is_empty() {
+            if i.inline.is_empty() && i.long.is_empty() && !self.interpreter_scripts {
                 return Err(format!(
-                    "interpreter {:?}: no inline or long option: it would never match",
+                    "interpreter {:?}: no inline or long option, and interpreter_scripts = false: it would never match",
                     i.name
                 ));
             }
@@ -422,8 +422,8 @@ pub fn container_id(cgroup: &str) -> Option<String> {
 
 /// The fingerprint watch.bpf.c computes of an ELF's first 256 bytes (see
 /// `fingerprint` there): the header fields the loader uses and up to three
-/// program headers, without e_ident padding, section headers, e_flags and
-/// p_paddr. `None` for anything but a 64-bit ELF.
+/// program headers, without what the kernel's loader ignores: e_ident
+/// padding, e_version, section headers, e_flags, e_ehsize and p_paddr. `None` for anything but a 64-bit ELF.
 pub fn elf_fingerprint(head: &[u8]) -> Option<u64> {
     if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 {
         return None;
@@ -438,7 +438,7 @@ pub fn elf_fingerprint(head: &[u8]) -> Option<u64> {
     let end = (phoff + 3 * 56).min(256);
     let mut h: u64 = 0xcbf29ce484222325;
     for k in 0..end {
-        if k < 16 || (40..52).contains(&k) || (58..64).contains(&k) {
+        if k < 16 || (20..24).contains(&k) || (40..54).contains(&k) || (58..64).contains(&k) {
             continue;
         }
         if k >= 64 {
@@ -506,7 +506,11 @@ mod tests {
         assert!(Rules::load(&p).unwrap_err().contains("windw"));
         std::fs::write(&p, "shells = [\"/bin/sh\"]\n").unwrap();
         assert!(Rules::load(&p).is_err());
-        std::fs::write(&p, "[[interpreter]]\nname = \"perl\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "interpreter_scripts = false\n[[interpreter]]\nname = \"perl\"\n",
+        )
+        .unwrap();
         assert!(Rules::load(&p).unwrap_err().contains("never match"));
     }
 
@@ -556,6 +560,7 @@ mod tests {
         copy.extend_from_slice(b"appended");
         copy[9] = 0x55; // e_ident padding
         copy[60] ^= 1; // e_shnum
+        copy[20] = 7; // e_version: the kernel does not check it
         assert_eq!(elf_fingerprint(&copy), Some(a));
         let mut changed = sh.clone();
         changed[24] ^= 1; // e_entry

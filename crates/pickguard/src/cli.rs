@@ -439,7 +439,8 @@ pub struct WatchArgs {
     /// Repeatable. Example: --allow origin=/opt/jupyter/bin/python3*,model=/srv/models/**
     #[arg(long = "allow", value_name = "KEY=VALUE,...")]
     pub allow: Vec<String>,
-    /// Move each model named in an alert into DIR (with a JSON manifest beside it).
+    /// Move each model named in an alert that the scan does not call clean
+    /// into DIR, with a JSON manifest beside it (original path, SHA-256, the event).
     #[arg(long, value_name = "DIR")]
     pub quarantine: Option<PathBuf>,
     /// Do not scan the models named in alerts (by default each gets pickguard's scan verdict).

@@ -99,7 +99,8 @@ fn alert_for(w: &Watcher, needle: &str, wait: Duration) -> Option<Value> {
             {
                 return Some(ev);
             }
-            Ok(_) => {}
+            // Shown when the test fails (libtest prints a failing test's output).
+            Ok(other) => eprintln!("(skipped while looking for {needle}) {other}"),
             Err(_) => return None,
         }
     }
@@ -361,6 +362,41 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
     ] {
         list.push((f, sys_touch(m)));
     }
+    // The main thread exits while another thread goes on to run the shell.
+    list.push((
+        "leader.pth",
+        "import ctypes, os, threading, time\n\
+         def w():\n    time.sleep(0.3)\n    os.system('touch marker-leader')\n    os._exit(0)\n\
+         threading.Thread(target=w).start()\nctypes.CDLL(None).syscall(60, 0)\n"
+            .into(),
+    ));
+    // Opening a kernel helper setting for writing (it writes back what it read).
+    list.push((
+        "corepattern.pth",
+        "f = open('/proc/sys/kernel/core_pattern', 'r+')\nv = f.read()\nf.seek(0)\nf.write(v)\nf.close()\n\
+         open('marker-corepattern', 'w')\n"
+            .into(),
+    ));
+    // Setting the clock (to what it is): inode times can no longer be trusted.
+    list.push((
+        "clock.pth",
+        "import time\ntime.clock_settime(time.CLOCK_REALTIME, time.time())\nopen('marker-clock', 'w')\n".into(),
+    ));
+    // Decoys: 70 clean "models" opened after the real one, then the shell.
+    list.push((
+        "decoy.pth",
+        "import os, pickle\nfor i in range(70):\n    pickle.dump({'i': i}, open(f'decoy{i}.pth', 'wb'))\n\
+         os.system('touch marker-decoy')\n"
+            .into(),
+    ));
+    // A daemon that waits for the sensor to be restarted, then runs its shell.
+    list.push((
+        "restart.pth",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    os.closerange(3, 1024)\n\
+         \x20   while not os.path.exists('go2'): time.sleep(0.05)\n\
+         \x20   os.system('touch marker-restart')\n    os._exit(0)\n"
+            .into(),
+    ));
     // A daemon (double fork, new session) that waits until the window has
     // passed before it runs its shell.
     list.push((
@@ -378,6 +414,13 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
             .into(),
     ));
     payloads(&dir, &list);
+
+    // A sensor left pinned by an earlier, interrupted run would still enforce.
+    let st = common::pickguard()
+        .args(["watch", "--stop"])
+        .status()
+        .unwrap();
+    assert!(st.success());
 
     // ---- Detect only: the payload runs; the alert carries what a responder needs.
     let w = start(&["--window", "300"]);
@@ -576,6 +619,68 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
         "{ev}"
     );
     assert!(!dir.join("marker-emb").exists());
+
+    // Found by an attacker review: each of these ran a program unreported.
+    let sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    payloads(
+        &dir,
+        &[(
+            "ptrace.pth",
+            format!(
+                "import ctypes\nctypes.CDLL(None).ptrace(16, {}, 0, 0)\nopen('marker-ptrace', 'w')\n",
+                sleeper.id()
+            ),
+        )],
+    );
+    let _sleeper = common::Proc(sleeper);
+    for (model, marker, kind) in [
+        ("leader.pth", "marker-leader", "shell"),
+        ("ptrace.pth", "marker-ptrace", "ptrace"),
+        ("corepattern.pth", "marker-corepattern", "kernel-helper"),
+        ("decoy.pth", "marker-decoy", "shell"),
+        ("clock.pth", "marker-clock", "clock-change"),
+    ] {
+        load(&dir, "load.py", model);
+        let ev = alert_for(&w, &format!("{token}/{model}"), Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("no alert for {model}"));
+        assert_eq!(ev["kind"], kind, "{model}: {ev}");
+        assert!(
+            ev["verdict"] == "killed" || ev["verdict"] == "denied",
+            "{ev}"
+        );
+        assert_eq!(
+            ev["model"],
+            dir.join(model).display().to_string().as_str(),
+            "{model}: the alert names the malicious model, not a decoy: {ev}"
+        );
+        assert!(!dir.join(marker).exists(), "{model}: {marker} was created");
+    }
+    // After a clock change every exec in an armed tree counts as fresh
+    // (perl would otherwise be `inline-code`).
+    load(&dir, "load.py", "perl.pth");
+    let ev = alert_for(&w, &format!("{token}/perl.pth"), Duration::from_secs(15))
+        .expect("an alert after the clock change");
+    assert_eq!(ev["kind"], "fresh-binary", "{ev}");
+    assert!(!dir.join("marker-perl").exists());
+
+    // A restart by SIGHUP leaves the programs and the process states pinned:
+    // the next sensor takes over, and a daemon armed before it is still armed.
+    load(&dir, "load.py", "restart.pth");
+    Command::new("kill")
+        .args(["-HUP", &w.pid().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(w);
+    let w = start(&["--enforce", "--window", "300"]);
+    std::fs::write(dir.join("go2"), "").unwrap();
+    let ev = alert_for(&w, "marker-restart", Duration::from_secs(15))
+        .expect("the daemon armed before the restart is caught after it");
+    assert!(
+        ev["verdict"] == "killed" || ev["verdict"] == "denied",
+        "{ev}"
+    );
+    assert!(!dir.join("marker-restart").exists());
 
     // The sensor is killed by a payload: the payload is reported and killed,
     // enforcement goes on, and `--stop` reads back what was recorded.

@@ -117,6 +117,14 @@ struct trace_event_raw_sched_process_exec {
 	pid_t old_pid;
 };
 
+struct trace_event_raw_sched_process_exit {
+	struct trace_entry ent;
+	char comm[16];
+	pid_t pid;
+	int prio;
+	bool group_dead;
+};
+
 struct trace_event_raw_sched_process_template {
 	struct trace_entry ent;
 	char comm[16];

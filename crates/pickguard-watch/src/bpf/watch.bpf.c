@@ -58,6 +58,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define K_PYTHON 6 /* identity of a Python executable: arms, never alerts */
 #define K_LAUNCHER 7
 #define K_INTERP 8
+#define K_PTRACE 9 /* ptrace or process_vm_writev of another process */
+#define K_CLOCK 10 /* the realtime clock set */
+#define K_HELPER 11 /* a kernel usermode-helper setting opened for writing */
 
 #define V_DETECTED 0
 #define V_KILLED 1
@@ -230,6 +233,16 @@ struct {
 	__type(value, u32);
 } allowed SEC(".maps");
 
+/* Set once an armed process has set the realtime clock: inode times can
+ * no longer tell fresh files, so from then on every exec in an armed tree
+ * counts as fresh. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} tamper SEC(".maps");
+
 /* Scratch buffers (too big for the BPF stack). */
 struct scratch {
 	char path[FULL_PATH];
@@ -370,8 +383,10 @@ static long fp_byte(u32 i, void *data)
 	u32 k = i;
 	if (k < 16)
 		return 0; /* e_ident: padding ignored by the loader */
-	if (k >= 40 && k < 52)
-		return 0; /* e_shoff, e_flags */
+	if (k >= 20 && k < 24)
+		return 0; /* e_version: not checked by the kernel's loader */
+	if (k >= 40 && k < 54)
+		return 0; /* e_shoff, e_flags, e_ehsize */
 	if (k >= 58 && k < 64)
 		return 0; /* e_shentsize, e_shnum, e_shstrndx */
 	if (k >= 64) {
@@ -594,6 +609,10 @@ static __always_inline u32 classify(struct linux_binprm *bprm, struct state *st,
 	bpf_loop(NNAMES, match_name, &nc, 0);
 	if (nc.kind)
 		return nc.kind;
+	u32 z0 = 0;
+	u32 *tampered = bpf_map_lookup_elem(&tamper, &z0);
+	if (fresh_rule && tampered && *tampered)
+		return K_FRESH;
 	if (fresh_rule && bpf_core_field_exists(ino->i_ctime_sec)) {
 		s64 sec = BPF_CORE_READ(ino, i_ctime_sec);
 		u32 nsec = BPF_CORE_READ(ino, i_ctime_nsec);
@@ -650,12 +669,140 @@ static __always_inline void emit_alert(struct state *st, struct linux_binprm *bp
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* An alert for a syscall (no exec): `detail` is a path or empty. */
+static __always_inline void syscall_alert(struct state *st, u32 what, const char *detail, u32 detail_user)
+{
+	u32 verdict = V_DETECTED;
+	u32 origin = st->origin_pid;
+	if (bpf_map_lookup_elem(&allowed, &origin))
+		verdict = V_ALLOWED;
+	else if (enforce) {
+		/* The syscall itself still completes; the process dies before it
+		 * returns to user space, so nothing after it runs. */
+		bpf_send_signal(9);
+		verdict = V_KILLED;
+	}
+	if (verdict == V_ALLOWED && !verbose)
+		return;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(0);
+		return;
+	}
+	fill_common(e, EV_ALERT, st);
+	e->verdict = verdict;
+	e->what = what;
+	e->ino = 0;
+	e->dev = 0;
+	e->argv_len = 0;
+	e->argv[0] = 0;
+	e->name[0] = 0;
+	e->path[0] = 0;
+	if (detail_user)
+		bpf_probe_read_user_str(e->filename, sizeof(e->filename), detail);
+	else
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), detail);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline struct state *armed_current(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct state *st = bpf_map_lookup_elem(&states, &tgid);
+	return is_armed(st, now_ns()) ? st : 0;
+}
+
+/* ptrace that acts on another process (not PTRACE_TRACEME). */
+SEC("tp/syscalls/sys_enter_ptrace")
+int on_ptrace(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[0] == 0)
+		return 0;
+	struct state *st = armed_current();
+	if (st)
+		syscall_alert(st, K_PTRACE, "ptrace", 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_process_vm_writev")
+int on_vm_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	struct state *st = armed_current();
+	if (st)
+		syscall_alert(st, K_PTRACE, "process_vm_writev", 0);
+	return 0;
+}
+
+static __always_inline int clock_change(void)
+{
+	struct state *st = armed_current();
+	if (!st)
+		return 0;
+	u32 z0 = 0, one = 1;
+	bpf_map_update_elem(&tamper, &z0, &one, BPF_ANY);
+	syscall_alert(st, K_CLOCK, "clock", 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_clock_settime")
+int on_clock_settime(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[0] != 0) /* CLOCK_REALTIME */
+		return 0;
+	return clock_change();
+}
+
+SEC("tp/syscalls/sys_enter_settimeofday")
+int on_settimeofday(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[0] == 0) /* only a timezone */
+		return 0;
+	return clock_change();
+}
+
+/* adjtimex/clock_adjtime with any mode bit set can step the clock
+ * (ADJ_SETOFFSET); a read (modes == 0) is harmless. */
+static __always_inline int adjtime_modes(const void *utx)
+{
+	u32 modes = 0;
+	bpf_probe_read_user(&modes, sizeof(modes), utx);
+	return modes != 0;
+}
+
+SEC("tp/syscalls/sys_enter_clock_adjtime")
+int on_clock_adjtime(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[0] != 0 || !adjtime_modes((const void *)ctx->args[1]))
+		return 0;
+	return clock_change();
+}
+
+SEC("tp/syscalls/sys_enter_adjtimex")
+int on_adjtimex(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!adjtime_modes((const void *)ctx->args[0]))
+		return 0;
+	return clock_change();
+}
+
+/* Kernel usermode-helper settings: writing one makes the kernel run a
+ * program outside every process tree (core_pattern on a crash, modprobe,
+ * uevent_helper, poweroff_cmd, binfmt_misc registrations), and
+ * /proc/PID/mem of another process. By name, opened for writing. */
+static __always_inline int helper_name(const char *n)
+{
+	return starts_with(n, "core_pattern", 13) || starts_with(n, "modprobe", 9) ||
+	       starts_with(n, "uevent_helper", 14) || starts_with(n, "poweroff_cmd", 13) ||
+	       starts_with(n, "register", 9) || starts_with(n, "mem", 4) ||
+	       starts_with(n, "core_uses_pid", 14);
+}
+
 SEC("tp/syscalls/sys_enter_openat")
 int on_openat(struct trace_event_raw_sys_enter *ctx)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct state *st = bpf_map_lookup_elem(&states, &tgid);
-	if (!st || !(st->flags & (F_PYTHON | F_LOADING)))
+	if (!st || !(st->flags & (F_PYTHON | F_LOADING | F_DESC | F_MODEL)))
 		return 0;
 	u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -671,6 +818,13 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 	int b = bc.last & (FULL_PATH - 1);
 	char name[NAME_LEN] = {};
 	bpf_probe_read_kernel_str(name, sizeof(name), sc->path + b);
+	long flags = (long)ctx->args[2];
+	if ((flags & 3) != 0 && helper_name(name) && is_armed(st, now_ns())) {
+		syscall_alert(st, K_HELPER, sc->path, 0);
+		return 0;
+	}
+	if (!(st->flags & (F_PYTHON | F_LOADING)))
+		return 0;
 	if (st->flags & F_LOADING) {
 		/* An embedded interpreter: the dynamic loader opens libpython. */
 		if (starts_with(name, "libpython", 9)) {
@@ -838,12 +992,18 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 SEC("tp/sched/sched_process_exit")
-int on_exit(struct trace_event_raw_sched_process_template *ctx)
+int on_exit(struct trace_event_raw_sched_process_exit *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	if ((u32)id != tgid)
+	/* Forget a process only when its last thread exits: a main thread
+	 * that calls exit(2) while others run must not drop the state. */
+	if (bpf_core_field_exists(ctx->group_dead)) {
+		if (!BPF_CORE_READ(ctx, group_dead))
+			return 0;
+	} else if ((u32)id != tgid) {
 		return 0;
+	}
 	bpf_map_delete_elem(&states, &tgid);
 	bpf_map_delete_elem(&allowed, &tgid);
 	return 0;

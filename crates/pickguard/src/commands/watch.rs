@@ -60,6 +60,11 @@ pub fn run(args: WatchArgs) -> Result<u8> {
         .map(|a| AllowRule::parse(a))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    if args.quarantine.is_some() && args.no_scan {
+        bail!(
+            "--quarantine moves only what the scan does not call clean: it needs the scan (drop --no-scan)"
+        );
+    }
     if let Some(q) = &args.quarantine {
         std::fs::create_dir_all(q)
             .with_context(|| format!("creating the quarantine directory {}", q.display()))?;
@@ -87,6 +92,17 @@ pub fn run(args: WatchArgs) -> Result<u8> {
                 if !args.no_scan {
                     for m in &mut ev.models {
                         m.scan = Some(scan_verdict(&scanner, &m.path));
+                    }
+                    // The alert names the latest model the scan does not call
+                    // clean: a payload's decoy opens of clean files do not
+                    // take the blame.
+                    if let Some(m) = ev
+                        .models
+                        .iter()
+                        .rev()
+                        .find(|m| m.scan.as_deref().is_some_and(|v| v != "clean"))
+                    {
+                        ev.model = m.path.clone();
                     }
                 }
                 if let Some(q) = &args.quarantine
@@ -134,7 +150,9 @@ fn quarantine(ev: &mut Event, dir: &Path) {
     let snapshot = serde_json::to_value(&*ev).unwrap_or(Value::Null);
     for m in &mut ev.models {
         let src = Path::new(&m.path);
-        if !src.is_file() {
+        // Only what the scan does not call clean (or could not scan) moves:
+        // a payload that opens other files must not get them moved away.
+        if !src.is_file() || m.scan.as_deref() == Some("clean") {
             continue;
         }
         let base = src
