@@ -9,36 +9,48 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The value after `'key':` in a NumPy header dict literal.
-fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let i = header.find(&format!("'{key}'"))?;
-    let rest = header[i + key.len() + 2..].trim_start();
-    Some(rest.strip_prefix(':')?.trim_start())
-}
-
-/// (dtype, shape, fortran order) from a header.
+/// (dtype, shape, fortran order) from a header, read as numpy reads it:
+/// the header is a Python literal (`ast.literal_eval`, here
+/// `pickguard_formats::pyliteral`, the same reader scan uses), a dict with
+/// exactly the keys descr, fortran_order and shape (a repeated key: the last
+/// wins, as in Python), shape a tuple of ints, fortran_order a bool.
 pub fn parse_header(h: &str) -> Result<(DType, Vec<u64>, bool), String> {
-    let descr = field(h, "descr").ok_or("no descr")?;
-    let q = descr.chars().next().ok_or("empty descr")?;
-    if q != '\'' && q != '"' {
-        return Err("structured dtypes are not supported".into());
+    use pickguard_formats::pyliteral::{Lit, parse};
+    let Lit::Dict(items) = parse(h)? else {
+        return Err("the header is not a dict".into());
+    };
+    let mut descr = None;
+    let mut fortran = None;
+    let mut shape = None;
+    for (k, v) in items {
+        match k {
+            Lit::Str(k) if k == "descr" => descr = Some(v),
+            Lit::Str(k) if k == "fortran_order" => fortran = Some(v),
+            Lit::Str(k) if k == "shape" => shape = Some(v),
+            other => return Err(format!("unexpected header key {other:?}")),
+        }
     }
-    let d = &descr[1..descr[1..].find(q).ok_or("unterminated descr")? + 1];
-    let dtype = DType::from_numpy(d)
+    let d = match descr.ok_or("no descr")? {
+        Lit::Str(d) => d,
+        Lit::List(_) => return Err("structured dtypes are not supported".into()),
+        other => return Err(format!("descr {other:?} is not a dtype")),
+    };
+    let dtype = DType::from_numpy(&d)
         .ok_or_else(|| format!("dtype {d:?} is not a numeric type safetensors holds"))?;
-    let fortran = field(h, "fortran_order")
-        .ok_or("no fortran_order")?
-        .starts_with("True");
-    let shape = field(h, "shape").ok_or("no shape")?;
-    let shape = shape.strip_prefix('(').ok_or("shape is not a tuple")?;
-    let shape = &shape[..shape.find(')').ok_or("unterminated shape")?];
-    let dims = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.trim_end_matches('L')
-                .parse::<u64>()
-                .map_err(|_| format!("bad dimension {s:?}"))
+    let fortran = match fortran.ok_or("no fortran_order")? {
+        Lit::Bool(b) => b,
+        other => return Err(format!("fortran_order {other:?} is not a bool")),
+    };
+    let Lit::Tuple(dims) = shape.ok_or("no shape")? else {
+        return Err("shape is not a tuple".into());
+    };
+    let dims = dims
+        .into_iter()
+        .map(|x| match x {
+            Lit::Int(n) if n >= 0 => {
+                u64::try_from(n).map_err(|_| format!("dimension {n} too large"))
+            }
+            other => Err(format!("bad dimension {other:?}")),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((dtype, dims, fortran))
@@ -134,5 +146,44 @@ mod tests {
                 .is_err()
         );
         assert!(parse_header("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }").is_err());
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::parse_header;
+
+    #[test]
+    fn headers_read_as_numpy_reads_them() {
+        let (_, shape, f) =
+            parse_header("{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2, 3), }")
+                .unwrap();
+        assert_eq!((shape, f), (vec![2, 3], false));
+        // A repeated key: the last one wins, as in a Python dict literal.
+        let (_, shape, _) = parse_header(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'shape': (3, 4)}",
+        )
+        .unwrap();
+        assert_eq!(shape, vec![3, 4]);
+        // Escapes and concatenation spell the same dtype.
+        let (d, shape, _) =
+            parse_header("{'descr': '<' 'f\\x34', 'fortran_order': True, 'shape': ()}").unwrap();
+        assert_eq!(shape, Vec::<u64>::new());
+        assert_eq!(
+            d,
+            parse_header("{'descr': '<f4', 'fortran_order': True, 'shape': ()}")
+                .unwrap()
+                .0
+        );
+        // What numpy refuses is refused.
+        for bad in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}",
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': [2]}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
+            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}",
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad}");
+        }
     }
 }
