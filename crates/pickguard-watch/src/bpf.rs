@@ -60,6 +60,7 @@ mod off {
     pub const GID: usize = 44;
     pub const CGROUP: usize = 48;
     pub const INO: usize = 56;
+    pub const DEV: usize = 64;
     pub const ARGV_LEN: usize = 68;
     pub const COMM: usize = 72;
     pub const NAME: usize = 88;
@@ -223,6 +224,34 @@ fn absolute(pid: u32, dirfd: i32, p: &str) -> String {
     }
 }
 
+/// Where the file system with kernel device `dev` is mounted (its root
+/// mounted, from /proc/self/mountinfo).
+fn mount_point(dev: u32) -> Option<String> {
+    let want = format!("{}:{}", dev >> 20, dev & 0xf_ffff);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 4 && f[2] == want && f[3] == "/").then(|| f[4].replace("\\040", " "))
+    })
+}
+
+/// A relative path resolved with the cwd the kernel recorded at the open
+/// (dentry names leaf first, up to the root of the file system on `dev`),
+/// for when the process is gone before /proc can be read.
+fn absolute_from_kernel(cwd: &[String], dev: u32, p: &str) -> Option<String> {
+    if cwd.is_empty() || dev == 0 {
+        return None;
+    }
+    let mut base = mount_point(dev)?;
+    for c in cwd.iter().rev() {
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        base.push_str(c);
+    }
+    Some(format!("{}/{p}", base.trim_end_matches('/')))
+}
+
 /// Size, mtime and SHA-256 of a model (the hash is skipped past 8 GiB).
 pub fn model_facts(path: &str, opened_ns: u64) -> ModelInfo {
     use sha2::Digest;
@@ -282,7 +311,7 @@ fn verdict_name(v: u32) -> &'static str {
 }
 
 /// The parts of an event the kernel wrote.
-fn decode_raw(b: &[u8]) -> Option<(u32, Event, String, i32)> {
+fn decode_raw(b: &[u8]) -> Option<(u32, Event, String, i32, u32)> {
     if b.len() < off::END {
         return None;
     }
@@ -333,7 +362,7 @@ fn decode_raw(b: &[u8]) -> Option<(u32, Event, String, i32)> {
         unattended: false,
     };
     let path = cstr(&b[off::PATH..off::PATH + FULL_PATH]);
-    Some((kind, ev, path, what as i32))
+    Some((kind, ev, path, what as i32, u32_at(b, off::DEV)))
 }
 
 /// Turns raw events into reports: remembers model opens, grants
@@ -349,12 +378,20 @@ struct Reporter<'a> {
 impl Reporter<'_> {
     /// `grant(pid, value)` records an allowance in the kernel's table.
     fn handle(&mut self, data: &[u8], grant: &dyn Fn(u32, u32), unattended: bool) -> Option<Event> {
-        let (kind, mut ev, path, what) = decode_raw(data)?;
+        let (kind, mut ev, path, what, dev) = decode_raw(data)?;
         ev.hostname = self.host.clone();
         ev.unattended = unattended;
         match kind {
             EV_MODEL => {
-                let abs = absolute(ev.pid, what, &path);
+                let mut abs = absolute(ev.pid, what, &path);
+                if !abs.starts_with('/')
+                    && what == libc::AT_FDCWD
+                    && let Some(a) = absolute_from_kernel(&ev.argv, dev, &path)
+                {
+                    abs = a;
+                }
+                ev.argv.clear();
+                ev.cmdline = None;
                 // The tree's origin: the opener itself, or the armed ancestor
                 // it descends from (the kernel keeps that attribution).
                 let origin = if ev.origin_pid != 0 {
@@ -967,7 +1004,7 @@ pub fn watch(
                     // State pinned by an incompatible (older) sensor: start
                     // from a fresh table rather than not at all.
                     eprintln!(
-                        "pickguard watch: the shared state in {STATE_DIR} could not be reused ({e}); starting with a fresh one"
+                        "pickguard watch: loading with the shared state in {STATE_DIR} failed ({e}); retrying once with a fresh one"
                     );
                     remove_pins(Path::new(STATE_DIR));
                     let _ = std::fs::create_dir_all(STATE_DIR);

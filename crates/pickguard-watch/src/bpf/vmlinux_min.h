@@ -62,6 +62,8 @@ struct inode {
 struct dentry {
 	struct qstr d_name;
 	struct inode *d_inode;
+	struct dentry *d_parent;
+	struct super_block *d_sb;
 };
 
 struct path {
@@ -79,7 +81,12 @@ struct mm_struct {
 	unsigned long arg_end;
 };
 
+struct fs_struct {
+	struct path pwd;
+};
+
 struct task_struct {
+	struct fs_struct *fs;
 	pid_t pid;
 	pid_t tgid;
 	struct mm_struct *mm;

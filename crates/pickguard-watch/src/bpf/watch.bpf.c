@@ -797,6 +797,44 @@ static __always_inline int helper_name(const char *n)
 	       starts_with(n, "core_uses_pid", 14);
 }
 
+/* The current directory as dentry names, leaf first, NUL-separated, up to
+ * the root of its file system (user space adds the mount point): a relative
+ * model path is resolved even when the process is gone (killed) before user
+ * space reads /proc. */
+struct cwd_ctx {
+	struct dentry *d;
+	char *buf;
+	u32 off;
+};
+
+static long cwd_step(u32 i, void *data)
+{
+	struct cwd_ctx *c = data;
+	struct dentry *d = c->d; /* a local: CO-RE relocates kernel types only */
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (!parent || parent == d || c->off >= ARGV_LEN - 64)
+		return 1;
+	const unsigned char *n = BPF_CORE_READ(d, d_name.name);
+	long k = bpf_probe_read_kernel_str(c->buf + (c->off & (ARGV_LEN - 1)), 64, n);
+	if (k <= 0)
+		return 1;
+	c->off += (u32)k;
+	c->d = parent;
+	return 0;
+}
+
+static __always_inline u32 read_cwd(char *buf, u32 *dev)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct dentry *d = BPF_CORE_READ(t, fs, pwd.dentry);
+	if (!d)
+		return 0;
+	*dev = BPF_CORE_READ(d, d_sb, s_dev);
+	struct cwd_ctx c = { .d = d, .buf = buf, .off = 0 };
+	bpf_loop(48, cwd_step, &c, 0);
+	return c.off;
+}
+
 SEC("tp/syscalls/sys_enter_openat")
 int on_openat(struct trace_event_raw_sys_enter *ctx)
 {
@@ -904,6 +942,16 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 	e->verdict = 0;
 	e->what = (u32)(int)ctx->args[0]; /* the directory fd a relative path is under */
 	e->argv_len = 0;
+	e->dev = 0;
+	if (sc->path[0] != '/') {
+		u32 dev = 0;
+		u32 n = read_cwd(sc->argv, &dev);
+		if (n > 0 && n < ARGV_LEN) {
+			bpf_probe_read_kernel(e->argv, sizeof(e->argv), sc->argv);
+			e->argv_len = n;
+			e->dev = dev;
+		}
+	}
 	bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), sc->path);
 	bpf_ringbuf_submit(e, 0);
