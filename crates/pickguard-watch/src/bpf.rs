@@ -154,7 +154,8 @@ fn origin_info(pid: u32) -> OriginInfo {
 /// few per process and the few hundred most recent processes).
 #[derive(Default)]
 struct Origins {
-    info: HashMap<u32, (Option<u64>, OriginInfo)>,
+    /// pid -> (start time, when it was last checked, facts).
+    info: HashMap<u32, (Option<u64>, std::time::Instant, OriginInfo)>,
     models: HashMap<u32, VecDeque<(u64, String)>>,
     order: VecDeque<u32>,
 }
@@ -165,15 +166,24 @@ const ORIGINS_KEPT: usize = 512;
 
 impl Origins {
     fn info(&mut self, pid: u32) -> OriginInfo {
-        let st = start_time(pid);
-        // Gone (st is None): what was read while it lived is the best there is.
-        if let Some((t, i)) = self.info.get(&pid)
-            && (st.is_none() || t.is_none() || *t == st)
+        // A dataset loop opens thousands of model-suffixed files: check that
+        // a cached pid is still the same process at most once a second.
+        let now = std::time::Instant::now();
+        if let Some((_, checked, i)) = self.info.get(&pid)
+            && now.duration_since(*checked) < Duration::from_secs(1)
         {
             return i.clone();
         }
+        let st = start_time(pid);
+        // Gone (st is None): what was read while it lived is the best there is.
+        if let Some((t, checked, i)) = self.info.get_mut(&pid)
+            && (st.is_none() || t.is_none() || *t == st)
+        {
+            *checked = now;
+            return i.clone();
+        }
         let i = origin_info(pid);
-        self.info.insert(pid, (st, i.clone()));
+        self.info.insert(pid, (st, now, i.clone()));
         i
     }
 
@@ -488,9 +498,7 @@ fn identities(rules: &Rules) -> Identities {
     ];
     for (names, kind) in lists {
         for n in names {
-            let Some(bare) = Some(n.trim_end_matches('*')) else {
-                continue;
-            };
+            let bare = n.trim_end_matches('*');
             for d in &dirs {
                 let Ok(rd) = std::fs::read_dir(d) else {
                     continue;
@@ -720,19 +728,31 @@ fn open_and_load<'a>(
     })
 }
 
+/// mount(2) of a pseudo file system (its type is also its source).
+fn mount_fs(fstype: &str, target: &str) -> std::io::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (fs, t) = (c(fstype), c(target));
+    // SAFETY: mount(2) with NUL-terminated strings we own and no data.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::mount(fs.as_ptr(), t.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn mount_if_missing(target: &str, fstype: &str, probe: &Path) -> Result<(), String> {
     if probe.exists() {
         return Ok(());
     }
-    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
-    let (src, t, fs) = (c(fstype), c(target), c(fstype));
-    // SAFETY: mount(2) with NUL-terminated strings we own and no data.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::mount(src.as_ptr(), t.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
-    if r != 0 || !probe.exists() {
+    let r = mount_fs(fstype, target);
+    if r.is_err() || !probe.exists() {
         return Err(format!(
             "{fstype} is not mounted at {target} and mounting it failed: {}",
-            std::io::Error::last_os_error()
+            r.err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "no effect".into())
         ));
     }
     eprintln!("pickguard watch: mounted {fstype} at {target}");
@@ -766,15 +786,13 @@ fn ensure_bpffs() -> Result<(), String> {
     if is_bpffs("/sys/fs/bpf") {
         return Ok(());
     }
-    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
-    let (src, t) = (c("bpf"), c("/sys/fs/bpf"));
-    // SAFETY: mount(2) with NUL-terminated strings we own and no data.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::mount(src.as_ptr(), t.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
-    if r != 0 || !is_bpffs("/sys/fs/bpf") {
+    let r = mount_fs("bpf", "/sys/fs/bpf");
+    if r.is_err() || !is_bpffs("/sys/fs/bpf") {
         return Err(format!(
             "the BPF file system is not mounted at /sys/fs/bpf and mounting it failed: {} (--no-pin runs without it)",
-            std::io::Error::last_os_error()
+            r.err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "no effect".into())
         ));
     }
     eprintln!("pickguard watch: mounted the BPF file system at /sys/fs/bpf");
@@ -917,34 +935,13 @@ pub fn stop(mut on_event: impl FnMut(Event)) -> Result<usize, String> {
 fn lost_event(host: &str, alerts: u64, opens: u64) -> Event {
     Event {
         event: "events-lost",
-        kind: None,
-        pid: 0,
-        ppid: 0,
-        origin_pid: 0,
-        uid: 0,
-        gid: 0,
-        cgroup_id: 0,
-        comm: String::new(),
-        name: String::new(),
-        program: String::new(),
-        inode: None,
-        argv: Vec::new(),
-        model: String::new(),
-        models: Vec::new(),
-        cmdline: None,
-        parent_cmdline: None,
-        origin_cmdline: None,
-        origin: None,
         verdict: "detected",
-        signal: None,
         lost_alerts: Some(alerts),
         lost_opens: Some(opens),
         hostname: host.to_owned(),
         ts_ns: boot_ns(),
-        model_ts_ns: 0,
-        latency_us: 0,
         unix_time: unix_time(),
-        unattended: false,
+        ..Event::default()
     }
 }
 
@@ -1084,6 +1081,8 @@ pub fn watch(
         pin(links.on_settimeofday.as_mut(), "on_settimeofday")?;
         pin(links.on_clock_adjtime.as_mut(), "on_clock_adjtime")?;
         pin(links.on_adjtimex.as_mut(), "on_adjtimex")?;
+        pin(links.on_open.as_mut(), "on_open")?;
+        pin(links.on_openat2.as_mut(), "on_openat2")?;
         skel.maps
             .events
             .pin(pin_dir.join("events"))
@@ -1181,8 +1180,8 @@ pub fn watch(
         if lost_now != lost_seen {
             let ev = lost_event(
                 &host,
-                lost_now[0] - lost_seen[0],
-                lost_now[1] - lost_seen[1],
+                lost_now[0].saturating_sub(lost_seen[0]),
+                lost_now[1].saturating_sub(lost_seen[1]),
             );
             lost_seen = lost_now;
             if !(on_event.borrow_mut())(ev) {

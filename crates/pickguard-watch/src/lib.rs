@@ -332,7 +332,7 @@ pub struct ModelInfo {
 }
 
 /// One report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Event {
     /// `alert`, `signal-sensor`, `events-lost`, `pickle-loaded`, `model-opened`.
     pub event: &'static str,

@@ -377,6 +377,14 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
          open('marker-corepattern', 'w')\n"
             .into(),
     ));
+    // The same through the legacy open(2) syscall, which Python does not use
+    // but a payload can (nothing is written).
+    list.push((
+        "coreopen.pth",
+        "import ctypes\nctypes.CDLL(None).syscall(2, b'/proc/sys/kernel/core_pattern', 2)\n\
+         open('marker-coreopen', 'w')\n"
+            .into(),
+    ));
     // Setting the clock (to what it is): inode times can no longer be trusted.
     list.push((
         "clock.pth",
@@ -637,6 +645,7 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
         ("leader.pth", "marker-leader", "shell"),
         ("ptrace.pth", "marker-ptrace", "ptrace"),
         ("corepattern.pth", "marker-corepattern", "kernel-helper"),
+        ("coreopen.pth", "marker-coreopen", "kernel-helper"),
         ("decoy.pth", "marker-decoy", "shell"),
         ("clock.pth", "marker-clock", "clock-change"),
     ] {

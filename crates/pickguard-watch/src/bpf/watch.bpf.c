@@ -835,6 +835,45 @@ static __always_inline u32 read_cwd(char *buf, u32 *dev)
 	return c.off;
 }
 
+/* open(2) and openat2(2) also open files: the kernel-helper rule must not
+ * be one syscall away from a bypass (`syscall(SYS_open, "core_pattern", O_WRONLY)`). */
+static __always_inline int helper_open(const char *upath, long flags)
+{
+	if ((flags & 3) == 0)
+		return 0;
+	struct state *st = armed_current();
+	if (!st)
+		return 0;
+	u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!sc)
+		return 0;
+	long n = bpf_probe_read_user_str(sc->path, sizeof(sc->path), upath);
+	if (n <= 1)
+		return 0;
+	struct base_ctx bc = { .buf = sc->path, .len = (int)(n - 1), .last = 0 };
+	bpf_loop(n - 1, find_slash, &bc, 0);
+	char name[NAME_LEN] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), sc->path + (bc.last & (FULL_PATH - 1)));
+	if (helper_name(name))
+		syscall_alert(st, K_HELPER, sc->path, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_open")
+int on_open(struct trace_event_raw_sys_enter *ctx)
+{
+	return helper_open((const char *)ctx->args[0], (long)ctx->args[1]);
+}
+
+SEC("tp/syscalls/sys_enter_openat2")
+int on_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	u64 how_flags = 0; /* struct open_how starts with u64 flags */
+	bpf_probe_read_user(&how_flags, sizeof(how_flags), (const void *)ctx->args[2]);
+	return helper_open((const char *)ctx->args[1], (long)how_flags);
+}
+
 SEC("tp/syscalls/sys_enter_openat")
 int on_openat(struct trace_event_raw_sys_enter *ctx)
 {
