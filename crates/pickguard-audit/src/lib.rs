@@ -9,7 +9,13 @@ The client semantics modelled here were checked against pip 26.3, uv
 real clients install).
 */
 
+mod distributed;
 mod parse;
+mod release;
+mod yaml;
+
+pub use distributed::{Distributed, Reach, Site};
+pub use release::Release;
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,10 +156,36 @@ pub struct Options {
     pub private_indexes: Vec<String>,
     /// Read pip configuration from the host (global, user, site, `PIP_*`) too.
     pub host_config: bool,
+    /// Which checks run; all when empty.
+    pub checks: Vec<Check>,
+}
+
+/// The families of checks `audit` runs; each rule belongs to one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Where packages come from: indexes, lockfiles, install commands (AUD0xx).
+    #[default]
+    Confusion,
+    /// torch.distributed rendezvous and stores reachable by others (AUD1xx).
+    Distributed,
+    /// Release pipelines against PyTorch's CI/CD principles (AUD2xx).
+    Release,
+}
+
+impl Check {
+    pub const ALL: [Check; 3] = [Check::Confusion, Check::Distributed, Check::Release];
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Confusion => "dependency confusion",
+            Check::Distributed => "distributed exposure",
+            Check::Release => "release pipeline",
+        }
+    }
 }
 
 pickguard_findings::rules! {
-    command "audit", effect ();
+    command "audit", effect Check;
     MergedIndexes = "AUD001-merged-indexes", Critical,
         "pip pools candidates from every index and installs the highest version: anyone who can publish the private name on a public index wins.",
         fix "Use exactly one index: a firewall (pickguard firewall) that knows which names are private. Remove --extra-index-url/--find-links; if several indexes are unavoidable, hash-pin every requirement (--require-hashes).";
@@ -190,13 +222,77 @@ pickguard_findings::rules! {
     SourceOrderLeak = "AUD011-source-order-leak", Medium,
         "pdm respect-source-order asks sources in turn and falls through when no matching version exists; the private name is also sent to the public index.",
         fix "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
+    DistributedAnyAddress = "AUD101-distributed-any-address", High,
+        "A torch.distributed rendezvous or store endpoint is 0.0.0.0 or ::: the unauthenticated store is meant to be reachable on every interface, and anyone who reaches it can join the job and run code in it.",
+        fix "Use the master's private address for MASTER_ADDR/--rdzv-endpoint/init_method, and keep the port (29500, 29400) closed to everything but the job's nodes: a network policy, a security group or a host firewall. The store listens on every interface whatever address is given, so the network is what protects it.",
+        effect Check::Distributed;
+    DistributedPublicAddress = "AUD102-distributed-public-address", Critical,
+        "A torch.distributed rendezvous or store endpoint is a public address: c10d, RPC and TCPStore execute what anyone who connects sends them.",
+        fix "Run distributed jobs on a private network: use the master's private address, and block the rendezvous port from the internet (security group, firewall).",
+        effect Check::Distributed;
+    DistributedPortPublished = "AUD103-distributed-port-published", High,
+        "The rendezvous/store port is published outside the cluster or host: a Kubernetes Service of type LoadBalancer or NodePort, a hostPort, `docker run -p`, or a compose `ports:` entry on every interface.",
+        fix "Do not publish the port: use a headless ClusterIP Service (what the PyTorchJob operator creates), a NetworkPolicy that admits only the job's pods, and `-p 127.0.0.1:29500:29500` or no -p at all for containers.",
+        effect Check::Distributed;
+    DistributedHostNetwork = "AUD104-distributed-host-network", Medium,
+        "A workload running torch.distributed uses the host's network (hostNetwork: true, network_mode: host): its store listens on every interface of the node, outside the cluster's network policies.",
+        fix "Set hostNetwork: false (and the pod network for RDMA with a device plugin), or firewall the node's rendezvous ports.",
+        effect Check::Distributed;
+    StoreListensEverywhere = "AUD105-tcpstore-listens-everywhere", Medium,
+        "A TCPStore master is created without master_listen_fd: it listens on every interface of the host ([::]) whatever host name it is given.",
+        fix "Bind the socket yourself and pass it: s = socket.create_server((\"127.0.0.1\", port)); TCPStore(host, port, world_size, True, master_listen_fd=s.fileno()) (or the private interface the workers use), and firewall the port.",
+        effect Check::Distributed;
+    ReleaseSelfHostedRunner = "AUD201-release-self-hosted-runner", High,
+        "A job that builds or uploads a release runs on a self-hosted runner not marked ephemeral: a runner reused across jobs (and pull requests) carries one job's tampering into the release.",
+        fix "Build and upload releases on GitHub-hosted runners or ephemeral self-hosted ones (actions-runner-controller scale sets, --ephemeral) with a label containing \"ephemeral\"; never on runners that also run pull requests.",
+        effect Check::Release;
+    ReleaseSharedCache = "AUD202-release-shared-cache", High,
+        "A release job restores a shared build cache (actions/cache, sccache, ccache, a setup action's cache): release builds must start cold, or a cache poisoned by another branch or pull request is shipped.",
+        fix "Remove caching from the jobs that build what is published (keep it in test jobs), or key release caches to the release ref only and never restore them from other refs.",
+        effect Check::Release;
+    UploadWithoutEnvironment = "AUD203-upload-without-environment", High,
+        "An upload job has no deployment environment: any branch (and anyone who can push one) can run it and publish.",
+        fix "Put the upload job in an environment (environment: release) restricted to protected branches or tags, with required reviewers, and keep the upload credential in that environment.",
+        effect Check::Release;
+    UploadRepositorySecret = "AUD204-upload-credential-in-repository-secrets", High,
+        "An upload job publishes with a credential from repository or organisation secrets: every workflow on every branch can read it.",
+        fix "Use trusted publishing (PyPI OIDC: permissions id-token: write and pypa/gh-action-pypi-publish without a password), or move the credential to the job's protected environment.",
+        effect Check::Release;
+    PrTargetCheckout = "AUD205-pr-target-checkout", Critical,
+        "A pull_request_target or workflow_run job checks out the pull request's code: it runs with the base repository's token and secrets, so the PR's author runs code with them.",
+        fix "Use the pull_request trigger for anything that runs PR code; if a privileged follow-up is needed, pass data (not code) through artifacts and never check out or execute the PR's head in the privileged job.",
+        effect Check::Release;
+    ReleaseConsumesForeignArtifact = "AUD206-release-consumes-foreign-artifact", High,
+        "A release job downloads artifacts made by another workflow run: a pull request's CI artifact can be published or run where secrets live.",
+        fix "Build what is released in the release workflow itself, from the tagged commit; never publish artifacts of other runs (dawidd6/action-download-artifact, download-artifact with run-id, gh run download).",
+        effect Check::Release;
+    ReleaseMutableTag = "AUD207-release-mutable-tag", Medium,
+        "A release pushes a container image under a tag that moves (latest, a branch name, no tag): what the tag names is not what was reviewed.",
+        fix "Push immutable tags (the version, the commit SHA) and let users pin by digest; if a moving tag is wanted for convenience, publish it from the immutable one in a separate reviewed step.",
+        effect Check::Release;
+    ReleaseMutableImage = "AUD208-release-mutable-base-image", Medium,
+        "A release build starts from an image pulled by a tag that can be moved (FROM image:tag, a job container): the build is not reproducible and follows whoever controls the tag.",
+        fix "Pin base images and job containers by digest (image:tag@sha256:...), updated by a bot (Dependabot, Renovate) through reviewed PRs.",
+        effect Check::Release;
+    ReleaseBinaryAsset = "AUD209-release-binary-asset", Medium,
+        "Binaries are attached to a GitHub release: release assets can be replaced by anyone with write access to the repository, unseen by the people who download them.",
+        fix "Publish binaries to an index or registry with immutable versions (PyPI, a container registry) and signatures/attestations; if release assets are needed, publish their SHA-256 and a signature (pickguard sign, actions/attest-build-provenance) alongside.",
+        effect Check::Release;
+    ReleaseUnpinnedAction = "AUD210-release-unpinned-action", High,
+        "A release workflow uses a third-party action (or docker:// image) by tag or branch: whoever controls the tag controls the release job and its credentials.",
+        fix "Pin every third-party action in release workflows by full commit SHA (uses: owner/repo@<40 hex> # v1.2.3), updated through reviewed PRs.",
+        effect Check::Release;
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     pub rule: Rule,
     pub severity: pickguard_findings::Severity,
-    pub client: Client,
+    /// Which check reported it.
+    pub check: Check,
+    /// The installer whose behaviour decides it (dependency-confusion findings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<Client>,
     pub origin: String,
     /// The file the finding is in (relative to the project) and its line.
     pub file: String,
@@ -223,6 +319,12 @@ pub struct Prediction {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub findings: Vec<Finding>,
+    /// The checks that ran.
+    pub checks: Vec<Check>,
+    /// Launch sites of torch.distributed found (the distributed check).
+    pub distributed: Distributed,
+    /// Release jobs found (the release check).
+    pub release: Release,
     pub predictions: Vec<Prediction>,
     pub private_names: Vec<String>,
     pub inputs: Inputs,
@@ -231,6 +333,26 @@ pub struct Report {
 impl Report {
     pub fn exposed(&self) -> bool {
         !self.findings.is_empty()
+    }
+    /// Files a check should have read and could not: its answer is incomplete.
+    pub fn unread(&self) -> Vec<&str> {
+        self.distributed
+            .unread
+            .iter()
+            .chain(&self.release.unread)
+            .map(String::as_str)
+            .collect()
+    }
+    /// Whether a check found anything it applies to.
+    pub fn checked(&self, c: Check) -> bool {
+        self.checks.contains(&c)
+            && match c {
+                Check::Confusion => {
+                    !self.inputs.contexts.is_empty() || !self.inputs.locked.is_empty()
+                }
+                Check::Distributed => !self.distributed.sites.is_empty(),
+                Check::Release => self.release.workflows_read > 0,
+            }
     }
 }
 
@@ -359,7 +481,8 @@ fn finding(rule: Rule, ctx: &Context, message: String, packages: Vec<String>) ->
     Finding {
         rule,
         severity: rule.severity(),
-        client: ctx.client,
+        check: Check::Confusion,
+        client: Some(ctx.client),
         origin: ctx.origin.clone(),
         file: ctx.file.clone(),
         line: ctx.line,
@@ -575,8 +698,65 @@ fn mark_declared(inputs: &mut Inputs, opts: &Options) {
     }
 }
 
-/// Audit a project directory.
+/// Audit a project directory with the checks `opts.checks` selects (all by default).
 pub fn audit(dir: &Path, opts: &Options) -> Report {
+    let checks: Vec<Check> = if opts.checks.is_empty() {
+        Check::ALL.to_vec()
+    } else {
+        Check::ALL
+            .iter()
+            .copied()
+            .filter(|c| opts.checks.contains(c))
+            .collect()
+    };
+    let mut report = if checks.contains(&Check::Confusion) {
+        confusion(dir, opts)
+    } else {
+        Report {
+            findings: vec![],
+            checks: vec![],
+            distributed: Distributed::default(),
+            release: Release::default(),
+            predictions: vec![],
+            private_names: vec![],
+            inputs: Inputs::default(),
+        }
+    };
+    report.checks = checks.clone();
+    let files = parse::project_files(dir);
+    let mut hits = Vec::new();
+    if checks.contains(&Check::Distributed) {
+        let (d, h) = distributed::check(&files, &mut report.inputs.warnings);
+        report.distributed = d;
+        hits.extend(h);
+    }
+    if checks.contains(&Check::Release) {
+        let (r, h) = release::check(&files, dir, &mut report.inputs.warnings);
+        report.release = r;
+        hits.extend(h);
+    }
+    hits.sort_by(|a, b| (&a.file, a.line, a.rule).cmp(&(&b.file, b.line, b.rule)));
+    hits.dedup_by(|a, b| {
+        a.file == b.file && a.line == b.line && a.rule == b.rule && a.message == b.message
+    });
+    for h in hits {
+        report.findings.push(Finding {
+            rule: h.rule,
+            severity: h.rule.severity(),
+            check: h.rule.effect(),
+            client: None,
+            origin: format!("{}:{}", h.file, h.line),
+            file: h.file,
+            line: Some(h.line),
+            message: h.message,
+            packages: vec![],
+            fix: h.rule.fix().unwrap_or_default(),
+        });
+    }
+    report
+}
+
+fn confusion(dir: &Path, opts: &Options) -> Report {
     let mut warnings = Vec::new();
     let (settings, declared) = parse::project_settings(dir, opts, &mut warnings);
     let opts = &settings;
@@ -800,7 +980,8 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
                 findings.push(Finding {
                     rule: Rule::LockedFromPublic,
                     severity: Rule::LockedFromPublic.severity(),
-                    client: if l.file.ends_with("uv.lock") {
+                    check: Check::Confusion,
+                    client: Some(if l.file.ends_with("uv.lock") {
                         Client::Uv
                     } else if l.file.ends_with("poetry.lock") {
                         Client::Poetry
@@ -808,7 +989,7 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
                         Client::Pipenv
                     } else {
                         Client::Pip
-                    },
+                    }),
                     origin: l.file.clone(),
                     file: l.file.clone(),
                     line: l.line,
@@ -826,6 +1007,9 @@ pub fn audit(dir: &Path, opts: &Options) -> Report {
     }
     Report {
         findings,
+        checks: vec![Check::Confusion],
+        distributed: Distributed::default(),
+        release: Release::default(),
         predictions,
         private_names: private_names.into_iter().collect(),
         inputs,

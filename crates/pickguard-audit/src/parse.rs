@@ -486,7 +486,7 @@ fn pipenv_context(doc: &Value, origin: String, opts: &Options) -> Context {
 /// `pip install` / `uv pip install` command lines in scripts, Dockerfiles, Makefiles and CI files.
 /// Logical lines (backslash continuations joined) with the physical line
 /// number each starts on.
-fn logical_lines(text: &str) -> Vec<(usize, String)> {
+pub(crate) fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut cur: Option<(usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -726,7 +726,7 @@ fn install_commands(
     }
 }
 
-fn is_command_file(rel: &str) -> bool {
+pub(crate) fn is_command_file(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     let lower = name.to_lowercase();
     lower.starts_with("dockerfile")
@@ -880,11 +880,11 @@ pub(crate) fn project_settings(
 }
 
 /// Read a project; `opts` already holds its `[tool.pickguard]` settings.
-pub fn discover(dir: &Path, opts: &Options) -> Inputs {
-    let mut inputs = Inputs::default();
-    let mut files = Vec::new();
-    let pip = host_pip_settings(dir, opts, &mut files);
-    let walker = walkdir::WalkDir::new(dir)
+/// The project's files every audit reads, in a stable order: six levels deep,
+/// without virtual environments, build output and hidden directories other
+/// than `.github`, `.circleci` and `.gitlab`.
+pub(crate) fn project_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    walkdir::WalkDir::new(dir)
         .max_depth(6)
         .sort_by_file_name()
         .into_iter()
@@ -897,16 +897,31 @@ pub fn discover(dir: &Path, opts: &Options) -> Inputs {
                     || n == "venv"
                     || n == "target"
                     || n == "__pycache__"
-                    || (n.starts_with('.') && n != ".github" && n != ".circleci")))
-        });
+                    || (n.starts_with('.')
+                        && n != ".github"
+                        && n != ".circleci"
+                        && n != ".gitlab")))
+        })
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = relative(dir, e.path());
+            (e.into_path(), rel)
+        })
+        .collect()
+}
+
+pub fn discover(dir: &Path, opts: &Options) -> Inputs {
+    let mut inputs = Inputs::default();
+    let mut files = Vec::new();
+    let pip = host_pip_settings(dir, opts, &mut files);
     let mut req_files = Vec::new();
-    for e in walker.flatten() {
-        if !e.file_type().is_file() {
-            continue;
-        }
-        let path = e.path();
-        let rel = relative(dir, path);
-        let name = e.file_name().to_string_lossy().to_string();
+    for (path, rel) in project_files(dir) {
+        let path = path.as_path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         match name.as_str() {
             "pyproject.toml" => {
                 if let Some(doc) = toml_file(path, &mut files, &mut inputs.warnings) {

@@ -94,23 +94,45 @@ pub enum Command {
     #[command(subcommand)]
     Firewall(FirewallCommand),
 
-    /// Find dependency-confusion exposure in a Python project's configuration.
+    /// Audit an ML project: where its packages come from, who can reach its
+    /// distributed jobs, and how it releases.
     ///
-    /// Reads pip.conf files and PIP_* variables (--host-config), requirements
-    /// files (with -r/-c includes), uv.toml and [tool.uv], poetry and pdm
-    /// sources, Pipfile, lockfiles (uv.lock, poetry.lock, Pipfile.lock,
-    /// pylock.toml) and pip/uv install commands in Dockerfiles, scripts,
-    /// Makefiles and CI files. For every private package it predicts which
-    /// index each client would install it from, and reports exposures with
-    /// a rule id and a fix.
+    /// Three checks (all by default; --check selects):
     ///
-    /// Private names come from --private, --claims, a firewall (--firewall),
-    /// and packages pinned to or locked from non-public indexes.
+    /// confusion    dependency confusion. Reads pip.conf files and PIP_*
+    ///              variables (--host-config), requirements files (with -r/-c
+    ///              includes), uv.toml and [tool.uv], poetry and pdm sources,
+    ///              Pipfile, lockfiles (uv.lock, poetry.lock, Pipfile.lock,
+    ///              pylock.toml) and pip/uv install commands in Dockerfiles,
+    ///              scripts, Makefiles and CI files; predicts which index each
+    ///              client would install every private package from. Private
+    ///              names come from --private, --claims, a firewall
+    ///              (--firewall), and packages pinned to or locked from
+    ///              non-public indexes. (AUD0xx)
+    /// distributed  torch.distributed exposure: torchrun / torch.distributed.run
+    ///              / launch command lines (scripts, Slurm, Makefiles,
+    ///              Dockerfiles, CI), init_process_group, TCPStore and init_rpc
+    ///              in Python, Kubernetes manifests (Services, hostPort,
+    ///              hostNetwork, PyTorchJob), docker run -p and compose ports.
+    ///              A TCPStore master listens on every interface whatever
+    ///              MASTER_ADDR says: the network is what protects it. (AUD1xx)
+    /// release      GitHub Actions workflows and GitLab CI against PyTorch's
+    ///              CI/CD principles: ephemeral runners, cold release builds,
+    ///              protected environments, no repository secrets for uploads,
+    ///              no PR artifacts or PR code in privileged jobs, immutable
+    ///              images and tags, no release-page binaries, actions pinned
+    ///              by commit. (AUD2xx)
     ///
-    /// Exit status: 0 no exposure; 1 exposed; 2 error.
+    /// Every finding has a rule id (pickguard rules AUD203) and a fix. A check
+    /// that finds nothing to read says so; it never reports "no exposure" for
+    /// what it did not see.
+    ///
+    /// Exit status: 0 nothing found by the checks that ran; 1 findings; 2 error,
+    /// or none of the selected checks found anything to read.
     ///
     /// Example:
     ///   pickguard audit . --private 'acme-*'
+    ///   pickguard audit . --check release --format sarif > release.sarif
     ///   pickguard audit . --firewall http://fw:3141 --firewall-token $TOKEN --format sarif
     #[command(verbatim_doc_comment)]
     Audit(AuditArgs),
@@ -394,9 +416,23 @@ pub struct AuditArgs {
     /// Write the private names found, as JSON for the firewall's POST /admin/claims.
     #[arg(long, value_name = "FILE")]
     pub export_claims: Option<PathBuf>,
+    /// Run only these checks (repeatable, or comma-separated): confusion,
+    /// distributed, release. Default: all.
+    #[arg(long, value_enum, value_name = "CHECK", value_delimiter = ',')]
+    pub check: Vec<AuditCheck>,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditCheck {
+    /// Dependency confusion (AUD0xx).
+    Confusion,
+    /// torch.distributed exposure (AUD1xx).
+    Distributed,
+    /// Release pipelines (AUD2xx).
+    Release,
 }
 
 #[derive(Args, Debug)]

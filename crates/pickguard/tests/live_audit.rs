@@ -228,3 +228,93 @@ fn predictions_match_real_clients() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     let _ = Path::new("");
 }
+
+/// What AUD105 and the distributed fixes rest on, with the venv's real torch:
+/// a TCPStore master given 127.0.0.1 still listens on every interface, and
+/// only `master_listen_fd` (the fix the rule suggests) keeps it on loopback.
+/// Then the audit of the two shapes: the first is a finding, the fix is not.
+#[test]
+fn tcpstore_master_listens_everywhere_unless_given_a_socket() {
+    let script = r#"
+import socket, sys, torch.distributed as dist
+def listening(port):
+    out = []
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(f).readlines()[1:]:
+            p = line.split()
+            addr, hexport = p[1].rsplit(":", 1)
+            if int(hexport, 16) == port and p[3] == "0A":
+                out.append(addr)
+    return out
+def free():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+a = free()
+plain = dist.TCPStore("127.0.0.1", a, 1, True, wait_for_workers=False)
+print("plain", ",".join(listening(a)))
+b = free()
+sock = socket.create_server(("127.0.0.1", b))
+fd = dist.TCPStore("127.0.0.1", b, 1, True, wait_for_workers=False, master_listen_fd=sock.fileno())
+fd.set("k", "v"); assert fd.get("k") == b"v"
+print("fd", ",".join(listening(b)))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // [::] (tcp6 all zeros) or 0.0.0.0: every interface.
+    let plain = line("plain");
+    assert!(
+        plain
+            .split(',')
+            .any(|a| a.chars().all(|c| c == '0') && !a.is_empty()),
+        "a TCPStore master for 127.0.0.1 was expected on every interface: {plain}"
+    );
+    let fd = line("fd");
+    assert_eq!(fd, "0100007F", "master_listen_fd keeps it on 127.0.0.1");
+    // The audit: the plain shape is AUD105, the fixed shape is clean.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("store.py"),
+        "import torch.distributed as dist\nstore = dist.TCPStore(\"127.0.0.1\", 29500, 2, True)\n",
+    )
+    .unwrap();
+    let o = common::pickguard()
+        .args(["audit", "--check", "distributed", "--format", "json"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        doc["findings"][0]["rule"], "AUD105-tcpstore-listens-everywhere",
+        "{doc}"
+    );
+    std::fs::write(
+        d.path().join("store.py"),
+        "import socket, torch.distributed as dist\ns = socket.create_server((\"127.0.0.1\", 29500))\nstore = dist.TCPStore(\"127.0.0.1\", 29500, 2, True, master_listen_fd=s.fileno())\n",
+    )
+    .unwrap();
+    let o = common::pickguard()
+        .args(["audit", "--check", "distributed"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

@@ -1,8 +1,8 @@
 //! `pickguard audit`.
 
-use crate::cli::{AuditArgs, Format};
+use crate::cli::{AuditArgs, AuditCheck, Format};
 use anyhow::{Context, Result, bail};
-use pickguard_audit::{Options, Report, Rule, audit, claims_json};
+use pickguard_audit::{Check, Options, Report, Rule, audit, claims_json};
 use serde_json::json;
 
 fn firewall_claims(url: &str, token: Option<&str>) -> Result<Vec<String>> {
@@ -80,11 +80,23 @@ pub fn run(args: AuditArgs) -> Result<u8> {
         public_indexes: args.public_index.clone(),
         private_indexes,
         host_config: args.host_config,
+        checks: args
+            .check
+            .iter()
+            .map(|c| match c {
+                AuditCheck::Confusion => Check::Confusion,
+                AuditCheck::Distributed => Check::Distributed,
+                AuditCheck::Release => Check::Release,
+            })
+            .collect(),
     };
     let report = audit(&args.dir, &opts);
     if let Some(p) = &args.export_claims {
         std::fs::write(p, claims_json(&report) + "\n")
             .with_context(|| format!("writing {}", p.display()))?;
+    }
+    for w in &report.inputs.warnings {
+        eprintln!("pickguard: warning: {w}");
     }
     match args.format {
         Format::Text => print_text(&report),
@@ -94,25 +106,29 @@ pub fn run(args: AuditArgs) -> Result<u8> {
     if report.exposed() {
         return Ok(1);
     }
-    // Nothing that chooses an index was found: nothing was checked.
-    if report.inputs.contexts.is_empty() && report.inputs.locked.is_empty() {
+    // Something that decides the answer could not be read: not "no finding".
+    if !report.unread().is_empty() {
+        return Ok(2);
+    }
+    // None of the checks found anything to read: nothing was checked.
+    if !report.checks.iter().any(|c| report.checked(*c)) {
         return Ok(2);
     }
     Ok(0)
 }
 
 fn print_text(r: &Report) {
-    if r.findings.is_empty() {
-        let contexts = r.inputs.contexts.len();
-        if contexts == 0 && r.inputs.locked.is_empty() {
-            println!(
-                "nothing to audit: no pip, uv, poetry, pdm or pipenv configuration, requirements, lockfile or install command found ({} file(s) read)",
+    for c in &r.checks {
+        let checked = r.checked(*c);
+        let found = r.findings.iter().filter(|f| f.check == *c).count();
+        let line = match (c, checked, found) {
+            (Check::Confusion, false, _) => format!(
+                "dependency confusion: nothing to audit, no pip, uv, poetry, pdm or pipenv configuration, requirements, lockfile or install command found ({} file(s) read)",
                 r.inputs.files.len()
-            );
-        } else {
-            println!(
+            ),
+            (Check::Confusion, true, 0) => format!(
                 "no dependency-confusion exposure found: {} place(s) that choose indexes, none merges an undeclared index with a public one ({} file(s) read, {} private name(s){})",
-                contexts,
+                r.inputs.contexts.len(),
                 r.inputs.files.len(),
                 r.private_names.len(),
                 if r.private_names.is_empty() {
@@ -120,8 +136,39 @@ fn print_text(r: &Report) {
                 } else {
                     ""
                 }
-            );
-        }
+            ),
+            (Check::Distributed, false, _) => format!(
+                "distributed exposure: not checked, no torchrun/torch.distributed launch, TCPStore, init_process_group or MASTER_ADDR found ({} file(s) read)",
+                r.distributed.files_read
+            ),
+            (Check::Distributed, true, 0) => format!(
+                "distributed exposure: none found at {} launch site(s); their stores still listen on every interface of the master, so keep the rendezvous ports closed to untrusted networks",
+                r.distributed.sites.len()
+            ),
+            (Check::Release, false, _) => {
+                "release pipeline: not checked, no GitHub Actions workflow or .gitlab-ci.yml found"
+                    .to_string()
+            }
+            (Check::Release, true, 0) if r.release.release_jobs.is_empty() => format!(
+                "release pipeline: {} workflow file(s) read, none builds or uploads a release",
+                r.release.workflows_read
+            ),
+            (Check::Release, true, 0) => format!(
+                "release pipeline: no finding in {} release job(s) of {} workflow file(s)",
+                r.release.release_jobs.len(),
+                r.release.workflows_read
+            ),
+            (_, _, n) => format!("{}: {n} finding(s)", c.name()),
+        };
+        println!("{line}");
+    }
+    for f in r.unread() {
+        println!(
+            "incomplete: {f} could not be read (see the warning): its settings were not checked"
+        );
+    }
+    if !r.findings.is_empty() {
+        println!();
     }
     for f in &r.findings {
         println!(
@@ -149,9 +196,6 @@ fn print_text(r: &Report) {
                 p.origin
             );
         }
-    }
-    for w in &r.inputs.warnings {
-        eprintln!("pickguard: warning: {w}");
     }
 }
 
@@ -182,7 +226,7 @@ fn sarif(r: &Report) -> String {
             path: f.file.clone(),
             line: f.line.map(|l| l as u64),
             byte_offset: None,
-            properties: json!({"client": f.client, "packages": f.packages}),
+            properties: json!({"check": f.check, "client": f.client, "packages": f.packages}),
         })
         .collect();
     sarif::render(&rules, &results)
