@@ -4,6 +4,7 @@ containers model files come in, written to see what the victim's loader sees.
 */
 
 pub mod dtype;
+pub mod gguf;
 pub mod pyliteral;
 pub mod tar;
 pub mod torch_legacy;

@@ -427,7 +427,13 @@ impl Scanner {
                 }
             }
             Sniffed::Hdf5 if !top => {} // weights inside a .keras archive: data
-            Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Gguf | Sniffed::Hdf5 => {
+            Sniffed::Gguf => {
+                if top {
+                    ctx.set_format("gguf");
+                }
+                self.scan_gguf(ctx, data, &member);
+            }
+            Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Hdf5 => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
                     ctx.set_format(&name);
@@ -445,6 +451,54 @@ impl Scanner {
             Sniffed::PickleLike => self.scan_pickle_file(ctx, data, member, depth),
             Sniffed::Unknown => {
                 self.check_polyglot(ctx, data, &member, depth, "other");
+            }
+        }
+    }
+
+    /// GGUF: the chat templates judged as programs, the tensor infos checked
+    /// as llama.cpp's loader needs them.
+    fn scan_gguf(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
+        let g = match pickguard_formats::gguf::read(data) {
+            Ok(g) => g,
+            Err(e) => {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("gguf: {e}"),
+                    loc(member, None, Some(0), ReadView::Linear),
+                ));
+                return;
+            }
+        };
+        *ctx.tensors.get_or_insert(0) += g.tensors.len() as u64;
+        for m in &g.malformed {
+            ctx.push(Finding::new(
+                Rule::GgufMalformed,
+                format!("gguf: {m}"),
+                loc(member, None, None, ReadView::Linear),
+            ));
+        }
+        if let Some(t) = &g.truncated {
+            ctx.push(Finding::new(
+                Rule::Unreadable,
+                format!("gguf is truncated: {t}; what follows was not read"),
+                loc(member, None, None, ReadView::Linear),
+            ));
+        }
+        for (key, src) in &g.templates {
+            let j = crate::template::judge(src);
+            for (line, why) in &j.malicious {
+                ctx.push(Finding::new(
+                    Rule::TemplateInjection,
+                    format!("{key} line {line}: {why}"),
+                    loc(member, None, None, ReadView::Linear),
+                ));
+            }
+            if let Some(why) = j.inconclusive {
+                ctx.push(Finding::new(
+                    Rule::TemplateUnjudged,
+                    format!("{key}: {why}"),
+                    loc(member, None, None, ReadView::Linear),
+                ));
             }
         }
     }

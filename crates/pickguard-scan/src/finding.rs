@@ -52,11 +52,14 @@ pickguard_findings::rules! {
     TorchStorageMismatch = "PG111-torch-storage-mismatch", High, "A tensor or storage reference does not fit the records of the checkpoint.", effect Verdict::Malicious;
     SignatureMismatch = "PG112-signature-mismatch", Critical, "The model does not match its signature: files changed, added or removed, or the signature is invalid.", effect Verdict::Malicious;
     KerasLambda = "PG113-keras-lambda", High, "A Keras model carries Python bytecode (a Lambda layer) that runs when it is loaded without safe_mode.", effect Verdict::Malicious;
+    TemplateInjection = "PG114-template-injection", Critical, "A chat template (Jinja, rendered by llama.cpp front-ends) reaches Python internals: dunder or private attributes, computed attribute names, jinja2 objects used as gadgets.", effect Verdict::Malicious;
+    GgufMalformed = "PG115-gguf-malformed", High, "GGUF structure a conforming writer never produces (sizes that overflow, overlapping or misaligned tensors, unknown types): the shapes loader exploits use.", effect Verdict::Malicious;
     LibraryGlobal = "PG201-library-global", Medium, "The pickle imports third-party code; loading it means trusting that code.", effect Verdict::NeedsTrust;
     TorchScript = "PG202-torchscript", Medium, "TorchScript archive: torch.jit.load runs the code it carries.", effect Verdict::NeedsTrust;
     BudgetExceeded = "PG301-budget-exceeded", Medium, "An analysis limit was reached; the rest was not analysed.", effect Verdict::Inconclusive;
     UnsupportedFormat = "PG302-unsupported-format", Medium, "Content in a format pickguard does not analyse yet.", effect Verdict::Inconclusive;
     Unreadable = "PG303-unreadable", Medium, "Part of the file could not be decoded, so it was not analysed.", effect Verdict::Inconclusive;
+    TemplateUnjudged = "PG305-template-unjudged", Medium, "A chat template could not be judged (the Jinja parser refuses it, it loads other templates, or it is too large).", effect Verdict::Inconclusive;
     TorchBadPersistentId = "PG304-torch-bad-persistent-id", Medium, "A persistent id is not the ('storage', ...) tuple torch writes.", effect Verdict::Inconclusive;
     PickleError = "PG401-pickle-error", Info, "Loading raises an error here; nothing after this point runs.", effect Verdict::Clean;
     TrailingData = "PG402-trailing-data", Info, "Bytes after the last pickle stream that no loader reads as a pickle.", effect Verdict::Clean;

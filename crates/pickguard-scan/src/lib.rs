@@ -9,6 +9,7 @@ pub mod finding;
 mod keras;
 pub mod policy;
 pub mod report;
+pub mod template;
 
 pub use analyze::{FileReport, GlobalUse, ScanOptions, Scanner};
 pub use finding::{Finding, Location, Rule, Severity, Verdict};

@@ -19,8 +19,10 @@ pub enum Command {
     /// Scan model files for code that would run when they are loaded.
     ///
     /// Reads PyTorch checkpoints (zip, legacy, legacy tar, TorchScript),
-    /// raw pickles (any number of streams), NumPy .npy with object arrays,
-    /// zip and tar archives (nested), and gzip, deciding what a file is by its
+    /// raw pickles (any number of streams), NumPy .npy/.npz, joblib, Keras
+    /// .keras archives, GGUF (chat templates judged as Jinja programs, tensor
+    /// infos checked), safetensors headers, zip and tar archives (nested), and
+    /// gzip/zlib/xz/lzma/bz2/lz4 streams, deciding what a file is by its
     /// content, never its name. Nothing in a file is executed or imported.
     ///
     /// Each file gets one verdict:

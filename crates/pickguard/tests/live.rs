@@ -188,3 +188,38 @@ fn real_torch_checkpoint_of_many_tensors_is_complete_and_clean() {
     assert_eq!(doc["files"][0]["verdict"], "clean");
     assert_eq!(doc["files"][0]["tensors"], 5000);
 }
+
+/// The ggml type sizes the GGUF reader uses are llama.cpp's own (the `gguf`
+/// package's GGML_QUANT_SIZES), for every type it lists.
+#[test]
+fn gguf_type_sizes_match_the_gguf_package() {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import gguf, json; print(json.dumps({int(k): list(v) for k, v in gguf.GGML_QUANT_SIZES.items()}))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sizes: std::collections::BTreeMap<String, (u64, u64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert!(sizes.len() >= 30, "{sizes:?}");
+    for (t, want) in &sizes {
+        let t: u32 = t.parse().unwrap();
+        assert_eq!(
+            pickguard_formats::gguf::type_size(t),
+            Some(*want),
+            "ggml type {t}"
+        );
+    }
+    // Types the package does not list are unknown to the reader too.
+    for t in 0..64u32 {
+        if !sizes.contains_key(&t.to_string()) {
+            assert_eq!(pickguard_formats::gguf::type_size(t), None, "ggml type {t}");
+        }
+    }
+}
