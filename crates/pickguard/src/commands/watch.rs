@@ -75,6 +75,7 @@ pub fn run(args: WatchArgs) -> Result<u8> {
         verbose: args.verbose,
         allow,
         pin: !args.no_pin,
+        public_only: args.public_only,
     };
     let scanner = Scanner::default();
     let mut alerts = 0u64;
@@ -186,6 +187,32 @@ fn quarantine(ev: &mut Event, dir: &Path) {
 
 fn render(ev: &Event, format: WatchFormat) -> String {
     match format {
+        WatchFormat::Text if ev.kind == Some("distributed-exposure") => format!(
+            "{} ALERT pid {} [{}] distributed-exposure: {} ({}) listens on {} port {} ({}{}){}: {}",
+            ev.unix_time,
+            ev.pid,
+            ev.verdict,
+            ev.component.as_deref().unwrap_or("torch.distributed"),
+            ev.cmdline.as_deref().unwrap_or(&ev.name),
+            ev.address.as_deref().unwrap_or("?"),
+            ev.port.unwrap_or(0),
+            if ev.reachable_beyond_host == Some(true) {
+                "reachable beyond the host"
+            } else {
+                "this host only"
+            },
+            if ev.public == Some(true) {
+                ", public"
+            } else {
+                ", private range"
+            },
+            if ev.unattended {
+                " (recorded unattended)"
+            } else {
+                ""
+            },
+            ev.evidence.first().map(String::as_str).unwrap_or("")
+        ),
         WatchFormat::Text => {
             let what = match ev.event {
                 "alert" => format!(
@@ -239,6 +266,40 @@ fn ecs(ev: &Event) -> Value {
                 .ok()
         })
         .unwrap_or_default();
+    if ev.kind == Some("distributed-exposure") {
+        return json!({
+            "@timestamp": ts,
+            "ecs": {"version": "8.11.0"},
+            "event": {
+                "kind": "alert",
+                "category": ["network", "intrusion_detection"],
+                "type": ["info"],
+                "action": ev.event,
+                "outcome": "success",
+                "module": "pickguard",
+                "dataset": "pickguard.watch",
+                "reason": ev.kind,
+            },
+            "rule": {"name": ev.kind, "ruleset": "pickguard-watch"},
+            "server": {"address": ev.address, "ip": ev.address, "port": ev.port},
+            "network": {"transport": "tcp", "type": ev.family},
+            "process": {
+                "pid": ev.pid,
+                "name": ev.name,
+                "executable": ev.process.as_ref().and_then(|p| p.exe.clone()),
+                "args": ev.argv,
+                "command_line": ev.cmdline,
+                "thread": {"id": ev.tid, "name": ev.comm},
+                "parent": {"pid": ev.ppid},
+                "user": {"id": ev.uid.to_string()},
+                "group": {"id": ev.gid.to_string()},
+            },
+            "user": {"id": ev.uid.to_string()},
+            "host": {"hostname": ev.hostname},
+            "container": {"id": ev.process.as_ref().and_then(|o| o.container.clone())},
+            "pickguard": ev,
+        });
+    }
     let model = ev.models.last();
     json!({
         "@timestamp": ts,
