@@ -337,3 +337,58 @@ fn ecs(ev: &Event) -> Value {
         "pickguard": ev,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposure() -> Event {
+        Event {
+            event: "alert",
+            kind: Some("distributed-exposure"),
+            pid: 42,
+            verdict: "detected",
+            cmdline: Some("python train.py".into()),
+            address: Some("::".into()),
+            port: Some(29500),
+            family: Some("ipv6"),
+            reachable_beyond_host: Some(true),
+            public: Some(false),
+            component: Some("TCPStore".into()),
+            evidence: vec!["listen(2) called from torch's code".into()],
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn an_exposure_renders_its_address_in_every_format() {
+        let ev = exposure();
+        let text = render(&ev, WatchFormat::Text);
+        assert!(
+            text.contains("TCPStore (python train.py) listens on :: port 29500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reachable beyond the host, private range"),
+            "{text}"
+        );
+        let ecs: Value = serde_json::from_str(&render(&ev, WatchFormat::Ecs)).unwrap();
+        assert_eq!(ecs["server"]["port"], 29500);
+        assert_eq!(ecs["server"]["address"], "::");
+        assert_eq!(ecs["network"]["type"], "ipv6");
+        assert_eq!(ecs["event"]["kind"], "alert");
+        assert_eq!(ecs["pickguard"]["public"], false);
+        let json: Value = serde_json::from_str(&render(&ev, WatchFormat::Json)).unwrap();
+        assert_eq!(json["kind"], "distributed-exposure");
+        assert_eq!(json["reachable_beyond_host"], true);
+        // Fields of other kinds stay out of an exposure, and vice versa.
+        assert!(json.get("models").is_none() && json.get("program").is_none());
+        let shell = Event {
+            event: "alert",
+            kind: Some("shell"),
+            ..Event::default()
+        };
+        let json: Value = serde_json::from_str(&render(&shell, WatchFormat::Json)).unwrap();
+        assert!(json.get("address").is_none() && json.get("evidence").is_none());
+    }
+}
