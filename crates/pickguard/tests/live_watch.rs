@@ -975,6 +975,39 @@ fn listening(pid: u32) -> Vec<(String, u16)> {
     out
 }
 
+/// `listen.py gloo-dev ADDR` in a network namespace of its own whose
+/// loopback also holds ADDR: a gloo device (torch's listener) on ADDR.
+fn gloo_in_netns(dir: &Path, addr: &str) -> Listener {
+    std::fs::write(
+        dir.join("netns.sh"),
+        format!(
+            "ip link set lo up && ip addr add {addr}/32 dev lo && exec {} {} gloo-dev {addr} 0\n",
+            venv_bin("python").display(),
+            dir.join("listen.py").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh"])
+        .arg(dir.join("netns.sh"))
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("gloo in a network namespace did not start: {line:?}"));
+    assert_eq!(pid, child.id(), "unshare and sh exec the Python");
+    Listener { child, pid }
+}
+
 /// An IPv4 interface other than loopback (name), if the machine has one.
 fn non_loopback_v4_interface() -> Option<String> {
     let out = Command::new("ip")
@@ -1010,6 +1043,8 @@ fn watch_reports_exposed_torch_distributed_listeners() {
          \x20   s.set('k', 'v')\n\
          elif mode == 'gloo':\n\
          \x20   dist.init_process_group('gloo', init_method='file://' + os.path.abspath(f'rdv-{port}'), rank=0, world_size=1)\n\
+         elif mode == 'gloo-dev':\n\
+         \x20   dev = dist.ProcessGroupGloo.create_device(hostname=host)\n\
          elif mode == 'http':\n\
          \x20   import http.server, threading\n\
          \x20   srv = http.server.HTTPServer((host, port), http.server.SimpleHTTPRequestHandler)\n\
@@ -1143,6 +1178,20 @@ fn watch_reports_exposed_torch_distributed_listeners() {
         eprintln!("no non-loopback IPv4 interface: gloo's exposed case skipped");
     }
 
+    // torch's listener on a private address (in a network namespace of its
+    // own, read through /proc/PID/net): reported, as not public.
+    let private = gloo_in_netns(&dir, "10.213.0.1");
+    let mut mine: Vec<u32> = others.iter().map(|l| l.pid).collect();
+    mine.push(private.pid);
+    let ev = next_exposure(&w, Duration::from_secs(30), &mine)
+        .expect("an alert for gloo on a private address");
+    seen.push(ev.clone());
+    assert_eq!(ev["pid"], private.pid, "{ev}");
+    assert_eq!(ev["address"], "10.213.0.1", "{ev}");
+    assert_eq!(ev["public"], false, "{ev}");
+    assert_eq!(ev["reachable_beyond_host"], true, "{ev}");
+    others.push(private);
+
     // Events are judged in order: everything before the last alert has been
     // judged. The HTTP server and loopback gloo gave nothing; the TCPStore
     // that listened twice gave one alert.
@@ -1158,6 +1207,26 @@ fn watch_reports_exposed_torch_distributed_listeners() {
             "pid {} ended with {st}: stopped by --enforce?",
             l.pid
         );
+    }
+    std::fs::remove_file(dir.join("done")).unwrap();
+    drop(w);
+
+    // --public-only: the private address gives nothing; a public one (in its
+    // own network namespace too) is reported.
+    let w = start(&["--public-only"]);
+    let private = gloo_in_netns(&dir, "10.213.0.1");
+    let public = gloo_in_netns(&dir, "203.0.113.7");
+    let ev = next_exposure(&w, Duration::from_secs(30), &[private.pid, public.pid])
+        .expect("an alert for gloo on a public address under --public-only");
+    assert_eq!(
+        ev["pid"], public.pid,
+        "--public-only reported a private address: {ev}"
+    );
+    assert_eq!(ev["address"], "203.0.113.7", "{ev}");
+    assert_eq!(ev["public"], true, "{ev}");
+    std::fs::write(dir.join("done"), "").unwrap();
+    for mut l in [private, public] {
+        assert!(l.child.wait().unwrap().success());
     }
     std::fs::remove_file(dir.join("done")).unwrap();
     drop(w);
