@@ -107,11 +107,11 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn boot_ns() -> u64 {
+pub(crate) fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
-fn unix_time() -> String {
+pub(crate) fn unix_time() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -131,7 +131,7 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-fn origin_info(pid: u32) -> OriginInfo {
+pub(crate) fn origin_info(pid: u32) -> OriginInfo {
     let link = |what: &str| {
         std::fs::read_link(format!("/proc/{pid}/{what}"))
             .ok()
@@ -370,6 +370,7 @@ fn decode_raw(b: &[u8]) -> Option<(u32, Event, String, i32, u32)> {
         latency_us: boot_ns().saturating_sub(ts) / 1000,
         unix_time: unix_time(),
         unattended: false,
+        ..Event::default()
     };
     let path = cstr(&b[off::PATH..off::PATH + FULL_PATH]);
     Some((kind, ev, path, what as i32, u32_at(b, off::DEV)))
@@ -383,11 +384,18 @@ struct Reporter<'a> {
     window_ns: u64,
     verbose: bool,
     host: String,
+    /// TCP listens waiting to be judged (`distributed-exposure`).
+    listens: crate::listen::Listens,
 }
 
 impl Reporter<'_> {
     /// `grant(pid, value)` records an allowance in the kernel's table.
     fn handle(&mut self, data: &[u8], grant: &dyn Fn(u32, u32), unattended: bool) -> Option<Event> {
+        // A listen is judged later, from /proc (`tick`).
+        if let Some(l) = crate::listen::decode(data) {
+            self.listens.push(l, unattended);
+            return None;
+        }
         let (kind, mut ev, path, what, dev) = decode_raw(data)?;
         ev.hostname = self.host.clone();
         ev.unattended = unattended;
@@ -718,6 +726,9 @@ fn open_and_load<'a>(
         ro.sensor_tgid = std::process::id();
     }
     open.progs.deny_exec.set_autoload(lsm);
+    open.progs
+        .on_listen
+        .set_autoload(opts.rules.distributed_exposure);
     open.load().map_err(|e| {
         let hint = if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
             " (pickguard watch needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF; the verifier log above says more)"
@@ -897,6 +908,7 @@ pub fn stop(mut on_event: impl FnMut(Event)) -> Result<usize, String> {
         window_ns: 0,
         verbose: false,
         host: hostname(),
+        listens: crate::listen::Listens::new(false),
     };
     for (pid, d, alive) in &sensors {
         if *alive {
@@ -927,6 +939,10 @@ pub fn stop(mut on_event: impl FnMut(Event)) -> Result<usize, String> {
         if d.exists() {
             return Err(format!("could not remove {}", d.display()));
         }
+    }
+    let host = rep.host.clone();
+    for ev in rep.listens.tick(&host, true) {
+        on_event(ev);
     }
     remove_pins(Path::new(STATE_DIR));
     Ok(sensors.len())
@@ -1025,6 +1041,7 @@ pub fn watch(
         window_ns: opts.rules.window.saturating_mul(1_000_000_000),
         verbose: opts.verbose,
         host: hostname(),
+        listens: crate::listen::Listens::new(opts.public_only),
     };
     // A previous sensor that was killed left its programs pinned (still
     // enforcing): ours are attached now, so report what it recorded and
@@ -1083,6 +1100,7 @@ pub fn watch(
         pin(links.on_adjtimex.as_mut(), "on_adjtimex")?;
         pin(links.on_open.as_mut(), "on_open")?;
         pin(links.on_openat2.as_mut(), "on_openat2")?;
+        pin(links.on_listen.as_mut(), "on_listen")?;
         skel.maps
             .events
             .pin(pin_dir.join("events"))
@@ -1193,6 +1211,15 @@ pub fn watch(
             Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
             Err(e) => {
                 result = Err(format!("reading events: {e}"));
+                break;
+            }
+        }
+        // Listens are judged once listen(2) has returned (at most one
+        // poll interval after they are due).
+        let due = rep.borrow_mut().listens.tick(&host, false);
+        for ev in due {
+            if !(on_event.borrow_mut())(ev) {
+                *stop.borrow_mut() = true;
                 break;
             }
         }

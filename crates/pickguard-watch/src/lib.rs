@@ -16,6 +16,8 @@ sensor is killed.
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub mod exposure;
+
 /// The default rule file (documented in itself).
 pub const DEFAULT_RULES: &str = include_str!("default-rules.toml");
 
@@ -48,6 +50,8 @@ pub struct Rules {
     pub anonymous: bool,
     pub fresh: bool,
     pub interpreter_scripts: bool,
+    /// Report torch.distributed listeners reachable beyond the host.
+    pub distributed_exposure: bool,
     #[serde(rename = "interpreter")]
     pub interpreters: Vec<Interpreter>,
 }
@@ -64,6 +68,7 @@ struct RulesFile {
     anonymous: Option<bool>,
     fresh: Option<bool>,
     interpreter_scripts: Option<bool>,
+    distributed_exposure: Option<bool>,
     #[serde(rename = "interpreter")]
     interpreters: Option<Vec<Interpreter>>,
 }
@@ -93,6 +98,7 @@ impl Rules {
                 anonymous: true,
                 fresh: true,
                 interpreter_scripts: true,
+                distributed_exposure: true,
                 interpreters: Vec::new(),
             },
         };
@@ -105,6 +111,7 @@ impl Rules {
             anonymous: f.anonymous.unwrap_or(b.anonymous),
             fresh: f.fresh.unwrap_or(b.fresh),
             interpreter_scripts: f.interpreter_scripts.unwrap_or(b.interpreter_scripts),
+            distributed_exposure: f.distributed_exposure.unwrap_or(b.distributed_exposure),
             interpreters: f.interpreters.unwrap_or(b.interpreters),
         };
         r.validate()?;
@@ -278,6 +285,9 @@ pub struct WatchOptions {
     pub allow: Vec<AllowRule>,
     /// Keep the programs attached (enforcing) if this process is killed.
     pub pin: bool,
+    /// `distributed-exposure` only for listeners on a public address (not
+    /// loopback, RFC 1918, CGNAT, link-local or unique-local).
+    pub public_only: bool,
 }
 
 impl Default for WatchOptions {
@@ -288,6 +298,7 @@ impl Default for WatchOptions {
             verbose: false,
             allow: Vec::new(),
             pin: true,
+            public_only: false,
         }
     }
 }
@@ -337,7 +348,9 @@ pub struct Event {
     /// `alert`, `signal-sensor`, `events-lost`, `pickle-loaded`, `model-opened`.
     pub event: &'static str,
     /// For alerts: `shell`, `inline-code`, `interpreter`, `network-tool`,
-    /// `launcher`, `anonymous-exec`, `fresh-binary`.
+    /// `launcher`, `anonymous-exec`, `fresh-binary`, ..., and
+    /// `distributed-exposure` (a torch.distributed listener reachable
+    /// beyond the host; never stopped, only reported).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     /// Process that executed the program (or opened the file, or signalled).
@@ -399,6 +412,40 @@ pub struct Event {
     /// back by a restarted sensor or by `watch --stop`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unattended: bool,
+    /// For `distributed-exposure`: the listening process (exe, command
+    /// line, cwd, cgroup, container).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<OriginInfo>,
+    /// The thread that called listen(2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    /// The listening address and port (the kernel's, not what the program asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `ipv4` or `ipv6`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
+    /// Not loopback: other hosts can connect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachable_beyond_host: Option<bool>,
+    /// Not a private range (RFC 1918, CGNAT, link-local, unique-local); a
+    /// wildcard is public when the host has a public address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+    /// For a wildcard address: the host's addresses it accepts on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exposed_on: Vec<String>,
+    /// The torch component, when a thread names it (`TCPStore`), else `torch.distributed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The code that called listen(2): library+offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// What the alert rests on, one fact a line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 /// Which enforcement mechanism a session uses.
@@ -458,6 +505,9 @@ pub fn elf_fingerprint(head: &[u8]) -> Option<u64> {
 
 #[cfg(all(target_os = "linux", pickguard_bpf))]
 mod bpf;
+
+#[cfg(all(target_os = "linux", pickguard_bpf))]
+mod listen;
 
 #[cfg(all(target_os = "linux", pickguard_bpf))]
 pub use bpf::{stop, watch};

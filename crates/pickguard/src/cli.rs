@@ -156,6 +156,14 @@ pub enum Command {
     /// --enforce the program never runs. Prints which mechanism is active;
     /// refuses to start when none loads.
     ///
+    /// Also (alert only, never stopped): a torch.distributed listener
+    /// (TCPStore, gloo, RPC: they run what any peer sends) on an address
+    /// other hosts can reach is a `distributed-exposure` alert naming the
+    /// process, address, port and whether the address is public. It is
+    /// recognised by who called listen(2): torch's own code (libtorch*,
+    /// libc10*), not Python's socket module. Note that a TCPStore server
+    /// listens on every address (::) whatever host it is given.
+    ///
     /// Example:
     ///   sudo pickguard watch --enforce --output /var/log/pickguard-watch.jsonl
     #[command(verbatim_doc_comment)]
@@ -497,6 +505,14 @@ pub struct WatchArgs {
     /// Stop after this many alerts (for scripts and tests).
     #[arg(long, value_name = "N")]
     pub max_alerts: Option<u64>,
+    /// Report a torch.distributed listener (`distributed-exposure`) only when
+    /// it is reachable on a public address: not loopback, RFC 1918,
+    /// CGNAT 100.64/10, link-local or unique-local fc00::/7 (a wildcard
+    /// counts when the host has a public address). These alerts never stop
+    /// a trainer, with or without --enforce. `distributed_exposure = false`
+    /// in a rule file (--rules) turns the check off.
+    #[arg(long)]
+    pub public_only: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -887,3 +887,366 @@ fn watch_sees_through_indirection_and_keeps_enforcing() {
     assert!(!dir.join("marker-untrusted").exists());
     drop(w);
 }
+
+/// The next `distributed-exposure` alert for one of `pids` within `wait`
+/// (others are shown when the test fails).
+fn next_exposure(w: &Watcher, wait: Duration, pids: &[u32]) -> Option<Value> {
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match w.events.recv_timeout(left) {
+            Ok(ev)
+                if ev["kind"] == "distributed-exposure" && pids.iter().any(|p| ev["pid"] == *p) =>
+            {
+                return Some(ev);
+            }
+            Ok(other) => eprintln!("(skipped while looking for an exposure) {other}"),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A TCP port nothing listens on now (on any address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Python that opens a torch.distributed (or other) listener, prints
+/// `ready PID` and waits for `done` (at most 120 s).
+struct Listener {
+    child: Child,
+    pid: u32,
+}
+
+fn listener(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Listener {
+    let mut c = Command::new(venv_bin("python"));
+    c.arg(dir.join("listen.py"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("listen.py {args:?} did not start: {line:?}"));
+    assert_eq!(pid, child.id());
+    Listener { child, pid }
+}
+
+/// The process's TCP listeners in its own network namespace (address as
+/// /proc prints it, port), for the sockets it holds.
+fn listening(pid: u32) -> Vec<(String, u16)> {
+    let mut inodes = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(t) = std::fs::read_link(fd.path()) {
+            let t = t.to_string_lossy().into_owned();
+            if let Some(n) = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+                inodes.push(n.to_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let (a, p) = f[1].split_once(':').unwrap();
+                out.push((a.to_owned(), u16::from_str_radix(p, 16).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// `listen.py gloo-dev ADDR` in a network namespace of its own whose
+/// loopback also holds ADDR: a gloo device (torch's listener) on ADDR.
+fn gloo_in_netns(dir: &Path, addr: &str) -> Listener {
+    std::fs::write(
+        dir.join("netns.sh"),
+        format!(
+            "ip link set lo up && ip addr add {addr}/32 dev lo && exec {} {} gloo-dev {addr} 0\n",
+            venv_bin("python").display(),
+            dir.join("listen.py").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh"])
+        .arg(dir.join("netns.sh"))
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("gloo in a network namespace did not start: {line:?}"));
+    assert_eq!(pid, child.id(), "unshare and sh exec the Python");
+    Listener { child, pid }
+}
+
+/// An IPv4 interface other than loopback (name), if the machine has one.
+fn non_loopback_v4_interface() -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "up"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[1] != "lo" && !f[3].starts_with("127.")).then(|| f[1].to_owned())
+    })
+}
+
+#[test]
+fn watch_reports_exposed_torch_distributed_listeners() {
+    let d = tempfile::Builder::new()
+        .prefix("pgexpose")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let dir = d.path().canonicalize().unwrap();
+    std::fs::write(
+        dir.join("listen.py"),
+        "import os, sys, time\n\
+         mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])\n\
+         import torch.distributed as dist\n\
+         if mode == 'store':\n\
+         \x20   s = dist.TCPStore(host, port, 1, True, wait_for_workers=False)\n\
+         \x20   s.set('k', 'v')\n\
+         elif mode == 'store-twice':\n\
+         \x20   s = dist.TCPStore(host, port, 1, True, wait_for_workers=False)\n\
+         \x20   del s\n\
+         \x20   time.sleep(0.5)\n\
+         \x20   s = dist.TCPStore(host, port, 1, True, wait_for_workers=False)\n\
+         \x20   s.set('k', 'v')\n\
+         elif mode == 'gloo':\n\
+         \x20   dist.init_process_group('gloo', init_method='file://' + os.path.abspath(f'rdv-{port}'), rank=0, world_size=1)\n\
+         elif mode == 'gloo-dev':\n\
+         \x20   dev = dist.ProcessGroupGloo.create_device(hostname=host)\n\
+         elif mode == 'http':\n\
+         \x20   import http.server, threading\n\
+         \x20   srv = http.server.HTTPServer((host, port), http.server.SimpleHTTPRequestHandler)\n\
+         \x20   threading.Thread(target=srv.serve_forever, daemon=True).start()\n\
+         print('ready', os.getpid(), flush=True)\n\
+         t = time.time()\n\
+         while not os.path.exists('done') and time.time() - t < 120: time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let st = common::pickguard()
+        .args(["watch", "--stop"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    // Enforcing: the alert never stops a trainer (each exits 0 below).
+    let w = start(&["--enforce"]);
+    let mut seen: Vec<Value> = Vec::new();
+
+    // Not torch's listener: an inference server in a process that has
+    // imported torch (and with it torch.distributed), on 0.0.0.0.
+    let http_port = free_port();
+    let http = listener(&dir, &["http", "0.0.0.0", &http_port.to_string()], &[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(
+        listening(http.pid).contains(&("00000000".into(), http_port)),
+        "the HTTP server listens on 0.0.0.0: {:?}",
+        listening(http.pid)
+    );
+
+    // torch's own listener, on loopback: gloo bound to lo.
+    let gloo_lo = listener(&dir, &["gloo", "-", "1"], &[("GLOO_SOCKET_IFNAME", "lo")]);
+    let gl = listening(gloo_lo.pid);
+    assert!(
+        !gl.is_empty() && gl.iter().all(|(a, _)| a == "0100007F"),
+        "gloo listens on 127.0.0.1 only: {gl:?}"
+    );
+
+    // TCPStore on 0.0.0.0, closed and opened again on the same port by the
+    // same process: one alert for (pid, address, port).
+    let p1 = free_port();
+    let store = listener(&dir, &["store-twice", "0.0.0.0", &p1.to_string()], &[]);
+    let mine = [http.pid, gloo_lo.pid, store.pid];
+    let ev = next_exposure(&w, Duration::from_secs(30), &mine)
+        .expect("an alert for TCPStore on 0.0.0.0");
+    seen.push(ev.clone());
+    assert_eq!(ev["event"], "alert", "{ev}");
+    assert_eq!(
+        ev["pid"], store.pid,
+        "the first exposure is the TCPStore's: {ev}"
+    );
+    assert_eq!(ev["port"], p1, "{ev}");
+    // The TCPStore server binds the wildcard of both families (::).
+    assert_eq!(ev["address"], "::", "{ev}");
+    assert_eq!(ev["family"], "ipv6", "{ev}");
+    assert_eq!(ev["reachable_beyond_host"], true, "{ev}");
+    assert!(ev["public"].is_boolean(), "{ev}");
+    assert_eq!(ev["verdict"], "detected", "{ev}");
+    assert_eq!(ev["component"], "TCPStore", "{ev}");
+    assert!(
+        ev["caller"]
+            .as_str()
+            .unwrap()
+            .contains("/torch/lib/libtorch"),
+        "{ev}"
+    );
+    assert!(
+        ev["process"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("listen.py store-twice"),
+        "{ev}"
+    );
+    assert!(
+        ev["process"]["exe"].as_str().unwrap().contains("python"),
+        "{ev}"
+    );
+    assert!(
+        ev["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("pt_tcpstore")),
+        "{ev}"
+    );
+
+    // TCPStore given 127.0.0.1: its server still listens on :: (torch
+    // binds the wildcard whatever host it is given), so it is exposed.
+    let p2 = free_port();
+    let store_lo = listener(&dir, &["store", "127.0.0.1", &p2.to_string()], &[]);
+    assert!(
+        listening(store_lo.pid).contains(&("0".repeat(32), p2)),
+        "TCPStore('127.0.0.1') listens on ::: {:?}",
+        listening(store_lo.pid)
+    );
+    let mine = [http.pid, gloo_lo.pid, store.pid, store_lo.pid];
+    let ev = next_exposure(&w, Duration::from_secs(30), &mine)
+        .expect("an alert for TCPStore given 127.0.0.1 (listening on ::)");
+    seen.push(ev.clone());
+    assert_eq!(ev["pid"], store_lo.pid, "{ev}");
+    assert_eq!(ev["port"], p2, "{ev}");
+    assert_eq!(ev["address"], "::", "{ev}");
+
+    // gloo on a real interface: torch's listener on a non-loopback address.
+    let mut others = vec![http, gloo_lo, store, store_lo];
+    if let Some(ifname) = non_loopback_v4_interface() {
+        let gloo = listener(
+            &dir,
+            &["gloo", "-", "2"],
+            &[("GLOO_SOCKET_IFNAME", &ifname)],
+        );
+        let mut mine: Vec<u32> = others.iter().map(|l| l.pid).collect();
+        mine.push(gloo.pid);
+        let ev = next_exposure(&w, Duration::from_secs(30), &mine)
+            .unwrap_or_else(|| panic!("an alert for gloo on {ifname}"));
+        seen.push(ev.clone());
+        assert_eq!(ev["pid"], gloo.pid, "{ev}");
+        assert_eq!(ev["family"], "ipv4", "{ev}");
+        assert_eq!(ev["component"], "torch.distributed", "{ev}");
+        let (a, p) = listening(gloo.pid)[0].clone();
+        assert_eq!(ev["port"], p, "{ev}");
+        assert_ne!(a, "0100007F", "{ev}");
+        assert_ne!(ev["address"], "127.0.0.1", "{ev}");
+        others.push(gloo);
+    } else {
+        eprintln!("no non-loopback IPv4 interface: gloo's exposed case skipped");
+    }
+
+    // torch's listener on a private address (in a network namespace of its
+    // own, read through /proc/PID/net): reported, as not public.
+    let private = gloo_in_netns(&dir, "10.213.0.1");
+    let mut mine: Vec<u32> = others.iter().map(|l| l.pid).collect();
+    mine.push(private.pid);
+    let ev = next_exposure(&w, Duration::from_secs(30), &mine)
+        .expect("an alert for gloo on a private address");
+    seen.push(ev.clone());
+    assert_eq!(ev["pid"], private.pid, "{ev}");
+    assert_eq!(ev["address"], "10.213.0.1", "{ev}");
+    assert_eq!(ev["public"], false, "{ev}");
+    assert_eq!(ev["reachable_beyond_host"], true, "{ev}");
+    others.push(private);
+
+    // Events are judged in order: everything before the last alert has been
+    // judged. The HTTP server and loopback gloo gave nothing; the TCPStore
+    // that listened twice gave one alert.
+    let pids = |p: u32| seen.iter().filter(|e| e["pid"] == p).count();
+    assert_eq!(pids(others[0].pid), 0, "the HTTP server alerted: {seen:?}");
+    assert_eq!(pids(others[1].pid), 0, "loopback gloo alerted: {seen:?}");
+    assert_eq!(pids(others[2].pid), 1, "{seen:?}");
+    std::fs::write(dir.join("done"), "").unwrap();
+    for mut l in others {
+        let st = l.child.wait().unwrap();
+        assert!(
+            st.success(),
+            "pid {} ended with {st}: stopped by --enforce?",
+            l.pid
+        );
+    }
+    std::fs::remove_file(dir.join("done")).unwrap();
+    drop(w);
+
+    // --public-only: the private address gives nothing; a public one (in its
+    // own network namespace too) is reported.
+    let w = start(&["--public-only"]);
+    let private = gloo_in_netns(&dir, "10.213.0.1");
+    let public = gloo_in_netns(&dir, "203.0.113.7");
+    let ev = next_exposure(&w, Duration::from_secs(30), &[private.pid, public.pid])
+        .expect("an alert for gloo on a public address under --public-only");
+    assert_eq!(
+        ev["pid"], public.pid,
+        "--public-only reported a private address: {ev}"
+    );
+    assert_eq!(ev["address"], "203.0.113.7", "{ev}");
+    assert_eq!(ev["public"], true, "{ev}");
+    std::fs::write(dir.join("done"), "").unwrap();
+    for mut l in [private, public] {
+        assert!(l.child.wait().unwrap().success());
+    }
+    std::fs::remove_file(dir.join("done")).unwrap();
+    drop(w);
+
+    // The check turned off in the rule file: no alert.
+    std::fs::write(dir.join("off.toml"), "distributed_exposure = false\n").unwrap();
+    let rules = dir.join("off.toml").display().to_string();
+    let w = start(&["--rules", &rules]);
+    let p3 = free_port();
+    let mut store = listener(&dir, &["store", "0.0.0.0", &p3.to_string()], &[]);
+    assert!(
+        next_exposure(&w, Duration::from_secs(3), &[store.pid]).is_none(),
+        "distributed_exposure = false still alerted"
+    );
+    std::fs::write(dir.join("done"), "").unwrap();
+    assert!(store.child.wait().unwrap().success());
+    drop(w);
+    let st = common::pickguard()
+        .args(["watch", "--stop"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

@@ -139,6 +139,27 @@ struct trace_event_raw_sched_process_template {
 	int prio;
 };
 
+/* The user registers saved at syscall entry (bpf_task_pt_regs). */
+struct pt_regs {
+	unsigned long ip;
+	unsigned long sp;
+};
+
+struct trace_event_raw_inet_sock_set_state {
+	struct trace_entry ent;
+	const void *skaddr;
+	int oldstate;
+	int newstate;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 protocol;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
 #pragma clang attribute pop
 
 #endif

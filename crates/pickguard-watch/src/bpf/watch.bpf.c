@@ -30,7 +30,12 @@
  *   anonymous    an executable with no name in any directory (memfd,
  *                O_TMPFILE, deleted): always
  *   fresh        an executable created or changed since the tree was armed
- *                (a payload's dropped or copied binary) */
+ *                (a payload's dropped or copied binary)
+ *
+ * Apart from that sequence, every TCP socket that starts listening is
+ * reported (EV_LISTEN) with the user stack's top words, so that user space
+ * can tell a listener opened by torch.distributed's own code (TCPStore,
+ * gloo, RPC) from one opened through Python's socket module. */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -49,6 +54,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define EV_MODEL 2
 #define EV_ALERT 3
 #define EV_SIGNAL 4
+#define EV_LISTEN 5
 
 #define K_SHELL 1
 #define K_INLINE 2
@@ -1159,4 +1165,71 @@ int BPF_PROG(deny_exec, struct linux_binprm *bprm, int ret)
 		return 0;
 	emit_alert(st, bprm, name, what, V_DENIED, sc, 0);
 	return -1; /* -EPERM */
+}
+
+/* A TCP socket that starts listening. Sent through the alert ring; smaller
+ * than struct event (user space reads `kind` first). */
+#define LISTEN_WORDS 8
+struct listen_event {
+	u32 kind;       /* EV_LISTEN */
+	u32 pid;        /* tgid */
+	u32 tid;        /* the thread that called listen(2) */
+	u32 ppid;
+	u32 uid;
+	u32 gid;
+	u64 ts;
+	u64 cgroup_id;
+	u16 family;     /* AF_INET, AF_INET6 */
+	u16 port;       /* host order; 0 when listen(2) picks the port */
+	u32 flags;      /* the process's F_* state */
+	u8 addr[16];    /* the bound address (4 bytes for AF_INET) */
+	char comm[16];  /* the calling thread's name */
+	u64 ip;         /* user instruction pointer at the syscall (in libc) */
+	u64 stack[LISTEN_WORDS]; /* the top of the user stack: libc's listen()
+				  * is a leaf, so [0] is the return address into
+				  * its caller */
+};
+
+/* inet_csk_listen_start() stores TCP_LISTEN through inet_sk_state_store(),
+ * which fires this tracepoint in the listening thread's context (before
+ * the port is finally taken: user space confirms the listener in /proc). */
+SEC("tp/sock/inet_sock_set_state")
+int on_listen(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->newstate != 10 /* TCP_LISTEN */ || ctx->protocol != 6 /* IPPROTO_TCP */)
+		return 0;
+	struct listen_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(0);
+		return 0;
+	}
+	u64 id = bpf_get_current_pid_tgid();
+	u64 ug = bpf_get_current_uid_gid();
+	struct task_struct *t = bpf_get_current_task_btf();
+	u32 tgid = id >> 32;
+	e->kind = EV_LISTEN;
+	e->pid = tgid;
+	e->tid = (u32)id;
+	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	e->uid = (u32)ug;
+	e->gid = ug >> 32;
+	e->ts = now_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->family = ctx->family;
+	e->port = ctx->sport;
+	struct state *st = bpf_map_lookup_elem(&states, &tgid);
+	e->flags = st ? st->flags : 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (ctx->family == 2)
+		bpf_probe_read_kernel(e->addr, 4, ctx->saddr);
+	else
+		bpf_probe_read_kernel(e->addr, 16, ctx->saddr_v6);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	e->ip = BPF_CORE_READ(regs, ip);
+	unsigned long sp = BPF_CORE_READ(regs, sp);
+	if (bpf_probe_read_user(e->stack, sizeof(e->stack), (const void *)sp) != 0)
+		__builtin_memset(e->stack, 0, sizeof(e->stack));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
 }

@@ -75,6 +75,7 @@ pub fn run(args: WatchArgs) -> Result<u8> {
         verbose: args.verbose,
         allow,
         pin: !args.no_pin,
+        public_only: args.public_only,
     };
     let scanner = Scanner::default();
     let mut alerts = 0u64;
@@ -186,6 +187,32 @@ fn quarantine(ev: &mut Event, dir: &Path) {
 
 fn render(ev: &Event, format: WatchFormat) -> String {
     match format {
+        WatchFormat::Text if ev.kind == Some("distributed-exposure") => format!(
+            "{} ALERT pid {} [{}] distributed-exposure: {} ({}) listens on {} port {} ({}{}){}: {}",
+            ev.unix_time,
+            ev.pid,
+            ev.verdict,
+            ev.component.as_deref().unwrap_or("torch.distributed"),
+            ev.cmdline.as_deref().unwrap_or(&ev.name),
+            ev.address.as_deref().unwrap_or("?"),
+            ev.port.unwrap_or(0),
+            if ev.reachable_beyond_host == Some(true) {
+                "reachable beyond the host"
+            } else {
+                "this host only"
+            },
+            if ev.public == Some(true) {
+                ", public"
+            } else {
+                ", private range"
+            },
+            if ev.unattended {
+                " (recorded unattended)"
+            } else {
+                ""
+            },
+            ev.evidence.first().map(String::as_str).unwrap_or("")
+        ),
         WatchFormat::Text => {
             let what = match ev.event {
                 "alert" => format!(
@@ -239,6 +266,40 @@ fn ecs(ev: &Event) -> Value {
                 .ok()
         })
         .unwrap_or_default();
+    if ev.kind == Some("distributed-exposure") {
+        return json!({
+            "@timestamp": ts,
+            "ecs": {"version": "8.11.0"},
+            "event": {
+                "kind": "alert",
+                "category": ["network", "intrusion_detection"],
+                "type": ["info"],
+                "action": ev.event,
+                "outcome": "success",
+                "module": "pickguard",
+                "dataset": "pickguard.watch",
+                "reason": ev.kind,
+            },
+            "rule": {"name": ev.kind, "ruleset": "pickguard-watch"},
+            "server": {"address": ev.address, "ip": ev.address, "port": ev.port},
+            "network": {"transport": "tcp", "type": ev.family},
+            "process": {
+                "pid": ev.pid,
+                "name": ev.name,
+                "executable": ev.process.as_ref().and_then(|p| p.exe.clone()),
+                "args": ev.argv,
+                "command_line": ev.cmdline,
+                "thread": {"id": ev.tid, "name": ev.comm},
+                "parent": {"pid": ev.ppid},
+                "user": {"id": ev.uid.to_string()},
+                "group": {"id": ev.gid.to_string()},
+            },
+            "user": {"id": ev.uid.to_string()},
+            "host": {"hostname": ev.hostname},
+            "container": {"id": ev.process.as_ref().and_then(|o| o.container.clone())},
+            "pickguard": ev,
+        });
+    }
     let model = ev.models.last();
     json!({
         "@timestamp": ts,
@@ -275,4 +336,59 @@ fn ecs(ev: &Event) -> Value {
         })),
         "pickguard": ev,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposure() -> Event {
+        Event {
+            event: "alert",
+            kind: Some("distributed-exposure"),
+            pid: 42,
+            verdict: "detected",
+            cmdline: Some("python train.py".into()),
+            address: Some("::".into()),
+            port: Some(29500),
+            family: Some("ipv6"),
+            reachable_beyond_host: Some(true),
+            public: Some(false),
+            component: Some("TCPStore".into()),
+            evidence: vec!["listen(2) called from torch's code".into()],
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn an_exposure_renders_its_address_in_every_format() {
+        let ev = exposure();
+        let text = render(&ev, WatchFormat::Text);
+        assert!(
+            text.contains("TCPStore (python train.py) listens on :: port 29500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reachable beyond the host, private range"),
+            "{text}"
+        );
+        let ecs: Value = serde_json::from_str(&render(&ev, WatchFormat::Ecs)).unwrap();
+        assert_eq!(ecs["server"]["port"], 29500);
+        assert_eq!(ecs["server"]["address"], "::");
+        assert_eq!(ecs["network"]["type"], "ipv6");
+        assert_eq!(ecs["event"]["kind"], "alert");
+        assert_eq!(ecs["pickguard"]["public"], false);
+        let json: Value = serde_json::from_str(&render(&ev, WatchFormat::Json)).unwrap();
+        assert_eq!(json["kind"], "distributed-exposure");
+        assert_eq!(json["reachable_beyond_host"], true);
+        // Fields of other kinds stay out of an exposure, and vice versa.
+        assert!(json.get("models").is_none() && json.get("program").is_none());
+        let shell = Event {
+            event: "alert",
+            kind: Some("shell"),
+            ..Event::default()
+        };
+        let json: Value = serde_json::from_str(&render(&shell, WatchFormat::Json)).unwrap();
+        assert!(json.get("address").is_none() && json.get("evidence").is_none());
+    }
 }
