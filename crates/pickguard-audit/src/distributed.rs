@@ -279,19 +279,80 @@ fn line_of(text: &str, pos: usize) -> usize {
     text[..pos].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
+/// Module-level `NAME = "literal"` assignments, for f-strings that use them.
+fn constants(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            if v.starts_with('=') || l.trim_start() != l {
+                return None;
+            }
+            // `a = "x"` and `a, b = "x", 1`.
+            let ks: Vec<&str> = k.split(',').map(str::trim).collect();
+            let vs: Vec<&str> = v.split(',').map(str::trim).collect();
+            if ks.len() != vs.len() {
+                return None;
+            }
+            let pairs: Vec<(String, String)> = ks
+                .iter()
+                .zip(&vs)
+                .filter_map(|(k, v)| {
+                    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        return None;
+                    }
+                    let q = v.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+                    let inner = v[1..].split(q).next()?;
+                    Some((k.to_string(), inner.to_owned()))
+                })
+                .collect();
+            Some(pairs)
+        })
+        .flatten()
+        .collect()
+}
+
 fn python_sites(text: &str, rel: &str, sites: &mut Vec<Site>, hits: &mut Vec<Hit>) {
-    for name in [
+    let consts = constants(text);
+    // `from torch.distributed import TCPStore as S`: S is a TCPStore too.
+    let mut names: Vec<(String, &str)> = [
         "init_process_group",
         "TCPStore",
         "init_rpc",
         "TensorPipeRpcBackendOptions",
-    ] {
+    ]
+    .iter()
+    .map(|n| (n.to_string(), *n))
+    .collect();
+    for l in text.lines().filter(|l| l.contains("import")) {
+        for (orig, _) in names.clone() {
+            if let Some(p) = l.find(&format!("{orig} as ")) {
+                let alias: String = l[p + orig.len() + 4..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !alias.is_empty() {
+                    let canon = names
+                        .iter()
+                        .find(|(n, _)| *n == orig)
+                        .map(|(_, c)| *c)
+                        .unwrap_or("TCPStore");
+                    names.push((alias, canon));
+                }
+            }
+        }
+    }
+    for (name, call) in &names {
+        let (name, call) = (name.as_str(), *call);
         let mut from = 0;
         while let Some(off) = text[from..].find(name) {
             let pos = from + off;
             from = pos + name.len();
             let after = &text[from..];
-            if !after.trim_start().starts_with('(') {
+            let word_start = pos == 0 || {
+                let b = text.as_bytes()[pos - 1];
+                !(b.is_ascii_alphanumeric() || b == b'_')
+            };
+            if !word_start || !after.trim_start().starts_with('(') {
                 continue;
             }
             // Skip definitions and comments.
@@ -303,9 +364,18 @@ fn python_sites(text: &str, rel: &str, sites: &mut Vec<Site>, hits: &mut Vec<Hit
             }
             let args = call_args(text, pos);
             let line = line_of(text, pos);
-            let lits = literals(args);
+            let lits: Vec<String> = literals(args)
+                .into_iter()
+                .map(|l| {
+                    let mut l = l;
+                    for (k, v) in &consts {
+                        l = l.replace(&format!("{{{k}}}"), v);
+                    }
+                    l
+                })
+                .collect();
             let endpoint = lits.iter().find(|l| l.starts_with("tcp://")).cloned();
-            let (host, port) = match (&endpoint, name) {
+            let (host, port) = match (&endpoint, call) {
                 (Some(ep), _) => {
                     let (h, p) = split_host_port(ep);
                     (Some(h), p)
@@ -328,8 +398,8 @@ fn python_sites(text: &str, rel: &str, sites: &mut Vec<Site>, hits: &mut Vec<Hit
                 }
                 _ => (None, None),
             };
-            record(rel, line, name, host.as_deref(), port, sites, hits);
-            if name == "TCPStore" && is_master(args) && !args.contains("master_listen_fd") {
+            record(rel, line, call, host.as_deref(), port, sites, hits);
+            if call == "TCPStore" && is_master(args) && !listen_fd_given(args) {
                 hits.push(Hit {
                     rule: Rule::StoreListensEverywhere,
                     file: rel.to_owned(),
@@ -346,7 +416,14 @@ fn python_sites(text: &str, rel: &str, sites: &mut Vec<Site>, hits: &mut Vec<Hit
     for (ln, line) in text.lines().enumerate() {
         if line.contains("MASTER_ADDR")
             && (line.contains("environ") || line.contains("putenv"))
-            && let Some(v) = literals(line.split("MASTER_ADDR").nth(1).unwrap_or("")).first()
+            && let Some(v) = literals(
+                line.split("MASTER_ADDR")
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_start_matches(['\'', '"'])
+                    .trim_start_matches([']', ')', ',', '=', ' ', '\t']),
+            )
+            .first()
         {
             record(rel, ln + 1, "MASTER_ADDR", Some(v), None, sites, hits);
         }
@@ -374,16 +451,36 @@ fn keyword_int(args: &str, name: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
+/// Whether a TCPStore call may create the master: any `is_master` that is
+/// not literally False (`rank == 0` is the master on one rank).
 fn is_master(args: &str) -> bool {
     let compact: String = args.chars().filter(|c| !c.is_whitespace()).collect();
-    if compact.contains("is_master=True") {
+    if let Some(p) = compact.find("is_master=") {
+        let v = compact[p + "is_master=".len()..]
+            .split([',', ')'])
+            .next()
+            .unwrap_or("");
+        return v != "False" && v != "0";
+    }
+    if compact.contains("**") {
         return true;
     }
-    if compact.contains("is_master=") {
-        return false;
-    }
     // Positional: host, port, world_size, is_master.
-    compact.split(',').nth(3).is_some_and(|a| a == "True")
+    compact.split(',').nth(3).is_some_and(|a| {
+        let keyword = a.split_once('=').is_some_and(|(_, v)| !v.starts_with('='))
+            && !a.contains("==")
+            && !a.contains("!=")
+            && !a.contains("<=")
+            && !a.contains(">=");
+        !a.is_empty() && a != "False" && a != "0" && !keyword
+    })
+}
+
+fn listen_fd_given(args: &str) -> bool {
+    let compact: String = args.chars().filter(|c| !c.is_whitespace()).collect();
+    compact
+        .find("master_listen_fd=")
+        .is_some_and(|p| !compact[p + "master_listen_fd=".len()..].starts_with("None"))
 }
 
 /// Record a launch site, and its finding when its endpoint lets others in.
@@ -431,18 +528,88 @@ fn record(
     }
 }
 
+/// `$VAR` and `${VAR}` replaced by the file's plain assignments (`VAR=value`,
+/// `export VAR=value`, Dockerfile `ENV VAR value`/`ARG VAR=value`).
+fn expand(line: &str, vars: &[(String, String)]) -> String {
+    let mut out = line.to_owned();
+    for (k, v) in vars.iter().rev() {
+        out = out.replace(&format!("${{{k}}}"), v);
+        let mut from = 0;
+        while let Some(p) = out[from..].find(&format!("${k}")).map(|p| p + from) {
+            let end = p + 1 + k.len();
+            if out[end..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                from = end;
+                continue;
+            }
+            out.replace_range(p..end, v);
+            from = p + v.len();
+        }
+    }
+    out
+}
+
+fn assignment(line: &str) -> Option<(String, String)> {
+    let t = line.trim();
+    let t = t
+        .strip_prefix("export ")
+        .or_else(|| t.strip_prefix("ENV "))
+        .or_else(|| t.strip_prefix("ARG "))
+        .unwrap_or(t)
+        .trim();
+    let (k, v) = t.split_once('=').or_else(|| t.split_once(' '))?;
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let v = v.split([';', ' ', '\t']).next()?.trim_matches(['"', '\'']);
+    (!v.is_empty() && !v.contains('$') && !v.contains('`')).then(|| (k.to_owned(), v.to_owned()))
+}
+
 fn text_sites(text: &str, rel: &str, sites: &mut Vec<Site>, hits: &mut Vec<Hit>) {
+    let mut vars: Vec<(String, String)> = Vec::new();
     for (ln, line) in logical_lines(text) {
         let t = line.trim_start();
         if t.starts_with('#') && !t.starts_with("#SBATCH") {
             continue;
         }
+        for seg in line.split([';', '&']) {
+            if let Some(kv) = assignment(seg) {
+                vars.push(kv);
+            }
+        }
+        let line = expand(&line, &vars);
+        let first = line.split_whitespace().next().unwrap_or("");
+        if matches!(first, "echo" | "printf" | "cat" | "print" | "@echo") {
+            continue;
+        }
+        docker_host_network(&line, rel, ln, hits);
         if let Some((what, host, port)) = launch(&line) {
             record(rel, ln, &what, host.as_deref(), port, sites, hits);
         } else if let Some(v) = master_addr(&line) {
             record(rel, ln, "MASTER_ADDR", Some(&v), None, sites, hits);
         }
         docker_publish(&line, rel, ln, hits);
+    }
+}
+
+/// `docker run --network host … torchrun`: the store on the host's interfaces.
+fn docker_host_network(line: &str, rel: &str, ln: usize, hits: &mut Vec<Hit>) {
+    let toks = tokens(line);
+    let Some(run) = toks.windows(2).position(|w| {
+        (w[0] == "docker" || w[0] == "podman") && (w[1] == "run" || w[1] == "create")
+    }) else {
+        return;
+    };
+    let host = toks[run..].windows(2).any(|w| {
+        matches!(w[0].as_str(), "--network=host" | "--net=host")
+            || (matches!(w[0].as_str(), "--network" | "--net") && w[1] == "host")
+    });
+    if host && launch(line).is_some() {
+        hits.push(Hit {
+            rule: Rule::DistributedHostNetwork,
+            file: rel.to_owned(),
+            line: ln,
+            message: "a container running torch.distributed uses the host network (--network host): its store listens on every interface of the host".into(),
+        });
     }
 }
 
@@ -513,11 +680,26 @@ fn manifest_sites(
     sites: &mut Vec<Site>,
     hits: &mut Vec<Hit>,
 ) {
+    // `kind: List` (kubectl get -o yaml) holds the objects in `items`.
+    let mut all: Vec<&Y> = Vec::new();
     for d in docs {
+        if d.at("kind").s() == "List" || d.at("kind").s().ends_with("List") {
+            all.extend(d.at("items").seq());
+        } else {
+            all.push(d);
+        }
+    }
+    for d in all {
         let kind = d.at("kind").s();
         if kind == "Service" {
             let ty = d.at("spec").at("type").s();
-            if ty == "LoadBalancer" || ty == "NodePort" {
+            let external = !d.at("spec").at("externalIPs").seq().is_empty();
+            let ty = if external && ty != "LoadBalancer" && ty != "NodePort" {
+                "ClusterIP with externalIPs"
+            } else {
+                ty
+            };
+            if ty == "LoadBalancer" || ty == "NodePort" || external {
                 for p in d.at("spec").at("ports").seq() {
                     let nums = [p.at("port"), p.at("targetPort")];
                     if let Some(n) = nums
@@ -592,6 +774,17 @@ fn manifest_sites(
                             ),
                         });
                     }
+                }
+                let env = svc.at("environment");
+                let mut addr: Option<(usize, String)> =
+                    env.get("MASTER_ADDR").map(|v| (v.line, v.s().to_owned()));
+                for e in env.seq() {
+                    if let Some(v) = e.s().strip_prefix("MASTER_ADDR=") {
+                        addr = Some((e.line, v.to_owned()));
+                    }
+                }
+                if let Some((line, v)) = addr.filter(|(_, v)| !v.is_empty()) {
+                    record(rel, line, "MASTER_ADDR", Some(&v), None, sites, hits);
                 }
                 if runs_dist && svc.at("network_mode").s() == "host" {
                     hits.push(Hit {
@@ -683,6 +876,30 @@ fn pod_containers(
     }
 }
 
+/// Build and task files read as command lines besides `is_command_file`'s.
+fn is_build_file(name: &str) -> bool {
+    name.starts_with("containerfile")
+        || name.starts_with("makefile")
+        || name == "gnumakefile"
+        || name == "justfile"
+        || name.ends_with(".just")
+        || name == "procfile"
+}
+
+/// The interpreter line of a small file that has one.
+fn shebang_of(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 128];
+    let n = f.read(&mut head).ok()?;
+    let head = &head[..n];
+    if !head.starts_with(b"#!") {
+        return None;
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+    Some(String::from_utf8_lossy(line).into_owned())
+}
+
 fn is_yaml(name: &str) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml")
 }
@@ -703,10 +920,16 @@ pub(crate) fn check(
     let mut manifests: Vec<(String, Vec<Y>)> = Vec::new();
     for (path, rel) in files {
         let name = rel.rsplit('/').next().unwrap_or(rel).to_lowercase();
-        let py = name.ends_with(".py");
+        let mut py = name.ends_with(".py");
         let yml = is_yaml(&name);
-        if !(py || yml || is_script(&name) || is_command_file(rel)) {
+        let known = py || yml || is_script(&name) || is_command_file(rel) || is_build_file(&name);
+        // Scripts without an extension are recognised by their #! line.
+        let shebang = if known { None } else { shebang_of(path) };
+        if !known && shebang.is_none() {
             continue;
+        }
+        if shebang.as_deref().is_some_and(|s| s.contains("python")) {
+            py = true;
         }
         if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > MAX_FILE {
             warnings.push(format!(
@@ -715,8 +938,15 @@ pub(crate) fn check(
             out.unread.push(rel.clone());
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(path) else {
-            continue;
+        // Bytes that are not UTF-8 (a Latin-1 comment) must not hide a file:
+        // it is read with replacement characters.
+        let text = match std::fs::read(path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => {
+                warnings.push(format!("{rel}: {e}; not read for distributed launches"));
+                out.unread.push(rel.clone());
+                continue;
+            }
         };
         if py {
             if text.contains("torch") || text.contains("MASTER_ADDR") {

@@ -160,6 +160,10 @@ pub struct Options {
     pub checks: Vec<Check>,
 }
 
+/// The end of a warning about a configuration file that could not be read:
+/// `Report::unread` lists it, and the audit is then incomplete (exit 2).
+pub(crate) const UNREAD: &str = "; its settings were not checked";
+
 /// The families of checks `audit` runs; each rule belongs to one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -336,11 +340,19 @@ impl Report {
     }
     /// Files a check should have read and could not: its answer is incomplete.
     pub fn unread(&self) -> Vec<&str> {
+        // Configuration files that could not be parsed (their warning says so).
+        let config = self
+            .inputs
+            .warnings
+            .iter()
+            .filter(|w| w.ends_with(UNREAD))
+            .filter_map(|w| w.split(": ").next());
         self.distributed
             .unread
             .iter()
             .chain(&self.release.unread)
             .map(String::as_str)
+            .chain(config)
             .collect()
     }
     /// Whether a check found anything it applies to.

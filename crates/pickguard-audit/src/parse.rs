@@ -57,7 +57,8 @@ pub(crate) struct PipSettings {
 }
 
 fn read_pip_conf(path: &Path, s: &mut PipSettings, files: &mut Vec<String>) {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    // Not UTF-8 (a Latin-1 comment) must not hide a file: read lossily.
+    let Ok(text) = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()) else {
         return;
     };
     files.push(path.display().to_string());
@@ -164,7 +165,8 @@ fn read_requirements(
     if depth > 16 {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(path) else {
+    // Not UTF-8 (a Latin-1 comment) must not hide a file: read lossily.
+    let Ok(text) = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()) else {
         return;
     };
     files.push(path.display().to_string());
@@ -256,12 +258,19 @@ fn is_requirements_file(name: &str) -> bool {
 }
 
 fn toml_file(path: &Path, files: &mut Vec<String>, warnings: &mut Vec<String>) -> Option<Value> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if path.exists() => {
+            warnings.push(format!("{}: {e}{}", path.display(), crate::UNREAD));
+            return None;
+        }
+        Err(_) => return None,
+    };
     files.push(path.display().to_string());
     match toml::from_str(&text) {
         Ok(v) => Some(v),
         Err(e) => {
-            warnings.push(format!("{}: {e}", path.display()));
+            warnings.push(format!("{}: {e}{}", path.display(), crate::UNREAD));
             None
         }
     }
@@ -571,7 +580,8 @@ fn install_commands(
     out: &mut Vec<Context>,
     files: &mut Vec<String>,
 ) {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    // Not UTF-8 (a Latin-1 comment) must not hide a file: read lossily.
+    let Ok(text) = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()) else {
         return;
     };
     // The project's pip configuration applies to commands run in it.
@@ -879,10 +889,35 @@ pub(crate) fn project_settings(
     (o, names)
 }
 
-/// Read a project; `opts` already holds its `[tool.pickguard]` settings.
+/// Directories that hold tools' state, not the project's configuration.
+/// Other hidden directories (`.github`, `.gitlab`, `.ci`, `.buildkite`,
+/// `.devcontainer`...) are read: a launch script or pipeline there counts.
+const SKIP_DIRS: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".cache",
+    ".eggs",
+    ".idea",
+    ".vscode",
+    ".ipynb_checkpoints",
+    "node_modules",
+    "target",
+    "__pycache__",
+    ".pixi",
+    ".conda",
+];
+
 /// The project's files every audit reads, in a stable order: six levels deep,
-/// without virtual environments, build output and hidden directories other
-/// than `.github`, `.circleci` and `.gitlab`.
+/// without the directories of `SKIP_DIRS`. Symbolic links to files count (a
+/// workflow linked from elsewhere); links to directories are not followed.
 pub(crate) fn project_files(dir: &Path) -> Vec<(PathBuf, String)> {
     walkdir::WalkDir::new(dir)
         .max_depth(6)
@@ -890,20 +925,10 @@ pub(crate) fn project_files(dir: &Path) -> Vec<(PathBuf, String)> {
         .into_iter()
         .filter_entry(|e| {
             let n = e.file_name().to_string_lossy();
-            !(e.depth() > 0
-                && e.file_type().is_dir()
-                && (n == "node_modules"
-                    || n == ".venv"
-                    || n == "venv"
-                    || n == "target"
-                    || n == "__pycache__"
-                    || (n.starts_with('.')
-                        && n != ".github"
-                        && n != ".circleci"
-                        && n != ".gitlab")))
+            !(e.depth() > 0 && e.file_type().is_dir() && SKIP_DIRS.contains(&n.as_ref()))
         })
         .flatten()
-        .filter(|e| e.file_type().is_file())
+        .filter(|e| e.file_type().is_file() || (e.path_is_symlink() && e.path().is_file()))
         .map(|e| {
             let rel = relative(dir, e.path());
             (e.into_path(), rel)
@@ -911,6 +936,7 @@ pub(crate) fn project_files(dir: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// Read a project; `opts` already holds its `[tool.pickguard]` settings.
 pub fn discover(dir: &Path, opts: &Options) -> Inputs {
     let mut inputs = Inputs::default();
     let mut files = Vec::new();

@@ -40,6 +40,9 @@ enum Upload {
     Container,
     ReleaseAsset,
     ModelHub,
+    /// Through a script, a make target or an action pickguard does not read,
+    /// with an upload credential in reach.
+    Indirect,
 }
 
 impl Upload {
@@ -49,6 +52,9 @@ impl Upload {
             Upload::Container => "a container registry",
             Upload::ReleaseAsset => "a GitHub release",
             Upload::ModelHub => "a model hub",
+            Upload::Indirect => {
+                "an index or registry, through a script or make target with an upload credential"
+            }
         }
     }
 }
@@ -118,6 +124,14 @@ fn uploads_of(uses: &str, with: &Y, run: &str) -> BTreeSet<Upload> {
         }
         if has("docker push")
             || has("podman push")
+            || has("buildah push")
+            || has("skopeo copy")
+            || has("crane push")
+            || has("crane copy")
+            || has("crane cp")
+            || has("oras push")
+            || (has("executor") && l.contains("--destination"))
+            || (has("docker buildx bake") && l.contains("--push"))
             || (has("docker buildx build") && l.contains("--push"))
             || (has("docker build") && l.contains("--push"))
         {
@@ -177,9 +191,37 @@ fn release_create_has_files(line: &str) -> bool {
 /// GitHub-hosted runner labels (standard and arm64 images).
 fn github_hosted(label: &str) -> bool {
     let l = label.to_ascii_lowercase();
-    ["ubuntu-", "windows-", "macos-"]
+    let Some((os, rest)) = l.split_once('-') else {
+        return false;
+    };
+    if !matches!(os, "ubuntu" | "windows" | "macos") {
+        return false;
+    }
+    // ubuntu-latest, ubuntu-24.04, windows-2022, macos-15, with the hosted
+    // variants -arm, -large, -xlarge, -intel; a custom label that merely
+    // starts with "ubuntu-" (ubuntu-gpu-a100) is a self-hosted runner's.
+    let (ver, variant) = rest.split_once('-').unwrap_or((rest, ""));
+    let ver_ok = ver == "latest"
+        || (!ver.is_empty()
+            && ver
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
+    ver_ok && matches!(variant, "" | "arm" | "large" | "xlarge" | "intel")
+}
+
+/// A label that says the runner is ephemeral (and does not say it is not).
+fn ephemeral_label(l: &str) -> bool {
+    let l = l.to_ascii_lowercase();
+    l.contains("ephemeral")
+        && ![
+            "non-ephemeral",
+            "nonephemeral",
+            "not-ephemeral",
+            "non_ephemeral",
+            "persistent",
+        ]
         .iter()
-        .any(|p| l.starts_with(p))
+        .any(|n| l.contains(n))
 }
 
 struct Step<'a> {
@@ -225,7 +267,7 @@ fn is_sha(r: &str) -> bool {
 }
 
 /// `runs-on` labels, with `${{ matrix.X }}` replaced by the matrix's values.
-fn runner_labels(job: &Y) -> Vec<String> {
+fn runner_labels(doc: &Y, job: &Y) -> Vec<String> {
     let ro = job.at("runs-on");
     let mut raw: Vec<String> = if ro.is_map() {
         let mut v: Vec<String> = ro
@@ -264,6 +306,19 @@ fn runner_labels(job: &Y) -> Vec<String> {
                 out.push(l.clone());
             }
             out.extend(vals);
+        } else if let Some(key) = t
+            .strip_prefix("${{")
+            .and_then(|r| r.strip_suffix("}}"))
+            .map(str::trim)
+            .and_then(|e| e.strip_prefix("inputs."))
+        {
+            // workflow_dispatch / workflow_call inputs: their default.
+            let on = doc.get("on").unwrap_or(doc.at("true"));
+            let d = ["workflow_dispatch", "workflow_call"]
+                .iter()
+                .map(|t| on.at(t).at("inputs").at(key).at("default").s())
+                .find(|d| !d.is_empty());
+            out.push(d.map(str::to_owned).unwrap_or(l));
         } else {
             out.push(l);
         }
@@ -332,12 +387,46 @@ fn dockerfiles_built(step: &Step, base: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// AUD208 for the `FROM` lines of the Dockerfiles a release step builds.
+fn base_images(step: &Step, base: &std::path::Path, role: &str, rel: &str, hits: &mut Vec<Hit>) {
+    for df in dockerfiles_built(step, base) {
+        let Ok(text) = std::fs::read_to_string(&df) else {
+            continue;
+        };
+        let shown = df.strip_prefix(base).unwrap_or(&df).display().to_string();
+        for (ln, img) in mutable_froms(&text) {
+            hits.push(hit(
+                Rule::ReleaseMutableImage,
+                &shown,
+                ln,
+                format!("{shown} (built by {role} in {rel}) starts FROM {img}, a tag that can be moved: pin it by digest (@sha256:…)"),
+            ));
+        }
+    }
+}
+
 /// `FROM image:tag` lines without a digest.
 fn mutable_froms(text: &str) -> Vec<(usize, String)> {
     let mut stages = BTreeSet::new();
     let mut out = Vec::new();
+    // `ARG BASE=image:tag` then `FROM ${BASE}`: the default is what builds.
+    let mut args: Vec<(String, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
+        let mut t = line.trim().to_owned();
+        if let Some(a) = t.strip_prefix("ARG ").or_else(|| t.strip_prefix("arg "))
+            && let Some((k, v)) = a.trim().split_once('=')
+        {
+            args.push((
+                k.trim().to_owned(),
+                v.trim().trim_matches(['"', '\'']).to_owned(),
+            ));
+        }
+        for (k, v) in args.iter().rev() {
+            t = t
+                .replace(&format!("${{{k}}}"), v)
+                .replace(&format!("${k}"), v);
+        }
+        let t = t.as_str();
         let mut toks = t.split_whitespace();
         if !toks.next().is_some_and(|k| k.eq_ignore_ascii_case("FROM")) {
             continue;
@@ -370,15 +459,30 @@ fn mutable_froms(text: &str) -> Vec<(usize, String)> {
 
 /// Tags pushed that anyone with push rights moves: `latest`, branch names, none.
 fn mutable_tag(image: &str) -> Option<String> {
+    mutable_tag_on(image, false)
+}
+
+/// `tag_push`: the workflow runs only for tag pushes, so `github.ref_name`
+/// is the version tag.
+fn mutable_tag_on(image: &str, tag_push: bool) -> Option<String> {
     let image = image.trim().trim_matches(['"', '\'']);
     if image.is_empty() || image.starts_with('-') || image.contains("@sha256:") {
+        return None;
+    }
+    // A whole expression (`${{ steps.meta.outputs.tags }}`): the tags are
+    // computed elsewhere and not known here.
+    if image.starts_with("${{") || image.starts_with('$') && !image.contains('/') {
         return None;
     }
     let last = image.rsplit('/').next().unwrap_or(image);
     let tag = match last.split_once(':') {
         Some((_, t)) => t,
+        None if last.contains("${{") => return None,
         None => return Some("(no tag: latest)".into()),
     };
+    if tag_push && tag.contains("github.ref_name") {
+        return None;
+    }
     let t = tag.to_ascii_lowercase();
     let moving = matches!(
         t.as_str(),
@@ -403,11 +507,48 @@ fn pushed_images(step: &Step) -> Vec<String> {
             }
         }
     }
+    let tagged: Vec<String> = step
+        .run
+        .lines()
+        .flat_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            let mut v: Vec<String> = t
+                .windows(4)
+                .filter(|w| (w[0] == "docker" || w[0] == "podman") && w[1] == "tag")
+                .flat_map(|w| [w[2].to_owned(), w[3].to_owned()])
+                .collect();
+            if t.windows(2)
+                .any(|w| (w[0] == "docker" || w[0] == "podman") && w[1] == "build")
+            {
+                v.extend(
+                    t.windows(2)
+                        .filter(|w| w[0] == "-t" || w[0] == "--tag")
+                        .map(|w| w[1].to_owned()),
+                );
+            }
+            v
+        })
+        .collect();
     for line in step.run.lines() {
         let toks: Vec<&str> = line.split_whitespace().collect();
         for w in toks.windows(3) {
             if (w[0] == "docker" || w[0] == "podman") && w[1] == "push" {
-                out.push(w[2].to_owned());
+                if w[2] == "--all-tags" || w[2] == "-a" {
+                    out.extend(tagged.iter().cloned());
+                } else {
+                    out.push(w[2].to_owned());
+                }
+            }
+            if (w[0] == "skopeo" && w[1] == "copy"
+                || w[0] == "crane" && matches!(w[1], "copy" | "cp" | "push"))
+                && let Some(dst) = toks.iter().rev().find(|t| !t.starts_with('-'))
+            {
+                out.push(dst.trim_start_matches("docker://").to_owned());
+            }
+        }
+        for t in &toks {
+            if let Some(d) = t.strip_prefix("--destination=") {
+                out.push(d.to_owned());
             }
         }
         if line.contains("--push") {
@@ -481,7 +622,10 @@ fn pr_head_ref(text: &str) -> bool {
         "github.event.pull_request.head",
         "github.head_ref",
         "github.event.workflow_run.head",
+        "github.event.pull_request.number",
+        "github.event.number",
         "refs/pull/",
+        " pull/",
         "gh pr checkout",
         "github.event.issue.pull_request",
     ]
@@ -506,6 +650,15 @@ fn github_workflow(
     hits: &mut Vec<Hit>,
 ) {
     let on = triggers(doc);
+    // Runs only for pushed tags (and releases): ref_name is the version tag.
+    let tag_push = {
+        let push = doc.get("on").map(|o| o.at("push"));
+        let only_tags =
+            push.is_some_and(|p| p.get("tags").is_some() && p.get("branches").is_none());
+        on.iter()
+            .all(|t| t == "release" || t == "workflow_dispatch" || (t == "push" && only_tags))
+            && !on.is_empty()
+    };
     let wf_env = all_text(doc.at("env"));
     let jobs: Vec<Job> = doc
         .at("jobs")
@@ -522,10 +675,81 @@ fn github_workflow(
                     run: s.at("run").s(),
                 })
                 .collect();
-            let uploads = steps
+            let mut uploads: BTreeSet<Upload> = steps
                 .iter()
                 .flat_map(|s| uploads_of(s.uses, s.y.at("with"), s.run))
                 .collect();
+            // Local composite actions: their steps are this job's.
+            for s in &steps {
+                if let Some(dir) = s.uses.strip_prefix("./") {
+                    let text = ["action.yml", "action.yaml"]
+                        .iter()
+                        .find_map(|f| std::fs::read_to_string(base.join(dir).join(f)).ok());
+                    if let Some(Ok(docs)) = text.map(|t| yaml::parse(&t)) {
+                        for d in &docs {
+                            for st in d.at("runs").at("steps").seq() {
+                                uploads.extend(uploads_of(
+                                    st.at("uses").s(),
+                                    st.at("with"),
+                                    st.at("run").s(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            // A publishing credential handed to a script or make target.
+            if uploads.is_empty() {
+                let env: String = [doc.at("env"), y.at("env")]
+                    .into_iter()
+                    .chain(steps.iter().map(|s| s.y.at("env")))
+                    .flat_map(|e| e.entries())
+                    .filter(|(_, v)| v.s().contains("secrets."))
+                    .map(|(k, _)| k.to_ascii_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let cred = [
+                    "TWINE_PASSWORD",
+                    "PYPI",
+                    "UV_PUBLISH",
+                    "POETRY_PYPI",
+                    "FLIT_PASSWORD",
+                    "HATCH_INDEX",
+                    "CARGO_REGISTRY_TOKEN",
+                    "NPM_TOKEN",
+                    "NODE_AUTH_TOKEN",
+                    "DOCKER_PASSWORD",
+                    "REGISTRY_PASSWORD",
+                    "ANACONDA",
+                ]
+                .iter()
+                .any(|c| env.contains(c));
+                let runs = steps.iter().any(|s| {
+                    s.run.lines().any(|l| {
+                        let l = l.trim();
+                        [
+                            "make release",
+                            "make publish",
+                            "make upload",
+                            "make dist-upload",
+                            "make deploy",
+                            "just release",
+                            "just publish",
+                        ]
+                        .iter()
+                        .any(|m| l.contains(m))
+                            || l.split_whitespace().next().is_some_and(|c| {
+                                (c.contains("release")
+                                    || c.contains("publish")
+                                    || c.contains("upload"))
+                                    && (c.ends_with(".sh") || c.ends_with(".py"))
+                            })
+                    })
+                });
+                if cred || runs && !secrets_in(&all_text(y)).is_empty() {
+                    uploads.insert(Upload::Indirect);
+                }
+            }
             Job {
                 id,
                 y,
@@ -540,6 +764,41 @@ fn github_workflow(
         .filter(|j| !j.uploads.is_empty())
         .map(|j| j.id)
         .collect();
+    // A job that calls a local reusable workflow which publishes is part of
+    // the release too (its `needs` build what is published); the called
+    // workflow's own jobs are checked when that file is read.
+    let callers: BTreeSet<&str> = jobs
+        .iter()
+        .filter(|j| {
+            let u = j.y.at("uses").s();
+            // A reusable workflow of another repository handed secrets: it
+            // cannot be read here, and may well be the release.
+            let remote_with_secrets =
+                !u.is_empty() && !u.starts_with("./") && j.y.get("secrets").is_some();
+            remote_with_secrets
+                || u.strip_prefix("./").is_some_and(|f| {
+                    std::fs::read_to_string(base.join(f))
+                        .ok()
+                        .and_then(|t| yaml::parse(&t).ok())
+                        .is_some_and(|docs| {
+                            docs.iter().any(|d| {
+                                d.at("jobs").entries().iter().any(|(_, cj)| {
+                                    cj.at("steps").seq().iter().any(|st| {
+                                        !uploads_of(
+                                            st.at("uses").s(),
+                                            st.at("with"),
+                                            st.at("run").s(),
+                                        )
+                                        .is_empty()
+                                    })
+                                })
+                            })
+                        })
+                })
+        })
+        .map(|j| j.id)
+        .collect();
+    release.extend(callers.iter().copied());
     let needs: BTreeMap<&str, Vec<&str>> = jobs
         .iter()
         .map(|j| (j.id, j.y.at("needs").strs()))
@@ -556,13 +815,53 @@ fn github_workflow(
     // pull_request_target / workflow_run jobs that check out the PR's code.
     if pr_triggered {
         for j in &jobs {
+            // `${{ env.X }}` in a ref: the value X is given in the workflow,
+            // job or step env.
+            let env_of = |step: &Y| -> String {
+                [doc.at("env"), j.y.at("env"), step.at("env")]
+                    .iter()
+                    .flat_map(|e| e.entries())
+                    .map(|(k, v)| format!("env.{k}={}\n", v.s()))
+                    .collect()
+            };
+            let resolved = |step: &Y, text: &str| -> String {
+                let env = env_of(step);
+                let mut out = text.to_owned();
+                for line in env.lines() {
+                    if let Some((k, v)) = line.split_once('=')
+                        && text.contains(k)
+                    {
+                        out.push('\n');
+                        out.push_str(v);
+                    }
+                }
+                out
+            };
+            // A reusable workflow handed the PR's head: the callee checks it out.
+            let callee = j.y.at("uses").s();
+            if callee.ends_with(".yml") || callee.ends_with(".yaml") {
+                let with = resolved(j.y, &all_text(j.y.at("with")));
+                if pr_head_ref(&with) {
+                    hits.push(hit(
+                        Rule::PrTargetCheckout,
+                        rel,
+                        j.y.at("uses").line,
+                        format!(
+                            "job {} calls {callee} with the pull request's head{}: the called workflow runs the PR's code with the base repository's token and secrets",
+                            j.id,
+                            if j.y.at("secrets").s() == "inherit" { " and secrets: inherit" } else { "" }
+                        ),
+                    ));
+                }
+            }
             for s in &j.steps {
                 let checks_out = (action_name(s.uses) == "actions/checkout"
-                    && pr_head_ref(&all_text(s.y.at("with"))))
+                    && pr_head_ref(&resolved(s.y, &all_text(s.y.at("with")))))
                     || (s.run.contains("git checkout")
                         || s.run.contains("git fetch")
+                        || s.run.contains("git pull")
                         || s.run.contains("gh pr checkout"))
-                        && pr_head_ref(s.run);
+                        && pr_head_ref(&resolved(s.y, s.run));
                 if checks_out {
                     let secrets = secrets_in(&all_text(j.y));
                     let trig = if on.contains("pull_request_target") {
@@ -587,7 +886,10 @@ fn github_workflow(
     if release.is_empty() {
         return;
     }
-    for j in jobs.iter().filter(|j| release.contains(j.id)) {
+    for j in jobs
+        .iter()
+        .filter(|j| release.contains(j.id) && !callers.contains(j.id))
+    {
         out.release_jobs.push(format!("{rel}: {}", j.id));
         let uploads = !j.uploads.is_empty();
         let role = if uploads {
@@ -604,16 +906,17 @@ fn github_workflow(
             format!("build job {} (its output is published)", j.id)
         };
         // Runners.
-        let labels = runner_labels(j.y);
-        let ephemeral = labels
-            .iter()
-            .any(|l| l.to_ascii_lowercase().contains("ephemeral"));
+        let labels = runner_labels(doc, j.y);
+        let ephemeral = labels.iter().any(|l| ephemeral_label(l));
         let self_hosted = labels
             .iter()
             .any(|l| l.eq_ignore_ascii_case("self-hosted") || l.starts_with("group:"))
             || labels
                 .iter()
-                .any(|l| !l.contains("${{") && !github_hosted(l));
+                .any(|l| !l.contains("${{") && !github_hosted(l))
+            // A runner chosen at run time (an expression not resolved from the
+            // matrix or an input default) cannot be shown to be ephemeral.
+            || labels.iter().any(|l| l.contains("${{"));
         if self_hosted && !ephemeral && !labels.is_empty() {
             hits.push(hit(
                 Rule::ReleaseSelfHostedRunner,
@@ -676,20 +979,7 @@ fn github_workflow(
             ));
         }
         for s in &j.steps {
-            for df in dockerfiles_built(s, base) {
-                let Ok(text) = std::fs::read_to_string(&df) else {
-                    continue;
-                };
-                let shown = df.strip_prefix(base).unwrap_or(&df).display().to_string();
-                for (ln, img) in mutable_froms(&text) {
-                    hits.push(hit(
-                        Rule::ReleaseMutableImage,
-                        &shown,
-                        ln,
-                        format!("{shown} (built by {role} in {rel}) starts FROM {img}, a tag that can be moved: pin it by digest (@sha256:…)"),
-                    ));
-                }
-            }
+            base_images(s, base, &role, rel, hits);
             if s.uses.starts_with("docker://") && !s.uses.contains("@sha256:") {
                 hits.push(hit(
                     Rule::ReleaseUnpinnedAction,
@@ -706,6 +996,7 @@ fn github_workflow(
         let env = j.y.get("environment");
         let env_name = env
             .map(|e| if e.is_map() { e.at("name").s() } else { e.s() })
+            .filter(|n| !matches!(*n, "null" | "~" | "Null" | "NULL" | "''" | "\"\""))
             .unwrap_or("");
         if env_name.is_empty() {
             hits.push(hit(
@@ -739,7 +1030,7 @@ fn github_workflow(
                 ));
             }
             for img in pushed_images(s) {
-                if let Some(tag) = mutable_tag(&img) {
+                if let Some(tag) = mutable_tag_on(&img, tag_push) {
                     hits.push(hit(
                         Rule::ReleaseMutableTag,
                         rel,
@@ -750,8 +1041,22 @@ fn github_workflow(
             }
         }
     }
-    // Unpinned third-party actions anywhere in a release workflow.
+    // Unpinned third-party actions (and reusable workflows) anywhere in a
+    // release workflow.
     for j in &jobs {
+        let u = j.y.at("uses").s();
+        if !u.is_empty() && !u.starts_with("./") {
+            let (name, r) = u.split_once('@').unwrap_or((u, ""));
+            let owner = name.split('/').next().unwrap_or("").to_ascii_lowercase();
+            if owner != "actions" && owner != "github" && !is_sha(r) {
+                hits.push(hit(
+                    Rule::ReleaseUnpinnedAction,
+                    rel,
+                    j.y.at("uses").line,
+                    format!("job {} of a release workflow calls the reusable workflow {u}{}: whoever moves that ref runs code with this workflow's secrets; pin it by commit SHA", j.id, if j.y.at("secrets").s() == "inherit" { " with secrets: inherit" } else { "" }),
+                ));
+            }
+        }
         for s in &j.steps {
             let u = s.uses;
             if u.is_empty() || u.starts_with("./") || u.starts_with("docker://") {
@@ -805,7 +1110,107 @@ fn gitlab_job<'a>(doc: &'a Y, y: &'a Y, depth: usize) -> Vec<(&'a str, &'a Y)> {
     out
 }
 
-fn gitlab(doc: &Y, rel: &str, out: &mut Release, hits: &mut Vec<Hit>) {
+/// A GitLab script (`before_script`/`script`), `!reference [.job, key]`
+/// items resolved (the loader keeps them as two-item sequences).
+fn gitlab_script(doc: &Y, y: &Y) -> String {
+    let mut out = Vec::new();
+    for item in y
+        .seq()
+        .iter()
+        .chain(std::iter::once(y).filter(|y| y.str().is_some()))
+    {
+        let path = item.strs();
+        if !item.seq().is_empty()
+            && path.len() == item.seq().len()
+            && path.first().is_some_and(|p| p.starts_with('.'))
+        {
+            let mut node = doc;
+            for p in &path {
+                node = node.at(p);
+            }
+            out.push(all_text(node));
+        } else {
+            out.push(all_text(item));
+        }
+    }
+    out.join("\n")
+}
+
+/// The pipeline with its `include: local` files merged in (the including
+/// file's keys win); includes from outside the repository are unread.
+fn gitlab_merged(
+    doc: &Y,
+    rel: &str,
+    base: &std::path::Path,
+    out: &mut Release,
+    warnings: &mut Vec<String>,
+) -> Y {
+    let mut entries: Vec<(String, Y)> = Vec::new();
+    let inc = doc.at("include");
+    let items: Vec<&Y> = if inc.seq().is_empty() {
+        vec![inc]
+    } else {
+        inc.seq().iter().collect()
+    };
+    for it in items {
+        let local = if it.is_map() {
+            it.at("local").s()
+        } else {
+            it.s()
+        };
+        let remote = it.is_map()
+            && ["remote", "project", "template", "component"]
+                .iter()
+                .any(|k| it.get(k).is_some());
+        if remote
+            || (!local.is_empty()
+                && (local.contains("://") || local.contains('*') || local.contains('$')))
+        {
+            let what = if local.is_empty() {
+                all_text(it).replace('\n', " ")
+            } else {
+                local.to_owned()
+            };
+            warnings.push(format!("{rel}: includes {what} from outside the repository (or by pattern): its jobs were not checked"));
+            out.unread.push(format!("{rel} (include {what})"));
+            continue;
+        }
+        if local.is_empty() {
+            continue;
+        }
+        let path = base.join(local.trim_start_matches('/'));
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| yaml::parse(&t))
+        {
+            Ok(docs) => {
+                for d in docs {
+                    if let crate::yaml::V::Map(m) = d.v {
+                        entries.extend(m);
+                    }
+                }
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "{rel}: include {local}: {e}; its jobs were not checked"
+                ));
+                out.unread.push(format!("{rel} (include {local})"));
+            }
+        }
+    }
+    if let crate::yaml::V::Map(m) = &doc.v {
+        for (k, v) in m {
+            entries.retain(|(ek, _)| ek != k);
+            entries.push((k.clone(), v.clone()));
+        }
+    }
+    Y {
+        line: doc.line,
+        v: crate::yaml::V::Map(entries),
+    }
+}
+
+fn gitlab(doc: &Y, rel: &str, base: &std::path::Path, out: &mut Release, hits: &mut Vec<Hit>) {
     let top_cache = doc.get("cache").is_some() || doc.at("default").get("cache").is_some();
     let mut stages: Vec<String> = doc
         .at("stages")
@@ -840,7 +1245,7 @@ fn gitlab(doc: &Y, rel: &str, out: &mut Release, hits: &mut Vec<Hit>) {
             let script: String = ["before_script", "script"]
                 .iter()
                 .filter_map(|k| get(k))
-                .map(all_text)
+                .map(|y| gitlab_script(doc, y))
                 .collect::<Vec<_>>()
                 .join("\n");
             let stage_name = get("stage").map(|s| s.s()).unwrap_or("test");
@@ -901,12 +1306,54 @@ fn gitlab(doc: &Y, rel: &str, out: &mut Release, hits: &mut Vec<Hit>) {
                 out.release_jobs.push(format!("{rel}: {}", j.id));
             }
             let cache = get(j, "cache");
+            let what = if j.id == up.id {
+                role.clone()
+            } else {
+                format!("build job {} (its artifacts reach {})", j.id, up.id)
+            };
+            // Runner tags choose self-managed runners (GitLab.com's hosted
+            // ones are tagged saas-*).
+            let tags: Vec<&str> = get(j, "tags").map(|t| t.strs()).unwrap_or_default();
+            if !tags.is_empty()
+                && !tags.iter().any(|t| ephemeral_label(t))
+                && !tags.iter().all(|t| t.starts_with("saas-"))
+            {
+                hits.push(hit(
+                    Rule::ReleaseSelfHostedRunner,
+                    rel,
+                    get(j, "tags").map(|t| t.line).unwrap_or(j.y.line),
+                    format!(
+                        "{what} runs on self-managed runners tagged [{}], not marked ephemeral",
+                        tags.join(", ")
+                    ),
+                ));
+            }
+            let image = get(j, "image")
+                .or_else(|| doc.get("image"))
+                .or_else(|| doc.at("default").get("image"));
+            if let Some(img) = image.map(|i| if i.is_map() { i.at("name").s() } else { i.s() })
+                && !img.is_empty()
+                && !img.contains("@sha256:")
+                && !img.contains('$')
+            {
+                hits.push(hit(
+                    Rule::ReleaseMutableImage,
+                    rel,
+                    image.map(|i| i.line).unwrap_or(j.y.line),
+                    format!("{what} runs in the image {img}, pulled by a tag that can be moved"),
+                ));
+            }
+            let step_y = Y {
+                line: 0,
+                v: crate::yaml::V::Map(vec![]),
+            };
+            let step = Step {
+                y: &step_y,
+                uses: "",
+                run: &j.script,
+            };
+            base_images(&step, base, &what, rel, hits);
             if cache.is_some() || top_cache {
-                let what = if j.id == up.id {
-                    role.clone()
-                } else {
-                    format!("build job {} (its artifacts reach {})", j.id, up.id)
-                };
                 hits.push(hit(
                     Rule::ReleaseSharedCache,
                     rel,
@@ -950,8 +1397,8 @@ pub(crate) fn check(
         let name = rel.rsplit('/').next().unwrap_or(rel).to_ascii_lowercase();
         let gh = rel.starts_with(".github/workflows/")
             && (name.ends_with(".yml") || name.ends_with(".yaml"));
-        let gl =
-            name == ".gitlab-ci.yml" || (rel.starts_with(".gitlab/ci/") && name.ends_with(".yml"));
+        // Other pipeline files are read through the `include:` that names them.
+        let gl = name == ".gitlab-ci.yml";
         if !gh && !gl {
             continue;
         }
@@ -987,7 +1434,8 @@ pub(crate) fn check(
             if gh {
                 github_workflow(d, rel, base, &mut out, &mut hits);
             } else {
-                gitlab(d, rel, &mut out, &mut hits);
+                let merged = gitlab_merged(d, rel, base, &mut out, warnings);
+                gitlab(&merged, rel, base, &mut out, &mut hits);
             }
         }
     }

@@ -77,6 +77,13 @@ pub fn uri(path: &str) -> String {
 /// The document, pretty-printed. Rules not used by any finding are left out;
 /// a finding whose rule is not in `rules` gets `ruleIndex` only when known.
 pub fn render(rules: &[Rule], findings: &[Finding]) -> String {
+    render_run(rules, findings, &[])
+}
+
+/// Like [`render`], with what the run could not do: each note becomes a
+/// `toolExecutionNotifications` entry and the invocation is marked
+/// unsuccessful, so a dashboard does not show an incomplete run as clean.
+pub fn render_run(rules: &[Rule], findings: &[Finding], incomplete: &[String]) -> String {
     let mut used: Vec<&Rule> = rules
         .iter()
         .filter(|r| findings.iter().any(|f| f.rule_id == r.id))
@@ -138,7 +145,14 @@ pub fn render(rules: &[Rule], findings: &[Finding]) -> String {
                 "informationUri": "https://github.com/pickguard/pickguard",
                 "rules": rules_json
             }},
-            "results": results
+            "results": results,
+            "invocations": [{
+                "executionSuccessful": incomplete.is_empty(),
+                "toolExecutionNotifications": incomplete
+                    .iter()
+                    .map(|n| json!({"level": "error", "message": {"text": n}}))
+                    .collect::<Vec<_>>(),
+            }]
         }]
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()

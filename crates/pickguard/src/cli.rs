@@ -129,8 +129,11 @@ pub enum Command {
     /// that finds nothing to read says so; it never reports "no exposure" for
     /// what it did not see.
     ///
-    /// Exit status: 0 nothing found by the checks that ran; 1 findings; 2 error,
-    /// or none of the selected checks found anything to read.
+    /// Exit status: 0 nothing found by the checks that ran; 1 findings (even
+    /// when some files could not be read: the warnings and SARIF's
+    /// toolExecutionNotifications name them); 2 error, a file that decides
+    /// the answer could not be read, or none of the selected checks found
+    /// anything to read.
     ///
     /// Example:
     ///   pickguard audit . --private 'acme-*'

@@ -15,6 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The sensor is host-wide and each test begins with `watch --stop`: the
+/// tests of this file take turns, whatever --test-threads says.
+static HOST_SENSOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_sensor_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    HOST_SENSOR.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Watcher {
     child: Child,
     events: mpsc::Receiver<Value>,
@@ -311,6 +319,7 @@ fn variants() -> Vec<(String, String, String, &'static str)> {
 
 #[test]
 fn watch_sees_through_indirection_and_keeps_enforcing() {
+    let _turn = one_sensor_at_a_time();
     // Under the system temp dir: the hard-link variant needs the test
     // directory on the same file system as /bin/sh.
     let d = tempfile::Builder::new()
@@ -1022,6 +1031,7 @@ fn non_loopback_v4_interface() -> Option<String> {
 
 #[test]
 fn watch_reports_exposed_torch_distributed_listeners() {
+    let _turn = one_sensor_at_a_time();
     let d = tempfile::Builder::new()
         .prefix("pgexpose")
         .tempdir_in("/var/tmp")

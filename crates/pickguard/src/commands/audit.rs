@@ -98,11 +98,13 @@ pub fn run(args: AuditArgs) -> Result<u8> {
     for w in &report.inputs.warnings {
         eprintln!("pickguard: warning: {w}");
     }
-    match args.format {
-        Format::Text => print_text(&report),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Sarif => println!("{}", sarif(&report)),
-    }
+    let shown = match args.format {
+        Format::Text => text(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Sarif => sarif(&report) + "\n",
+    };
+    // A closed pipe (`| head`) ends the output quietly (main handles the error).
+    std::io::Write::write_all(&mut std::io::stdout().lock(), shown.as_bytes())?;
     if report.exposed() {
         return Ok(1);
     }
@@ -117,7 +119,9 @@ pub fn run(args: AuditArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn print_text(r: &Report) {
+fn text(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     for c in &r.checks {
         let checked = r.checked(*c);
         let found = r.findings.iter().filter(|f| f.check == *c).count();
@@ -137,13 +141,36 @@ fn print_text(r: &Report) {
                     ""
                 }
             ),
+            (Check::Distributed, false, _) if !r.distributed.unread.is_empty() => format!(
+                "distributed exposure: not checked, {} file(s) could not be read",
+                r.distributed.unread.len()
+            ),
             (Check::Distributed, false, _) => format!(
                 "distributed exposure: not checked, no torchrun/torch.distributed launch, TCPStore, init_process_group or MASTER_ADDR found ({} file(s) read)",
                 r.distributed.files_read
             ),
-            (Check::Distributed, true, 0) => format!(
-                "distributed exposure: none found at {} launch site(s); their stores still listen on every interface of the master, so keep the rendezvous ports closed to untrusted networks",
-                r.distributed.sites.len()
+            (Check::Distributed, true, 0) => {
+                let unknown = r
+                    .distributed
+                    .sites
+                    .iter()
+                    .filter(|s| s.reach == pickguard_audit::Reach::Unknown)
+                    .count();
+                format!(
+                    "distributed exposure: no exposed endpoint among {} launch site(s){}; their stores still listen on every interface of the master, so keep the rendezvous ports closed to untrusted networks",
+                    r.distributed.sites.len(),
+                    if unknown > 0 {
+                        format!(
+                            ", {unknown} with an address set at run time (a variable or host name) that was not judged"
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+            (Check::Release, false, _) if !r.release.unread.is_empty() => format!(
+                "release pipeline: not checked, {} workflow file(s) could not be read",
+                r.release.unread.len()
             ),
             (Check::Release, false, _) => {
                 "release pipeline: not checked, no GitHub Actions workflow or .gitlab-ci.yml found"
@@ -160,35 +187,38 @@ fn print_text(r: &Report) {
             ),
             (_, _, n) => format!("{}: {n} finding(s)", c.name()),
         };
-        println!("{line}");
+        let _ = writeln!(o, "{line}");
     }
     for f in r.unread() {
-        println!(
+        let _ = writeln!(
+            o,
             "incomplete: {f} could not be read (see the warning): its settings were not checked"
         );
     }
     if !r.findings.is_empty() {
-        println!();
+        let _ = writeln!(o);
     }
     for f in &r.findings {
-        println!(
+        let _ = writeln!(
+            o,
             "{:<8} {} {}",
             f.severity.as_str().to_uppercase(),
             f.rule.id(),
             f.origin
         );
-        println!("    {}", f.message);
-        println!("    fix: {}", f.fix);
+        let _ = writeln!(o, "    {}", f.message);
+        let _ = writeln!(o, "    fix: {}", f.fix);
     }
     if !r.predictions.is_empty() {
-        println!("\nwhere private packages would come from:");
+        let _ = writeln!(o, "\nwhere private packages would come from:");
         for p in &r.predictions {
             let leak = if p.public_queried && p.resolves_from == "private" {
                 " (name sent to a public index)"
             } else {
                 ""
             };
-            println!(
+            let _ = writeln!(
+                o,
                 "  {:<30} {:<8} {:<8} {}{leak}",
                 p.package,
                 format!("{:?}", p.client).to_lowercase(),
@@ -197,6 +227,7 @@ fn print_text(r: &Report) {
             );
         }
     }
+    o
 }
 
 fn sarif(r: &Report) -> String {
@@ -229,5 +260,10 @@ fn sarif(r: &Report) -> String {
             properties: json!({"check": f.check, "client": f.client, "packages": f.packages}),
         })
         .collect();
-    sarif::render(&rules, &results)
+    let incomplete: Vec<String> = r
+        .unread()
+        .iter()
+        .map(|f| format!("{f} could not be read: its settings were not checked"))
+        .collect();
+    sarif::render_run(&rules, &results, &incomplete)
 }
