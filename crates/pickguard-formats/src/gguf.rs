@@ -95,6 +95,22 @@ pub fn type_size(t: u32) -> Option<(u64, u64)> {
     })
 }
 
+/// Why reading stopped: the file ended (a truncated download), or it holds
+/// something no writer produces.
+#[derive(Debug)]
+enum E {
+    Short(String),
+    Bad(String),
+}
+
+impl std::fmt::Display for E {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            E::Short(s) | E::Bad(s) => f.write_str(s),
+        }
+    }
+}
+
 struct R<'a> {
     d: &'a [u8],
     p: usize,
@@ -102,38 +118,38 @@ struct R<'a> {
 }
 
 impl<'a> R<'a> {
-    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
-        let n = usize::try_from(n).map_err(|_| "length beyond the address space".to_string())?;
+    fn take(&mut self, n: u64) -> Result<&'a [u8], E> {
+        let n = usize::try_from(n).map_err(|_| E::Bad("length beyond the address space".into()))?;
         if self.d.len() - self.p < n {
-            return Err(format!(
+            return Err(E::Short(format!(
                 "needs {n} bytes at offset {}, {} remain",
                 self.p,
                 self.d.len() - self.p
-            ));
+            )));
         }
         let s = &self.d[self.p..self.p + n];
         self.p += n;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, E> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().unwrap_or([0; 4]),
         ))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, E> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().unwrap_or([0; 8]),
         ))
     }
     /// A count or length: 32 bits in version 1, 64 after.
-    fn len(&mut self) -> Result<u64, String> {
+    fn len(&mut self) -> Result<u64, E> {
         if self.wide {
             self.u64()
         } else {
             self.u32().map(u64::from)
         }
     }
-    fn string(&mut self) -> Result<&'a [u8], String> {
+    fn string(&mut self) -> Result<&'a [u8], E> {
         let n = self.len()?;
         self.take(n)
     }
@@ -154,7 +170,7 @@ fn scalar_size(t: u32) -> Option<u64> {
 }
 
 /// Skip one value of type `t`; returns the string when it is one.
-fn value<'a>(r: &mut R<'a>, t: u32, depth: usize) -> Result<Option<&'a [u8]>, String> {
+fn value<'a>(r: &mut R<'a>, t: u32, depth: usize) -> Result<Option<&'a [u8]>, E> {
     if let Some(n) = scalar_size(t) {
         r.take(n)?;
         return Ok(None);
@@ -163,19 +179,24 @@ fn value<'a>(r: &mut R<'a>, t: u32, depth: usize) -> Result<Option<&'a [u8]>, St
         8 => r.string().map(Some),
         9 => {
             if depth >= MAX_ARRAY_DEPTH {
-                return Err(format!("arrays nested deeper than {MAX_ARRAY_DEPTH}"));
+                return Err(E::Bad(format!(
+                    "arrays nested deeper than {MAX_ARRAY_DEPTH}"
+                )));
             }
             let et = r.u32()?;
             let n = r.len()?;
             if let Some(sz) = scalar_size(et) {
                 let total = n
                     .checked_mul(sz)
-                    .ok_or_else(|| format!("array of {n} elements overflows"))?;
+                    .ok_or_else(|| E::Bad(format!("array of {n} elements overflows")))?;
                 r.take(total)?;
             } else {
                 // Every element takes at least 4 bytes: bound before walking.
                 if n > r.remaining() / 4 {
-                    return Err(format!("array of {n} elements in {} bytes", r.remaining()));
+                    return Err(E::Bad(format!(
+                        "array of {n} elements in {} bytes",
+                        r.remaining()
+                    )));
                 }
                 for _ in 0..n {
                     value(r, et, depth + 1)?;
@@ -183,7 +204,7 @@ fn value<'a>(r: &mut R<'a>, t: u32, depth: usize) -> Result<Option<&'a [u8]>, St
             }
             Ok(None)
         }
-        _ => Err(format!("unknown metadata value type {t}")),
+        _ => Err(E::Bad(format!("unknown metadata value type {t}"))),
     }
 }
 
@@ -198,7 +219,7 @@ pub fn read(data: &[u8]) -> Result<Gguf, String> {
         wide: true,
     };
     let mut g = Gguf {
-        version: r.u32()?,
+        version: r.u32().map_err(|e| e.to_string())?,
         alignment: 32,
         ..Default::default()
     };
@@ -209,8 +230,8 @@ pub fn read(data: &[u8]) -> Result<Gguf, String> {
         ));
     }
     r.wide = g.version >= 2;
-    let n_tensors = r.len()?;
-    g.kv_count = r.len()?;
+    let n_tensors = r.len().map_err(|e| e.to_string())?;
+    g.kv_count = r.len().map_err(|e| e.to_string())?;
     if g.kv_count > MAX_KV || n_tensors > MAX_TENSORS {
         g.malformed.push(format!(
             "{} metadata keys and {n_tensors} tensors declared",
@@ -220,8 +241,20 @@ pub fn read(data: &[u8]) -> Result<Gguf, String> {
     }
     let mut keys = std::collections::BTreeSet::new();
     for _ in 0..g.kv_count {
-        let step = (|| -> Result<(), String> {
-            let key = String::from_utf8_lossy(r.string()?).into_owned();
+        let step = (|| -> Result<(), E> {
+            let raw_key = r.string()?;
+            // llama.cpp keeps keys as C strings (`gguf_find_key` compares with
+            // strcmp): a key is what comes before its first NUL, and the
+            // first of two equal keys wins. A NUL in a key is never written.
+            let cut = raw_key.split(|&b| b == 0).next().unwrap_or(raw_key);
+            if cut.len() != raw_key.len() {
+                g.malformed.push(format!(
+                    "metadata key {:?} holds a NUL: llama.cpp reads it as {:?}",
+                    String::from_utf8_lossy(raw_key),
+                    String::from_utf8_lossy(cut)
+                ));
+            }
+            let key = String::from_utf8_lossy(cut).into_owned();
             let t = r.u32()?;
             let at = r.p;
             let v = value(&mut r, t, 0)?;
@@ -246,28 +279,42 @@ pub fn read(data: &[u8]) -> Result<Gguf, String> {
             if (key == "tokenizer.chat_template" || key.starts_with("tokenizer.chat_template."))
                 && let Some(s) = v
             {
+                // llama.cpp renders the C string (up to a NUL); gguf-py the
+                // whole value: both are judged.
+                let c = s.split(|&b| b == 0).next().unwrap_or(s);
+                if c.len() != s.len() {
+                    g.malformed
+                        .push(format!("{key} holds a NUL byte at {}", c.len()));
+                    g.templates.push((
+                        format!("{key} (up to its NUL)"),
+                        String::from_utf8_lossy(c).into_owned(),
+                    ));
+                }
                 g.templates
                     .push((key, String::from_utf8_lossy(s).into_owned()));
             }
             Ok(())
         })();
-        if let Err(e) = step {
-            if e.contains("remain") {
+        match step {
+            Ok(()) => {}
+            Err(E::Short(e)) => {
                 g.truncated = Some(format!("metadata: {e}"));
-            } else {
-                g.malformed.push(format!("metadata: {e}"));
+                return Ok(g);
             }
-            return Ok(g);
+            Err(E::Bad(e)) => {
+                g.malformed.push(format!("metadata: {e}"));
+                return Ok(g);
+            }
         }
     }
     for i in 0..n_tensors {
-        let step = (|| -> Result<Tensor, String> {
+        let step = (|| -> Result<Tensor, E> {
             let name = String::from_utf8_lossy(r.string()?).into_owned();
             let nd = r.u32()?;
             if nd > MAX_DIMS {
-                return Err(format!(
+                return Err(E::Bad(format!(
                     "tensor {name} has {nd} dimensions (ggml allows {MAX_DIMS})"
-                ));
+                )));
             }
             let mut dims = Vec::with_capacity(nd as usize);
             for _ in 0..nd {
@@ -285,11 +332,11 @@ pub fn read(data: &[u8]) -> Result<Gguf, String> {
         })();
         match step {
             Ok(t) => g.tensors.push(t),
-            Err(e) if e.contains("remain") => {
+            Err(E::Short(e)) => {
                 g.truncated = Some(format!("tensor info {i}: {e}"));
                 return Ok(g);
             }
-            Err(e) => {
+            Err(E::Bad(e)) => {
                 g.malformed.push(e);
                 return Ok(g);
             }
@@ -450,5 +497,31 @@ mod tests {
         let g = read(&f).unwrap();
         assert!(g.truncated.is_some(), "{g:?}");
         assert!(read(b"GGUF\x09\x00\x00\x00").is_err());
+        // A tensor whose name is "remain" is judged by structure, not by text.
+        let g = read(&file("", &[("remain", &[1, 1, 1, 1, 1], 0, 0)], 64)).unwrap();
+        assert!(!g.malformed.is_empty() && g.truncated.is_none(), "{g:?}");
+    }
+
+    #[test]
+    fn keys_are_c_strings() {
+        let mut f = b"GGUF".to_vec();
+        f.extend(3u32.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        f.extend(2u64.to_le_bytes());
+        s(&mut f, "tokenizer.chat_template\0x");
+        f.extend(8u32.to_le_bytes());
+        s(&mut f, "{{ evil }}\0{% if %}");
+        s(&mut f, "tokenizer.chat_template");
+        f.extend(8u32.to_le_bytes());
+        s(&mut f, "{{ ok }}");
+        let g = read(&f).unwrap();
+        let keys: Vec<&str> = g.templates.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            keys.contains(&"tokenizer.chat_template (up to its NUL)"),
+            "{g:?}"
+        );
+        assert!(g.templates.iter().any(|(_, t)| t == "{{ evil }}"), "{g:?}");
+        assert!(g.malformed.iter().any(|m| m.contains("NUL")), "{g:?}");
+        assert!(g.malformed.iter().any(|m| m.contains("twice")), "{g:?}");
     }
 }

@@ -5,6 +5,7 @@ containers model files come in, written to see what the victim's loader sees.
 
 pub mod dtype;
 pub mod gguf;
+pub mod onnx;
 pub mod pyliteral;
 pub mod tar;
 pub mod torch_legacy;
@@ -37,6 +38,8 @@ pub enum Sniffed {
     SevenZip,
     /// GGUF (`GGUF` magic).
     Gguf,
+    /// ONNX `ModelProto` (protobuf: `ir_version` first, a graph).
+    Onnx,
     /// HDF5 (Keras `.h5` models, `model.weights.h5` inside `.keras`).
     Hdf5,
     /// Begins with a byte a pickle stream can begin with.
@@ -78,6 +81,8 @@ pub fn sniff(data: &[u8]) -> Sniffed {
         Sniffed::Gguf
     } else if is_safetensors(data) {
         Sniffed::Safetensors
+    } else if onnx::looks_like_onnx(data) {
+        Sniffed::Onnx
     } else if pickguard_pickle::is_plausible_start(data) {
         Sniffed::PickleLike
     } else {

@@ -138,6 +138,9 @@ struct Ctx {
     storages: Vec<StorageRef>,
     /// Bytes decompressed so far for this file (the budget is per file).
     inflated: u64,
+    /// The directory the file is in (None for standard input): where an
+    /// ONNX model's external data is looked for.
+    dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +217,15 @@ impl Scanner {
             .is_some_and(|d| std::time::Instant::now() >= d)
     }
 
+    /// Bytes a tensor's shape needs, when its type has a fixed size.
+    fn element_size(t: &pickguard_formats::onnx::Tensor) -> Option<u64> {
+        let (num, den) = pickguard_formats::onnx::element_size(t.data_type)?;
+        let n = t.dims.iter().try_fold(1u64, |a, &d| {
+            u64::try_from(d).ok().and_then(|d| a.checked_mul(d))
+        })?;
+        n.checked_mul(num).map(|b| b.div_ceil(den))
+    }
+
     /// Scan one file's bytes.
     pub fn scan_bytes(&self, path: &str, data: &[u8]) -> FileReport {
         let mut ctx = Ctx {
@@ -227,6 +239,9 @@ impl Scanner {
             format: None,
             storages: Vec::new(),
             inflated: 0,
+            dir: (path != "-")
+                .then(|| std::path::Path::new(path).parent().map(|p| p.to_path_buf()))
+                .flatten(),
         };
         self.explore(&mut ctx, data, None, 0);
         let mut more: Vec<(Rule, u64)> = ctx
@@ -433,6 +448,13 @@ impl Scanner {
                 }
                 self.scan_gguf(ctx, data, &member);
             }
+            Sniffed::Onnx => {
+                if top {
+                    ctx.set_format("onnx");
+                }
+                let dir = if top { ctx.dir.clone() } else { None };
+                self.scan_onnx(ctx, data, &member, dir.as_deref());
+            }
             Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Hdf5 => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
@@ -499,6 +521,159 @@ impl Scanner {
                     format!("{key}: {why}"),
                     loc(member, None, None, ReadView::Linear),
                 ));
+            }
+        }
+    }
+
+    /// ONNX: external data kept inside the model's directory, operator
+    /// domains that need a custom-op library, payload sizes.
+    fn scan_onnx(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        dir: Option<&std::path::Path>,
+    ) {
+        use pickguard_formats::onnx;
+        let here = loc(member, None, None, ReadView::Linear);
+        let m = match onnx::read(data) {
+            Ok(m) => m,
+            Err(e) => {
+                ctx.push(Finding::new(Rule::Unreadable, format!("onnx: {e}"), here));
+                return;
+            }
+        };
+        *ctx.tensors.get_or_insert(0) += m.tensors.len() as u64;
+        // Custom operators: a domain neither standard nor a model-local function's.
+        let local: std::collections::BTreeSet<(&str, &str)> = m
+            .functions
+            .iter()
+            .map(|(d, n)| (d.as_str(), n.as_str()))
+            .collect();
+        let mut custom: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for n in &m.nodes {
+            if !onnx::STANDARD_DOMAINS.contains(&n.domain.as_str())
+                && !local.contains(&(n.domain.as_str(), n.op_type.as_str()))
+            {
+                custom.entry(&n.domain).or_default().insert(&n.op_type);
+            }
+        }
+        for (d, ops) in custom {
+            ctx.push(Finding::new(
+                Rule::OnnxCustomOp,
+                format!(
+                    "operators {} of domain {d:?}: a runtime needs a custom-op library (native code) for them",
+                    ops.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+                here.clone(),
+            ));
+        }
+        let canon_dir = dir.and_then(|d| {
+            let d = if d.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                d
+            };
+            d.canonicalize().ok()
+        });
+        for t in &m.tensors {
+            let get = |k: &str| {
+                t.external
+                    .iter()
+                    .find(|(ek, _)| ek == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let expected = Self::element_size(t);
+            if !t.is_external && t.external.is_empty() {
+                if let (Some(raw), Some(want)) = (t.raw_len, expected)
+                    && raw != want
+                {
+                    ctx.push(Finding::new(
+                        Rule::Unreadable,
+                        format!(
+                            "onnx tensor {}: raw_data holds {raw} bytes, its shape needs {want}",
+                            t.name
+                        ),
+                        here.clone(),
+                    ));
+                }
+                continue;
+            }
+            let Some(location) = get("location") else {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("onnx tensor {}: external data without a location", t.name),
+                    here.clone(),
+                ));
+                continue;
+            };
+            let p = std::path::Path::new(location);
+            let climbs = p
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+            let absolute = p.is_absolute()
+                || location.starts_with('\\')
+                || location.as_bytes().get(1) == Some(&b':');
+            if absolute || climbs {
+                ctx.push(Finding::new(
+                    Rule::OnnxExternalEscape,
+                    format!(
+                        "onnx tensor {} takes its data from {location:?}, {}",
+                        t.name,
+                        if absolute {
+                            "an absolute path"
+                        } else {
+                            "a path that climbs out of the model's directory"
+                        }
+                    ),
+                    here.clone(),
+                ));
+                continue;
+            }
+            let Some(base) = &canon_dir else {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!(
+                        "onnx tensor {} keeps its data in {location:?}, which was not checked (the model's directory is not known)",
+                        t.name
+                    ),
+                    here.clone(),
+                ));
+                continue;
+            };
+            let target = base.join(p);
+            match target.canonicalize() {
+                Ok(real) if !real.starts_with(base) => ctx.push(Finding::new(
+                    Rule::OnnxExternalEscape,
+                    format!(
+                        "onnx tensor {} takes its data from {location:?}, which resolves to {} outside the model's directory (a symbolic link)",
+                        t.name,
+                        real.display()
+                    ),
+                    here.clone(),
+                )),
+                Ok(real) => {
+                    let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
+                    let off: u64 = get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let len: Option<u64> = get("length").and_then(|v| v.parse().ok());
+                    let end = off.checked_add(len.or(expected).unwrap_or(0));
+                    if end.is_none_or(|e| e > size) || len.zip(expected).is_some_and(|(l, e)| l != e) {
+                        ctx.push(Finding::new(
+                            Rule::Unreadable,
+                            format!(
+                                "onnx tensor {}: external data at offset {off} length {} does not fit {location:?} ({size} bytes) or the tensor's shape",
+                                t.name,
+                                len.map(|l| l.to_string()).unwrap_or_else(|| "(rest)".into())
+                            ),
+                            here.clone(),
+                        ));
+                    }
+                }
+                Err(e) => ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("onnx tensor {}: external data {location:?}: {e}", t.name),
+                    here.clone(),
+                )),
             }
         }
     }

@@ -446,3 +446,43 @@ fn watch_refuses_bad_rules_and_allowances_before_loading_anything() {
         "the printed rules load as a rule file"
     );
 }
+
+/// Issue 17: an ONNX tensor's external data behind a symbolic link that leaves
+/// the model's directory is malicious; read from standard input, where the
+/// directory is unknown, the external data is inconclusive, never clean.
+#[test]
+fn onnx_external_data_through_a_link_and_from_stdin() {
+    let src = common::corpus().join("ok-onnx-external.onnx");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(&src, d.path().join("model.onnx")).unwrap();
+    std::fs::write(d.path().join("outside"), vec![0u8; 16]).unwrap();
+    let inner = d.path().join("m");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::copy(&src, inner.join("ok-onnx-external.onnx")).unwrap();
+    std::os::unix::fs::symlink("../outside", inner.join("ok-onnx-external.onnx.data")).unwrap();
+    let out = common::run(&[
+        "scan",
+        inner.join("ok-onnx-external.onnx").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &doc["files"][0];
+    assert_eq!(f["verdict"], "malicious", "{doc}");
+    assert!(
+        f["findings"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("PG116"),
+        "{doc}"
+    );
+    // The same model read from a pipe: the data file cannot be checked.
+    let out = common::pickguard()
+        .args(["scan", "-", "--format", "json"])
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["verdict"], "inconclusive", "{doc}");
+    assert_eq!(out.status.code(), Some(2));
+}
