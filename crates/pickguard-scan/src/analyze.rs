@@ -394,7 +394,8 @@ impl Scanner {
             | Sniffed::Lzma
             | Sniffed::Xz
             | Sniffed::Bzip2
-            | Sniffed::Lz4 => {
+            | Sniffed::Lz4
+            | Sniffed::Zstd => {
                 let name = format!("{kind:?}").to_lowercase();
                 let limit = self.options.max_decompressed.saturating_sub(ctx.inflated);
                 let (out, r) = decompress(kind, data, limit);
@@ -455,7 +456,7 @@ impl Scanner {
                 let dir = if top { ctx.dir.clone() } else { None };
                 self.scan_onnx(ctx, data, &member, dir.as_deref());
             }
-            Sniffed::Zstd | Sniffed::SevenZip | Sniffed::Hdf5 => {
+            Sniffed::SevenZip | Sniffed::Hdf5 => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
                     ctx.set_format(&name);
@@ -2076,6 +2077,46 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
         }
         Sniffed::Bzip2 => copy(bzip2::read::MultiBzDecoder::new(data), &mut w),
         Sniffed::Lz4 => copy(lz4_flex::frame::FrameDecoder::new(data), &mut w),
+        // zstd frames one after another, skippable frames passed over, as
+        // Python's readers across frames (`compression.zstd`, zstandard's
+        // `read_across_frames=True`) decode them. The window is capped by
+        // ruzstd (128 MiB), the output by the budget.
+        Sniffed::Zstd => {
+            let mut rest = data;
+            let mut r = Ok(());
+            while !rest.is_empty() {
+                if rest.len() >= 8 && rest[0] & 0xf0 == 0x50 && rest[1..4] == [0x2a, 0x4d, 0x18] {
+                    let n = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+                    match rest.get(8 + n..) {
+                        Some(after) => {
+                            rest = after;
+                            continue;
+                        }
+                        None => {
+                            r = Err("a skippable zstd frame runs past the end".into());
+                            break;
+                        }
+                    }
+                }
+                let before = rest.len();
+                match ruzstd::decoding::StreamingDecoder::new(&mut rest) {
+                    Ok(mut d) => {
+                        r = copy(&mut d, &mut w);
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        r = Err(e.to_string());
+                        break;
+                    }
+                }
+                if rest.len() >= before {
+                    break;
+                }
+            }
+            r
+        }
         _ => Err("not a compressed format".into()),
     };
     let r = match r {

@@ -298,7 +298,8 @@ fn bindings(toks: &[Tok]) -> Bindings {
                         let value = &body[start..stop];
                         // namespace(a=0, b='x'): its attributes, one by one.
                         if matches!(value.first().map(|t| &t.0), Some(Token::Ident("namespace"))) {
-                            let args = &value[2.min(value.len())..value.len().saturating_sub(1)];
+                            let start = 2.min(value.len());
+                            let args = &value[start..value.len().saturating_sub(1).max(start)];
                             for part in args.split(|t| matches!(t.0, Token::Comma)) {
                                 if let (Some(Token::Ident(a)), Some(Token::Assign)) =
                                     (part.first().map(|t| &t.0), part.get(1).map(|t| &t.0))
@@ -659,6 +660,17 @@ mod tests {
         }
         assert!(judge("{% include 'other' %}").inconclusive.is_some());
         assert!(judge("{% for %}").inconclusive.is_some());
+        // Truncated statements never panic the judge.
+        for t in [
+            "{% set ns = namespace %}",
+            "{% set ns = namespace( %}",
+            "{% set %}",
+            "{% for in %}",
+            "{{ x[ }}",
+            "{{ x|attr( }}",
+        ] {
+            let _ = judge(t);
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub enum Command {
     /// .keras archives, GGUF (chat templates judged as Jinja programs, tensor
     /// infos checked), ONNX (external data kept in the model's directory,
     /// custom-op domains), safetensors headers, zip and tar archives (nested), and
-    /// gzip/zlib/xz/lzma/bz2/lz4 streams, deciding what a file is by its
+    /// gzip/zlib/xz/lzma/bz2/lz4/zstd streams, deciding what a file is by its
     /// content, never its name. Nothing in a file is executed or imported.
     ///
     /// Each file gets one verdict:
