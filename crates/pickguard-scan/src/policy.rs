@@ -66,6 +66,15 @@ const PLAIN_DATA: &[&str] = &[
     "collections.defaultdict",
     "collections.Counter",
     "collections.deque",
+    "collections.ChainMap",
+    "collections.UserDict",
+    "collections.UserList",
+    "collections.UserString",
+    // Mersenne Twister state: the constructor and setstate run no code.
+    "random.Random",
+    // A partial is judged by the function it wraps (its own global, judged
+    // like any other); calling one during load is a dynamic call (PG103).
+    "functools.partial",
     "datetime.datetime",
     "datetime.date",
     "datetime.time",
