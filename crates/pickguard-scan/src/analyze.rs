@@ -141,6 +141,9 @@ struct Ctx {
     /// The directory the file is in (None for standard input): where an
     /// ONNX model's external data is looked for.
     dir: Option<std::path::PathBuf>,
+    /// joblib object arrays' inner pickles in the stream being judged: their
+    /// byte range and the globals a fresh unpickler (joblib.load) names there.
+    joblib_inner: Vec<(u64, u64, HashMap<u64, String>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -239,6 +242,7 @@ impl Scanner {
             format: None,
             storages: Vec::new(),
             inflated: 0,
+            joblib_inner: Vec::new(),
             dir: (path != "-")
                 .then(|| std::path::Path::new(path).parent().map(|p| p.to_path_buf()))
                 .flatten(),
@@ -802,20 +806,46 @@ impl Scanner {
             pk::analyze_all(data, base, &self.options.pickle, self.options.max_streams);
         let mut idx = 0usize;
         let mut n_linear = 0;
-        for s in &streams {
+        // joblib.load reads object arrays as inner pickles, inline, each with
+        // a fresh unpickler (its own memo). pickle.load reads the same bytes
+        // with the outer memo, so a name built from memo entries there mixes
+        // the two pickles (`joblib.numpy_pickle.dtype`): a lookup that fails,
+        // not a callable the file names. Such names are told apart below.
+        let mut inner_streams: Vec<(usize, Vec<Stream>)> = Vec::new();
+        for (si, s) in streams.iter().enumerate() {
+            for &off in &s.inline_pickles {
+                let start = (off - base) as usize;
+                inner_streams.push((
+                    si,
+                    pk::analyze_views(data, start, base, &self.options.pickle),
+                ));
+            }
+        }
+        ctx.joblib_inner = inner_streams
+            .iter()
+            .filter_map(|(_, views)| views.iter().find(|v| v.view == ReadView::Linear))
+            .map(|v| {
+                let names = v
+                    .imports
+                    .iter()
+                    .map(|i| (i.offset, i.qualified()))
+                    .collect();
+                (v.start, v.end, names)
+            })
+            .collect();
+        for (si, s) in streams.iter().enumerate() {
             if s.view == ReadView::Linear {
                 idx = n_linear;
                 n_linear += 1;
             }
             self.evaluate(ctx, s, member, idx, role);
-            // joblib.load reads object arrays as inner pickles, inline.
-            for &off in &s.inline_pickles {
-                let start = (off - base) as usize;
-                for inner in pk::analyze_views(data, start, base, &self.options.pickle) {
-                    self.evaluate(ctx, &inner, member, idx, role);
+            for (_, views) in inner_streams.iter().filter(|(i, _)| *i == si) {
+                for inner in views {
+                    self.evaluate(ctx, inner, member, idx, role);
                 }
             }
         }
+        ctx.joblib_inner.clear();
         self.scan_embedded_pickles(ctx, data, base, member, &streams);
         if n_linear > 1 {
             ctx.push(Finding::new(
@@ -1022,6 +1052,30 @@ impl Scanner {
                 f.global = Some(q.clone());
                 f.calls = rendered;
                 ctx.push(f);
+                continue;
+            }
+            // Inside a joblib inner pickle, read by a view that shares the
+            // outer memo: a name the inner pickle's own reading does not make
+            // is a memo mix-up of pickle.load, judged only if dangerous.
+            if s.view != ReadView::Joblib
+                && let Some((_, _, names)) = ctx
+                    .joblib_inner
+                    .iter()
+                    .find(|(a, b, _)| (*a..*b).contains(&imp.offset))
+                && names.get(&imp.offset).is_some_and(|n| *n != q)
+                && matches!(
+                    self.policy.classify(&imp.module, &imp.name),
+                    crate::policy::Class::Library | crate::policy::Class::Allowed { .. }
+                )
+            {
+                let own = names.get(&imp.offset).cloned().unwrap_or_default();
+                ctx.push(Finding::new(
+                    Rule::PickleError,
+                    format!(
+                        "pickle.load would look up {q} here: it reads joblib's inner pickle of an object array with the outer pickle's memo, while joblib.load reads it with its own and gets {own} (judged in the joblib reading); a third-party name made by that mix-up is not reported as code the file loads (standard-library and dangerous names still are)"
+                    ),
+                    at(imp.offset),
+                ));
                 continue;
             }
             if imp.truncated {
