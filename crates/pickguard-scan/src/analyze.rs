@@ -1041,6 +1041,34 @@ impl Scanner {
                 }
                 continue;
             }
+            // pickle.dumps(tensor) writes torch.storage._load_from_bytes(b'...')
+            // with a legacy torch checkpoint as a literal: the checkpoint is
+            // scanned (scan_embedded_pickles) and the file judged by it.
+            if q == "torch.storage._load_from_bytes"
+                // scan_embedded_pickles scans literals down to this depth.
+                && ctx.nested < 3
+                && !calls.is_empty()
+                && calls.len() == s.calls.iter().filter(|c| s.as_global(c.callee).is_some_and(|g| g.qualified() == q)).count()
+                && calls.iter().all(|&ci| {
+                    let c = &s.calls[ci];
+                    c.kind == CallKind::Reduce
+                        && c.kwargs.is_none()
+                        && c.args.and_then(|a| s.as_seq(a)).is_some_and(|args| {
+                            args.len() == 1
+                                && matches!(s.node(args[0]), Some(Node::Bytes(b)) if matches!(b.head.as_slice(), [0x80, p, ..] if *p <= 5))
+                        })
+                })
+            {
+                ctx.push(Finding::new(
+                    Rule::NestedTorchData,
+                    format!(
+                        "{} nested torch checkpoint(s) loaded by torch.storage._load_from_bytes: scanned, judged by their own content",
+                        calls.len()
+                    ),
+                    at(imp.offset),
+                ));
+                continue;
+            }
             if let Some(code) = imp.ext_code {
                 let mut f = Finding::new(
                     Rule::ExtensionCode,

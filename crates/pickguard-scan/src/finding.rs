@@ -69,6 +69,7 @@ pickguard_findings::rules! {
     ZipCrcMismatch = "PG404-zip-crc-mismatch", Low, "A member's CRC is wrong: torch loads it, Python's zipfile refuses it.", effect Verdict::Clean;
     PersistentId = "PG405-persistent-id", Info, "The pickle uses persistent ids; what they load depends on the loader.", effect Verdict::Clean;
     OddStructure = "PG406-odd-structure", Info, "Opcodes a standard pickler does not write (late PROTO, opcode above the declared protocol).", effect Verdict::Clean;
+    NestedTorchData = "PG408-nested-torch-data", Info, "torch.storage._load_from_bytes with a literal checkpoint (what pickle.dumps of a tensor writes): the nested checkpoint is scanned and the file is judged by what it contains.", effect Verdict::Clean;
     MultipleStreams = "PG407-multiple-streams", Info, "More than one pickle stream: a loader that calls load() repeatedly runs each.", effect Verdict::Clean;
 }
 
