@@ -55,8 +55,10 @@ pickguard_findings::rules! {
     TemplateInjection = "PG114-template-injection", Critical, "A chat template (Jinja, rendered by llama.cpp front-ends) reaches Python internals: dunder or private attributes, computed attribute names, jinja2 objects used as gadgets.", effect Verdict::Malicious;
     GgufMalformed = "PG115-gguf-malformed", High, "GGUF structure a conforming writer never produces (sizes that overflow, overlapping or misaligned tensors, unknown types): the shapes loader exploits use.", effect Verdict::Malicious;
     OnnxExternalEscape = "PG116-onnx-external-data-escape", Critical, "An ONNX tensor's external data location is absolute, climbs out with `..`, or resolves outside the model's directory: loading reads (and may serve back) files elsewhere on the host.", effect Verdict::Malicious;
+    CodeByValueDangerous = "PG117-code-by-value-dangerous", Critical, "Code carried by value (cloudpickle, dill, types.CodeType) names a dangerous capability (system, popen, exec, eval, subprocess, sockets...): loading it makes a function that does so.", effect Verdict::Malicious;
     LibraryGlobal = "PG201-library-global", Medium, "The pickle imports third-party code; loading it means trusting that code.", effect Verdict::NeedsTrust;
     OnnxCustomOp = "PG203-onnx-custom-op", Medium, "The ONNX graph uses operators of a domain no runtime implements itself: running it means loading a custom-op library, native code you must trust.", effect Verdict::NeedsTrust;
+    CodeByValue = "PG204-code-by-value", Medium, "Code carried by value (cloudpickle, dill, types.CodeType): a function is rebuilt from bytecode; it names no dangerous capability, but running it means trusting it.", effect Verdict::NeedsTrust;
     TorchScript = "PG202-torchscript", Medium, "TorchScript archive: torch.jit.load runs the code it carries.", effect Verdict::NeedsTrust;
     BudgetExceeded = "PG301-budget-exceeded", Medium, "An analysis limit was reached; the rest was not analysed.", effect Verdict::Inconclusive;
     UnsupportedFormat = "PG302-unsupported-format", Medium, "Content in a format pickguard does not analyse yet.", effect Verdict::Inconclusive;
