@@ -260,7 +260,9 @@ fn call_args(text: &str, pos: usize) -> &str {
         return "";
     };
     let mut depth = 0usize;
+    let mut last = open + 1;
     for (k, c) in text[open..].char_indices().take(4096) {
+        last = open + k + c.len_utf8();
         match c {
             '(' => depth += 1,
             ')' => {
@@ -272,7 +274,9 @@ fn call_args(text: &str, pos: usize) -> &str {
             _ => {}
         }
     }
-    &text[open + 1..(open + 4096).min(text.len())]
+    // Unclosed within the bound: up to the last character read (a char
+    // boundary, whatever the text holds).
+    &text[open + 1..last.max(open + 1)]
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -1045,6 +1049,15 @@ mod tests {
             publish_spec("127.0.0.1:29500:29500/tcp"),
             Some(("127.0.0.1".into(), 29500))
         );
+    }
+
+    #[test]
+    fn unclosed_calls_in_any_text_never_panic() {
+        let (mut sites, mut hits) = (vec![], vec![]);
+        let text = format!("import torch\ns = TCPStore({}", "é".repeat(3000));
+        python_sites(&text, "u.py", &mut sites, &mut hits);
+        assert_eq!(sites.len(), 1);
+        python_sites("TCPStore(", "v.py", &mut sites, &mut hits);
     }
 
     #[test]

@@ -657,6 +657,16 @@ impl Scanner {
                     ),
                     here.clone(),
                 )),
+                // A directory, FIFO or device inside the model's directory is
+                // not data a loader can read as a tensor.
+                Ok(real) if !real.is_file() => ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!(
+                        "onnx tensor {}: external data {location:?} is not a regular file",
+                        t.name
+                    ),
+                    here.clone(),
+                )),
                 Ok(real) => {
                     let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
                     let off: u64 = get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);

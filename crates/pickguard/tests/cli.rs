@@ -476,6 +476,20 @@ fn onnx_external_data_through_a_link_and_from_stdin() {
             .starts_with("PG116"),
         "{doc}"
     );
+    // External data that is a directory inside the model's directory is not
+    // data: inconclusive, never clean.
+    let dirdata = d.path().join("dirdata");
+    std::fs::create_dir(&dirdata).unwrap();
+    std::fs::copy(&src, dirdata.join("ok-onnx-external.onnx")).unwrap();
+    std::fs::create_dir(dirdata.join("ok-onnx-external.onnx.data")).unwrap();
+    let out = common::run(&[
+        "scan",
+        dirdata.join("ok-onnx-external.onnx").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["verdict"], "inconclusive", "{doc}");
     // The same model read from a pipe: the data file cannot be checked.
     let out = common::pickguard()
         .args(["scan", "-", "--format", "json"])
