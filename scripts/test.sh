@@ -9,3 +9,5 @@ eval "$(scripts/setup-test-env.sh)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features pickguard/live --locked -- -D warnings
 cargo test --workspace --features pickguard/live --locked "$@"
+# The wheel as a Python user gets it: fresh venv, no Rust on PATH, real torch.
+scripts/test-wheel.sh

@@ -2,8 +2,6 @@
 //! Without clang, the crate builds a stub whose `watch` explains why it
 //! cannot run (scripts/test.sh installs clang, libelf and zlib).
 
-use std::path::PathBuf;
-
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(pickguard_bpf)");
     println!("cargo::rerun-if-changed=src/bpf/watch.bpf.c");
@@ -11,6 +9,12 @@ fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
+    #[cfg(feature = "bpf")]
+    build_bpf();
+}
+
+#[cfg(feature = "bpf")]
+fn build_bpf() {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     if std::process::Command::new(&clang)
         .arg("--version")
@@ -22,7 +26,8 @@ fn main() {
         );
         return;
     }
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("watch.skel.rs");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"))
+        .join("watch.skel.rs");
     libbpf_cargo::SkeletonBuilder::new()
         .source("src/bpf/watch.bpf.c")
         .clang(&clang)

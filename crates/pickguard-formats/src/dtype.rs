@@ -58,6 +58,16 @@ impl DType {
         }
     }
 
+    /// From its name in a safetensors header (`F32`, `F8_E4M3`...).
+    pub fn from_safetensors_name(name: &str) -> Option<DType> {
+        use DType::*;
+        [
+            Bool, U8, I8, U16, I16, U32, I32, U64, I64, F16, BF16, F32, F64, F8E4M3, F8E5M2, C64,
+        ]
+        .into_iter()
+        .find(|d| d.safetensors_name() == name)
+    }
+
     /// From a torch dtype global's name (`torch.float32` -> `float32`).
     pub fn from_torch_name(name: &str) -> Option<DType> {
         use DType::*;

@@ -528,7 +528,7 @@ pub fn stop(_on_event: impl FnMut(Event)) -> Result<usize, String> {
 }
 
 #[cfg(not(all(target_os = "linux", pickguard_bpf)))]
-const UNAVAILABLE: &str = "this pickguard was built without the eBPF program (clang was not available at build time); rebuild on Linux with clang, libelf and zlib installed";
+const UNAVAILABLE: &str = "this pickguard was built without the eBPF program (without the `bpf` feature, or clang was not available at build time); rebuild on Linux with clang, libelf and zlib installed";
 
 #[cfg(test)]
 mod tests {

@@ -208,6 +208,37 @@ pub enum Command {
     ///   pickguard rules --format json
     #[command(verbatim_doc_comment)]
     Rules(RulesArgs),
+
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   pickguard completions bash > ~/.local/share/bash-completion/completions/pickguard
+    ///   pickguard completions zsh > "${fpath[1]}/_pickguard"
+    ///   pickguard completions fish > ~/.config/fish/completions/pickguard.fish
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+
+    /// Print the manual page (roff), or write one page per command to a directory.
+    ///
+    /// Examples:
+    ///   pickguard man | man -l -
+    ///   pickguard man --dir /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write pickguard.1 and one pickguard-COMMAND.1 per command here
+    /// instead of printing pickguard.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

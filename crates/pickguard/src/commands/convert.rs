@@ -12,15 +12,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 #[derive(Serialize)]
-struct Outcome {
-    input: String,
+pub struct Outcome {
+    pub input: String,
     #[serde(flatten)]
-    result: OutcomeResult,
+    pub result: OutcomeResult,
 }
 
 #[derive(Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
-enum OutcomeResult {
+pub enum OutcomeResult {
     Converted(WriteReport),
     Refused { message: String },
     Error { message: String },
@@ -87,12 +87,33 @@ pub fn run(args: ConvertArgs) -> Result<u8> {
         extra_json: args.extra_json.clone(),
         overwrite: args.force,
     };
+    let outcomes = outcomes(&args.input, args.output.as_deref(), &opts)?;
+    report(&outcomes, args.format)?;
+    let refused = outcomes
+        .iter()
+        .any(|o| matches!(o.result, OutcomeResult::Refused { .. }));
+    let failed = outcomes
+        .iter()
+        .any(|o| matches!(o.result, OutcomeResult::Error { .. }));
+    Ok(if refused {
+        1
+    } else if failed {
+        2
+    } else {
+        0
+    })
+}
+
+/// Convert `input` (a checkpoint, a sharded checkpoint directory, or a
+/// directory of checkpoints) and say what happened to each file.
+pub fn outcomes(input: &Path, output: Option<&Path>, opts: &WriteOptions) -> Result<Vec<Outcome>> {
     let scanner = Scanner::default();
-    let meta = std::fs::metadata(&args.input)
-        .with_context(|| format!("reading {}", args.input.display()))?;
+    let meta = std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
     let mut outcomes = Vec::new();
     if meta.is_dir() {
-        let out_dir = args.output.clone().unwrap_or_else(|| args.input.clone());
+        let out_dir = output
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| input.to_path_buf());
         std::fs::create_dir_all(&out_dir)
             .with_context(|| format!("creating {}", out_dir.display()))?;
         if opts.extra_json.is_some() {
@@ -100,10 +121,10 @@ pub fn run(args: ConvertArgs) -> Result<u8> {
                 "--extra-json names one file; it is for converting one checkpoint, not a directory"
             );
         }
-        if let Some(index) = find_index(&args.input) {
-            outcomes = convert_sharded(&scanner, &args.input, &index, &out_dir, &opts)?;
+        if let Some(index) = find_index(input) {
+            outcomes = convert_sharded(&scanner, input, &index, &out_dir, opts)?;
         } else {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&args.input)?
+            let mut files: Vec<PathBuf> = std::fs::read_dir(input)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
                 .filter(|p| {
@@ -134,47 +155,34 @@ pub fn run(args: ConvertArgs) -> Result<u8> {
                 })
                 .collect();
             if jobs.is_empty() {
-                bail!("no checkpoints in {}", args.input.display());
+                bail!("no checkpoints in {}", input.display());
             }
             outcomes = jobs
                 .par_iter()
                 .map(|(f, o)| Outcome {
                     input: f.display().to_string(),
-                    result: convert_file(&scanner, f, o, &opts),
+                    result: convert_file(&scanner, f, o, opts),
                 })
                 .collect();
         }
     } else {
-        let out = match &args.output {
+        let out = match &output.map(Path::to_path_buf) {
             Some(o) if o.is_dir() => o.join(format!(
                 "{}.safetensors",
-                args.input.file_stem().unwrap_or_default().to_string_lossy()
+                input.file_stem().unwrap_or_default().to_string_lossy()
             )),
             Some(o) => o.clone(),
-            None => args.input.with_extension("safetensors"),
+            None => input.with_extension("safetensors"),
         };
-        if out == args.input {
+        if out == input {
             bail!("the output would overwrite the input; give -o");
         }
         outcomes.push(Outcome {
-            input: args.input.display().to_string(),
-            result: convert_file(&scanner, &args.input, &out, &opts),
+            input: input.display().to_string(),
+            result: convert_file(&scanner, input, &out, opts),
         });
     }
-    report(&outcomes, args.format)?;
-    let refused = outcomes
-        .iter()
-        .any(|o| matches!(o.result, OutcomeResult::Refused { .. }));
-    let failed = outcomes
-        .iter()
-        .any(|o| matches!(o.result, OutcomeResult::Error { .. }));
-    Ok(if refused {
-        1
-    } else if failed {
-        2
-    } else {
-        0
-    })
+    Ok(outcomes)
 }
 
 fn convert_sharded(

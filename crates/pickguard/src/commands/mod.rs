@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod convert;
+pub mod docs;
 pub mod firewall;
 pub mod inspect;
 pub mod rules;

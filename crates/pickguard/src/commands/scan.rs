@@ -5,9 +5,7 @@ use crate::input;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pickguard_scan::report::{display_path, json, sarif, text};
-use pickguard_scan::{
-    FileReport, Finding, Location, Policy, Rule, ScanOptions, Scanner, UserPolicy, Verdict,
-};
+use pickguard_scan::{FileReport, Finding, Location, Policy, Rule, ScanOptions, Scanner, Verdict};
 use rayon::prelude::*;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -26,65 +24,15 @@ fn collect(args: &ScanArgs) -> Result<(Vec<Target>, Vec<FileReport>)> {
             out.push(Target::Stdin);
             continue;
         }
-        let meta = match std::fs::metadata(p) {
-            Ok(m) => m,
-            Err(e) => {
-                errors.push(FileReport::error(&display_path(p), e.to_string()));
-                continue;
-            }
-        };
-        if meta.is_dir() {
-            // Symbolic links are followed by default: a Hugging Face cache
-            // snapshot is nothing but links into blobs/ (loops are reported).
-            let walker = walkdir::WalkDir::new(p)
-                .follow_links(!args.no_follow)
-                .sort_by_file_name();
-            for entry in walker.into_iter().filter_entry(|e| e.file_name() != ".git") {
-                match entry {
-                    Ok(e) if e.file_type().is_file() => out.push(Target::File(e.into_path())),
-                    Ok(e) if e.path_is_symlink() && args.no_follow => {}
-                    Ok(e) if !e.file_type().is_dir() && !e.file_type().is_symlink() => {
-                        // FIFOs, sockets, devices inside a tree: not read, but said so.
-                        errors.push(FileReport::error(
-                            &display_path(e.path()),
-                            "not a regular file; not scanned (give it as an argument to read it as a stream)"
-                                .into(),
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let path = e
-                            .path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| p.display().to_string());
-                        errors.push(FileReport::error(&path, e.to_string()));
-                    }
-                }
-            }
-        } else {
-            out.push(Target::File(p.clone()));
-        }
+        let (files, errs) = crate::api::walk(std::slice::from_ref(p), !args.no_follow);
+        out.extend(files.into_iter().map(Target::File));
+        errors.extend(errs);
     }
     Ok((out, errors))
 }
 
 fn load_policy(args: &ScanArgs) -> Result<Policy> {
-    let mut user = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading policy file {}", path.display()))?;
-            toml::from_str::<UserPolicy>(&text)
-                .with_context(|| format!("policy file {}", path.display()))?
-        }
-        None => UserPolicy::default(),
-    };
-    for a in &args.allow {
-        if a.is_empty() || !a.contains('.') {
-            bail!("--allow {a:?}: expected module.name or module.*");
-        }
-        user.allow.push(a.clone());
-    }
-    Ok(Policy::from_user(user))
+    crate::api::policy(args.config.as_deref(), &args.allow)
 }
 
 fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport {
