@@ -7,6 +7,7 @@
 # The eBPF sensor of `watch` is not in the wheel (it needs libelf, which a
 # manylinux wheel cannot assume); the wheel's `pickguard watch` says so.
 # Usage: scripts/build-wheel.sh [OUT_DIR]   (default target/wheels)
+# PICKGUARD_WHEEL_PROFILE selects the cargo profile (default release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/wheels}"
@@ -24,7 +25,7 @@ fi
 rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-gnu || true
 mkdir -p "$out"
 rm -f "$out"/pickguard-*.whl
-PATH="$venv/bin:$PATH" "$venv/bin/maturin" build --release --locked \
+PATH="$venv/bin:$PATH" "$venv/bin/maturin" build --profile "${PICKGUARD_WHEEL_PROFILE:-release}" --locked \
   --zig --compatibility manylinux2014 \
   -m crates/pickguard-py/Cargo.toml --out "$out" >&2
 ls "$out"/pickguard-*.whl

@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 eval "$(scripts/setup-test-env.sh)"
+# The release wheel, as users get it (a less optimised profile was tried:
+# it built no faster, the time goes to C dependencies and linking).
 wheel=$(scripts/build-wheel.sh | tail -1)
 echo "test-wheel: $wheel" >&2
 work=$(mktemp -d)

@@ -142,6 +142,110 @@ class LoadMatchesTorch(unittest.TestCase):
         with self.assertRaises(TypeError):
             pickguard.load(path, map_location={"cuda:0": "cpu"})
 
+    def test_shared_values_cannot_expand_exponentially(self):
+        import tempfile
+        a = [1.5]
+        for _ in range(24):
+            a = [a, a]  # 1.4 KB on disk, 2**24 values once expanded
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "amp.pt")
+            torch.save({"x": a}, path)
+            with watched(self), self.assertRaises(pickguard.UnsupportedError):
+                pickguard.load(path)
+
+    def test_keys_that_would_collide_are_refused_not_dropped(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "k.pt")
+            torch.save({1: torch.arange(3.0), "1": torch.ones(2)}, path)
+            with self.assertRaises(pickguard.UnsupportedError):
+                pickguard.load(path)
+            torch.save({2**70: 1, 2**71: 2}, path)
+            with self.assertRaises(pickguard.UnsupportedError):
+                pickguard.load(path)
+            torch.save({0: torch.ones(1), 1: torch.zeros(1)}, path)
+            got = pickguard.load(path)
+            self.assertEqual(sorted(got), ["0", "1"])
+
+    def test_legacy_views_follow_torchs_view_cache(self):
+        """A legacy checkpoint caches a storage view by its key: the first
+        reference decides offset and size for every later one."""
+        import collections
+        import io
+        import pickle
+        import struct
+        import tempfile
+
+        class Ref:
+            def __init__(self, pid):
+                self.pid = pid
+
+        class Call:
+            def __init__(self, f, args):
+                self.f, self.args = f, args
+
+            def __reduce__(self):
+                return (self.f, self.args)
+
+        class P(pickle.Pickler):
+            def persistent_id(self, o):
+                return o.pid if isinstance(o, Ref) else None
+
+        def tensor(view, size):
+            st = Ref(("storage", torch.DoubleStorage, "0", "cpu", 4, view))
+            return Call(torch._utils._rebuild_tensor_v2,
+                        (st, 0, (size,), (1,), False, collections.OrderedDict()))
+
+        def legacy(path, obj):
+            out = io.BytesIO()
+            for x in (0x1950A86A20F9469CFC6C, 1001,
+                      dict(protocol_version=1001, little_endian=True,
+                           type_sizes=dict(short=2, int=4, long=4))):
+                pickle.dump(x, out, protocol=2)
+            P(out, protocol=2).dump(obj)
+            pickle.dump(["0"], out, protocol=2)
+            out.write(struct.pack("<q", 4))
+            out.write(struct.pack("<4d", 0.0, 1.0, 2.0, 3.0))
+            with open(path, "wb") as f:
+                f.write(out.getvalue())
+
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "views.pt")
+            legacy(path, {"a": tensor(("v", 1, 2), 2), "b": tensor(("v", 2, 2), 2)})
+            theirs = torch.load(path, weights_only=True)
+            ours = pickguard.load(path)
+            for k in ("a", "b"):
+                # torch copies a view into a storage of its own (offset 0);
+                # pickguard views the root storage: same values and layout.
+                fo, ft = fingerprint(ours[k]), fingerprint(theirs[k])
+                fo.pop("offset"), ft.pop("offset")
+                self.assertEqual(fo, ft, k)
+            # A tensor larger than its view: torch refuses, so must pickguard.
+            legacy(path, {"a": tensor(("v", 1, 1), 3)})
+            with self.assertRaises(Exception):
+                torch.load(path, weights_only=True)
+            with self.assertRaises(pickguard.PickguardError):
+                pickguard.load(path)
+
+    def test_deep_nesting_is_a_format_error_not_a_recursion_error(self):
+        import tempfile
+        deep = {"w": torch.ones(2)}
+        for _ in range(300):
+            deep = {"d": deep}
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "deep.pt")
+            torch.save(deep, path)
+            with self.assertRaises(pickguard.FormatError):
+                pickguard.load(path)
+            shallow = {"w": torch.ones(2)}
+            for _ in range(50):
+                shallow = {"d": shallow}
+            torch.save(shallow, path)
+            got = pickguard.load(path)
+            for _ in range(50):
+                got = got["d"]
+            self.assertTrue(torch.equal(got["w"], torch.ones(2)))
+
     def test_bad_input_is_an_exception_not_a_crash(self):
         with self.assertRaises(FileNotFoundError):
             pickguard.load("/nonexistent/model.pt")

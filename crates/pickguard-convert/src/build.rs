@@ -44,7 +44,13 @@ pub struct Builder<'s, F> {
     tensor_of_call: HashMap<usize, usize>,
     pub tensors: Vec<TensorSpec>,
     depth: usize,
+    /// Values built so far (see `MAX_VALUES`).
+    built: usize,
 }
+
+/// Most values one checkpoint may rebuild to; real state dicts and
+/// training checkpoints have thousands to a few hundred thousand.
+pub const MAX_VALUES: usize = 2_000_000;
 
 fn unsupported(what: impl Into<String>, offset: u64) -> ConvertError {
     ConvertError::Unsupported {
@@ -74,6 +80,7 @@ where
             tensor_of_call: HashMap::new(),
             tensors: Vec::new(),
             depth: 0,
+            built: 0,
         }
     }
 
@@ -112,10 +119,9 @@ where
     fn key(&mut self, id: NodeId, at: u64) -> Result<String, ConvertError> {
         match self.s.node(id) {
             Some(Node::Str(t)) if !t.is_truncated() => Ok(t.text.to_string()),
-            Some(Node::Int(i)) => Ok(i
-                .as_i64()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "<int>".into())),
+            Some(Node::Int(i)) => i.as_i64().map(|v| v.to_string()).ok_or_else(|| {
+                unsupported("a dictionary key is an integer wider than 64 bits", at)
+            }),
             _ => Err(unsupported(
                 format!(
                     "dictionary key {} is not a string or integer",
@@ -127,6 +133,17 @@ where
     }
 
     fn eval(&mut self, id: NodeId) -> Result<Obj, ConvertError> {
+        // A value referenced twice (memo) is rebuilt twice: a small pickle
+        // of nested shared lists would expand exponentially. Bound it.
+        self.built += 1;
+        if self.built > MAX_VALUES {
+            return Err(unsupported(
+                format!(
+                    "the values expand to more than {MAX_VALUES} (shared values are rebuilt at each reference)"
+                ),
+                self.s.start,
+            ));
+        }
         self.depth += 1;
         if self.depth > 512 {
             return Err(unsupported(
@@ -176,8 +193,24 @@ where
             }
             Node::Dict(pairs) => {
                 let mut out = Vec::with_capacity(pairs.len());
+                // Keys become strings: 1 and "1" would become one key and
+                // lose a value, so refuse that rather than drop data.
+                let mut kinds: HashMap<String, bool> = HashMap::new();
                 for &(k, v) in pairs.iter() {
-                    out.push((self.key(k, s.start)?, self.eval(v)?));
+                    let name = self.key(k, s.start)?;
+                    let is_int = matches!(s.node(k), Some(Node::Int(_)));
+                    if kinds
+                        .insert(name.clone(), is_int)
+                        .is_some_and(|was| was != is_int)
+                    {
+                        return Err(unsupported(
+                            format!(
+                                "a dictionary has both the integer key {name} and the string key {name:?}"
+                            ),
+                            s.start,
+                        ));
+                    }
+                    out.push((name, self.eval(v)?));
                 }
                 Obj::Dict(out)
             }

@@ -265,31 +265,63 @@ fn torch_legacy_file(data: &[u8], opts: &Options) -> Result<Checkpoint, ConvertE
         .map_err(|e| ConvertError::Format(format!("legacy storage section: {e:?}")))?;
     let raw: HashMap<String, torch_legacy::RawStorage> =
         raw.into_iter().map(|r| (r.key.clone(), r)).collect();
+    // torch caches a storage view by its view key: the first reference
+    // decides which root, offset and size every later one gets.
+    let mut views: HashMap<String, (String, u64, u64)> = HashMap::new();
     let storage_of = |s: &Stream, pid: NodeId| -> Result<StorageRef, ConvertError> {
         let items = s
             .as_seq(pid)
             .filter(|t| t.len() >= 6)
             .ok_or_else(|| bad_pid(s, pid))?;
-        let key = s
+        let mut key = s
             .as_str(items[2])
             .ok_or_else(|| bad_pid(s, pid))?
             .to_owned();
+        // view_metadata: None, or (view_key, offset, size) in elements of the root.
+        let view = match s.as_seq(items[5]) {
+            Some(v) if v.len() == 3 => {
+                let vkey = s.as_str(v[0]).ok_or_else(|| bad_pid(s, pid))?.to_owned();
+                let num = |i: usize| {
+                    s.as_int(v[i])
+                        .and_then(|o| u64::try_from(o).ok())
+                        .ok_or_else(|| bad_pid(s, pid))
+                };
+                let (offset, size) = (num(1)?, num(2)?);
+                let (root, offset, size) = views
+                    .entry(vkey)
+                    .or_insert((key.clone(), offset, size))
+                    .clone();
+                key = root;
+                Some((offset, size))
+            }
+            _ => None,
+        };
         let dtype = *dtypes.get(&key).ok_or_else(|| bad_pid(s, pid))?;
         let r = raw.get(&key).ok_or_else(|| {
             ConvertError::Format(format!("storage {key} is not in the storage section"))
         })?;
-        // view_metadata: None, or (view_key, offset, size) in elements of the root.
-        let view_offset = match s.as_seq(items[5]) {
-            Some(v) if v.len() == 3 => s
-                .as_int(v[1])
-                .and_then(|o| u64::try_from(o).ok())
-                .ok_or_else(|| bad_pid(s, pid))?,
-            _ => 0,
+        let root_bytes = r.numel * r.element_size;
+        let (view_offset, nbytes) = match view {
+            None => (0, root_bytes),
+            Some((offset, size)) => {
+                // The view is a storage of its own: it must lie in its root,
+                // and its tensors in it.
+                let end = offset
+                    .checked_add(size)
+                    .and_then(|e| e.checked_mul(r.element_size))
+                    .filter(|&e| e <= root_bytes)
+                    .ok_or_else(|| {
+                        ConvertError::Format(format!(
+                            "a view of storage {key} ({size} elements at {offset}) does not fit in it"
+                        ))
+                    })?;
+                (offset, end)
+            }
         };
         Ok(StorageRef {
             key,
             dtype,
-            nbytes: r.numel * r.element_size,
+            nbytes,
             view_offset,
         })
     };

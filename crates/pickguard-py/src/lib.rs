@@ -173,11 +173,15 @@ fn convert_error(py: Python<'_>, e: ConvertError) -> PyErr {
 /// Python form of a rebuilt value: tensors as `(0, index)`, values without
 /// a plain form as `(1, description)` (the tree holds no other tuples).
 fn tree<'py>(py: Python<'py>, o: &Obj, depth: usize) -> PyResult<Bound<'py, PyAny>> {
-    if depth > 1000 {
+    // Python rebuilds the tree recursively (two frames a level): stay well
+    // inside its recursion limit rather than fail with RecursionError.
+    if depth > MAX_DEPTH {
         return Err(error(
             py,
             "FormatError",
-            ("the checkpoint nests deeper than 1000 levels",),
+            (format!(
+                "the checkpoint's values nest deeper than {MAX_DEPTH} levels; pickguard.load rebuilds at most that (pickguard convert reads deeper ones)"
+            ),),
         ));
     }
     Ok(match o {
@@ -204,6 +208,8 @@ fn tree<'py>(py: Python<'py>, o: &Obj, depth: usize) -> PyResult<Bound<'py, PyAn
         Obj::Opaque(s) => (1u8, s).into_pyobject(py)?.into_any(),
     })
 }
+
+const MAX_DEPTH: usize = 200;
 
 type Spec = (String, Vec<u64>, Vec<u64>, u64, String);
 

@@ -241,7 +241,14 @@ def load(
     ``torch.Tensor`` (``backend="torch"``) or ``numpy.ndarray``
     (``backend="numpy"``, torch not needed), sharing memory where the
     checkpoint shares storage (tied weights stay tied). Values with no plain
-    form are :class:`Opaque`.
+    form are :class:`Opaque`. Where torch would give richer types, pickguard
+    gives plain ones: tuples and sets are lists, ``torch.float32`` or a
+    device is its name as a string, an ``nn.Parameter`` is a plain tensor
+    (``requires_grad`` is not kept), and integer dictionary keys are strings
+    (a dictionary with both ``1`` and ``"1"`` is refused rather than losing a
+    value). A value referenced many times is rebuilt each time, up to two
+    million values in all (more raises :class:`UnsupportedError`: a small
+    file cannot expand without bound); nesting is limited to 200 levels.
 
     ``key`` selects a sub-dictionary by dotted path (``"state_dict"``,
     ``"model.encoder"``); ``map_location`` is a device (``"cpu"``,
