@@ -243,11 +243,17 @@ fn load<'py>(
         };
         let storages = loaded.storages().map_err(|e| convert_error(py, e))?;
         let out = PyDict::new(py);
-        for (k, b) in storages {
-            let ba = PyByteArray::new_with(py, b.len(), |dst| {
-                dst.copy_from_slice(b);
+        for (k, len) in storages {
+            let mut failure = None;
+            let ba = PyByteArray::new_with(py, len, |dst| {
+                if let Err(e) = loaded.read_storage(k, dst) {
+                    failure = Some(e);
+                }
                 Ok(())
             })?;
+            if let Some(e) = failure {
+                return Err(convert_error(py, e));
+            }
             out.set_item(k, ba)?;
         }
         let specs = loaded

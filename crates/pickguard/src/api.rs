@@ -114,23 +114,24 @@ impl Loaded {
         &self.checkpoint.tensors
     }
 
-    /// Every storage the tensors use, with its bytes, sorted by key.
-    pub fn storages(&self) -> Result<Vec<(&str, &[u8])>, ConvertError> {
+    /// Every storage the tensors use and its size in bytes, sorted by key;
+    /// every tensor is checked to lie inside its storage.
+    pub fn storages(&self) -> Result<Vec<(&str, usize)>, ConvertError> {
         let mut out = Vec::new();
         for (k, s) in &self.checkpoint.storages {
-            let b: &[u8] = match s {
-                Storage::File { offset, len } => usize::try_from(*offset)
-                    .ok()
-                    .zip(usize::try_from(offset.saturating_add(*len)).ok())
-                    .and_then(|(a, b)| self.bytes.get(a..b))
-                    .ok_or_else(|| {
-                        ConvertError::Format(format!(
+            let len = match s {
+                Storage::File { offset, len } => {
+                    let end = offset.checked_add(*len);
+                    if end.is_none_or(|e| e > self.bytes.len() as u64) {
+                        return Err(ConvertError::Format(format!(
                             "storage {k}: bytes {offset}..+{len} are outside the file"
-                        ))
-                    })?,
-                Storage::Memory(m) => m,
+                        )));
+                    }
+                    *len as usize
+                }
+                Storage::Memory(m) => m.len(),
             };
-            out.push((k.as_str(), b));
+            out.push((k.as_str(), len));
         }
         out.sort_by(|a, b| a.0.cmp(b.0));
         // Every tensor must fit in its storage: a view past the end would
@@ -145,15 +146,32 @@ impl Loaded {
             let need = t.extent_bytes().ok_or_else(|| {
                 ConvertError::Format(format!("a tensor of storage {} overflows", t.storage))
             })?;
-            if need > out[i].1.len() as u64 {
+            if need > out[i].1 as u64 {
                 return Err(ConvertError::Format(format!(
                     "a tensor needs {need} bytes of storage {}, which has {}",
-                    t.storage,
-                    out[i].1.len()
+                    t.storage, out[i].1
                 )));
             }
         }
         Ok(out)
+    }
+
+    /// Copy storage `key` (of the size [`Loaded::storages`] gives) into `dst`.
+    pub fn read_storage(&self, key: &str, dst: &mut [u8]) -> Result<(), ConvertError> {
+        match self.checkpoint.storages.get(key) {
+            Some(Storage::File { offset, len }) if *len as usize == dst.len() => self
+                .bytes
+                .copy_to(*offset, dst)
+                .map_err(ConvertError::io(format!("reading storage {key}"))),
+            Some(Storage::Memory(m)) if m.len() == dst.len() => {
+                dst.copy_from_slice(m);
+                Ok(())
+            }
+            _ => Err(ConvertError::Format(format!(
+                "storage {key} is not {} bytes",
+                dst.len()
+            ))),
+        }
     }
 }
 

@@ -6,15 +6,36 @@ use std::path::Path;
 
 /// A file's bytes.
 pub enum Bytes {
-    Mapped(memmap2::Mmap),
+    /// A regular file's map, and the file (for reads that should not fault
+    /// the map's pages into this process, see [`Bytes::copy_to`]).
+    Mapped(memmap2::Mmap, File),
     Owned(Vec<u8>),
+}
+
+impl Bytes {
+    /// Copy `dst.len()` bytes from `offset` into `dst`: from the file with
+    /// pread for a mapped file (so a 1 GiB copy does not also make 1 GiB of
+    /// the map resident), from memory otherwise.
+    pub fn copy_to(&self, offset: u64, dst: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Bytes::Mapped(_, f) => std::os::unix::fs::FileExt::read_exact_at(f, dst, offset),
+            Bytes::Owned(v) => {
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| v.get(o..o.checked_add(dst.len())?))
+                    .ok_or_else(|| std::io::Error::other("range outside the data"))?;
+                dst.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(m) => m,
+            Bytes::Mapped(m, _) => m,
             Bytes::Owned(v) => v,
         }
     }
@@ -70,17 +91,17 @@ pub fn open_until(path: &Path, deadline: std::time::Instant) -> std::io::Result<
         (&file).read_to_end(&mut v)?;
         return Ok(Bytes::Owned(v));
     }
-    map(&file)
+    map(file)
 }
 
 #[allow(unsafe_code)]
-fn map(file: &File) -> std::io::Result<Bytes> {
+fn map(file: File) -> std::io::Result<Bytes> {
     // SAFETY: the map is read-only and private to this process. The one
     // hazard is another process truncating the file while it is mapped (a
     // SIGBUS), which a scanner shares with every mmap-based reader; files
     // are never written through the map.
-    let m = unsafe { memmap2::Mmap::map(file)? };
-    Ok(Bytes::Mapped(m))
+    let m = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::Mapped(m, file))
 }
 
 fn libc_nonblock(fifo: bool) -> i32 {
