@@ -229,7 +229,10 @@ fn safetensors_checkpoint(bytes: &[u8]) -> Result<Checkpoint, ConvertError> {
             strides[i] = strides[i + 1] * shape[i + 1];
         }
         let data = view.data();
-        let offset = data.as_ptr() as usize - bytes.as_ptr() as usize;
+        let offset = (data.as_ptr() as usize)
+            .checked_sub(bytes.as_ptr() as usize)
+            .filter(|o| o + data.len() <= bytes.len())
+            .ok_or_else(|| ConvertError::Format(format!("tensor {name}: data outside the file")))?;
         storages.insert(
             name.clone(),
             Storage::File {

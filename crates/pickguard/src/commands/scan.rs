@@ -4,7 +4,7 @@ use crate::cli::{Color, FailOn, Format, ScanArgs};
 use crate::input;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use pickguard_scan::report::{display_path, json, sarif, text};
+use pickguard_scan::report::{json, sarif, text};
 use pickguard_scan::{FileReport, Finding, Location, Policy, Rule, ScanOptions, Scanner, Verdict};
 use rayon::prelude::*;
 use std::io::{IsTerminal, Write};
@@ -47,13 +47,7 @@ fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport
             Ok(b) => scanner.scan_bytes("-", &b),
             Err(e) => FileReport::error("-", format!("reading standard input: {e}")),
         },
-        Target::File(p) => {
-            let name = display_path(p);
-            match input::open_until(p, deadline) {
-                Ok(b) => scanner.scan_bytes(&name, &b),
-                Err(e) => FileReport::error(&name, e.to_string()),
-            }
-        }
+        Target::File(p) => crate::api::scan_file(&scanner, p, timeout),
     }
 }
 
