@@ -93,6 +93,11 @@ class Scan(unittest.TestCase):
                 self.assertEqual(pickguard.scan(data, name=f["name"]).verdict, f["expect"])
                 self.assertEqual(pickguard.scan(memoryview(data)).verdict, f["expect"])
 
+    def test_a_bytes_path_is_not_scanned_as_content(self):
+        path = os.path.join(CORPUS, "mal-append-sys-path.pkl")
+        with self.assertRaises(TypeError):
+            pickguard.scan(os.fsencode(path))
+
     def test_directory_is_an_iterator_of_every_file(self):
         reports = list(pickguard.scan(CORPUS))
         self.assertEqual(len(reports), len(os.listdir(CORPUS)))

@@ -108,6 +108,13 @@ def scan(
     """
     config, allow_l = _policy_args(policy, allow)
     if isinstance(target, _BYTES):
+        if isinstance(target, bytes) and len(target) < 4096 and _os.path.exists(target):
+            # os functions take bytes paths: scanning the path's own bytes
+            # would report on the wrong thing, so refuse to guess.
+            raise TypeError(
+                "bytes are scanned as file content, and these name an existing file: "
+                "pass the path as str (os.fsdecode(path)), or the content with name="
+            )
         raw = _native.scan_bytes(bytes(target), name, config, allow_l, timeout)
         return Report._from_dict(_json.loads(raw))
     p = _os.fspath(target)
