@@ -187,6 +187,18 @@ impl Origins {
         i
     }
 
+    /// Read an interpreter's facts at its first event. Bounded apart from
+    /// the origins that opened models: many interpreters that never open one
+    /// cannot push out those that did.
+    fn early(&mut self, pid: u32) {
+        self.info(pid);
+        if self.info.len() > 4 * ORIGINS_KEPT {
+            let models = &self.models;
+            self.info.retain(|p, _| models.contains_key(p));
+            self.info(pid);
+        }
+    }
+
     /// Distinct paths, latest open last. When full, the first few models of
     /// the origin are kept (the one that armed it is among them) and the
     /// oldest of the rest goes: a payload that opens decoy "models" after
@@ -430,7 +442,18 @@ impl Reporter<'_> {
                 ev.model = abs;
                 Some(ev)
             }
-            EV_PICKLE => self.verbose.then_some(ev),
+            EV_PICKLE => {
+                // The earliest event of an interpreter: its facts are read
+                // here, before it can load, spawn and exit (a half torn-down
+                // process has no exe or command line left to read).
+                let origin = if ev.origin_pid != 0 {
+                    ev.origin_pid
+                } else {
+                    ev.pid
+                };
+                self.origins.early(origin);
+                self.verbose.then_some(ev)
+            }
             _ => {
                 if ev.origin_pid != 0 {
                     let info = self.origins.info(ev.origin_pid);
@@ -1234,4 +1257,31 @@ pub fn watch(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters_that_open_no_model_cannot_push_out_an_origin_that_did() {
+        let me = std::process::id();
+        let mut o = Origins::default();
+        o.early(me);
+        o.opened(me, 1, "/m/evil.pth".into());
+        // Pids above the kernel's limit (4194304): never alive.
+        for p in 0..(8 * ORIGINS_KEPT as u32) {
+            o.early(5_000_000 + p);
+        }
+        assert!(o.info.len() <= 4 * ORIGINS_KEPT + 1, "{}", o.info.len());
+        let facts = o.info(me);
+        assert_eq!(
+            facts.exe.as_deref(),
+            std::env::current_exe()
+                .ok()
+                .as_deref()
+                .and_then(|p| p.to_str())
+        );
+        assert_eq!(o.models[&me].back().unwrap().1, "/m/evil.pth");
+    }
 }

@@ -928,19 +928,21 @@ int on_openat(struct trace_event_raw_sys_enter *ctx)
 		/* pickle.cpython-311.pyc, pickle.py, _pickle.cpython-311-x86_64-linux-gnu.so */
 		if (starts_with(name, "pickle.", 7) || starts_with(name, "_pickle.", 8)) {
 			st->flags |= F_PICKLE;
-			if (verbose) {
-				struct event *e = bpf_ringbuf_reserve(&opens, sizeof(*e), 0);
-				if (!e)
-					count_lost(1);
-				if (e) {
-					fill_common(e, EV_PICKLE, st);
-					e->verdict = 0;
-					e->what = 0;
-					bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
-					e->path[0] = 0;
-					e->argv_len = 0;
-					bpf_ringbuf_submit(e, 0);
-				}
+			/* Always sent (once per interpreter): user space reads the
+			 * process's exe and command line now, while it surely lives; a
+			 * load that spawns a shell and exits at once may be gone (or
+			 * half torn down) by the time its model or alert event is read. */
+			struct event *e = bpf_ringbuf_reserve(&opens, sizeof(*e), 0);
+			if (!e)
+				count_lost(1);
+			if (e) {
+				fill_common(e, EV_PICKLE, st);
+				e->verdict = 0;
+				e->what = 0;
+				bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
+				e->path[0] = 0;
+				e->argv_len = 0;
+				bpf_ringbuf_submit(e, 0);
 			}
 		}
 		return 0;
