@@ -23,6 +23,9 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     #[serde(default)]
     pub quarantine: Quarantine,
+    /// Known-malicious packages from OSV advisories.
+    #[serde(default)]
+    pub feed: Feed,
     /// Log decisions but never block or filter.
     #[serde(default)]
     pub dry_run: bool,
@@ -194,6 +197,49 @@ pub struct Quarantine {
     /// With a cooldown, hide files whose upstream gives no upload-time.
     #[serde(default)]
     pub require_upload_time: bool,
+    /// Hide a public project whose name is nearly a claimed private name
+    /// (`torchtriton` beside a claimed `pytorch-triton`: separators, a `py`/
+    /// `python` prefix or suffix, or one edit apart).
+    #[serde(default = "default_true")]
+    pub similar_to_claimed: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    /// OSV sources imported at start and every `refresh_minutes`: files,
+    /// directories (recursively: `.json` records and `.zip` archives such as
+    /// OSV's `PyPI/all.zip`) and http(s) URLs of either.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Minutes between re-imports of `sources`; 0: only at start.
+    #[serde(default = "default_refresh")]
+    pub refresh_minutes: u64,
+    /// Import only `MAL-` records (malicious packages), not vulnerabilities.
+    #[serde(default)]
+    pub malicious_only: bool,
+    /// Advisory ids not enforced (break glass; logged at start).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Feed {
+            sources: Vec::new(),
+            refresh_minutes: default_refresh(),
+            malicious_only: false,
+            ignore: Vec::new(),
+        }
+    }
+}
+
+fn default_refresh() -> u64 {
+    60
 }
 
 impl Default for Quarantine {
@@ -204,6 +250,7 @@ impl Default for Quarantine {
             allow: Vec::new(),
             outlier_major_jump: default_outlier(),
             require_upload_time: false,
+            similar_to_claimed: true,
         }
     }
 }
@@ -322,6 +369,16 @@ impl Config {
             matches!(self.on_private_error.as_str(), "fail" | "public"),
             "on_private_error must be \"fail\" or \"public\""
         );
+        for src in &self.feed.sources {
+            anyhow::ensure!(!src.trim().is_empty(), "[feed] sources: an empty source");
+            if src.contains("://") {
+                anyhow::ensure!(
+                    (src.starts_with("http://") || src.starts_with("https://"))
+                        && reqwest::Url::parse(src).is_ok(),
+                    "[feed] sources: {src:?} is not an http(s) URL"
+                );
+            }
+        }
         if let Some(c) = &self.quarantine.cutoff {
             time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339)
                 .map_err(|e| anyhow::anyhow!("quarantine.cutoff: {e}"))?;

@@ -15,6 +15,7 @@ written to an append-only audit log.
 
 mod auth;
 pub mod config;
+pub mod feed;
 mod fill;
 mod hosted;
 mod resolve;
@@ -24,6 +25,7 @@ mod upstream;
 
 pub use auth::hash_secret;
 pub use config::Config;
+pub use pickguard_index::normalize;
 pub use server::{router, serve};
 
 use resolve::FileRef;
@@ -75,6 +77,8 @@ pub struct AppState {
     upload_locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The hosted index, as an upstream.
     hosted: config::Upstream,
+    /// The last scheduled feed import.
+    feed_status: Mutex<Option<feed::Status>>,
 }
 
 /// The HTTP client for one upstream. Redirects are followed only to the
@@ -138,6 +142,52 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 impl AppState {
+    /// Drop rendered pages when another process changed the database (a
+    /// `feed import`, a claim made by another firewall on the same file): no
+    /// page outlives what it was decided on.
+    fn refresh_if_changed(&self) {
+        if self.db.changed_elsewhere()
+            && let Ok(mut c) = self.response_cache.lock()
+        {
+            c.clear();
+            self.resp_bytes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Import the configured feed sources once (blocking).
+    fn import_feed(&self) -> feed::ImportReport {
+        let r = feed::import(
+            &self.db,
+            &self.cfg.feed.sources,
+            self.cfg.feed.malicious_only,
+        );
+        for e in &r.errors {
+            state::Metrics::inc(&self.metrics.feed_import_errors);
+            tracing::warn!(event = "feed-import-error", error = %e, "a feed source could not be read");
+        }
+        tracing::info!(
+            event = "feed-imported",
+            records = r.records,
+            stored = r.stored,
+            unchanged = r.unchanged,
+            errors = r.errors.len(),
+            "feed imported"
+        );
+        if let Ok(mut c) = self.response_cache.lock() {
+            c.clear();
+            self.resp_bytes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Ok(mut s) = self.feed_status.lock() {
+            *s = Some(feed::Status {
+                finished: state::now_rfc3339(),
+                report: r.clone(),
+            });
+        }
+        r
+    }
+
     /// The client for an upstream by name.
     fn client(&self, upstream: &str) -> Option<&reqwest::Client> {
         self.clients.get(upstream)
@@ -204,6 +254,7 @@ impl AppState {
             auth,
             upload_locks: Mutex::new(HashMap::new()),
             hosted: config::Upstream::new("hosted", "", true),
+            feed_status: Mutex::new(None),
         })
     }
 }

@@ -267,9 +267,13 @@ impl AppState {
             let mut r = self
                 .build(name, found, claimed || private_part, "serve-routed")
                 .await;
-            // Public-only routes pass quarantine like any public answer.
+            // Public-only routes pass quarantine like any public answer; the
+            // public files of a merged route still pass the advisory feed.
             if !private_part {
                 self.quarantine(name, &mut r);
+            } else {
+                let reasons = self.feed_reasons(name, &r, true);
+                self.hide(name, &mut r, reasons);
             }
             if let Some(p) = &mut r.project {
                 p.tracks = tracks;
@@ -528,17 +532,43 @@ impl AppState {
 
     /// Cooldown, cutoff, version outliers and admin overrides, on a public project.
     fn quarantine(&self, name: &str, r: &mut Resolution) {
-        let Some(p) = r.project.as_mut() else { return };
+        if r.project.is_none() {
+            return;
+        }
         let q = &self.cfg.quarantine;
-        let overrides = self.db.overrides(name).unwrap_or_default();
+        // Unreadable overrides could hide an administrator's block: fail closed.
+        let (overrides, overrides_err) = match self.db.overrides(name) {
+            Ok(o) => (o, None),
+            Err(e) => (Default::default(), Some(e)),
+        };
         let now = time::OffsetDateTime::now_utc();
         let cutoff = q.cutoff.as_deref().and_then(parse_time);
-        let versions: Vec<String> = pickguard_index::versions(p);
         // History before this listing: the outlier baseline.
         let history = self.db.seen_versions(name).unwrap_or_default();
         let max_major = history.iter().filter_map(|v| major(v)).max();
+        // Known-malicious versions first: no allow override releases them
+        // (only `feed.ignore`, by advisory id).
         let mut reasons: Vec<(String, String)> = Vec::new();
+        let feed = self.feed_reasons(name, r, false);
+        let similar = if q.similar_to_claimed {
+            self.similar_claim(name)
+        } else {
+            None
+        };
+        let Some(p) = r.project.as_mut() else { return };
+        let versions: Vec<String> = pickguard_index::versions(p);
         for f in &p.files {
+            if let Some(e) = &overrides_err {
+                reasons.push((
+                    f.filename.clone(),
+                    format!("administrator overrides could not be read ({e})"),
+                ));
+                continue;
+            }
+            if let Some((_, why)) = feed.iter().find(|(n, _)| *n == f.filename) {
+                reasons.push((f.filename.clone(), why.clone()));
+                continue;
+            }
             let v = f.version();
             let ov = v
                 .and_then(|v| overrides.get(v))
@@ -549,6 +579,10 @@ impl AppState {
             }
             if ov == Some("block") {
                 reasons.push((f.filename.clone(), "blocked by an administrator".into()));
+                continue;
+            }
+            if let Some(why) = &similar {
+                reasons.push((f.filename.clone(), why.clone()));
                 continue;
             }
             let t = f.upload_time.as_deref().and_then(parse_time);
@@ -618,9 +652,17 @@ impl AppState {
         {
             tracing::warn!(event = "record-versions-failed", project = name, error = %e, "could not record served versions");
         }
+        self.hide(name, r, reasons);
+    }
+
+    /// Leave out `reasons`' files (all of them: 403 `quarantined`); in dry
+    /// run, only record them.
+    fn hide(&self, name: &str, r: &mut Resolution, reasons: Vec<(String, String)>) {
+        let Some(p) = r.project.as_mut() else { return };
         if reasons.is_empty() {
             return;
         }
+        let hidden_names: BTreeSet<&str> = reasons.iter().map(|(f, _)| f.as_str()).collect();
         for _ in &reasons {
             Metrics::inc(&self.metrics.hidden_files);
         }
@@ -646,6 +688,195 @@ impl AppState {
         } else {
             r.decision = "serve-public-filtered";
             r.reason = Some(format!("{} file(s) hidden by quarantine", reasons.len()));
+        }
+    }
+
+    /// Files of `r` that an enforced advisory covers, with the advisory in
+    /// the reason. With `public_only`, files from private upstreams (and the
+    /// hosted index) are not judged: an advisory names a PyPI project. When
+    /// the advisories cannot be read, every judged file is left out.
+    fn feed_reasons(&self, name: &str, r: &Resolution, public_only: bool) -> Vec<(String, String)> {
+        let Some(p) = &r.project else { return vec![] };
+        let judged = |filename: &str| {
+            !public_only
+                || r.files.iter().any(|f| {
+                    f.filename == filename
+                        && f.upstream != "hosted"
+                        && self.upstream(&f.upstream).is_some_and(|u| !u.private)
+                })
+        };
+        let advisories = match self.db.advisories(name) {
+            Ok(a) => a,
+            Err(e) => {
+                return p
+                    .files
+                    .iter()
+                    .filter(|f| judged(&f.filename))
+                    .map(|f| {
+                        (
+                            f.filename.clone(),
+                            format!("the advisory database could not be read ({e})"),
+                        )
+                    })
+                    .collect();
+            }
+        };
+        let active: Vec<_> = advisories
+            .iter()
+            .filter(|a| a.withdrawn.is_none() && !self.cfg.feed.ignore.contains(&a.id))
+            .collect();
+        if active.is_empty() {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        for f in p.files.iter().filter(|f| judged(&f.filename)) {
+            if let Some(a) = active.iter().find(|a| a.spec.covers(f.version())) {
+                Metrics::inc(&self.metrics.feed_blocked);
+                let mut why = format!("{} (OSV advisory", a.id);
+                if !a.summary.is_empty() {
+                    why.push_str(": ");
+                    why.push_str(&a.summary);
+                }
+                why.push(')');
+                if let Some(n) = &a.spec.note {
+                    why.push_str("; ");
+                    why.push_str(n);
+                }
+                out.push((f.filename.clone(), why));
+            }
+        }
+        out
+    }
+
+    /// A claimed (private) name this public name is nearly identical to.
+    fn similar_claim(&self, name: &str) -> Option<String> {
+        let registry = match self.db.claims() {
+            Ok(c) => c.into_iter().map(|c| c.name).collect::<Vec<_>>(),
+            Err(e) => {
+                return Some(format!(
+                    "the claims registry could not be read to compare {name} with private names ({e})"
+                ));
+            }
+        };
+        let configured = self
+            .cfg
+            .claims
+            .names
+            .iter()
+            .map(|n| pickguard_index::normalize(n));
+        if let Some(c) = configured.chain(registry).find(|c| similar_names(name, c)) {
+            return Some(format!(
+                "{name} is nearly the private name {c}: a public project named like a private one is \
+                 the dependency-confusion pattern (allow it in quarantine.allow if it is meant)"
+            ));
+        }
+        self.cfg
+            .claims
+            .patterns
+            .iter()
+            .find(|p| inside_namespace(name, p))
+            .map(|p| {
+                format!(
+                    "{name} is nearly inside the private namespace {p}: a public project named like \
+                     private ones is the dependency-confusion pattern (allow it in quarantine.allow if it is meant)"
+                )
+            })
+    }
+}
+
+/// A name with separators and a `py`/`python` prefix or suffix removed.
+fn skeleton(n: &str) -> String {
+    let mut s: String = n
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    for p in ["python", "py"] {
+        if let Some(rest) = s.strip_prefix(p)
+            && rest.len() >= 3
+        {
+            s = rest.to_owned();
+            break;
+        }
+    }
+    for p in ["python", "py"] {
+        if let Some(rest) = s.strip_suffix(p)
+            && rest.len() >= 3
+        {
+            s = rest.to_owned();
+            break;
+        }
+    }
+    s
+}
+
+/// Two different normalised names a person or a resolver could take for one
+/// another: the same skeleton, or one edit apart on names of 6+ characters.
+pub(crate) fn similar_names(a: &str, b: &str) -> bool {
+    if a == b {
+        return false;
+    }
+    let (x, y) = (skeleton(a), skeleton(b));
+    x == y || (x.len().min(y.len()) >= 6 && strsim::damerau_levenshtein(&x, &y) <= 1)
+}
+
+/// A name outside a `PREFIX*` claims pattern (it did not match it) whose
+/// skeleton still starts with the prefix's: `acmeinternal` or `acme_ml`
+/// beside `acme-*`. Prefixes under 4 letters are too common to judge.
+pub(crate) fn inside_namespace(name: &str, pattern: &str) -> bool {
+    let p = pickguard_index::normalize(pattern);
+    let Some(prefix) = p.strip_suffix('*') else {
+        return false;
+    };
+    if prefix.contains(['*', '?', '[', '{']) {
+        return false;
+    }
+    let sk: String = prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    if sk.len() < 4 {
+        return false;
+    }
+    let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    !name.starts_with(prefix) && n.starts_with(&sk) && n.len() > sk.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{inside_namespace, similar_names};
+
+    #[test]
+    fn near_a_private_namespace() {
+        assert!(inside_namespace("acmeinternal", "acme-*"));
+        assert!(!inside_namespace("acme-ml", "acme_*"));
+        assert!(inside_namespace("acmeml", "Acme_*"));
+        assert!(!inside_namespace("acme", "acme-*"));
+        assert!(!inside_namespace("numpy", "acme-*"));
+        assert!(!inside_namespace("mlflow", "ml-*"));
+        assert!(!inside_namespace("acmeinternal", "*-acme"));
+    }
+
+    #[test]
+    fn near_names_of_private_projects() {
+        for (a, b) in [
+            ("torchtriton", "pytorch-triton"),
+            ("acme-utils", "acme-util"),
+            ("acme-utils", "python-acme-utils"),
+            ("acme-ml", "acme-ml-py"),
+            ("acmeml-core", "acmeml-croe"),
+        ] {
+            assert!(similar_names(a, b), "{a} {b}");
+            assert!(similar_names(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("acme-utils", "acme-utils"),
+            ("numpy", "numba"),
+            ("requests", "acme-internal"),
+            ("torch", "torchvision"),
+            ("acme-a", "acme-b"),
+        ] {
+            assert!(!similar_names(a, b), "{a} {b}");
         }
     }
 }

@@ -58,6 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/quarantine", get(admin_quarantine))
         .route("/admin/quarantine/release", post(admin_release))
         .route("/admin/quarantine/block", post(admin_block))
+        .route("/admin/feed", get(admin_feed))
+        .route("/admin/advisories/{name}", get(admin_advisories))
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }
@@ -90,6 +92,33 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    // The feed is read before the first request is answered: a firewall
+    // told to block known-malicious packages does not serve them while it
+    // starts. With nothing stored and every source failing, it does not start.
+    if !state.cfg.feed.sources.is_empty() {
+        for id in &state.cfg.feed.ignore {
+            tracing::warn!(event = "feed-ignore", advisory = %id, "an advisory is configured as not enforced");
+        }
+        let s = state.clone();
+        let r = tokio::task::spawn_blocking(move || s.import_feed()).await?;
+        let (stored, ..) = state.db.feed_counts()?;
+        anyhow::ensure!(
+            stored > 0 || r.errors.is_empty(),
+            "the advisory feed could not be read and nothing is stored from before: {}",
+            r.errors.join("; ")
+        );
+        if state.cfg.feed.refresh_minutes > 0 {
+            let s = state.clone();
+            let every = Duration::from_secs(state.cfg.feed.refresh_minutes * 60);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let s2 = s.clone();
+                    let _ = tokio::task::spawn_blocking(move || s2.import_feed()).await;
+                }
+            });
+        }
+    }
     // Expired cache entries go, whatever the traffic.
     let sweeper = state.clone();
     tokio::spawn(async move {
@@ -152,7 +181,37 @@ fn text(status: u16, body: String, reason: Option<&str>) -> Response {
     {
         r.headers_mut().insert("x-pickguard-reason", reason);
     }
+    if status >= 400
+        && let Some(reason) = reason
+    {
+        set_reason_phrase(&mut r, reason);
+    }
     r
+}
+
+/// Put the reason in the HTTP/1 status line ("403 MAL-2022-7355 ..."):
+/// pip and uv print the reason phrase of a refused index page, not its
+/// body, so this is where the person installing sees why. Printable ASCII,
+/// at most 200 bytes.
+fn set_reason_phrase(r: &mut Response, reason: &str) {
+    let canonical = r.status().canonical_reason().unwrap_or("Refused");
+    let mut phrase: String = format!("{canonical} (pickguard: {reason})")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if phrase.len() > 200 {
+        phrase.truncate(197);
+        phrase.push_str("...");
+    }
+    if let Ok(p) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
+        r.extensions_mut().insert(p);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -288,6 +347,7 @@ async fn project(
         return not_acceptable();
     };
     let fkey = if fmt == Format::Json { "json" } else { "html" };
+    st.refresh_if_changed();
     let ttl = Duration::from_secs(st.cfg.page_ttl_secs);
     // Hot path: a rendered page still fresh. Still logged.
     let hit = st
@@ -401,6 +461,11 @@ async fn project(
         .and_then(|r| HeaderValue::from_str(&r.replace(['\r', '\n'], " ")).ok())
     {
         resp.headers_mut().insert("x-pickguard-reason", r);
+    }
+    if res.status >= 400
+        && let Some(r) = res.reason.as_deref()
+    {
+        set_reason_phrase(&mut resp, r);
     }
     if !res.hidden.is_empty() {
         resp.headers_mut().insert(
@@ -890,6 +955,49 @@ async fn admin_decisions(
     }
     let p = q.project.map(|p| normalize(&p));
     Json(serde_json::json!({"decisions": st.audit.recent(q.limit.unwrap_or(100).min(10_000), p.as_deref())})).into_response()
+}
+
+/// Feed status: what is stored, the configured sources, the last import.
+async fn admin_feed(State(st): St, headers: HeaderMap) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    let last = st.feed_status.lock().ok().and_then(|s| s.clone());
+    match st.db.feed_counts() {
+        Ok((advisories, projects, withdrawn, imported)) => Json(serde_json::json!({
+            "advisories": advisories,
+            "projects": projects,
+            "withdrawn_rows": withdrawn,
+            "last_stored": imported,
+            "sources": st.cfg.feed.sources,
+            "refresh_minutes": st.cfg.feed.refresh_minutes,
+            "ignored": st.cfg.feed.ignore,
+            "last_import": last,
+        }))
+        .into_response(),
+        Err(e) => text(
+            500,
+            format!("the advisory database could not be read: {e}\n"),
+            None,
+        ),
+    }
+}
+
+/// Advisories stored for one project.
+async fn admin_advisories(State(st): St, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(r) = deny(&st, &headers) {
+        return r;
+    }
+    match st.db.advisories(&normalize(&name)) {
+        Ok(a) => {
+            Json(serde_json::json!({"project": normalize(&name), "advisories": a})).into_response()
+        }
+        Err(e) => text(
+            500,
+            format!("the advisory database could not be read: {e}\n"),
+            None,
+        ),
+    }
 }
 
 async fn admin_quarantine(State(st): St, headers: HeaderMap) -> Response {

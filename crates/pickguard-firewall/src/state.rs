@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -19,6 +19,8 @@ pub fn now_rfc3339() -> String {
 /// SQLite-backed registry.
 pub struct Db {
     conn: Mutex<rusqlite::Connection>,
+    /// The last `PRAGMA data_version` seen (i64::MIN: never read).
+    data_version: AtomicI64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -40,10 +42,126 @@ impl Db {
              CREATE TABLE IF NOT EXISTS overrides (project TEXT NOT NULL, version TEXT NOT NULL, action TEXT NOT NULL,
                  created TEXT NOT NULL, PRIMARY KEY (project, version));
              CREATE TABLE IF NOT EXISTS files_seen (upstream TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL,
-                 first_seen TEXT NOT NULL, PRIMARY KEY (upstream, filename));",
+                 first_seen TEXT NOT NULL, PRIMARY KEY (upstream, filename));
+             CREATE TABLE IF NOT EXISTS advisories (id TEXT NOT NULL, project TEXT NOT NULL, modified TEXT NOT NULL,
+                 withdrawn TEXT, summary TEXT NOT NULL, spec TEXT NOT NULL, source TEXT NOT NULL, imported TEXT NOT NULL,
+                 PRIMARY KEY (id, project));
+             CREATE INDEX IF NOT EXISTS advisories_project ON advisories (project);",
         )?;
         Ok(Db {
             conn: Mutex::new(conn),
+            data_version: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    /// True once after another connection (another process: `feed import`,
+    /// a second firewall on the same file) changed the database since the
+    /// last call; the caller then drops what it derived from it.
+    pub fn changed_elsewhere(&self) -> bool {
+        let Ok(v) = self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)))
+        else {
+            return true;
+        };
+        let old = self.data_version.swap(v, Ordering::Relaxed);
+        old != i64::MIN && old != v
+    }
+
+    /// Store advisories: a record replaces what is stored under its id only
+    /// when its `modified` is later. Returns (stored rows, unchanged rows).
+    pub fn store_advisories(&self, rows: &[crate::feed::Advisory]) -> anyhow::Result<(u64, u64)> {
+        let mut by_id: BTreeMap<&str, Vec<&crate::feed::Advisory>> = BTreeMap::new();
+        for r in rows {
+            by_id.entry(r.id.as_str()).or_default().push(r);
+        }
+        let newer = |a: &str, b: &str| -> bool {
+            let p = |t: &str| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            };
+            match (p(a), p(b)) {
+                (Some(x), Some(y)) => x > y,
+                _ => a > b,
+            }
+        };
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let (mut stored, mut unchanged) = (0, 0);
+            {
+                let mut get =
+                    tx.prepare_cached("SELECT modified FROM advisories WHERE id = ?1 LIMIT 1")?;
+                let mut del = tx.prepare_cached("DELETE FROM advisories WHERE id = ?1")?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO advisories (id, project, modified, withdrawn, summary, spec, source, imported)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                let now = now_rfc3339();
+                for (id, group) in by_id {
+                    // The latest version of the record in this batch wins.
+                    let latest = group
+                        .iter()
+                        .map(|r| r.modified.as_str())
+                        .fold("", |m, x| if m.is_empty() || newer(x, m) { x } else { m });
+                    let group: Vec<_> = group.into_iter().filter(|r| r.modified == latest).collect();
+                    let old: Option<String> = get
+                        .query_row([id], |r| r.get(0))
+                        .map(Some)
+                        .or_else(|e| match e {
+                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                            e => Err(e),
+                        })?;
+                    if old.as_deref().is_some_and(|o| !newer(latest, o)) {
+                        unchanged += group.len() as u64;
+                        continue;
+                    }
+                    del.execute([id])?;
+                    for r in group {
+                        let spec = serde_json::to_string(&r.spec).unwrap_or_default();
+                        ins.execute((
+                            &r.id, &r.project, &r.modified, &r.withdrawn, &r.summary, spec, &r.source, &now,
+                        ))?;
+                        stored += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok((stored, unchanged))
+        })
+    }
+
+    /// Advisories stored for a project (withdrawn ones included: the caller
+    /// skips them). A row whose spec cannot be read covers every version.
+    pub fn advisories(&self, project: &str) -> anyhow::Result<Vec<crate::feed::Advisory>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, project, modified, withdrawn, summary, spec, source FROM advisories WHERE project = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([project], |r| {
+                let spec: String = r.get(5)?;
+                Ok(crate::feed::Advisory {
+                    id: r.get(0)?,
+                    project: r.get(1)?,
+                    modified: r.get(2)?,
+                    withdrawn: r.get(3)?,
+                    summary: r.get(4)?,
+                    spec: serde_json::from_str(&spec).unwrap_or_else(|_| crate::feed::Spec {
+                        all: true,
+                        note: Some("stored spec unreadable: every version treated as affected".into()),
+                        ..Default::default()
+                    }),
+                    source: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// (advisories, projects, withdrawn rows, last import time).
+    pub fn feed_counts(&self) -> anyhow::Result<(u64, u64, u64, Option<String>)> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(DISTINCT id), COUNT(DISTINCT project), COUNT(withdrawn), MAX(imported) FROM advisories",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
         })
     }
 
@@ -429,6 +547,8 @@ pub struct Metrics {
     pub hidden_files: AtomicU64,
     pub changed_files: AtomicU64,
     pub coalesced_fills: AtomicU64,
+    pub feed_blocked: AtomicU64,
+    pub feed_import_errors: AtomicU64,
     /// Request latency by route: simple, files, upload, admin.
     pub route_latency: [Histogram; 4],
     /// Upstream page latency, by upstream name.
@@ -501,6 +621,16 @@ impl Metrics {
                 &self.changed_files,
             ),
             (
+                "pickguard_feed_blocked_files_total",
+                "Listed files left out because an OSV advisory covers them.",
+                &self.feed_blocked,
+            ),
+            (
+                "pickguard_feed_import_errors_total",
+                "Feed imports (scheduled) that could not read a source or document.",
+                &self.feed_import_errors,
+            ),
+            (
                 "pickguard_coalesced_fills_total",
                 "File requests that waited for a download already in progress instead of starting one.",
                 &self.coalesced_fills,
@@ -549,5 +679,78 @@ impl Metrics {
         if let Some(h) = h {
             h.observe(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::{Advisory, Spec};
+
+    fn adv(id: &str, project: &str, modified: &str, all: bool) -> Advisory {
+        Advisory {
+            id: id.into(),
+            project: project.into(),
+            modified: modified.into(),
+            withdrawn: None,
+            summary: String::new(),
+            spec: Spec {
+                all,
+                versions: vec!["1.0".into()],
+                ..Spec::default()
+            },
+            source: "t".into(),
+        }
+    }
+
+    #[test]
+    fn advisories_are_replaced_only_by_later_records() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("s.sqlite")).unwrap();
+        assert_eq!(
+            db.store_advisories(&[adv("MAL-1", "x", "2026-01-02T00:00:00Z", false)])
+                .unwrap(),
+            (1, 0)
+        );
+        // Older: ignored. Same: unchanged. Later (other offset spelling): replaces.
+        assert_eq!(
+            db.store_advisories(&[adv("MAL-1", "x", "2026-01-01T00:00:00Z", true)])
+                .unwrap(),
+            (0, 1)
+        );
+        assert!(!db.advisories("x").unwrap()[0].spec.all);
+        assert_eq!(
+            db.store_advisories(&[adv("MAL-1", "y", "2026-01-02T01:00:00+01:00", true)])
+                .unwrap(),
+            (0, 1),
+            "the same instant is not later"
+        );
+        assert_eq!(
+            db.store_advisories(&[adv("MAL-1", "y", "2026-01-03T00:00:00Z", true)])
+                .unwrap(),
+            (1, 0)
+        );
+        // The later record moved to project y: x is no longer listed.
+        assert!(db.advisories("x").unwrap().is_empty());
+        assert!(db.advisories("y").unwrap()[0].spec.all);
+    }
+
+    #[test]
+    fn another_connection_changing_the_database_is_noticed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.sqlite");
+        let server = Db::open(&p).unwrap();
+        let cli = Db::open(&p).unwrap();
+        assert!(!server.changed_elsewhere(), "first look");
+        assert!(!server.changed_elsewhere());
+        server.claim("a", "t").unwrap();
+        assert!(
+            !server.changed_elsewhere(),
+            "its own writes are not elsewhere"
+        );
+        cli.store_advisories(&[adv("MAL-2", "z", "2026-01-01T00:00:00Z", true)])
+            .unwrap();
+        assert!(server.changed_elsewhere());
+        assert!(!server.changed_elsewhere(), "once");
     }
 }

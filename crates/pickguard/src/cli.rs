@@ -270,6 +270,78 @@ pub enum FirewallCommand {
     ///   # publish = ["acme-ml-*"]
     #[command(verbatim_doc_comment)]
     HashToken,
+    /// Known-malicious packages from OSV advisories: import and inspect.
+    #[command(subcommand)]
+    Feed(FeedCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FeedCommand {
+    /// Import OSV advisories into the firewall's state: the `MAL-` records
+    /// of the OpenSSF malicious-packages data set (osv/malicious/pypi/), or
+    /// any OSV file for the PyPI ecosystem (e.g. OSV's PyPI/all.zip).
+    ///
+    /// A SOURCE is a .json record (or array of records), a directory (read
+    /// recursively: .json and .zip), a .zip archive, or an http(s) URL of
+    /// one. A record replaces what is stored under its id only when its
+    /// `modified` is later; withdrawn records are kept and not enforced.
+    /// A running firewall on the same data directory enforces what was
+    /// imported on its next request: every listed file of a covered version
+    /// is left out, and a project with nothing left answers 403 with the
+    /// advisory id (in the body, in X-PickGuard-Reason and the audit log).
+    /// What cannot be read is never read as "not affected": a range with an
+    /// unreadable version, or a record that names no versions, covers every
+    /// version. For a schedule, set [feed] sources in firewall.toml.
+    ///
+    /// Exit status: 0 imported; 2 some source or document could not be read
+    /// (everything readable was still imported; the errors are printed).
+    ///
+    /// Example:
+    ///   git clone --depth 1 https://github.com/ossf/malicious-packages
+    ///   pickguard firewall feed import -c firewall.toml malicious-packages/osv/malicious/pypi
+    #[command(verbatim_doc_comment)]
+    Import(FeedImportArgs),
+    /// Show what the firewall's state holds: counts, or one project's advisories.
+    ///
+    /// Example:
+    ///   pickguard firewall feed status -c firewall.toml
+    ///   pickguard firewall feed status -c firewall.toml --project torchtriton
+    #[command(verbatim_doc_comment)]
+    Status(FeedStatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FeedStateArgs {
+    /// The firewall's configuration (its data_dir and [feed] settings).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FeedImportArgs {
+    #[command(flatten)]
+    pub state: FeedStateArgs,
+    /// Import only MAL- records (default: [feed] malicious_only, else every record).
+    #[arg(long)]
+    pub malicious_only: bool,
+    /// Files, directories or URLs (default: [feed] sources of the configuration).
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FeedStatusArgs {
+    #[command(flatten)]
+    pub state: FeedStateArgs,
+    /// Show the advisories stored for this project.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
 }
 
 #[derive(Args, Debug)]

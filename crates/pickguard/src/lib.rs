@@ -35,6 +35,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
             commands::firewall::serve(args)
         }
         cli::Command::Firewall(cli::FirewallCommand::HashToken) => commands::firewall::hash_token(),
+        cli::Command::Firewall(cli::FirewallCommand::Feed(cli::FeedCommand::Import(args))) => {
+            commands::firewall::feed_import(args)
+        }
+        cli::Command::Firewall(cli::FirewallCommand::Feed(cli::FeedCommand::Status(args))) => {
+            commands::firewall::feed_status(args)
+        }
         cli::Command::Sign(args) => commands::sign::sign(args),
         cli::Command::Verify(args) => commands::sign::verify(args),
         cli::Command::Completions(args) => commands::docs::completions(args),

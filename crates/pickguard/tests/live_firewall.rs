@@ -51,6 +51,17 @@ fn http(
     (status, hs, buf[split + 4..].to_vec())
 }
 
+/// A project's PEP 691 page through the firewall.
+fn json_page(port: u16, name: &str) -> serde_json::Value {
+    let (_, _, body) = http(
+        port,
+        "GET",
+        &format!("/simple/{name}/"),
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    serde_json::from_slice(&body).unwrap()
+}
+
 fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
@@ -71,6 +82,11 @@ impl World {
     }
 
     fn start() -> World {
+        World::start_with("")
+    }
+
+    /// Started with `extra` appended to firewall.toml.
+    fn start_with(extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let fixture = dir.path().join("indexes");
         let st = Command::new(venv_bin("python"))
@@ -90,7 +106,7 @@ impl World {
                  [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
                  [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
                  [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
-                 [claims]\npatterns = [\"acme-*\"]\n[routes.mergepkg]\nupstreams = [\"internal\", \"pypi\"]\nmerge = true\n[quarantine]\ncooldown_hours = 48\noutlier_major_jump = 2\n",
+                 [claims]\npatterns = [\"acme-*\"]\n[routes.mergepkg]\nupstreams = [\"internal\", \"pypi\"]\nmerge = true\n[quarantine]\ncooldown_hours = 48\noutlier_major_jump = 2\n{extra}",
                 dir.path().join("data").display()
             ),
         )
@@ -380,13 +396,7 @@ fn torchtriton_scenario_and_protocol() {
             .join("private/files/acme_internal-1.0.0-py3-none-any.whl"),
     )
     .unwrap();
-    let (_, _, page) = http(
-        w.port,
-        "GET",
-        "/simple/acme-internal/",
-        &[("Accept", "application/vnd.pypi.simple.v1+json")],
-    );
-    let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+    let page = json_page(w.port, "acme-internal");
     let url = page["files"][0]["url"].as_str().unwrap().to_owned();
     let (st, h, body) = http(w.port, "GET", &url, &[]);
     assert_eq!(st, 200);
@@ -767,4 +777,244 @@ fn uploads_claim_their_name_atomically() {
                 .contains("already exists")
     });
     assert!(refused, "{doc}");
+}
+
+fn pip_install(w: &World, venv: &Path, req: &str) -> std::process::Output {
+    w.client("pip")
+        .args(["--python"])
+        .arg(venv.join("bin/python"))
+        .args([
+            "install",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--retries",
+            "0",
+            "-i",
+        ])
+        .arg(w.index())
+        .arg(req)
+        .output()
+        .unwrap()
+}
+
+/// Issue 19 item 3: an OSV feed (the malicious-packages layout, read at
+/// start from [feed] sources, and an all.zip imported by the CLI into the
+/// running firewall) blocks what it lists, with the advisory id where the
+/// person installing and the operator look; near-names of private projects
+/// are quarantined.
+#[test]
+fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
+    let feed = tempfile::tempdir().unwrap();
+    assert!(
+        Command::new(venv_bin("python"))
+            .arg(common::root().join("fixtures/gen/osv_feed.py"))
+            .arg(feed.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mal_dir = feed.path().join("malicious-packages/osv/malicious");
+    let w = World::start_with(&format!(
+        "[feed]\nsources = [\"{}\"]\nrefresh_minutes = 0\n",
+        mal_dir.display()
+    ));
+    let cfg = w.dir.path().join("firewall.toml");
+    let v = w.venv("feedvenv");
+    // MAL-2099-0001 lists colorfulx 2.0.0 only: pip gets 1.0.0.
+    let out = pip_install(&w, &v, "colorfulx");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.installed(&v, "colorfulx", "colorfulx")
+            .map(|x| x.0)
+            .as_deref(),
+        Some("1.0.0")
+    );
+    let out = pip_install(&w, &v, "colorfulx==2.0.0");
+    assert!(!out.status.success(), "installed the listed version");
+    let (st, h, body) = http(
+        w.port,
+        "GET",
+        "/simple/colorfulx/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(st, 200);
+    let page = String::from_utf8_lossy(&body);
+    assert!(
+        page.contains("colorfulx-1.0.0") && !page.contains("colorfulx-2.0.0"),
+        "{page}"
+    );
+    assert_eq!(header(&h, "x-pickguard-hidden"), Some("1"));
+
+    // steady is clean until the zip is imported into the running firewall.
+    let page = json_page(w.port, "steady");
+    let file_url = page["files"][0]["url"].as_str().unwrap().to_owned();
+    let out = common::pickguard()
+        .args(["firewall", "feed", "import", "-c"])
+        .arg(&cfg)
+        .arg(feed.path().join("all.zip"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("2 PyPI record(s); stored 2 row(s)"), "{said}");
+    let out = pip_install(&w, &v, "steady");
+    assert!(
+        !out.status.success(),
+        "steady installed despite MAL-2099-0002"
+    );
+    // pip prints why an index page was refused only with -vv (its debug
+    // log): the status line carries the advisory.
+    let out = w
+        .client("pip")
+        .args(["--python"])
+        .arg(v.join("bin/python"))
+        .args([
+            "install",
+            "-vv",
+            "--no-cache-dir",
+            "--retries",
+            "0",
+            "-i",
+            &w.index(),
+            "steady",
+        ])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(said.contains("403 Client Error: Forbidden (pickguard: every file of steady is quarantined; first: MAL-2099-0002"), "pip -v shows the advisory: {said}");
+    let out = w
+        .client("uv")
+        .args(["pip", "install", "--no-cache", "--python"])
+        .arg(v.join("bin/python"))
+        .args(["--default-index", &w.index(), "steady"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uv installed steady");
+    // uv prints the status, not the reason phrase or body.
+    assert!(err.contains("403 Forbidden"), "uv shows the refusal: {err}");
+    // A file URL obtained before the import is refused too.
+    let path = &file_url[file_url
+        .find("/files/")
+        .unwrap_or_else(|| panic!("{file_url}"))..];
+    let (st, h, _) = http(w.port, "GET", path, &[]);
+    assert_eq!(st, 403);
+    assert!(
+        header(&h, "x-pickguard-reason")
+            .unwrap()
+            .contains("MAL-2099-0002")
+    );
+    // Withdrawn: not enforced.
+    let out = pip_install(&w, &v, "publicdep");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Importing again changes nothing; status names the advisory.
+    let out = common::pickguard()
+        .args(["firewall", "feed", "import", "-c"])
+        .arg(&cfg)
+        .arg(feed.path().join("all.zip"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stored 0 row(s), 2 unchanged"));
+    let out = common::pickguard()
+        .args(["firewall", "feed", "status", "-c"])
+        .arg(&cfg)
+        .args(["--project", "Steady"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("MAL-2099-0002 steady (enforced): every version"),
+        "{said}"
+    );
+    let (st, _, body) = http(
+        w.port,
+        "GET",
+        "/admin/feed",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!(st, 200);
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["advisories"], 4, "{status}");
+    assert_eq!(
+        status["last_import"]["report"]["other_ecosystems"], 1,
+        "{status}"
+    );
+    // The operator's audit log carries the advisory id.
+    let audit = std::fs::read_to_string(w.dir.path().join("data/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"quarantined\"") && l.contains("MAL-2099-0002")),
+        "{audit}"
+    );
+
+    // acme-* is a claims pattern: the public acmeinternal is nearly inside
+    // it. mergepkg is private through a route (so in the claims registry):
+    // the public merge-pkgs is one letter from it.
+    assert_eq!(http(w.port, "GET", "/simple/mergepkg/", &[]).0, 200);
+    for (name, why) in [
+        ("acmeinternal", "nearly inside the private namespace acme-*"),
+        ("merge-pkgs", "nearly the private name mergepkg"),
+    ] {
+        let out = pip_install(&w, &v, name);
+        assert!(!out.status.success(), "{name} installed");
+        let (st, h, _) = http(w.port, "GET", &format!("/simple/{name}/"), &[]);
+        assert_eq!(st, 403);
+        assert!(
+            header(&h, "x-pickguard-reason").unwrap().contains(why),
+            "{h:?}"
+        );
+    }
+    assert!(!w.dir.path().join("PWNED").exists(), "a public payload ran");
+}
+
+/// A firewall told to enforce a feed it cannot read, with nothing stored
+/// from before, does not start.
+#[test]
+fn a_feed_that_cannot_be_read_stops_the_firewall_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("firewall.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[feed]\nsources = [\"{}\"]\n",
+            dir.path().join("data").display(),
+            dir.path().join("missing").display()
+        ),
+    )
+    .unwrap();
+    let out = common::pickguard()
+        .args(["firewall", "serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("advisory feed could not be read"), "{err}");
+    // And `feed import` of it says so with exit 2.
+    let out = common::pickguard()
+        .args(["firewall", "feed", "import", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
 }
