@@ -33,8 +33,11 @@ command -v perl >/dev/null || wneed+=(perl-base)
 command -v curl >/dev/null || wneed+=(curl)
 command -v cc >/dev/null || wneed+=(gcc)
 ls /usr/lib/*/libpython3*.so.1.0 >/dev/null 2>&1 || wneed+=(libpython3-dev)
+# The firewall's web console is tested in headless Chromium through ChromeDriver.
+command -v chromium >/dev/null || wneed+=(chromium)
+command -v chromedriver >/dev/null || wneed+=(chromium-driver)
 if [ ${#wneed[@]} -gt 0 ]; then
-  echo "setup: installing ${wneed[*]} (Debian packages, for the watch tests)" >&2
+  echo "setup: installing ${wneed[*]} (Debian packages, for the watch and console tests)" >&2
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq "${wneed[@]}" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "${wneed[@]}" >&2; }
   else sudo apt-get install -y -qq "${wneed[@]}" >&2; fi
 fi

@@ -128,7 +128,12 @@ impl Auth {
 
     /// The identity behind a request's credential, if it is a valid one.
     pub fn identify(&self, headers: &HeaderMap) -> Option<Identity> {
-        let secret = presented_secret(headers)?;
+        self.identify_secret(&presented_secret(headers)?)
+    }
+
+    /// The identity behind a secret (the console's login form).
+    pub fn identify_secret(&self, secret: &str) -> Option<Identity> {
+        let secret = secret.to_owned();
         if secret.is_empty() {
             return None;
         }

@@ -70,6 +70,35 @@ impl AppState {
         })
     }
 
+    /// Every hosted file, for the console: project, filename, size, sha256,
+    /// upload time and uploader.
+    pub(crate) fn hosted_listing(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("hosted")) else {
+            return out;
+        };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names {
+            let Some(p) = self.hosted_project(&n) else {
+                continue;
+            };
+            for f in p.files {
+                out.push(serde_json::json!({
+                    "project": n,
+                    "filename": f.filename,
+                    "size": f.size,
+                    "sha256": f.hashes.get("sha256"),
+                    "uploaded": f.upload_time,
+                }));
+            }
+        }
+        out
+    }
+
     /// Path of a hosted file whose sha256 matches, if there is one.
     pub fn hosted_file(&self, project: &str, sha256: &str, filename: &str) -> Option<PathBuf> {
         let sc: Sidecar = serde_json::from_str(

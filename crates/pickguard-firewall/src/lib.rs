@@ -15,6 +15,7 @@ written to an append-only audit log.
 
 mod auth;
 pub mod config;
+mod console;
 pub mod feed;
 mod fill;
 mod hosted;
@@ -79,6 +80,8 @@ pub struct AppState {
     hosted: config::Upstream,
     /// The last scheduled feed import.
     feed_status: Mutex<Option<feed::Status>>,
+    /// Web console sessions.
+    console: console::Sessions,
 }
 
 /// The HTTP client for one upstream. Redirects are followed only to the
@@ -255,6 +258,7 @@ impl AppState {
             upload_locks: Mutex::new(HashMap::new()),
             hosted: config::Upstream::new("hosted", "", true),
             feed_status: Mutex::new(None),
+            console: console::Sessions::default(),
         })
     }
 }

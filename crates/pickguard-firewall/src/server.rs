@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/quarantine/block", post(admin_block))
         .route("/admin/feed", get(admin_feed))
         .route("/admin/advisories/{name}", get(admin_advisories))
+        .merge(crate::console::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }
@@ -215,7 +216,7 @@ fn set_reason_phrase(r: &mut Response, reason: &str) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn log(
+pub(crate) fn log(
     st: &AppState,
     client: SocketAddr,
     method: &Method,

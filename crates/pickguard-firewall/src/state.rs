@@ -317,6 +317,17 @@ impl Db {
         })
     }
 
+    /// Every override: (project, version, action), by project.
+    pub fn all_overrides(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT project, version, action FROM overrides ORDER BY project, version",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Overrides of a project: version (or `*`) -> `allow` | `block`.
     pub fn overrides(&self, project: &str) -> anyhow::Result<BTreeMap<String, String>> {
         self.with(|c| {

@@ -1018,3 +1018,407 @@ fn a_feed_that_cannot_be_read_stops_the_firewall_from_starting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
 }
+
+/// A minimal W3C WebDriver client over ChromeDriver (Debian's chromium and
+/// chromium-driver, installed by scripts/setup-test-env.sh).
+struct Browser {
+    driver: Proc,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+fn wd(port: u16, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    // ChromeDriver may keep the connection open: read by Content-Length.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let (split, head) = loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "chromedriver closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (i, String::from_utf8_lossy(&buf[..i]).to_lowercase());
+        }
+    };
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match len {
+        Some(len) => {
+            while buf.len() < split + 4 + len {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "chromedriver closed the connection early");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => {
+            let _ = s.read_to_end(&mut buf);
+        }
+    }
+    let mut body = buf[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 2 + n + 2..];
+        }
+        body = out;
+    }
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Proc(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver (scripts/setup-test-env.sh installs chromium-driver)"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,1000", format!("--user-data-dir={}", profile.path().display()),
+            ]}
+        }}});
+        let r = wd(port, "POST", "/session", Some(caps));
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_owned();
+        let b = Browser {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        };
+        // Elements are waited for (a form post answers after a navigation).
+        b.call(
+            "POST",
+            "/timeouts",
+            Some(serde_json::json!({"implicit": 10000})),
+        );
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let r = wd(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        );
+        assert!(r["value"].get("error").is_none(), "{method} {path}: {r}");
+        r["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(serde_json::json!({"url": url})));
+    }
+
+    /// Wait (10 s at most) for the page at a URL ending with `suffix`.
+    fn wait_url(&self, suffix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let u = self.url();
+            if u.ends_with(suffix) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still at {u}, not ...{suffix}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None).as_str().unwrap().to_owned()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(serde_json::json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/clear"),
+            Some(serde_json::json!({})),
+        );
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(serde_json::json!({"text": text})),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/click"),
+            Some(serde_json::json!({})),
+        );
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.call("GET", &format!("/element/{e}/text"), None)
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn screenshot(&self, name: &str) {
+        let b64 = self.call("GET", "/screenshot", None);
+        let png = base64_decode(b64.as_str().unwrap());
+        let dir = common::root().join("target/console-screens");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    fn cookie(&self, name: &str) -> String {
+        self.call("GET", &format!("/cookie/{name}"), None)["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            wd(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            )
+        });
+        let _ = &self.driver;
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
+        acc = (acc << 6) | A.iter().position(|x| *x == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Issue 19 item 4: the web console in headless Chromium. Anonymous
+/// visitors see only the login form; an admin logs in, filters decisions,
+/// releases a quarantined version (and pip then installs it) and claims a
+/// name (and it is then refused publicly); a form without the session's
+/// CSRF token is refused. Screenshots go to target/console-screens/.
+#[test]
+fn web_console_in_headless_chromium() {
+    let w = World::start();
+    let base = format!("http://127.0.0.1:{}", w.port);
+    // Decisions to look at: a quarantined project (48 h cooldown), a
+    // private one, a public one.
+    assert_eq!(http(w.port, "GET", "/simple/freshpkg/", &[]).0, 403);
+    assert_eq!(http(w.port, "GET", "/simple/acme-internal/", &[]).0, 200);
+    assert_eq!(http(w.port, "GET", "/simple/steady/", &[]).0, 200);
+    // Anonymous: redirected to the login form, no names.
+    for p in [
+        "/console/",
+        "/console/claims",
+        "/console/quarantine",
+        "/console/feed",
+    ] {
+        let (st, h, body) = http(w.port, "GET", p, &[]);
+        assert_eq!(st, 303, "{p}");
+        assert_eq!(header(&h, "location"), Some("/console/login"));
+        assert!(!String::from_utf8_lossy(&body).contains("acme"));
+    }
+
+    let b = Browser::start();
+    b.go(&format!("{base}/console/"));
+    assert!(b.url().ends_with("/console/login"), "{}", b.url());
+    b.type_in("#token", "not-the-token");
+    b.click("#login");
+    let e = b.text("#error");
+    assert!(e.contains("not a token of this firewall"), "{e}");
+    b.type_in("#token", "s3cret");
+    b.click("#login");
+    b.wait_url("/console/");
+    let table = b.text("#decisions");
+    assert!(
+        table.contains("freshpkg") && table.contains("serve-private"),
+        "{table}"
+    );
+    b.screenshot("decisions");
+    // Filter: quarantined only.
+    b.go(&format!("{base}/console/?kind=quarantined"));
+    let table = b.text("#decisions");
+    assert!(table.contains("freshpkg"), "{table}");
+    assert!(
+        !table.contains("steady") && !table.contains("acme-internal"),
+        "{table}"
+    );
+    b.type_in("#project", "Steady");
+    b.click("#apply");
+    b.wait_url("kind=quarantined&project=Steady&minutes=");
+    let table = b.text("#decisions");
+    assert!(
+        !table.contains("freshpkg") && !table.contains("steady"),
+        "{table}"
+    );
+    b.go(&format!("{base}/console/?kind=all&project=Steady"));
+    let table = b.text("#decisions");
+    assert!(
+        table.contains("steady") && !table.contains("freshpkg"),
+        "{table}"
+    );
+
+    // Release the quarantined version from the queue.
+    b.go(&format!("{base}/console/quarantine"));
+    let queue = b.text("#queue");
+    assert!(
+        queue.contains("freshpkg") && queue.contains("cooldown"),
+        "{queue}"
+    );
+    b.screenshot("quarantine");
+    b.click("#queue tr.queued button.release");
+    assert!(b.text("#flash").contains("freshpkg 1.0.0 released"));
+    assert!(b.text("#overrides").contains("allow"));
+    let v = w.venv("consolevenv");
+    let out = pip_install(&w, &v, "freshpkg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Claim a public name: it is refused publicly from the next request on.
+    b.go(&format!("{base}/console/claims"));
+    b.type_in("#claim-name", "Steady");
+    b.type_in("#claim-why", "internal fork");
+    b.click("#claim");
+    assert!(b.text("#flash").contains("steady is claimed"));
+    assert!(
+        b.text("#claims")
+            .contains("console: admin_token: internal fork")
+    );
+    b.screenshot("claims");
+    let (st, h, _) = http(w.port, "GET", "/simple/steady/", &[]);
+    assert_eq!(st, 403);
+    assert!(
+        header(&h, "x-pickguard-reason")
+            .unwrap()
+            .contains("claimed")
+    );
+
+    // The session cookie is HttpOnly and strict; a form without this
+    // session's CSRF token, or posted from another origin, is refused.
+    let sid = b.cookie("pickguard_console");
+    let cookie = format!("pickguard_console={sid}");
+    let post = |body: &str, origin: Option<&str>| -> u16 {
+        let mut s = TcpStream::connect(("127.0.0.1", w.port)).unwrap();
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "POST /console/claims/add HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: {cookie}\r\n{origin}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            w.port,
+            body.len()
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(post("csrf=wrong&name=publicdep", None), 403);
+    b.go(&format!("{base}/console/claims"));
+    let csrf_el = b.find("#claim-form input[name=csrf]");
+    let csrf = b.call("GET", &format!("/element/{csrf_el}/property/value"), None);
+    let csrf = csrf.as_str().unwrap();
+    assert_eq!(
+        post(
+            &format!("csrf={csrf}&name=publicdep"),
+            Some("http://evil.example")
+        ),
+        403
+    );
+    assert_eq!(
+        http(w.port, "GET", "/simple/publicdep/", &[]).0,
+        200,
+        "publicdep was claimed by a forged form"
+    );
+    assert_eq!(
+        post(&format!("csrf={csrf}&name=publicdep"), Some(&base)),
+        303
+    );
+    b.go(&format!("{base}/console/feed"));
+    assert!(b.text("#feed-counts").contains("0 advisories"));
+    b.screenshot("feed");
+    // Logged out: the session is gone.
+    b.go(&format!("{base}/console/"));
+    b.click("header form button");
+    b.wait_url("/console/login");
+    let (st, _, _) = http(w.port, "GET", "/console/claims", &[("Cookie", &cookie)]);
+    assert_eq!(st, 303, "the session outlived its logout");
+    // The audit log says who did what.
+    let audit = std::fs::read_to_string(w.dir.path().join("data/audit.jsonl")).unwrap();
+    for d in [
+        "console-login",
+        "console-release",
+        "console-claim",
+        "console-login-refused",
+    ] {
+        assert!(audit.contains(&format!("\"{d}\"")), "{d} not logged");
+    }
+}
