@@ -925,14 +925,30 @@ fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Importing again changes nothing; status names the advisory.
+    // Importing again, from a URL, changes nothing; a URL that answers 404
+    // is an error (exit 2); status names the advisory.
+    let (_srv, feed_port) = upstream(feed.path(), &w.dir.path().join("feed.log"));
     let out = common::pickguard()
         .args(["firewall", "feed", "import", "-c"])
         .arg(&cfg)
-        .arg(feed.path().join("all.zip"))
+        .arg(format!("http://127.0.0.1:{feed_port}/all.zip"))
         .output()
         .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("stored 0 row(s), 2 unchanged"));
+    let out = common::pickguard()
+        .args(["firewall", "feed", "import", "-c"])
+        .arg(&cfg)
+        .arg(format!("http://127.0.0.1:{feed_port}/gone.zip"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 404"));
     let out = common::pickguard()
         .args(["firewall", "feed", "status", "-c"])
         .arg(&cfg)
