@@ -129,13 +129,14 @@ impl Spec {
         {
             return true;
         }
+        let Some(v) = parsed else {
+            // An unreadable version cannot be told apart from a listed one
+            // (pip may read `1.0-post1` as a listed `1.0.post1`): covered.
+            return true;
+        };
         if self.ranges.is_empty() {
             return false;
         }
-        let Some(v) = parsed else {
-            // Ranges can only be judged on a readable version.
-            return true;
-        };
         self.ranges.iter().any(|r| in_range(&v, r))
     }
 }
@@ -331,7 +332,11 @@ pub fn parse_document(
         let pypi: Vec<&OsvAffected> = rec
             .affected
             .iter()
-            .filter(|a| a.package.as_ref().is_some_and(|p| p.ecosystem == "PyPI"))
+            .filter(|a| {
+                a.package
+                    .as_ref()
+                    .is_some_and(|p| p.ecosystem.trim().eq_ignore_ascii_case("pypi"))
+            })
             .collect();
         if pypi.is_empty() {
             report.other_ecosystems += 1;
@@ -341,8 +346,28 @@ pub fn parse_document(
             report.not_malicious += 1;
             continue;
         }
+        let rfc3339 = |t: &str| {
+            time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
+                .is_ok()
+        };
+        if !rfc3339(&rec.modified) {
+            // A garbage date would win or lose every later comparison.
+            report.errors.push(format!(
+                "{source}: {}: modified {:?} is not an RFC 3339 time; record not imported",
+                rec.id, rec.modified
+            ));
+            continue;
+        }
+        let mut withdrawn = rec.withdrawn.clone();
+        if withdrawn.as_deref().is_some_and(|w| !rfc3339(w)) {
+            report.errors.push(format!(
+                "{source}: {}: withdrawn {:?} is not an RFC 3339 time; the record is kept in force",
+                rec.id, rec.withdrawn
+            ));
+            withdrawn = None;
+        }
         report.records += 1;
-        if rec.withdrawn.is_some() {
+        if withdrawn.is_some() {
             report.withdrawn += 1;
         }
         let summary = rec
@@ -359,7 +384,7 @@ pub fn parse_document(
         let mut rows: Vec<Advisory> = Vec::new();
         for a in pypi {
             let Some(p) = &a.package else { continue };
-            let project = pickguard_index::normalize(&p.name);
+            let project = pickguard_index::normalize(p.name.trim());
             if project.is_empty() {
                 report
                     .errors
@@ -373,7 +398,7 @@ pub fn parse_document(
                     id: rec.id.clone(),
                     project,
                     modified: rec.modified.clone(),
-                    withdrawn: rec.withdrawn.clone(),
+                    withdrawn: withdrawn.clone(),
                     summary: summary.clone(),
                     spec,
                     source: source.to_owned(),
@@ -599,6 +624,12 @@ pub fn import(db: &crate::state::Db, sources: &[String], malicious_only: bool) -
             Err(e) => report.errors.push(format!("{s}: storing: {e}")),
         }
     }
+    if report.documents == 0 && !sources.is_empty() {
+        // An empty checkout, or a directory of symbolic links (not followed).
+        report
+            .errors
+            .push("no .json or .zip document was found in the sources".into());
+    }
     report
 }
 
@@ -662,6 +693,15 @@ mod tests {
         // Unknown or unreadable versions fail closed.
         assert!(s.covers(None));
         assert!(s.covers(Some("not-a-version")));
+        let listed = Spec {
+            versions: vec!["1.0.post1".into()],
+            ..Spec::default()
+        };
+        assert!(
+            listed.covers(Some("post1")),
+            "an unreadable version with a list"
+        );
+        assert!(!listed.covers(Some("1.0")));
         assert_eq!(
             s.describe(),
             "0.5, 1.0 up to before 1.2.3, 2.0rc1 up to 2.1"
@@ -710,5 +750,21 @@ mod tests {
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         parse_document(b"{", "bad.json", false, &mut r);
         assert_eq!(r.errors.len(), 2);
+        // Careless spellings still count; garbage dates are refused.
+        let a = parse_document(
+            br#"[{"id":"MAL-3","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"pypi","name":" spacepkg "}}]},
+                 {"id":"MAL-4","modified":"withdrawn","affected":[{"package":{"ecosystem":"PyPI","name":"x"}}]},
+                 {"id":"MAL-5","modified":"2024-01-01T00:00:00Z","withdrawn":"yes","affected":[{"package":{"ecosystem":"PyPI","name":"y"}}]}]"#,
+            "t.json",
+            false,
+            &mut r,
+        );
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a[0].project, "spacepkg");
+        assert_eq!(
+            a[1].withdrawn, None,
+            "an unreadable withdrawn date keeps the record in force"
+        );
+        assert_eq!(r.errors.len(), 4, "{:?}", r.errors);
     }
 }

@@ -77,9 +77,12 @@ impl Db {
             let p = |t: &str| {
                 time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
             };
+            // Imports refuse unreadable dates; one stored before that rule
+            // loses to any readable one and never beats one.
             match (p(a), p(b)) {
                 (Some(x), Some(y)) => x > y,
-                _ => a > b,
+                (Some(_), None) => true,
+                _ => false,
             }
         };
         self.with(|c| {

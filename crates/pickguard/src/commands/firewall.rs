@@ -118,10 +118,6 @@ pub fn feed_import(args: FeedImportArgs) -> Result<u8> {
         );
         return Ok(2);
     }
-    if r.documents == 0 {
-        eprintln!("pickguard: error: no .json or .zip document was found in the sources");
-        return Ok(2);
-    }
     Ok(0)
 }
 
