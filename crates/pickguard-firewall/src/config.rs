@@ -26,7 +26,8 @@ pub struct Config {
     /// Known-malicious packages from OSV advisories.
     #[serde(default)]
     pub feed: Feed,
-    /// Log decisions but never block or filter.
+    /// Log what quarantine would hide, hide nothing; claims and files an
+    /// OSV advisory lists are enforced all the same.
     #[serde(default)]
     pub dry_run: bool,
     /// Bearer token for /admin (also PICKGUARD_ADMIN_TOKEN). No token: admin API off.

@@ -703,7 +703,9 @@ async fn quarantine(State(st): St, headers: HeaderMap, Query(f): Query<Flash>) -
     for (p, d) in &latest {
         for h in &d.hidden {
             let file = h.split(':').next().unwrap_or("");
-            let version = pickguard_index::version_of(file).unwrap_or("*").to_owned();
+            let version = pickguard_index::version_of(file, p)
+                .unwrap_or("*")
+                .to_owned();
             if queue
                 .iter()
                 .any(|q: &Queued| q.project == *p && q.version == version)

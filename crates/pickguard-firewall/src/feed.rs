@@ -10,6 +10,7 @@
 
 use pep440_rs::Version;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,11 @@ struct OsvEvent {
     introduced: Option<String>,
     fixed: Option<String>,
     last_affected: Option<String>,
+    /// GIT ranges only; an ECOSYSTEM event that is only a limit is skipped.
+    limit: Option<String>,
+    /// Keys this version of the schema does not know.
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
 }
 
 /// One event of an ECOSYSTEM range, versions already checked to parse.
@@ -122,14 +128,19 @@ impl Spec {
             return true;
         };
         let parsed = parse_version(v);
-        if self
-            .versions
-            .iter()
-            .any(|x| x == v || matches!((parse_version(x), &parsed), (Some(a), Some(b)) if a == *b))
-        {
+        // A local build (`1.0+evil`) is the listed release to pip's `==1.0`,
+        // and to anyone reading the advisory: judged by its public part too.
+        let public = parsed.as_ref().map(|p| p.clone().without_local());
+        if self.versions.iter().any(|x| {
+            x == v
+                || match parse_version(x) {
+                    Some(a) => parsed.as_ref() == Some(&a) || public.as_ref() == Some(&a),
+                    None => false,
+                }
+        }) {
             return true;
         }
-        let Some(v) = parsed else {
+        let (Some(v), Some(public)) = (parsed, public) else {
             // An unreadable version cannot be told apart from a listed one
             // (pip may read `1.0-post1` as a listed `1.0.post1`): covered.
             return true;
@@ -137,7 +148,9 @@ impl Spec {
         if self.ranges.is_empty() {
             return false;
         }
-        self.ranges.iter().any(|r| in_range(&v, r))
+        self.ranges
+            .iter()
+            .any(|r| in_range(&v, r) || in_range(&public, r))
     }
 }
 
@@ -232,9 +245,16 @@ fn compile(a: &OsvAffected) -> Spec {
                             (Some(s), None, None) => (Event::Introduced, s),
                             (None, Some(s), None) => (Event::Fixed, s),
                             (None, None, Some(s)) => (Event::LastAffected, s),
-                            // `limit` (git only) or a malformed event: skipped
-                            // when it is only a limit, unreadable otherwise.
-                            (None, None, None) => continue,
+                            // `limit` (git only): skipped. Anything else
+                            // (a key a later schema adds) cannot be read.
+                            (None, None, None) if e.limit.is_some() && e.other.is_empty() => {
+                                continue;
+                            }
+                            (None, None, None) => {
+                                let keys: Vec<&str> = e.other.keys().map(String::as_str).collect();
+                                unreadable.push(format!("an event with unknown keys {keys:?}"));
+                                continue;
+                            }
                             _ => {
                                 unreadable.push("an event with more than one kind".to_owned());
                                 continue;
@@ -296,6 +316,10 @@ pub struct ImportReport {
     /// Sources or documents that could not be read, with why. A non-empty
     /// list means the feed is incomplete.
     pub errors: Vec<String>,
+    /// What an operator should know that does not make the feed incomplete
+    /// (blocks kept although a later record version dropped them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Parse one OSV document (a record, or an array of records) into stored
@@ -320,12 +344,28 @@ pub fn parse_document(
     };
     let mut out = Vec::new();
     for item in items {
-        let rec: OsvRecord = match serde_json::from_value(item) {
+        let rec: OsvRecord = match serde_json::from_value(item.clone()) {
             Ok(r) => r,
             Err(e) => {
-                report
-                    .errors
-                    .push(format!("{source}: not an OSV record: {e}"));
+                // The package names may still be readable: a record that
+                // names a PyPI project blocks all of it rather than nothing.
+                let rows = salvage(&item, source, &e.to_string(), malicious_only);
+                report.errors.push(format!(
+                    "{source}: not an OSV record: {e}{}",
+                    if rows.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; every version of {} blocked",
+                            rows.iter()
+                                .map(|r| r.project.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ));
+                report.records += u64::from(!rows.is_empty());
+                out.extend(rows);
                 continue;
             }
         };
@@ -351,11 +391,16 @@ pub fn parse_document(
                 .is_ok()
         };
         if !rfc3339(&rec.modified) {
-            // A garbage date would win or lose every later comparison.
+            // A garbage date would win or lose every later comparison: the
+            // record's names are blocked entirely, dated as old as can be,
+            // so any readable version of the record replaces it.
+            let rows = salvage(&item, source, "its modified time is not RFC 3339", false);
             report.errors.push(format!(
-                "{source}: {}: modified {:?} is not an RFC 3339 time; record not imported",
+                "{source}: {}: modified {:?} is not an RFC 3339 time; every version of the projects it names is blocked until a readable version of the record arrives",
                 rec.id, rec.modified
             ));
+            report.records += u64::from(!rows.is_empty());
+            out.extend(rows);
             continue;
         }
         let mut withdrawn = rec.withdrawn.clone();
@@ -408,6 +453,70 @@ pub fn parse_document(
         out.extend(rows);
     }
     out
+}
+
+/// The oldest RFC 3339 time: what a salvaged record is dated.
+const EPOCH: &str = "1970-01-01T00:00:00Z";
+
+/// The PyPI rows of a record that does not follow the schema: every named
+/// project, every version, dated [`EPOCH`] so a readable record replaces it.
+fn salvage(
+    item: &serde_json::Value,
+    source: &str,
+    why: &str,
+    malicious_only: bool,
+) -> Vec<Advisory> {
+    let id = item
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("unreadable record in {source}"));
+    if malicious_only && !id.starts_with("MAL-") && item.get("id").is_some_and(|v| v.is_string()) {
+        return vec![];
+    }
+    let mut rows: Vec<Advisory> = Vec::new();
+    let Some(affected) = item.get("affected").and_then(|a| a.as_array()) else {
+        return rows;
+    };
+    for a in affected {
+        let pkg = a.get("package");
+        let eco = pkg
+            .and_then(|p| p.get("ecosystem"))
+            .and_then(|e| e.as_str());
+        let name = pkg.and_then(|p| p.get("name")).and_then(|n| n.as_str());
+        let (Some(eco), Some(name)) = (eco, name) else {
+            continue;
+        };
+        if !eco.trim().eq_ignore_ascii_case("pypi") {
+            continue;
+        }
+        let project = pickguard_index::normalize(name.trim());
+        if project.is_empty() || rows.iter().any(|r| r.project == project) {
+            continue;
+        }
+        rows.push(Advisory {
+            id: id.clone(),
+            project,
+            modified: EPOCH.into(),
+            withdrawn: None,
+            summary: item
+                .get("summary")
+                .and_then(|s| s.as_str())
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect(),
+            spec: Spec {
+                all: true,
+                note: Some(format!(
+                    "every version treated as affected: the record could not be read ({why})"
+                )),
+                ..Spec::default()
+            },
+            source: source.to_owned(),
+        });
+    }
+    rows
 }
 
 fn merge(into: &mut Spec, other: Spec) {
@@ -617,9 +726,10 @@ pub fn import(db: &crate::state::Db, sources: &[String], malicious_only: bool) -
     for s in sources {
         let rows = read_source(s, malicious_only, &mut report);
         match db.store_advisories(&rows) {
-            Ok((stored, unchanged)) => {
+            Ok((stored, unchanged, kept)) => {
                 report.stored += stored;
                 report.unchanged += unchanged;
+                report.notes.extend(kept);
             }
             Err(e) => report.errors.push(format!("{s}: storing: {e}")),
         }
@@ -687,6 +797,11 @@ mod tests {
             ("2.1", true),
             ("2.1.post1", false),
             ("3", false),
+            // Local builds are judged by their public part as well.
+            ("0.5+evil", true),
+            ("2.1+vendor.1", true),
+            ("1.2.3+x", false),
+            ("0.4+x", false),
         ] {
             assert_eq!(s.covers(Some(v)), want, "{v}");
         }
@@ -702,6 +817,7 @@ mod tests {
             "an unreadable version with a list"
         );
         assert!(!listed.covers(Some("1.0")));
+        assert!(listed.covers(Some("1.0.post1+evil")));
         assert_eq!(
             s.describe(),
             "0.5, 1.0 up to before 1.2.3, 2.0rc1 up to 2.1"
@@ -750,7 +866,8 @@ mod tests {
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         parse_document(b"{", "bad.json", false, &mut r);
         assert_eq!(r.errors.len(), 2);
-        // Careless spellings still count; garbage dates are refused.
+        // Careless spellings still count; a garbage date blocks the names
+        // entirely, dated so that any readable version replaces it.
         let a = parse_document(
             br#"[{"id":"MAL-3","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"pypi","name":" spacepkg "}}]},
                  {"id":"MAL-4","modified":"withdrawn","affected":[{"package":{"ecosystem":"PyPI","name":"x"}}]},
@@ -759,12 +876,50 @@ mod tests {
             false,
             &mut r,
         );
-        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a.len(), 3, "{a:?}");
         assert_eq!(a[0].project, "spacepkg");
+        assert!(a[1].id == "MAL-4" && a[1].spec.all && a[1].modified == EPOCH);
         assert_eq!(
-            a[1].withdrawn, None,
+            a[2].withdrawn, None,
             "an unreadable withdrawn date keeps the record in force"
         );
         assert_eq!(r.errors.len(), 4, "{:?}", r.errors);
+    }
+
+    #[test]
+    fn records_off_the_schema_still_block_the_names_they_give() {
+        // `versions: null`, no `modified`, an event with a key this schema
+        // does not know: the names are readable, so they are blocked.
+        let (a, r) = one(
+            r#"[{"id":"MAL-n","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"PyPI","name":"nullpkg"},"versions":null}]},
+                {"id":"MAL-m","affected":[{"package":{"ecosystem":"PyPI","name":"Nomod_Pkg"},"versions":["1.0"]},
+                                          {"package":{"ecosystem":"npm","name":"other"}}]},
+                {"id":"MAL-e","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"PyPI","name":"evpkg"},
+                  "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.0"},{"introduced_again":"3.0"}]}]}]},
+                {"id":"MAL-l","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"PyPI","name":"limitpkg"},
+                  "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.0"},{"limit":"*"}]}]}]}]"#,
+        );
+        assert_eq!(a.len(), 4, "{a:?}");
+        assert!(a[0].project == "nullpkg" && a[0].spec.all, "{:?}", a[0]);
+        assert!(a[1].project == "nomod-pkg" && a[1].spec.all && a[1].modified == EPOCH);
+        assert!(a[2].project == "evpkg" && a[2].spec.all, "{:?}", a[2]);
+        assert!(
+            a[2].spec
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("introduced_again")
+        );
+        assert!(a[2].spec.covers(Some("5.0")));
+        assert!(
+            !a[3].spec.all && !a[3].spec.covers(Some("2.0")),
+            "a limit is not unknown"
+        );
+        assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+        assert!(
+            r.errors.iter().all(|e| e.contains("blocked")),
+            "{:?}",
+            r.errors
+        );
     }
 }

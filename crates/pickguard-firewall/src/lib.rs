@@ -169,6 +169,9 @@ impl AppState {
             state::Metrics::inc(&self.metrics.feed_import_errors);
             tracing::warn!(event = "feed-import-error", error = %e, "a feed source could not be read");
         }
+        for n in &r.notes {
+            tracing::warn!(event = "feed-import-note", note = %n, "feed import");
+        }
         tracing::info!(
             event = "feed-imported",
             records = r.records,

@@ -273,7 +273,8 @@ impl AppState {
                 self.quarantine(name, &mut r);
             } else {
                 let reasons = self.feed_reasons(name, &r, true);
-                self.hide(name, &mut r, reasons);
+                let always = reasons.iter().map(|(f, _)| f.clone()).collect();
+                self.hide(name, &mut r, reasons, &always);
             }
             if let Some(p) = &mut r.project {
                 p.tracks = tracks;
@@ -569,7 +570,7 @@ impl AppState {
                 reasons.push((f.filename.clone(), why.clone()));
                 continue;
             }
-            let v = f.version();
+            let v = f.version(name);
             let ov = v
                 .and_then(|v| overrides.get(v))
                 .or_else(|| overrides.get("*"))
@@ -641,7 +642,8 @@ impl AppState {
             .iter()
             .filter(|v| {
                 p.files.iter().any(|f| {
-                    f.version() == Some(v.as_str()) && !hidden_names.contains(f.filename.as_str())
+                    f.version(name) == Some(v.as_str())
+                        && !hidden_names.contains(f.filename.as_str())
                 })
             })
             .cloned()
@@ -652,26 +654,44 @@ impl AppState {
         {
             tracing::warn!(event = "record-versions-failed", project = name, error = %e, "could not record served versions");
         }
-        self.hide(name, r, reasons);
+        let always = feed.iter().map(|(f, _)| f.clone()).collect();
+        self.hide(name, r, reasons, &always);
     }
 
-    /// Leave out `reasons`' files (all of them: 403 `quarantined`); in dry
-    /// run, only record them.
-    fn hide(&self, name: &str, r: &mut Resolution, reasons: Vec<(String, String)>) {
+    /// Leave out `reasons`' files (all of them: 403 `quarantined`). In dry
+    /// run only the files named in `always` (known-malicious: an advisory
+    /// lists them, or the advisories could not be read) are left out; the
+    /// others are only recorded.
+    fn hide(
+        &self,
+        name: &str,
+        r: &mut Resolution,
+        reasons: Vec<(String, String)>,
+        always: &BTreeSet<String>,
+    ) {
         let Some(p) = r.project.as_mut() else { return };
         if reasons.is_empty() {
             return;
         }
-        let hidden_names: BTreeSet<&str> = reasons.iter().map(|(f, _)| f.as_str()).collect();
         for _ in &reasons {
             Metrics::inc(&self.metrics.hidden_files);
         }
         r.hidden
             .extend(reasons.iter().map(|(f, why)| format!("{f}: {why}")));
-        if self.cfg.dry_run {
-            r.decision = "serve-public-dry-run";
-            return;
-        }
+        let reasons: Vec<(String, String)> = if self.cfg.dry_run {
+            let enforced: Vec<_> = reasons
+                .into_iter()
+                .filter(|(f, _)| always.contains(f))
+                .collect();
+            if enforced.is_empty() {
+                r.decision = "serve-public-dry-run";
+                return;
+            }
+            enforced
+        } else {
+            reasons
+        };
+        let hidden_names: BTreeSet<&str> = reasons.iter().map(|(f, _)| f.as_str()).collect();
         p.files
             .retain(|f| !hidden_names.contains(f.filename.as_str()));
         r.files
@@ -730,7 +750,7 @@ impl AppState {
         }
         let mut out = Vec::new();
         for f in p.files.iter().filter(|f| judged(&f.filename)) {
-            if let Some(a) = active.iter().find(|a| a.spec.covers(f.version())) {
+            if let Some(a) = active.iter().find(|a| a.spec.covers(f.version(name))) {
                 Metrics::inc(&self.metrics.feed_blocked);
                 let mut why = format!("{} (OSV advisory", a.id);
                 if !a.summary.is_empty() {
@@ -820,9 +840,15 @@ pub(crate) fn similar_names(a: &str, b: &str) -> bool {
     x == y || (x.len().min(y.len()) >= 6 && strsim::damerau_levenshtein(&x, &y) <= 1)
 }
 
-/// A name outside a `PREFIX*` claims pattern (it did not match it) whose
-/// skeleton still starts with the prefix's: `acmeinternal` or `acme_ml`
-/// beside `acme-*`. Prefixes under 4 letters are too common to judge.
+/// A name outside a `PREFIX*` claims pattern (it did not match it) that a
+/// person or resolver could still take for one of its names: after a
+/// `py-`/`python-` prefix is dropped, it starts with the prefix (`acme-*`:
+/// `python-acme-utils`), or with the prefix's letters followed by a word
+/// boundary (`acme.ml` spelled `acme_ml` is inside; `acme1-x`... is not a
+/// boundary) and, for prefixes of six letters or more, joined to the rest
+/// (`acmecorpinternal` beside `acmecorp-*`). Shorter prefixes joined to a
+/// word are too often ordinary words (`data-*` and `datasets`). Prefixes
+/// under 4 letters are too common to judge.
 pub(crate) fn inside_namespace(name: &str, pattern: &str) -> bool {
     let p = pickguard_index::normalize(pattern);
     let Some(prefix) = p.strip_suffix('*') else {
@@ -838,8 +864,42 @@ pub(crate) fn inside_namespace(name: &str, pattern: &str) -> bool {
     if sk.len() < 4 {
         return false;
     }
-    let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    !name.starts_with(prefix) && n.starts_with(&sk) && n.len() > sk.len()
+    let name = pickguard_index::normalize(name);
+    let mut candidates = vec![name.as_str()];
+    for py in ["python-", "py-", "python", "py"] {
+        if let Some(rest) = name.strip_prefix(py) {
+            candidates.push(rest);
+        }
+    }
+    candidates.into_iter().enumerate().any(|(i, c)| {
+        if c.starts_with(prefix) {
+            // The name itself matched the pattern (not near it) unless a
+            // py prefix was dropped to get here.
+            return i > 0 && c.len() > prefix.len();
+        }
+        // Walk the candidate's letters against the prefix's skeleton,
+        // separators skipped; what follows the last one decides.
+        let mut letters = 0;
+        let mut end = None;
+        for (at, ch) in c.char_indices() {
+            if !ch.is_ascii_alphanumeric() {
+                continue;
+            }
+            if letters == sk.len() {
+                end = Some(at);
+                break;
+            }
+            if sk.as_bytes()[letters] != ch as u8 {
+                return false;
+            }
+            letters += 1;
+        }
+        let Some(end) = end else { return false };
+        // `end` is the first letter after the skeleton: a separator right
+        // before it is a word boundary.
+        let boundary = c[..end].ends_with('-');
+        boundary || sk.len() >= 6
+    })
 }
 
 #[cfg(test)]
@@ -848,13 +908,25 @@ mod tests {
 
     #[test]
     fn near_a_private_namespace() {
-        assert!(inside_namespace("acmeinternal", "acme-*"));
+        // Inside the pattern: not near it.
         assert!(!inside_namespace("acme-ml", "acme_*"));
-        assert!(inside_namespace("acmeml", "Acme_*"));
         assert!(!inside_namespace("acme", "acme-*"));
+        // A py prefix, or separators placed elsewhere in the prefix.
+        assert!(inside_namespace("python-acme-utils", "acme-*"));
+        assert!(inside_namespace("py_acme.utils", "acme-*"));
+        assert!(inside_namespace("pyacme-utils", "acme-*"));
+        assert!(inside_namespace("acmecorp-ml", "acme-corp-*"));
+        assert!(inside_namespace("acme-corpml", "acmecorp-*"));
+        // Joined to the rest: only distinctive (6+ letter) prefixes.
+        assert!(inside_namespace("acmecorpinternal", "acmecorp-*"));
+        assert!(!inside_namespace("acmeinternal", "acme-*"));
+        assert!(!inside_namespace("datasets", "data-*"));
+        assert!(!inside_namespace("modeling", "model-*"));
+        // Unrelated, too short, or not a prefix pattern.
         assert!(!inside_namespace("numpy", "acme-*"));
         assert!(!inside_namespace("mlflow", "ml-*"));
         assert!(!inside_namespace("acmeinternal", "*-acme"));
+        assert!(!inside_namespace("python", "acme-*"));
     }
 
     #[test]

@@ -67,8 +67,15 @@ impl Db {
     }
 
     /// Store advisories: a record replaces what is stored under its id only
-    /// when its `modified` is later. Returns (stored rows, unchanged rows).
-    pub fn store_advisories(&self, rows: &[crate::feed::Advisory]) -> anyhow::Result<(u64, u64)> {
+    /// when its `modified` is later, and only for the projects it names: a
+    /// later record under the same id that no longer names a project (a
+    /// correction, or another source reusing the id) does not lift that
+    /// project's block; it is kept and reported. Returns (stored rows,
+    /// unchanged rows, kept rows in words).
+    pub fn store_advisories(
+        &self,
+        rows: &[crate::feed::Advisory],
+    ) -> anyhow::Result<(u64, u64, Vec<String>)> {
         let mut by_id: BTreeMap<&str, Vec<&crate::feed::Advisory>> = BTreeMap::new();
         for r in rows {
             by_id.entry(r.id.as_str()).or_default().push(r);
@@ -87,11 +94,9 @@ impl Db {
         };
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
-            let (mut stored, mut unchanged) = (0, 0);
+            let (mut stored, mut unchanged, mut kept) = (0, 0, Vec::new());
             {
-                let mut get =
-                    tx.prepare_cached("SELECT modified FROM advisories WHERE id = ?1 LIMIT 1")?;
-                let mut del = tx.prepare_cached("DELETE FROM advisories WHERE id = ?1")?;
+                let mut get = tx.prepare_cached("SELECT project, modified FROM advisories WHERE id = ?1")?;
                 let mut ins = tx.prepare_cached(
                     "INSERT OR REPLACE INTO advisories (id, project, modified, withdrawn, summary, spec, source, imported)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -104,18 +109,28 @@ impl Db {
                         .map(|r| r.modified.as_str())
                         .fold("", |m, x| if m.is_empty() || newer(x, m) { x } else { m });
                     let group: Vec<_> = group.into_iter().filter(|r| r.modified == latest).collect();
-                    let old: Option<String> = get
-                        .query_row([id], |r| r.get(0))
-                        .map(Some)
-                        .or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                            e => Err(e),
-                        })?;
-                    if old.as_deref().is_some_and(|o| !newer(latest, o)) {
+                    let old: Vec<(String, String)> = get
+                        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let old_latest = old
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .fold(None, |m: Option<&str>, x| match m {
+                            Some(m) if !newer(x, m) => Some(m),
+                            _ => Some(x),
+                        });
+                    if old_latest.is_some_and(|o| !newer(latest, o)) {
                         unchanged += group.len() as u64;
                         continue;
                     }
-                    del.execute([id])?;
+                    for (project, _) in &old {
+                        if !group.iter().any(|r| &r.project == project) {
+                            kept.push(format!(
+                                "{id}: a later version of the record no longer names {project}; \
+                                 its block is kept (list {id} in [feed] ignore to lift it)"
+                            ));
+                        }
+                    }
                     for r in group {
                         let spec = serde_json::to_string(&r.spec).unwrap_or_default();
                         ins.execute((
@@ -126,7 +141,7 @@ impl Db {
                 }
             }
             tx.commit()?;
-            Ok((stored, unchanged))
+            Ok((stored, unchanged, kept))
         })
     }
 
@@ -724,29 +739,51 @@ mod tests {
         assert_eq!(
             db.store_advisories(&[adv("MAL-1", "x", "2026-01-02T00:00:00Z", false)])
                 .unwrap(),
-            (1, 0)
+            (1, 0, vec![])
         );
         // Older: ignored. Same: unchanged. Later (other offset spelling): replaces.
         assert_eq!(
             db.store_advisories(&[adv("MAL-1", "x", "2026-01-01T00:00:00Z", true)])
                 .unwrap(),
-            (0, 1)
+            (0, 1, vec![])
         );
         assert!(!db.advisories("x").unwrap()[0].spec.all);
         assert_eq!(
             db.store_advisories(&[adv("MAL-1", "y", "2026-01-02T01:00:00+01:00", true)])
                 .unwrap(),
-            (0, 1),
+            (0, 1, vec![]),
             "the same instant is not later"
         );
-        assert_eq!(
-            db.store_advisories(&[adv("MAL-1", "y", "2026-01-03T00:00:00Z", true)])
-                .unwrap(),
-            (1, 0)
+        let (stored, unchanged, kept) = db
+            .store_advisories(&[adv("MAL-1", "y", "2026-01-03T00:00:00Z", true)])
+            .unwrap();
+        assert_eq!((stored, unchanged), (1, 0));
+        // The later record names project y only: x's block is kept (a
+        // record reusing the id must not lift it), and that is reported.
+        assert!(
+            kept.len() == 1 && kept[0].contains("no longer names x"),
+            "{kept:?}"
         );
-        // The later record moved to project y: x is no longer listed.
-        assert!(db.advisories("x").unwrap().is_empty());
+        assert!(!db.advisories("x").unwrap().is_empty());
         assert!(db.advisories("y").unwrap()[0].spec.all);
+        // Its later version replaces x's row too, once it names x again;
+        // the id's latest date is the newest of its rows.
+        assert_eq!(
+            db.store_advisories(&[adv("MAL-1", "x", "2026-01-02T12:00:00Z", true)])
+                .unwrap()
+                .1,
+            1,
+            "older than the newest row of the id"
+        );
+        let (stored, _, kept) = db
+            .store_advisories(&[
+                adv("MAL-1", "x", "2026-01-04T00:00:00Z", true),
+                adv("MAL-1", "y", "2026-01-04T00:00:00Z", false),
+            ])
+            .unwrap();
+        assert_eq!((stored, kept.len()), (2, 0));
+        assert!(db.advisories("x").unwrap()[0].spec.all);
+        assert!(!db.advisories("y").unwrap()[0].spec.all);
     }
 
     #[test]

@@ -56,15 +56,9 @@ pub fn is_distribution_of(filename: &str, project: &str) -> bool {
         let min = if filename.ends_with(".whl") { 5 } else { 2 };
         return parts.len() >= min && normalize(parts[0]) == project;
     }
-    let Some(stem) = [
-        ".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".zip", ".tar",
-    ]
-    .iter()
-    .find_map(|e| filename.strip_suffix(e)) else {
-        return false;
-    };
-    stem.match_indices('-')
-        .any(|(i, _)| i + 1 < stem.len() && normalize(&stem[..i]) == project)
+    // The same split the version is read with, so a file that passes here
+    // always has a version the quarantine and the feed can judge.
+    pickguard_index::version_of(filename, project).is_some()
 }
 
 /// `host:port` of a URL, the unit the host allowlists compare.

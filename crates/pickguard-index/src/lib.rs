@@ -78,21 +78,52 @@ impl File {
         self.hashes.get("sha256").map(String::as_str)
     }
 
-    /// The version part of a wheel or sdist file name.
-    pub fn version(&self) -> Option<&str> {
-        version_of(&self.filename)
+    /// The version part of this file's name, read as pip reads it for
+    /// `project` (`None`: not a distribution of `project` pip would take).
+    pub fn version(&self, project: &str) -> Option<&str> {
+        version_of(&self.filename, project)
     }
 }
 
-/// Version from a distribution file name (`x-1.0-py3-none-any.whl`, `x-1.0.tar.gz`).
-pub fn version_of(filename: &str) -> Option<&str> {
+/// Source-distribution extensions pip or uv accept.
+const SDIST_EXTENSIONS: &[&str] = &[
+    ".tar.gz",
+    ".tar.bz2",
+    ".tar.xz",
+    ".tar.zst",
+    ".tar.lzma",
+    ".tar.lz",
+    ".tar",
+    ".tgz",
+    ".tbz",
+    ".txz",
+    ".tlz",
+    ".zip",
+];
+
+/// Version from a distribution file name of `project`, split as pip splits
+/// it: a wheel's second dash-separated field when its first names the
+/// project; an sdist's stem after the first dash whose prefix normalises to
+/// the project (`pkg-1.0-2.tar.gz` is version `1.0-2`, which pip reads as
+/// `1.0.post2`; `my-pkg-1.0.tar.gz` of `my-pkg` is `1.0`). `None` for files
+/// of another project or of no distribution format: callers judging a file
+/// by version treat that as unknown.
+pub fn version_of<'a>(filename: &'a str, project: &str) -> Option<&'a str> {
+    let want = normalize(project);
     if let Some(stem) = filename.strip_suffix(".whl") {
-        return stem.split('-').nth(1);
+        let mut parts = stem.split('-');
+        let name = parts.next()?;
+        let version = parts.next()?;
+        return (normalize(name) == want && !version.is_empty()).then_some(version);
     }
-    let stem = [".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"]
-        .iter()
-        .find_map(|e| filename.strip_suffix(e))?;
-    stem.rsplit_once('-').map(|(_, v)| v)
+    let lower = filename.to_ascii_lowercase();
+    let ext = SDIST_EXTENSIONS.iter().find(|e| lower.ends_with(**e))?;
+    let stem = &filename[..filename.len() - ext.len()];
+    stem.match_indices('-')
+        .map(|(i, _)| i)
+        .find(|&i| normalize(&stem[..i]) == want)
+        .map(|i| &stem[i + 1..])
+        .filter(|v| !v.is_empty())
 }
 
 /// PEP 792 status.
@@ -334,7 +365,7 @@ pub fn versions(p: &Project) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     p.files
         .iter()
-        .filter_map(|f| f.version())
+        .filter_map(|f| f.version(&p.name))
         .filter(|v| seen.insert(v.to_string()))
         .map(str::to_owned)
         .collect()
@@ -617,10 +648,26 @@ mod tests {
         let js = parse_json(rendered.as_bytes()).unwrap();
         assert_eq!(js.files[0].yanked, p.files[0].yanked);
         assert_eq!(js.files[0].core_metadata, p.files[0].core_metadata);
-        assert_eq!(version_of("x_y-2.0.1.tar.gz"), Some("2.0.1"));
+        assert_eq!(version_of("x_y-2.0.1.tar.gz", "x-y"), Some("2.0.1"));
         assert_eq!(
-            version_of("x_y-2.0-cp311-cp311-linux_x86_64.whl"),
+            version_of("x_y-2.0-cp311-cp311-linux_x86_64.whl", "X.Y"),
             Some("2.0")
         );
+    }
+
+    #[test]
+    fn versions_are_split_after_the_project_name_as_pip_splits_them() {
+        // The version may hold a dash (pip reads `1.0-2` as 1.0.post2): it
+        // is not the part after the last dash.
+        assert_eq!(version_of("pkg-1.0-2.tar.gz", "pkg"), Some("1.0-2"));
+        assert_eq!(version_of("my-pkg-1.0.tar.gz", "my_pkg"), Some("1.0"));
+        assert_eq!(version_of("My.Pkg-1.0.ZIP", "my-pkg"), Some("1.0"));
+        assert_eq!(version_of("my-pkg-1.0.tar.zst", "my-pkg"), Some("1.0"));
+        // Another project's files, or no distribution format: unknown.
+        assert_eq!(version_of("other-1.0.tar.gz", "pkg"), None);
+        assert_eq!(version_of("other-1.0-py3-none-any.whl", "pkg"), None);
+        assert_eq!(version_of("pkg-1.0.egg", "pkg"), None);
+        assert_eq!(version_of("pkg-.tar.gz", "pkg"), None);
+        assert_eq!(version_of("pkg-1.0-1-py3-none-any.whl", "pkg"), Some("1.0"));
     }
 }

@@ -87,6 +87,12 @@ impl World {
 
     /// Started with `extra` appended to firewall.toml.
     fn start_with(extra: &str) -> World {
+        World::start_full("", extra)
+    }
+
+    /// Started with `top` (top-level keys) at the head of firewall.toml and
+    /// `extra` at its end.
+    fn start_full(top: &str, extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let fixture = dir.path().join("indexes");
         let st = Command::new(venv_bin("python"))
@@ -102,7 +108,7 @@ impl World {
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nerror_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
+                "{top}listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nerror_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
                  [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
                  [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
                  [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
@@ -835,19 +841,7 @@ fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
     );
     let out = pip_install(&w, &v, "colorfulx==2.0.0");
     assert!(!out.status.success(), "installed the listed version");
-    let (st, h, body) = http(
-        w.port,
-        "GET",
-        "/simple/colorfulx/",
-        &[("Accept", "application/vnd.pypi.simple.v1+json")],
-    );
-    assert_eq!(st, 200);
-    let page = String::from_utf8_lossy(&body);
-    assert!(
-        page.contains("colorfulx-1.0.0") && !page.contains("colorfulx-2.0.0"),
-        "{page}"
-    );
-    assert_eq!(header(&h, "x-pickguard-hidden"), Some("1"));
+    colorfulx_listed_without_2_0_0(w.port);
 
     // steady is clean until the zip is imported into the running firewall.
     let page = json_page(w.port, "steady");
@@ -982,12 +976,15 @@ fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
         "{audit}"
     );
 
-    // acme-* is a claims pattern: the public acmeinternal is nearly inside
+    // acme-* is a claims pattern: the public python-acme-extras is nearly inside
     // it. mergepkg is private through a route (so in the claims registry):
     // the public merge-pkgs is one letter from it.
     assert_eq!(http(w.port, "GET", "/simple/mergepkg/", &[]).0, 200);
     for (name, why) in [
-        ("acmeinternal", "nearly inside the private namespace acme-*"),
+        (
+            "python-acme-extras",
+            "nearly inside the private namespace acme-*",
+        ),
         ("merge-pkgs", "nearly the private name mergepkg"),
     ] {
         let out = pip_install(&w, &v, name);
@@ -1000,6 +997,89 @@ fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
         );
     }
     assert!(!w.dir.path().join("PWNED").exists(), "a public payload ran");
+}
+
+/// The colorfulx page serves 1.0.0 and leaves out 2.0.0 (MAL-2099-0001).
+fn colorfulx_listed_without_2_0_0(port: u16) {
+    let (st, h, body) = http(
+        port,
+        "GET",
+        "/simple/colorfulx/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(st, 200);
+    let page = String::from_utf8_lossy(&body);
+    assert!(
+        page.contains("colorfulx-1.0.0") && !page.contains("colorfulx-2.0.0"),
+        "{page}"
+    );
+    assert_eq!(header(&h, "x-pickguard-hidden"), Some("1"));
+}
+
+/// `dry_run` shows what quarantine would hide and hides nothing, except
+/// files an advisory lists: a known-malicious release is never a trial.
+#[test]
+fn dry_run_still_enforces_advisories() {
+    let feed = tempfile::tempdir().unwrap();
+    assert!(
+        Command::new(venv_bin("python"))
+            .arg(common::root().join("fixtures/gen/osv_feed.py"))
+            .arg(feed.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let w = World::start_full(
+        "dry_run = true\n",
+        &format!(
+            "[feed]\nsources = [\"{}\"]\nrefresh_minutes = 0\n",
+            feed.path()
+                .join("malicious-packages/osv/malicious")
+                .display()
+        ),
+    );
+    let v = w.venv("dryvenv");
+    let out = pip_install(&w, &v, "colorfulx==2.0.0");
+    assert!(!out.status.success(), "dry run served a listed version");
+    colorfulx_listed_without_2_0_0(w.port);
+    // freshpkg is inside the cooldown: recorded, served.
+    let (st, h, body) = http(
+        w.port,
+        "GET",
+        "/simple/freshpkg/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&body).contains("freshpkg-1.0.0"));
+    assert_eq!(header(&h, "x-pickguard-hidden"), Some("1"));
+    // The audit log is written by its own task: wait (bounded) for both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut audit = String::new();
+    while Instant::now() < deadline {
+        audit = std::fs::read_to_string(w.dir.path().join("data/audit.jsonl")).unwrap_or_default();
+        if audit.contains("/simple/freshpkg/") && audit.contains("/simple/colorfulx/") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let decision = |name: &str| {
+        audit
+            .lines()
+            .rev()
+            .filter(|l| l.contains(&format!("\"/simple/{name}/\"")))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|d| d["decision"].as_str().map(str::to_owned))
+    };
+    assert_eq!(
+        decision("freshpkg").as_deref(),
+        Some("serve-public-dry-run"),
+        "{audit}"
+    );
+    assert_eq!(
+        decision("colorfulx").as_deref(),
+        Some("serve-public-filtered"),
+        "{audit}"
+    );
 }
 
 /// A firewall told to enforce a feed it cannot read, with nothing stored

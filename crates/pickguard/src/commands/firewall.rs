@@ -108,6 +108,9 @@ pub fn feed_import(args: FeedImportArgs) -> Result<u8> {
             }
         );
     }
+    for n in &r.notes {
+        eprintln!("pickguard: note: {n}");
+    }
     for e in &r.errors {
         eprintln!("pickguard: error: {e}");
     }
