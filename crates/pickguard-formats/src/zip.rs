@@ -84,16 +84,14 @@ pub fn find_eocd(data: &[u8]) -> Option<usize> {
     }
 }
 
-/// Read the central directory. `max_entries` bounds the work an archive can demand.
-pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
-    let eocd = find_eocd(data).ok_or("no end-of-central-directory record")?;
-    let mut ar = Archive {
-        eocd_offset: eocd as u64,
-        ..Default::default()
-    };
+/// (entries, central directory size, central directory offset) as the end
+/// records declare them, ZIP64 included; `false` when a ZIP64 locator points
+/// at no ZIP64 record (the 32-bit values are used then).
+fn declared(data: &[u8], eocd: usize) -> (u64, u64, u64, bool) {
     let mut total = u16_at(data, eocd + 10).unwrap_or(0) as u64;
     let mut cd_size = u32_at(data, eocd + 12).unwrap_or(0) as u64;
     let mut cd_off = u32_at(data, eocd + 16).unwrap_or(0) as u64;
+    let mut ok = true;
     // ZIP64: locator just before the EOCD.
     if eocd >= 20 && u32_at(data, eocd - 20) == Some(EOCD64_LOC_SIG) {
         let rec = u64_at(data, eocd - 12).unwrap_or(u64::MAX);
@@ -106,11 +104,33 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
                 cd_size = u64_at(data, r + 40).unwrap_or(cd_size);
                 cd_off = u64_at(data, r + 48).unwrap_or(cd_off);
             }
-            None => ar.discrepancies.push(Discrepancy {
-                entry: None,
-                what: "ZIP64 locator points at no ZIP64 end-of-central-directory record".into(),
-            }),
+            None => ok = false,
         }
+    }
+    (total, cd_size, cd_off, ok)
+}
+
+/// How many entries the archive's end records declare (`None`: no
+/// end-of-central-directory record). Callers tell an archive over their
+/// entry limit (a budget) from one that cannot be read.
+pub fn declared_entries(data: &[u8]) -> Option<u64> {
+    let eocd = find_eocd(data)?;
+    Some(declared(data, eocd).0)
+}
+
+/// Read the central directory. `max_entries` bounds the work an archive can demand.
+pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
+    let eocd = find_eocd(data).ok_or("no end-of-central-directory record")?;
+    let mut ar = Archive {
+        eocd_offset: eocd as u64,
+        ..Default::default()
+    };
+    let (total, cd_size, cd_off, zip64_ok) = declared(data, eocd);
+    if !zip64_ok {
+        ar.discrepancies.push(Discrepancy {
+            entry: None,
+            what: "ZIP64 locator points at no ZIP64 end-of-central-directory record".into(),
+        });
     }
     if total as usize > max_entries {
         return Err(format!(

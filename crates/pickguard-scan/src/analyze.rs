@@ -39,7 +39,7 @@ impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
             pickle: pk::Options::default(),
-            max_members: 200_000,
+            max_members: 2_000_000,
             max_depth: 4,
             max_decompressed: 1 << 30,
             max_streams: 1000,
@@ -757,12 +757,34 @@ impl Scanner {
         if zip::find_eocd(data).is_none() {
             return false;
         }
-        let Ok(ar) = zip::read(data, self.options.max_members) else {
-            return false;
+        let ar = match zip::read(data, self.options.max_members) {
+            Ok(ar) if !ar.entries.is_empty() => ar,
+            Ok(_) => return false,
+            Err(_) => {
+                // Too many members to read is still an archive from its end.
+                let Some(n) =
+                    zip::declared_entries(data).filter(|&n| n > self.options.max_members as u64)
+                else {
+                    return false;
+                };
+                ctx.push(Finding::new(
+                    Rule::Polyglot,
+                    format!(
+                        "the file reads as {what} from its start and as a zip archive of {n} members from its end; loaders that check the end (Python zipfile, numpy.load of .npz) see the archive"
+                    ),
+                    loc(member, None, Some(0), ReadView::Linear),
+                ));
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!(
+                        "its zip archive has {n} members, more than the limit of {} (raise it with --max-members or [limits] max_members)",
+                        self.options.max_members
+                    ),
+                    loc(member, None, None, ReadView::Linear),
+                ));
+                return true;
+            }
         };
-        if ar.entries.is_empty() {
-            return false;
-        }
         ctx.push(Finding::new(
             Rule::Polyglot,
             format!(
@@ -1686,11 +1708,24 @@ impl Scanner {
                 if top {
                     ctx.set_format("zip");
                 }
-                ctx.push(Finding::new(
-                    Rule::Unreadable,
-                    format!("zip archive: {e}"),
-                    loc(&member, None, None, ReadView::Linear),
-                ));
+                // Over the member budget is a budget, not a broken file.
+                let over =
+                    zip::declared_entries(data).filter(|&n| n > self.options.max_members as u64);
+                ctx.push(match over {
+                    Some(n) => Finding::new(
+                        Rule::BudgetExceeded,
+                        format!(
+                            "zip archive of {n} members, more than the limit of {} (raise it with --max-members or [limits] max_members)",
+                            self.options.max_members
+                        ),
+                        loc(&member, None, None, ReadView::Linear),
+                    ),
+                    None => Finding::new(
+                        Rule::Unreadable,
+                        format!("zip archive: {e}"),
+                        loc(&member, None, None, ReadView::Linear),
+                    ),
+                });
                 return;
             }
         };
@@ -1755,15 +1790,70 @@ impl Scanner {
         );
     }
 
-    /// A Keras 3 `config.json`: Lambda bytecode and the modules it imports.
-    fn check_keras(&self, ctx: &mut Ctx, json: &[u8], m: &Option<String>) {
+    /// A Keras 3 `config.json`: Lambda bytecode and the modules it imports,
+    /// and the checkpoints its TorchModuleWrapper layers carry (scanned as
+    /// nested files, so the file is judged by what they contain).
+    fn check_keras(&self, ctx: &mut Ctx, json: &[u8], m: &Option<String>, depth: usize) {
         let at = loc(m, None, None, ReadView::Linear);
         match crate::keras::check_config(&self.policy, json) {
-            Ok(hits) => {
-                for (rule, message, global) in hits {
+            Ok(judged) => {
+                for (rule, message, global) in judged.hits {
                     let mut f = Finding::new(rule, message, at.clone());
                     f.global = global;
                     ctx.push(f);
+                }
+                for blob in judged.blobs {
+                    let inner = join_member(m, &format!("<{}.module>", blob.layer));
+                    match blob.bytes {
+                        Ok(bytes) => {
+                            ctx.push(Finding::new(
+                                Rule::KerasTorchModule,
+                                format!(
+                                    "layer {} is a TorchModuleWrapper carrying a {}-byte torch.save checkpoint, which Keras loads with torch.load(weights_only=False) (safe_mode=False, and in any mode before Keras 3.11): scanned as {}",
+                                    blob.layer,
+                                    bytes.len(),
+                                    inner.as_deref().unwrap_or("")
+                                ),
+                                at.clone(),
+                            ));
+                            ctx.inflated += bytes.len() as u64;
+                            if ctx.inflated > self.options.max_decompressed {
+                                ctx.push(Finding::new(
+                                    Rule::BudgetExceeded,
+                                    format!(
+                                        "decoded TorchModuleWrapper checkpoints pass the {}-byte decompression budget: not scanned",
+                                        self.options.max_decompressed
+                                    ),
+                                    loc(&inner, None, None, ReadView::Linear),
+                                ));
+                                continue;
+                            }
+                            // torch.load reads a zip, or else a pickle from
+                            // byte 0; a torch.save checkpoint is one of them.
+                            // Anything else is not what Keras wrote, so it is
+                            // not called clean: Python may decode it otherwise.
+                            if !matches!(sniff(&bytes), Sniffed::Zip | Sniffed::PickleLike) {
+                                ctx.push(Finding::new(
+                                    Rule::Unreadable,
+                                    format!(
+                                        "layer {}'s TorchModuleWrapper checkpoint decodes to neither a zip nor a pickle: not analysed",
+                                        blob.layer
+                                    ),
+                                    loc(&inner, None, None, ReadView::Linear),
+                                ));
+                                continue;
+                            }
+                            self.explore(ctx, &bytes, inner, depth + 1);
+                        }
+                        Err(e) => ctx.push(Finding::new(
+                            Rule::Unreadable,
+                            format!(
+                                "layer {}'s TorchModuleWrapper checkpoint is not readable base64 ({e}): not analysed",
+                                blob.layer
+                            ),
+                            loc(&inner, None, None, ReadView::Linear),
+                        )),
+                    }
                 }
             }
             Err(err) => ctx.push(Finding::new(
@@ -1909,7 +1999,7 @@ impl Scanner {
                 }
             };
             if matches!(layout, Layout::Keras) && e.name == "config.json" {
-                self.check_keras(ctx, &bytes, &m);
+                self.check_keras(ctx, &bytes, &m, depth);
                 continue;
             }
             let role = match rel {

@@ -72,6 +72,7 @@ pickguard_findings::rules! {
     PersistentId = "PG405-persistent-id", Info, "The pickle uses persistent ids; what they load depends on the loader.", effect Verdict::Clean;
     OddStructure = "PG406-odd-structure", Info, "Opcodes a standard pickler does not write (late PROTO, opcode above the declared protocol).", effect Verdict::Clean;
     NestedTorchData = "PG408-nested-torch-data", Info, "torch.storage._load_from_bytes with a literal checkpoint (what pickle.dumps of a tensor writes): the nested checkpoint is scanned and the file is judged by what it contains.", effect Verdict::Clean;
+    KerasTorchModule = "PG409-keras-torch-module", Info, "A Keras TorchModuleWrapper layer carries a torch.save checkpoint that Keras unpickles with torch.load(weights_only=False) (safe_mode=False, and in any mode before Keras 3.11): the checkpoint is scanned and the file is judged by what it contains.", effect Verdict::Clean;
     MultipleStreams = "PG407-multiple-streams", Info, "More than one pickle stream: a loader that calls load() repeatedly runs each.", effect Verdict::Clean;
 }
 

@@ -5,6 +5,7 @@ caller's job.
 */
 
 mod analyze;
+pub mod budgets;
 pub mod finding;
 mod keras;
 pub mod policy;
@@ -12,5 +13,6 @@ pub mod report;
 pub mod template;
 
 pub use analyze::{FileReport, GlobalUse, ScanOptions, Scanner};
+pub use budgets::Budgets;
 pub use finding::{Finding, Location, Rule, Severity, Verdict};
 pub use policy::{Policy, Profile, UserPolicy};

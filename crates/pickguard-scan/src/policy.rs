@@ -494,6 +494,9 @@ pub struct UserPolicy {
     /// Globals to report as malicious even if an allowlist accepts them.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Analysis budgets (`[limits]`); the command line's `--max-*` win.
+    #[serde(default)]
+    pub limits: crate::budgets::Budgets,
 }
 
 /// How a global is judged.
@@ -666,6 +669,7 @@ mod tests {
             profiles: None,
             allow: vec!["mypkg.*".into()],
             deny: vec!["collections.OrderedDict".into()],
+            limits: Default::default(),
         });
         assert!(matches!(
             p.classify("mypkg.models", "Net"),

@@ -147,33 +147,7 @@ fn deep_nesting_and_member_floods_are_bounded() {
 
 /// A one-member stored zip, written by hand for the test.
 fn store_zip(name: &str, data: &[u8]) -> Vec<u8> {
-    let crc = crc32(data);
-    let mut z = Vec::new();
-    let n = name.len() as u16;
-    let sz = data.len() as u32;
-    z.extend_from_slice(b"PK\x03\x04\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00");
-    z.extend_from_slice(&crc.to_le_bytes());
-    z.extend_from_slice(&sz.to_le_bytes());
-    z.extend_from_slice(&sz.to_le_bytes());
-    z.extend_from_slice(&n.to_le_bytes());
-    z.extend_from_slice(&0u16.to_le_bytes());
-    z.extend_from_slice(name.as_bytes());
-    z.extend_from_slice(data);
-    let cd = z.len() as u32;
-    z.extend_from_slice(b"PK\x01\x02\x14\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00");
-    z.extend_from_slice(&crc.to_le_bytes());
-    z.extend_from_slice(&sz.to_le_bytes());
-    z.extend_from_slice(&sz.to_le_bytes());
-    z.extend_from_slice(&n.to_le_bytes());
-    z.extend_from_slice(&[0u8; 12]);
-    z.extend_from_slice(&0u32.to_le_bytes());
-    z.extend_from_slice(name.as_bytes());
-    let cdlen = z.len() as u32 - cd;
-    z.extend_from_slice(b"PK\x05\x06\x00\x00\x00\x00\x01\x00\x01\x00");
-    z.extend_from_slice(&cdlen.to_le_bytes());
-    z.extend_from_slice(&cd.to_le_bytes());
-    z.extend_from_slice(&0u16.to_le_bytes());
-    z
+    store_zip_many(&[(name, data)])
 }
 
 fn crc32(d: &[u8]) -> u32 {
@@ -189,4 +163,119 @@ fn crc32(d: &[u8]) -> u32 {
         }
     }
     !c
+}
+
+/// A stored zip of several members, written by hand for the test.
+fn store_zip_many(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut z = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in members {
+        let (crc, sz, n, off) = (
+            crc32(data),
+            data.len() as u32,
+            name.len() as u16,
+            z.len() as u32,
+        );
+        z.extend_from_slice(b"PK\x03\x04\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+        z.extend_from_slice(&crc.to_le_bytes());
+        z.extend_from_slice(&sz.to_le_bytes());
+        z.extend_from_slice(&sz.to_le_bytes());
+        z.extend_from_slice(&n.to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        z.extend_from_slice(name.as_bytes());
+        z.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02\x14\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+        central.extend_from_slice(&crc.to_le_bytes());
+        central.extend_from_slice(&sz.to_le_bytes());
+        central.extend_from_slice(&sz.to_le_bytes());
+        central.extend_from_slice(&n.to_le_bytes());
+        central.extend_from_slice(&[0u8; 12]);
+        central.extend_from_slice(&off.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd = z.len() as u32;
+    z.extend_from_slice(&central);
+    let count = (members.len() as u16).to_le_bytes();
+    z.extend_from_slice(b"PK\x05\x06\x00\x00\x00\x00");
+    z.extend_from_slice(&count);
+    z.extend_from_slice(&count);
+    z.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    z.extend_from_slice(&cd.to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z
+}
+
+fn b64(d: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in d.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, &b)| a | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// A TorchModuleWrapper's `config.module` is unpickled by Keras: what it
+/// holds judges the file, in either spelling; what cannot be decoded, or
+/// decodes to no checkpoint, is inconclusive, never clean.
+#[test]
+fn keras_torch_module_payloads_are_scanned_and_fail_closed() {
+    let payload: &[u8] = b"\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c\x02id\x85R.";
+    let keras = |module: serde_json::Value| {
+        let config = serde_json::json!({
+            "module": "keras", "class_name": "Sequential", "config": {"layers": [
+                {"module": "keras.layers", "class_name": "TorchModuleWrapper",
+                 "config": {"name": "wrapped", "module": module}, "registered_name": null}
+            ]}
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        store_zip_many(&[
+            ("metadata.json", br#"{"keras_version": "3.15.1"}"#),
+            ("config.json", &config),
+        ])
+    };
+    let rules = |r: &pickguard_scan::FileReport| -> Vec<&str> {
+        r.findings.iter().map(|f| f.rule.id()).collect()
+    };
+    for module in [
+        serde_json::json!(b64(payload)),
+        // Line breaks and other characters b64decode discards.
+        serde_json::json!(format!("{}\n", b64(payload).replace('A', "A\n"))),
+        serde_json::json!({"class_name": "__bytes__", "config": {"value": b64(payload)}}),
+    ] {
+        let r = Scanner::default().scan_bytes("m.keras", &keras(module.clone()));
+        assert_eq!(r.verdict, Verdict::Malicious, "{module}: {:?}", r.findings);
+        let ids = rules(&r);
+        assert!(ids.contains(&"PG409-keras-torch-module"), "{ids:?}");
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.rule.id() == "PG101-dangerous-global")
+            .unwrap_or_else(|| panic!("{ids:?}"));
+        assert!(
+            f.location
+                .member
+                .as_deref()
+                .is_some_and(|m| m.contains("<wrapped.module>")),
+            "{:?}",
+            f.location
+        );
+    }
+    for (module, why) in [
+        (serde_json::json!("abc"), "not base64"),
+        (serde_json::json!(b64(b"\xff\xfeneither")), "no checkpoint"),
+    ] {
+        let r = Scanner::default().scan_bytes("m.keras", &keras(module));
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{why}: {:?}", r.findings);
+        assert!(rules(&r).contains(&"PG303-unreadable"), "{why}");
+    }
 }

@@ -265,7 +265,7 @@ pub use pickguard_sign::{HashOptions, VerifyOptions, VerifyReport};
 /// the findings, or an error); `input` may be a file, a sharded checkpoint
 /// directory or a directory of checkpoints.
 pub fn convert(input: &Path, output: Option<&Path>, opts: &WriteOptions) -> Result<Vec<Outcome>> {
-    crate::commands::convert::outcomes(input, output, opts)
+    crate::commands::convert::outcomes(input, output, opts, &Scanner::default())
 }
 
 /// `pickguard hash --format json`: the OpenSSF model-signing manifest.

@@ -412,6 +412,9 @@ pub struct ConvertArgs {
     /// Report format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
 }
 
 /// Which files make up the model; the same flags as `model_signing`.
@@ -719,6 +722,64 @@ pub enum Color {
     Never,
 }
 
+/// Analysis budgets. A file that reaches one is inconclusive (PG301, exit
+/// 2), never clean: raise the budget to finish it. Counts take `8000000`,
+/// `8M` or `500k`; sizes `4G` or `512M`. The policy file's `[limits]` table
+/// sets the same keys with underscores (`max_nodes = "64M"`); flags win.
+#[derive(Args, Debug, Default, Clone)]
+#[command(next_help_heading = "Analysis budgets (a file past one is inconclusive)")]
+pub struct BudgetArgs {
+    /// Pickle opcodes executed per stream [default: 50M].
+    #[arg(long, value_name = "N")]
+    pub max_ops: Option<String>,
+    /// Distinct memo entries per stream [default: 12M].
+    #[arg(long, value_name = "N")]
+    pub max_memo: Option<String>,
+    /// Symbolic values built per stream; memory grows with it (about 64
+    /// bytes each) [default: 20M].
+    #[arg(long, value_name = "N")]
+    pub max_nodes: Option<String>,
+    /// Values on the pickle stack at once [default: 4M].
+    #[arg(long, value_name = "N")]
+    pub max_stack: Option<String>,
+    /// Pickle streams per file or archive member [default: 1k].
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<String>,
+    /// Archive members per file, nested archives included [default: 2M].
+    #[arg(long, value_name = "N")]
+    pub max_members: Option<String>,
+    /// Containers nested in containers (zip in tar in gzip...) [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<String>,
+    /// Bytes one file's compressed streams and archive members may
+    /// decompress to, in all [default: 1G].
+    #[arg(long, value_name = "SIZE")]
+    pub max_decompressed: Option<String>,
+}
+
+impl BudgetArgs {
+    /// The budgets given on the command line.
+    pub fn budgets(&self) -> anyhow::Result<pickguard_scan::Budgets> {
+        let mut b = pickguard_scan::Budgets::default();
+        for (key, v) in [
+            ("max_ops", &self.max_ops),
+            ("max_memo", &self.max_memo),
+            ("max_nodes", &self.max_nodes),
+            ("max_stack", &self.max_stack),
+            ("max_streams", &self.max_streams),
+            ("max_members", &self.max_members),
+            ("max_depth", &self.max_depth),
+            ("max_decompressed", &self.max_decompressed),
+        ] {
+            if let Some(v) = v {
+                b.set(key, v)
+                    .map_err(|e| anyhow::anyhow!("--{}: {e}", key.replace('_', "-")))?;
+            }
+        }
+        Ok(b)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ScanArgs {
     /// Files or directories to scan (directories recursively); `-` reads standard input.
@@ -757,10 +818,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
 
-    /// Most bytes one file's compressed streams and archive members may
-    /// decompress to, in all (e.g. 4G); past it the file is inconclusive.
-    #[arg(long, value_name = "SIZE", default_value = "1G")]
-    pub max_decompressed: String,
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
 
     /// Threads for scanning directories (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]

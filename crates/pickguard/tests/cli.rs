@@ -500,3 +500,102 @@ fn onnx_external_data_through_a_link_and_from_stdin() {
     assert_eq!(doc["files"][0]["verdict"], "inconclusive", "{doc}");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Every budget is a flag whose `--help` names the real default, and a
+/// `[limits]` key; a file past one is inconclusive (exit 2), never clean;
+/// the flag beats the policy file; bad values are refused.
+#[test]
+fn analysis_budgets_are_settable_and_fail_closed() {
+    let help = String::from_utf8(common::run(&["scan", "--help"]).stdout).unwrap();
+    let defaults = pickguard_scan::ScanOptions::default();
+    for b in pickguard_scan::budgets::BUDGETS {
+        let flag = format!("--{}", b.key.replace('_', "-"));
+        let v = pickguard_scan::Budgets::current(&defaults, b.key).unwrap();
+        let shown = format!("[default: {}]", pickguard_scan::budgets::show(b, v));
+        let at = help
+            .find(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("{flag} missing from scan --help"));
+        let next = help[at + 2..]
+            .find("\n      --")
+            .map_or(help.len(), |n| at + 2 + n);
+        let text = help[at..next]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains(&shown),
+            "{flag}: help does not say {shown}: {text}"
+        );
+    }
+    let c = common::corpus();
+    let sd = c.join("ok-torch-state-dict.pt");
+    let dir = tempfile::tempdir().unwrap();
+    let scan = |args: &[&str]| {
+        let mut a = vec!["scan", "-f", "json"];
+        a.extend_from_slice(args);
+        let out = common::run(&a);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (
+            doc,
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let p = sd.to_str().unwrap();
+    let (doc, code, _) = scan(&[p]);
+    assert_eq!(
+        (code, doc["files"][0]["verdict"].as_str()),
+        (0, Some("clean"))
+    );
+    // A pickle budget and the member budget, from the command line.
+    for args in [
+        ["--max-nodes", "5"],
+        ["--max-members", "2"],
+        ["--max-ops", "3"],
+    ] {
+        let (doc, code, _) = scan(&[args[0], args[1], p]);
+        assert_eq!(code, 2, "{args:?}: {doc}");
+        let f = &doc["files"][0];
+        assert_eq!(f["verdict"], "inconclusive", "{args:?}: {doc}");
+        assert!(
+            f["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["rule"] == "PG301-budget-exceeded"),
+            "{args:?}: {doc}"
+        );
+    }
+    // From the policy file; the flag wins over it.
+    let cfg = dir.path().join("policy.toml");
+    std::fs::write(&cfg, "[limits]\nmax_nodes = \"5\"\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    assert_eq!(scan(&["--config", c, p]).1, 2);
+    let (doc, code, _) = scan(&["--config", c, "--max-nodes", "1M", p]);
+    assert_eq!(code, 0, "{doc}");
+    // Nonsense is an error naming the flag or key, not a default.
+    for (args, says) in [
+        (vec!["--max-nodes", "0", p], "--max-nodes"),
+        (vec!["--max-depth", "deep", p], "--max-depth"),
+        (vec!["--max-decompressed=-1G", p], "--max-decompressed"),
+    ] {
+        let (_, code, err) = scan(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    std::fs::write(&cfg, "[limits]\nmax_nodez = 5\n").unwrap();
+    let (_, code, err) = scan(&["--config", c, p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("max_nodez"), "{err}");
+    // convert takes the same flags: past a budget it refuses to convert.
+    let out = common::run(&[
+        "convert",
+        "--max-nodes",
+        "5",
+        p,
+        "-o",
+        dir.path().join("o.safetensors").to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!dir.path().join("o.safetensors").exists());
+}

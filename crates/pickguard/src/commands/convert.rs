@@ -87,7 +87,10 @@ pub fn run(args: ConvertArgs) -> Result<u8> {
         extra_json: args.extra_json.clone(),
         overwrite: args.force,
     };
-    let outcomes = outcomes(&args.input, args.output.as_deref(), &opts)?;
+    let mut options = pickguard_scan::ScanOptions::default();
+    args.budgets.budgets()?.apply(&mut options);
+    let scanner = Scanner::new(Default::default(), options);
+    let outcomes = outcomes(&args.input, args.output.as_deref(), &opts, &scanner)?;
     report(&outcomes, args.format)?;
     let refused = outcomes
         .iter()
@@ -106,8 +109,12 @@ pub fn run(args: ConvertArgs) -> Result<u8> {
 
 /// Convert `input` (a checkpoint, a sharded checkpoint directory, or a
 /// directory of checkpoints) and say what happened to each file.
-pub fn outcomes(input: &Path, output: Option<&Path>, opts: &WriteOptions) -> Result<Vec<Outcome>> {
-    let scanner = Scanner::default();
+pub fn outcomes(
+    input: &Path,
+    output: Option<&Path>,
+    opts: &WriteOptions,
+    scanner: &Scanner,
+) -> Result<Vec<Outcome>> {
     let meta = std::fs::metadata(input).with_context(|| format!("reading {}", input.display()))?;
     let mut outcomes = Vec::new();
     if meta.is_dir() {
@@ -122,7 +129,7 @@ pub fn outcomes(input: &Path, output: Option<&Path>, opts: &WriteOptions) -> Res
             );
         }
         if let Some(index) = find_index(input) {
-            outcomes = convert_sharded(&scanner, input, &index, &out_dir, opts)?;
+            outcomes = convert_sharded(scanner, input, &index, &out_dir, opts)?;
         } else {
             let mut files: Vec<PathBuf> = std::fs::read_dir(input)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -161,7 +168,7 @@ pub fn outcomes(input: &Path, output: Option<&Path>, opts: &WriteOptions) -> Res
                 .par_iter()
                 .map(|(f, o)| Outcome {
                     input: f.display().to_string(),
-                    result: convert_file(&scanner, f, o, opts),
+                    result: convert_file(scanner, f, o, opts),
                 })
                 .collect();
         }
@@ -179,7 +186,7 @@ pub fn outcomes(input: &Path, output: Option<&Path>, opts: &WriteOptions) -> Res
         }
         outcomes.push(Outcome {
             input: input.display().to_string(),
-            result: convert_file(&scanner, input, &out, opts),
+            result: convert_file(scanner, input, &out, opts),
         });
     }
     Ok(outcomes)

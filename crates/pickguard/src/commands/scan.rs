@@ -84,11 +84,13 @@ fn signature_entry(args: &ScanArgs) -> Result<Option<FileReport>> {
 pub fn run(args: ScanArgs) -> Result<u8> {
     let policy = load_policy(&args)?;
     let signature = signature_entry(&args)?;
-    let options = ScanOptions {
-        max_decompressed: crate::size::parse_size(&args.max_decompressed)
-            .context("--max-decompressed")?,
-        ..ScanOptions::default()
-    };
+    let mut options = ScanOptions::default();
+    policy
+        .user
+        .limits
+        .clone()
+        .then(&args.budgets.budgets()?)
+        .apply(&mut options);
     let scanner = Scanner::new(policy, options);
     let (targets, mut reports) = collect(&args)?;
     if let Some(n) = args.threads {
