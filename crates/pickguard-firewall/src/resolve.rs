@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::state::Metrics;
 use crate::upstream::{Fetch, fetch_project};
 use pickguard_index::{File, Project, Status};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// A file the index lists, and where its bytes come from.
@@ -251,7 +251,15 @@ impl AppState {
                 vec![]
             };
             let private_part = found.iter().any(|(u, _)| u.private);
-            if private_part && claim.is_none() {
+            // The registry records when the name became private here (also
+            // for configured names): public files published after it are a
+            // quarantine reason.
+            let registered = if private_part {
+                self.db.claimed(name)
+            } else {
+                Ok(None)
+            };
+            if private_part && matches!(registered, Ok(None)) {
                 let source = format!(
                     "private upstream {} (routed)",
                     found
@@ -272,8 +280,18 @@ impl AppState {
             if !private_part {
                 self.quarantine(name, &mut r);
             } else {
-                let reasons = self.feed_reasons(name, &r, true);
+                let mut reasons = self.feed_reasons(name, &r, true);
                 let always = reasons.iter().map(|(f, _)| f.clone()).collect();
+                let since = match registered {
+                    Ok(Some(c)) => Ok(c.created),
+                    Ok(None) => Ok(crate::state::now_rfc3339()),
+                    Err(e) => Err(e.to_string()),
+                };
+                for (f, why) in self.public_after_private(name, &r, since) {
+                    if !reasons.iter().any(|(x, _)| *x == f) {
+                        reasons.push((f, why));
+                    }
+                }
                 self.hide(name, &mut r, reasons, &always);
             }
             if let Some(p) = &mut r.project {
@@ -520,6 +538,26 @@ impl AppState {
         }
     }
 
+    /// The administrator's word on one version of a project: `allow` (a
+    /// release, or `quarantine.allow`), `block`, or nothing.
+    fn admin_says(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Option<&'static str> {
+        let ov = version
+            .and_then(|v| overrides.get(v))
+            .or_else(|| overrides.get("*"))
+            .map(String::as_str);
+        match ov {
+            Some("allow") => Some("allow"),
+            _ if self.allowed_by_config(name, version) => Some("allow"),
+            Some("block") => Some("block"),
+            _ => None,
+        }
+    }
+
     fn allowed_by_config(&self, name: &str, version: Option<&str>) -> bool {
         self.cfg
             .quarantine
@@ -571,11 +609,8 @@ impl AppState {
                 continue;
             }
             let v = f.version(name);
-            let ov = v
-                .and_then(|v| overrides.get(v))
-                .or_else(|| overrides.get("*"))
-                .map(String::as_str);
-            if ov == Some("allow") || self.allowed_by_config(name, v) {
+            let ov = self.admin_says(name, v, &overrides);
+            if ov == Some("allow") {
                 continue;
             }
             if ov == Some("block") {
@@ -717,14 +752,8 @@ impl AppState {
     /// the advisories cannot be read, every judged file is left out.
     fn feed_reasons(&self, name: &str, r: &Resolution, public_only: bool) -> Vec<(String, String)> {
         let Some(p) = &r.project else { return vec![] };
-        let judged = |filename: &str| {
-            !public_only
-                || r.files.iter().any(|f| {
-                    f.filename == filename
-                        && f.upstream != "hosted"
-                        && self.upstream(&f.upstream).is_some_and(|u| !u.private)
-                })
-        };
+        let public: BTreeSet<&str> = self.public_files(r).collect();
+        let judged = |filename: &str| !public_only || public.contains(filename);
         let advisories = match self.db.advisories(name) {
             Ok(a) => a,
             Err(e) => {
@@ -766,6 +795,82 @@ impl AppState {
             }
         }
         out
+    }
+
+    /// Public files of a merged route (a name that is also private) that were
+    /// published after the name became private here (`since`): a new public
+    /// version of a private name is how dependency confusion starts. Admin
+    /// releases and `quarantine.allow` let one through; with
+    /// `require_upload_time`, a public file without an upload time is held
+    /// too; when the registry cannot be read, every public file is.
+    fn public_after_private(
+        &self,
+        name: &str,
+        r: &Resolution,
+        since: Result<String, String>,
+    ) -> Vec<(String, String)> {
+        let Some(p) = &r.project else { return vec![] };
+        let overrides = match self.db.overrides(name) {
+            Ok(o) => o,
+            Err(e) => {
+                return self
+                    .public_files(r)
+                    .map(|f| {
+                        (
+                            f.to_owned(),
+                            format!("administrator overrides could not be read ({e})"),
+                        )
+                    })
+                    .collect();
+            }
+        };
+        let since_t = match &since {
+            Ok(s) => parse_time(s),
+            Err(_) => None,
+        };
+        let public: BTreeSet<&str> = self.public_files(r).collect();
+        let mut out = Vec::new();
+        for f in p
+            .files
+            .iter()
+            .filter(|f| public.contains(f.filename.as_str()))
+        {
+            let v = f.version(name);
+            if self.admin_says(name, v, &overrides) == Some("allow") {
+                continue;
+            }
+            let why = match (
+                &since,
+                since_t,
+                f.upload_time.as_deref().and_then(parse_time),
+            ) {
+                (Err(e), _, _) => Some(format!(
+                    "{name} is also private and the claims registry could not be read to tell when it became so ({e})"
+                )),
+                (Ok(s), Some(c), Some(t)) if t > c => Some(format!(
+                    "published on the public index {}, after {name} became private here ({s}): a new public version of a private name is the dependency-confusion pattern (release it if it is meant)",
+                    f.upload_time.as_deref().unwrap_or("")
+                )),
+                (Ok(_), _, None) if self.cfg.quarantine.require_upload_time => Some(format!(
+                    "{name} is also private and this public file has no upload-time to tell whether it is newer"
+                )),
+                _ => None,
+            };
+            if let Some(why) = why {
+                out.push((f.filename.clone(), why));
+            }
+        }
+        out
+    }
+
+    /// Names of `r`'s files that came from a public upstream.
+    fn public_files<'r>(&'r self, r: &'r Resolution) -> impl Iterator<Item = &'r str> + 'r {
+        r.files
+            .iter()
+            .filter(|f| {
+                f.upstream != "hosted" && self.upstream(&f.upstream).is_some_and(|u| !u.private)
+            })
+            .map(|f| f.filename.as_str())
     }
 
     /// A claimed (private) name this public name is nearly identical to.
