@@ -199,6 +199,34 @@ impl AppState {
         self.clients.get(upstream)
     }
 
+    /// Readiness: the database answers and every directory files are written
+    /// to takes a file now. `Err` says which part cannot, for `/readyz`.
+    pub fn ready(&self) -> Result<(), String> {
+        self.db.ping().map_err(|e| format!("database: {e}"))?;
+        for dir in [self.cache_dir.clone(), self.cfg.data_dir.join("hosted")] {
+            if !dir.exists() && dir.ends_with("hosted") {
+                // Made on the first upload; its parent must take it then.
+                continue;
+            }
+            let probe = dir.join(format!(".readyz-{}", std::process::id()));
+            let wrote = std::fs::write(&probe, b"ready")
+                .and_then(|_| std::fs::read(&probe))
+                .map(|b| b == b"ready");
+            let _ = std::fs::remove_file(&probe);
+            match wrote {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(format!(
+                        "storage {}: a probe file read back wrong",
+                        dir.display()
+                    ));
+                }
+                Err(e) => return Err(format!("storage {}: {e}", dir.display())),
+            }
+        }
+        Ok(())
+    }
+
     /// The configuration of an upstream by name.
     fn upstream(&self, name: &str) -> Option<&config::Upstream> {
         self.cfg.upstreams.iter().find(|u| u.name == name)

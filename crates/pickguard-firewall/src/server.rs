@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(file).head(file),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/claims", get(admin_claims).post(admin_add_claims))
         .route("/admin/claims/{name}", delete(admin_delete_claim))
@@ -249,6 +250,23 @@ pub(crate) fn log(
         dry_run: st.cfg.dry_run,
         sample_of: None,
     });
+}
+
+/// Readiness for a load balancer: 200 when the database and file storage
+/// work now, 503 with the reason otherwise (never cached).
+async fn readyz(State(st): St) -> Response {
+    let s = st.clone();
+    let r = tokio::task::spawn_blocking(move || s.ready())
+        .await
+        .unwrap_or_else(|e| Err(format!("readiness check failed: {e}")));
+    let (status, body) = match r {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(e) => {
+            tracing::warn!(event = "not-ready", reason = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"))
+        }
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 async fn root_index(State(st): St, headers: HeaderMap) -> Response {

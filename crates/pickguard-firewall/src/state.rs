@@ -194,6 +194,14 @@ impl Db {
         Ok(f(&c)?)
     }
 
+    /// Can the database be read now (for `/readyz`)?
+    pub fn ping(&self) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM claims", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+        })
+    }
+
     /// Claim a name (idempotent; the first source is kept). Returns true when new.
     pub fn claim(&self, name: &str, source: &str) -> anyhow::Result<bool> {
         self.with(|c| {

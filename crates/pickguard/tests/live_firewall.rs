@@ -683,6 +683,27 @@ fn claims_quarantine_outages_and_audit() {
     let (st, _, body) = http(w.port, "GET", "/metrics", &[]);
     assert_eq!(st, 200);
     assert!(String::from_utf8_lossy(&body).contains("pickguard_hidden_files_total"));
+    // Readiness: ready while storage takes files; 503 with why when the
+    // file store cannot (its directory replaced by a plain file); ready again.
+    let (st, h, body) = http(w.port, "GET", "/readyz", &[]);
+    assert_eq!((st, String::from_utf8_lossy(&body).trim()), (200, "ready"));
+    assert_eq!(header(&h, "cache-control"), Some("no-store"));
+    let files = w.dir.path().join("data/files");
+    let moved = w.dir.path().join("data/files.moved");
+    std::fs::rename(&files, &moved).unwrap();
+    std::fs::write(&files, b"not a directory").unwrap();
+    let (st, _, body) = http(w.port, "GET", "/readyz", &[]);
+    let said = String::from_utf8_lossy(&body);
+    assert_eq!(st, 503, "{said}");
+    assert!(said.contains("not ready: storage"), "{said}");
+    assert_eq!(
+        http(w.port, "GET", "/healthz", &[]).0,
+        200,
+        "alive all the same"
+    );
+    std::fs::remove_file(&files).unwrap();
+    std::fs::rename(&moved, &files).unwrap();
+    assert_eq!(http(w.port, "GET", "/readyz", &[]).0, 200);
     // The audit log survives kill -9: every line is whole JSON.
     let mut fw = w.firewall.take().unwrap();
     let _ = fw.0.kill();
