@@ -99,6 +99,11 @@ impl FileReport {
     }
 }
 
+/// A member name as Python's `zipfile` gives it: cut at the first NUL.
+fn python_zip_name(name: &str) -> &str {
+    name.split('\0').next().unwrap_or(name)
+}
+
 /// The scanner: a policy and limits.
 #[derive(Clone, Debug, Default)]
 pub struct Scanner {
@@ -248,6 +253,12 @@ impl Scanner {
                 .flatten(),
         };
         self.explore(&mut ctx, data, None, 0);
+        // A Keras model directory (what an unpacked .keras or a hub download
+        // is): keras.saving.load_model(dir) reads its config.json.
+        if ctx.format.is_none() && is_keras_dir_config(path) {
+            ctx.set_format("keras-config");
+            self.check_keras(&mut ctx, data, &None, 0);
+        }
         let mut more: Vec<(Rule, u64)> = ctx
             .per_rule
             .iter()
@@ -347,6 +358,38 @@ impl Scanner {
         }
         if kind != Sniffed::Hdf5 {
             self.check_hdf5_elsewhere(ctx, data, &member);
+        }
+        // Python's zipfile (keras.saving.load_model, numpy.load of .npz,
+        // zipfile users) finds an archive from the file's end whatever its
+        // start is: every format that does not check for it itself is
+        // checked here.
+        // A zip stored as a tar's member is that member, scanned as one; a
+        // zip after the tar's members is a second reading of the file.
+        let zip_is_a_member = kind == Sniffed::Tar
+            && zip::find_eocd(data).is_some_and(|eocd| {
+                tar::members(data, self.options.max_members).is_ok_and(|ms| {
+                    ms.iter()
+                        .any(|m| m.offset <= eocd && eocd < m.offset.saturating_add(m.size))
+                })
+            });
+        if !zip_is_a_member
+            && matches!(
+                kind,
+                Sniffed::Tar
+                    | Sniffed::Npy
+                    | Sniffed::Gguf
+                    | Sniffed::Onnx
+                    | Sniffed::Hdf5
+                    | Sniffed::SevenZip
+                    | Sniffed::Gzip
+                    | Sniffed::Xz
+                    | Sniffed::Bzip2
+                    | Sniffed::Lz4
+                    | Sniffed::Zstd
+            )
+        {
+            let what = format!("{kind:?}").to_lowercase();
+            self.check_polyglot(ctx, data, &member, depth, &what);
         }
         match kind {
             Sniffed::Zip => self.scan_zip(ctx, data, member, depth),
@@ -810,6 +853,7 @@ impl Scanner {
                 ctx.set_format("torch-legacy");
             }
             self.scan_torch_legacy(ctx, data, &member);
+            self.check_polyglot(ctx, data, &member, depth, "a legacy torch checkpoint");
             return;
         }
         if first.is_junk() {
@@ -1744,10 +1788,13 @@ impl Scanner {
         let is_torch = torchscript || has("data.pkl");
         // Keras 3: config.json and metadata.json at the root; config.json is
         // judged when the member loop reads it.
+        // Keras reads only config.json (metadata.json is optional), by the
+        // name Python's zipfile gives it (cut at a NUL).
         let keras = !is_torch
-            && ["metadata.json", "config.json"]
+            && ar
+                .entries
                 .iter()
-                .all(|n| ar.entries.iter().any(|e| e.name == *n));
+                .any(|e| python_zip_name(&e.name) == "config.json");
         if top {
             ctx.set_format(if torchscript {
                 "torchscript"
@@ -1954,6 +2001,16 @@ impl Scanner {
                 return;
             }
             let m = join_member(member, &e.name);
+            if e.name.contains('\0') {
+                ctx.push(Finding::new(
+                    Rule::ZipTamper,
+                    format!(
+                        "member name holds a NUL byte: Python's zipfile (Keras, numpy, zipfile users) calls it {:?}, torch's reader sees the whole name",
+                        python_zip_name(&e.name)
+                    ),
+                    loc(&m, None, None, ReadView::Linear),
+                ));
+            }
             let rel = root_prefix.as_deref().and_then(|r| e.name.strip_prefix(r));
             if let Some(key) = rel.and_then(|rel| rel.strip_prefix("data/")) {
                 // data.pkl comes first, so the keys it references are known by now.
@@ -1998,7 +2055,9 @@ impl Scanner {
                     continue;
                 }
             };
-            if matches!(layout, Layout::Keras) && e.name == "config.json" {
+            // Whatever else the archive is (a torch checkpoint, a polyglot's
+            // zip), keras.saving.load_model reads a root config.json.
+            if python_zip_name(&e.name) == "config.json" {
                 self.check_keras(ctx, &bytes, &m, depth);
                 continue;
             }
@@ -2365,6 +2424,18 @@ fn decompress(kind: Sniffed, data: &[u8], limit: u64) -> (Vec<u8>, Result<(), Un
         Err(e) => Err(Unpack::Bad(e)),
     };
     (w.out, r)
+}
+
+/// `config.json` beside a Keras model's other parts (`metadata.json`,
+/// `model.weights.h5`, `model.weights.npz`).
+fn is_keras_dir_config(path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    p.file_name().is_some_and(|n| n == "config.json")
+        && p.parent().is_some_and(|d| {
+            ["metadata.json", "model.weights.h5", "model.weights.npz"]
+                .iter()
+                .any(|n| d.join(n).is_file())
+        })
 }
 
 /// Extensions that name model files (or their pickled/serialised parts).

@@ -40,51 +40,67 @@ pub(crate) fn check_config(policy: &Policy, json: &[u8]) -> Result<Judged, Strin
     Ok(out)
 }
 
-/// `base64.b64decode(s)` without `validate`: characters outside the
-/// standard alphabet are discarded first, then the padding must be right.
-/// Hand-written because the base64 crate has no mode that discards.
+/// `base64.b64decode(s)` without `validate`: CPython's non-strict
+/// `binascii.a2b_base64`, step for step. Characters outside the standard
+/// alphabet are skipped; a `=` ends the input only once the group has two
+/// data characters and the pads complete it (`QUJD=REVG` is `ABCDEF`:
+/// the `=` at a group's start is skipped); a data character resets the
+/// pad count; a group left incomplete at the end is an error. Hand-written
+/// because no base64 crate reproduces this: a decoder that stops earlier
+/// would scan a prefix of what Python unpickles.
 fn b64decode_lenient(s: &str) -> Result<Vec<u8>, String> {
-    let mut vals = Vec::with_capacity(s.len());
-    let mut pad = 0usize;
+    if !s.is_ascii() {
+        // str.encode("ascii") in Keras and in b64decode raises first.
+        return Err("non-ASCII characters (Python refuses the string)".into());
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
+    let (mut quad_pos, mut pads, mut left) = (0u8, 0u8, 0u8);
     for c in s.bytes() {
+        if c == b'=' {
+            if quad_pos >= 2 {
+                pads += 1;
+                if quad_pos + pads >= 4 {
+                    return Ok(out);
+                }
+            }
+            continue;
+        }
         let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
             b'+' => 62,
             b'/' => 63,
-            b'=' => {
-                pad += 1;
-                continue;
-            }
             _ => continue,
         };
-        if pad > 0 {
-            // binascii stops at the first padded quad; data after it is
-            // ignored only in non-strict mode when the quad is complete.
-            break;
+        pads = 0;
+        match quad_pos {
+            0 => {
+                quad_pos = 1;
+                left = v;
+            }
+            1 => {
+                quad_pos = 2;
+                out.push((left << 2) | (v >> 4));
+                left = v & 0x0f;
+            }
+            2 => {
+                quad_pos = 3;
+                out.push((left << 4) | (v >> 2));
+                left = v & 0x03;
+            }
+            _ => {
+                quad_pos = 0;
+                out.push((left << 6) | v);
+                left = 0;
+            }
         }
-        vals.push(v);
     }
-    if vals.len() % 4 == 1 {
-        return Err(format!(
-            "invalid base64: {} data characters cannot be a whole number of bytes",
-            vals.len()
-        ));
+    match quad_pos {
+        0 => Ok(out),
+        1 => Err("invalid base64: one data character more than a multiple of 4".into()),
+        _ => Err("invalid base64: incorrect padding".into()),
     }
-    if vals.len() % 4 != 0 && pad < 4 - vals.len() % 4 {
-        return Err("invalid base64: incorrect padding".into());
-    }
-    let mut out = Vec::with_capacity(vals.len() * 3 / 4);
-    for chunk in vals.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &v)| acc | (u32::from(v) << (18 - 6 * i)));
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..chunk.len() - 1]);
-    }
-    Ok(out)
 }
 
 /// The base64 text of a TorchModuleWrapper's `module`: a string, or the
@@ -200,5 +216,18 @@ mod tests {
         assert_eq!(d("").unwrap(), b"");
         assert!(d("aGVsbG8").is_err(), "missing padding");
         assert!(d("aGVsb").is_err(), "one character too many");
+        // What CPython's a2b_base64 does with `=` inside the data (checked
+        // against Python 3.11): skipped at a group's start, and a single `=`
+        // after two characters waits for more.
+        assert_eq!(d("QUJD=REVG").unwrap(), b"ABCDEF");
+        assert_eq!(d("QUJDR=EVG").unwrap(), b"ABCDEF");
+        assert_eq!(d("QUJDRE=VG").unwrap(), b"ABCDEF");
+        assert_eq!(
+            d("QUJDREU=RkdI").unwrap(),
+            b"ABCDE",
+            "a completed group ends the input"
+        );
+        assert_eq!(d("=QUJD").unwrap(), b"ABC");
+        assert!(d("QUJDé").is_err());
     }
 }

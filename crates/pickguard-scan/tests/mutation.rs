@@ -279,3 +279,103 @@ fn keras_torch_module_payloads_are_scanned_and_fail_closed() {
         assert!(rules(&r).contains(&"PG303-unreadable"), "{why}");
     }
 }
+
+/// Bypasses an attacker review found (2026-12-03), each read as Keras
+/// (Python's zipfile, Python's base64) reads it.
+#[test]
+fn keras_config_is_found_however_the_archive_is_dressed() {
+    let payload: &[u8] = b"\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c\x02id\x85R.";
+    let config = |module: String| {
+        serde_json::to_vec(&serde_json::json!({
+            "module": "keras.layers", "class_name": "TorchModuleWrapper",
+            "config": {"name": "w", "module": module}
+        }))
+        .unwrap()
+    };
+    let cfg = config(b64(payload));
+    let malicious = |what: &str, data: &[u8]| {
+        let r = Scanner::default().scan_bytes("m.keras", data);
+        assert_eq!(r.verdict, Verdict::Malicious, "{what}: {:?}", r.findings);
+        r
+    };
+    // No metadata.json: Keras needs only config.json.
+    malicious(
+        "config.json alone",
+        &store_zip_many(&[("config.json", &cfg)]),
+    );
+    // A torch-looking first member: torch's layout does not hide config.json.
+    malicious(
+        "torch layout",
+        &store_zip_many(&[("x/data.pkl", b"\x80\x02}q\x00."), ("config.json", &cfg)]),
+    );
+    // A NUL in the name: Python's zipfile calls it config.json.
+    let r = malicious(
+        "NUL in the name",
+        &store_zip_many(&[("config.json\0x", &cfg)]),
+    );
+    assert!(r.findings.iter().any(|f| f.rule.id() == "PG109-zip-tamper"));
+    // `=` between whole groups: Python skips it and decodes the rest.
+    let split = config(format!("{}={}", b64(&payload[..12]), b64(&payload[12..])));
+    malicious(
+        "= inside the base64",
+        &store_zip_many(&[("config.json", &split)]),
+    );
+    // Data in front of the archive: Python's zipfile reads from the end.
+    let zip = store_zip_many(&[("config.json", &cfg)]);
+    let mut npy =
+        b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (0,), }".to_vec();
+    npy.resize(10 + 0x76 - 1, b' ');
+    npy.push(b'\n');
+    let mut gguf = b"GGUF".to_vec();
+    gguf.extend_from_slice(&3u32.to_le_bytes());
+    gguf.extend_from_slice(&[0u8; 16]);
+    for (what, front) in [("npy", npy), ("gguf", gguf)] {
+        let mut f = front.clone();
+        f.extend_from_slice(&zip);
+        let r = malicious(what, &f);
+        assert!(
+            r.findings.iter().any(|f| f.rule.id() == "PG110-polyglot"),
+            "{what}: {:?}",
+            r.findings
+        );
+    }
+}
+
+/// A one-member ustar archive, written by hand for the test.
+fn tar_one(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[148..156].copy_from_slice(b"        ");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut t = h.to_vec();
+    t.extend_from_slice(data);
+    t.resize(t.len().div_ceil(512) * 512 + 1024, 0);
+    t
+}
+
+/// A zip stored as a tar member is that member (scanned as one), not a
+/// second reading of the tar; a zip after the tar's members is.
+#[test]
+fn a_zip_inside_a_tar_is_a_member_and_one_after_it_is_a_polyglot() {
+    let benign = store_zip_many(&[("a.txt", b"hello")]);
+    let tar = tar_one("model.npz", &benign);
+    let r = Scanner::default().scan_bytes("t.tar", &tar);
+    assert_eq!(r.verdict, Verdict::Clean, "{:?}", r.findings);
+    let mut after = tar_one("a.txt", b"hello");
+    after.extend_from_slice(&benign);
+    let r = Scanner::default().scan_bytes("t.tar", &after);
+    assert!(
+        r.findings.iter().any(|f| f.rule.id() == "PG110-polyglot"),
+        "{:?}",
+        r.findings
+    );
+}
