@@ -240,7 +240,9 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?}: expected a whole number like 8000000 or 8M"))?;
+        .ok()
+        .filter(|_| num.chars().all(|c| c.is_ascii_digit()))
+        .ok_or_else(|| format!("{s:?}: expected a whole number like 8000000 or 8M"))?;
     let v = n
         .checked_mul(mult)
         .ok_or_else(|| format!("{s:?}: too large"))?;
@@ -260,15 +262,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
+    // Digits with at most one point: `1e3`, `+1G`, `inf` are not sizes.
+    let plain = !num.is_empty()
+        && num.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && num.matches('.').count() <= 1;
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("size {s:?}: expected a size like 8G or 512M"))?;
+        .ok()
+        .filter(|_| plain)
+        .ok_or_else(|| format!("size {s:?}: expected a size like 8G or 512M"))?;
     let v = n * mult as f64;
     if !(v.is_finite() && v >= 1.0) {
         return Err(format!("size {s:?}: must be at least one byte"));
     }
     if v >= u64::MAX as f64 {
         return Err(format!("size {s:?}: too large"));
+    }
+    if v.fract() != 0.0 {
+        return Err(format!("size {s:?}: not a whole number of bytes"));
     }
     Ok(v as u64)
 }
@@ -311,6 +322,10 @@ mod tests {
         assert!(parse_count("99999999999G").is_err());
         assert_eq!(parse_size("1.5K").unwrap(), 1536);
         assert_eq!(parse_size("0.5G").unwrap(), 512 << 20);
+        for bad in ["1e3", "+1G", "inf", "1.2.3M", "", "G", "1.0000001", "0.1K"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_count("+3").is_err());
         assert!(parse_size("0.5").is_err());
         let file: Budgets =
             toml::from_str("max_nodes = \"32M\"\nmax_depth = 6\nmax_decompressed = \"4G\"")
