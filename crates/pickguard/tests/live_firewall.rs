@@ -867,13 +867,8 @@ fn pip_install(w: &World, venv: &Path, req: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// Issue 19 item 3: an OSV feed (the malicious-packages layout, read at
-/// start from [feed] sources, and an all.zip imported by the CLI into the
-/// running firewall) blocks what it lists, with the advisory id where the
-/// person installing and the operator look; near-names of private projects
-/// are quarantined.
-#[test]
-fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
+/// The offline OSV feed of fixtures/gen/osv_feed.py, in a fresh directory.
+fn osv_feed() -> tempfile::TempDir {
     let feed = tempfile::tempdir().unwrap();
     assert!(
         Command::new(venv_bin("python"))
@@ -883,6 +878,17 @@ fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
             .unwrap()
             .success()
     );
+    feed
+}
+
+/// Issue 19 item 3: an OSV feed (the malicious-packages layout, read at
+/// start from [feed] sources, and an all.zip imported by the CLI into the
+/// running firewall) blocks what it lists, with the advisory id where the
+/// person installing and the operator look; near-names of private projects
+/// are quarantined.
+#[test]
+fn osv_feed_blocks_what_it_lists_and_near_names_are_quarantined() {
+    let feed = osv_feed();
     let mal_dir = feed.path().join("malicious-packages/osv/malicious");
     let w = World::start_with(&format!(
         "[feed]\nsources = [\"{}\"]\nrefresh_minutes = 0\n",
@@ -1084,15 +1090,7 @@ fn colorfulx_listed_without_2_0_0(port: u16) {
 /// files an advisory lists: a known-malicious release is never a trial.
 #[test]
 fn dry_run_still_enforces_advisories() {
-    let feed = tempfile::tempdir().unwrap();
-    assert!(
-        Command::new(venv_bin("python"))
-            .arg(common::root().join("fixtures/gen/osv_feed.py"))
-            .arg(feed.path())
-            .status()
-            .unwrap()
-            .success()
-    );
+    let feed = osv_feed();
     let w = World::start_full(
         "dry_run = true\n",
         &format!(
