@@ -36,8 +36,11 @@ ls /usr/lib/*/libpython3*.so.1.0 >/dev/null 2>&1 || wneed+=(libpython3-dev)
 # The firewall's web console is tested in headless Chromium through ChromeDriver.
 command -v chromium >/dev/null || wneed+=(chromium)
 command -v chromedriver >/dev/null || wneed+=(chromium-driver)
+# Firewall replicas are tested against a real PostgreSQL server (started by
+# the tests themselves on loopback, in a temporary directory).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || wneed+=(postgresql)
 if [ ${#wneed[@]} -gt 0 ]; then
-  echo "setup: installing ${wneed[*]} (Debian packages, for the watch and console tests)" >&2
+  echo "setup: installing ${wneed[*]} (Debian packages, for the watch, console and replica tests)" >&2
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq "${wneed[@]}" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "${wneed[@]}" >&2; }
   else sudo apt-get install -y -qq "${wneed[@]}" >&2; fi
 fi

@@ -70,6 +70,27 @@ pub struct Config {
     /// asking): clients retrying a failing upstream get the reason at once.
     #[serde(default = "default_error_ttl")]
     pub error_ttl_secs: u64,
+    /// Where the registry and the files live: the embedded default, or
+    /// PostgreSQL and a shared directory for replicas.
+    #[serde(default)]
+    pub storage: Storage,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `postgres://USER@HOST:PORT/DB` (PICKGUARD_DATABASE_URL wins, so a
+    /// password need not be in this file). Unset: SQLite in `data_dir`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Connections a replica opens to PostgreSQL at most (default 8).
+    #[serde(default)]
+    pub database_pool: Option<usize>,
+    /// Directory for cached and hosted files, shared by every replica
+    /// (a network file system that keeps `link` and `rename` atomic). Unset:
+    /// `data_dir`.
+    #[serde(default)]
+    pub files_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -315,7 +336,47 @@ impl Config {
         Ok(c)
     }
 
+    /// The registry's URL: PICKGUARD_DATABASE_URL, `storage.database`, or
+    /// the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        std::env::var("PICKGUARD_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.storage.database.clone())
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("state.sqlite").display()))
+    }
+
+    /// Open the registry this configuration names.
+    pub fn open_db(&self) -> anyhow::Result<crate::db::Db> {
+        let url = self.database_url();
+        if url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&self.data_dir)?;
+        }
+        crate::db::Db::connect(&url, self.storage.database_pool.unwrap_or(8))
+    }
+
+    /// Where `files/` (the cache) and `hosted/` (uploads) are.
+    pub fn files_root(&self) -> PathBuf {
+        self.storage
+            .files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        let db = self.database_url();
+        anyhow::ensure!(
+            db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"),
+            "storage.database must be a postgres:// URL (or unset for the embedded SQLite file)"
+        );
+        anyhow::ensure!(
+            self.storage
+                .database_pool
+                .is_none_or(|n| (1..=1000).contains(&n)),
+            "storage.database_pool must be between 1 and 1000"
+        );
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
             anyhow::ensure!(

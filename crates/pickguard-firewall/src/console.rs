@@ -21,8 +21,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 type St = State<Arc<AppState>>;
 
@@ -30,15 +30,27 @@ const COOKIE: &str = "pickguard_console";
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 const MAX_SESSIONS: usize = 1024;
 
-struct Session {
-    user: String,
-    csrf: String,
-    expires: Instant,
+/// Console sessions, kept in the registry so every replica knows them; the
+/// registry holds the SHA-256 of each session id, never the cookie itself.
+#[derive(Default)]
+pub(crate) struct Sessions;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-/// Console sessions by id.
-#[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
+/// Seconds since the epoch, zero-padded so text order is time order.
+fn stamp(secs: u64) -> String {
+    format!("{secs:020}")
+}
+
+fn id_key(id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}
 
 fn random_hex() -> String {
     let mut b = [0u8; 32];
@@ -65,46 +77,33 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Sessions {
-    fn create(&self, user: String) -> Option<(String, String)> {
+    fn create(&self, db: &crate::db::Db, user: String) -> Option<(String, String)> {
         let (id, csrf) = (random_hex(), random_hex());
         if id.is_empty() || csrf.is_empty() {
             return None;
         }
-        let mut m = self.0.lock().ok()?;
-        let now = Instant::now();
-        m.retain(|_, s| s.expires > now);
-        if m.len() >= MAX_SESSIONS {
-            // The oldest goes first.
-            if let Some(k) = m
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            {
-                m.remove(&k);
-            }
-        }
-        m.insert(
-            id.clone(),
-            Session {
-                user,
-                csrf: csrf.clone(),
-                expires: now + SESSION_TTL,
-            },
-        );
+        let now = unix_now();
+        db.put_session(
+            &id_key(&id),
+            &csrf,
+            &user,
+            &stamp(now + SESSION_TTL.as_secs()),
+            &stamp(now),
+            MAX_SESSIONS,
+        )
+        .map_err(|e| tracing::error!(event = "console-session-failed", error = %e, "could not store a console session"))
+        .ok()?;
         Some((id, csrf))
     }
 
     /// (user, csrf) of a live session.
-    fn get(&self, id: &str) -> Option<(String, String)> {
-        let m = self.0.lock().ok()?;
-        let s = m.get(id)?;
-        (s.expires > Instant::now()).then(|| (s.user.clone(), s.csrf.clone()))
+    fn get(&self, db: &crate::db::Db, id: &str) -> Option<(String, String)> {
+        let (csrf, user, expires) = db.session(&id_key(id)).ok()??;
+        (expires > stamp(unix_now())).then_some((user, csrf))
     }
 
-    fn end(&self, id: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(id);
-        }
+    fn end(&self, db: &crate::db::Db, id: &str) {
+        let _ = db.drop_session(&id_key(id));
     }
 }
 
@@ -122,7 +121,7 @@ fn cookie_id(headers: &HeaderMap) -> Option<String> {
 /// The signed-in user of a request: (session id, user, csrf).
 fn session(st: &AppState, headers: &HeaderMap) -> Option<(String, String, String)> {
     let id = cookie_id(headers)?;
-    let (user, csrf) = st.console.get(&id)?;
+    let (user, csrf) = st.console.get(&st.db, &id)?;
     Some((id, user, csrf))
 }
 
@@ -392,7 +391,7 @@ async fn login(
     }
     match st.auth.identify_secret(body.token.trim()) {
         Some(id) if id.is_admin() => {
-            let Some((sid, _)) = st.console.create(id.name.clone()) else {
+            let Some((sid, _)) = st.console.create(&st.db, id.name.clone()) else {
                 return refused(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "no session could be made (the system's random source failed)",
@@ -452,7 +451,7 @@ async fn logout(State(st): St, headers: HeaderMap, Form(body): Form<CsrfOnly>) -
         Ok(s) => s,
         Err(r) => return r,
     };
-    st.console.end(&id);
+    st.console.end(&st.db, &id);
     let mut r = see_other("/console/login");
     r.headers_mut().insert(
         header::SET_COOKIE,

@@ -33,7 +33,7 @@ struct Sidecar {
 
 impl AppState {
     fn hosted_dir(&self, project: &str) -> PathBuf {
-        self.cfg.data_dir.join("hosted").join(project)
+        self.cfg.files_root().join("hosted").join(project)
     }
 
     /// The hosted project page, if anything was uploaded under that name.
@@ -74,7 +74,7 @@ impl AppState {
     /// upload time and uploader.
     pub(crate) fn hosted_listing(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("hosted")) else {
+        let Ok(rd) = std::fs::read_dir(self.cfg.files_root().join("hosted")) else {
             return out;
         };
         let mut names: Vec<String> = rd
@@ -139,6 +139,11 @@ impl AppState {
             locks.entry(project.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
+        // Other replicas share the directory: the file lock makes the check,
+        // link and record below one step for all of them.
+        let _flock = self
+            .project_lock(&project)
+            .map_err(|e| (500, format!("storage lock: {e}")))?;
         if sidecar.exists() {
             return Err((
                 409,
@@ -204,6 +209,9 @@ impl AppState {
         }
         let dir = self.hosted_dir(project);
         let sidecar = dir.join(format!("{filename}.pickguard.json"));
+        let _flock = self
+            .project_lock(project)
+            .map_err(|e| format!("storage lock: {e}"))?;
         // The sidecar first: the file is invisible from that moment.
         let existed = match std::fs::remove_file(&sidecar) {
             Ok(()) => true,
@@ -225,9 +233,15 @@ impl AppState {
         self.hosted_project(project).is_some()
     }
 
+    /// The lock of a hosted project, shared by every process using the
+    /// files directory (held while the returned file is open).
+    fn project_lock(&self, project: &str) -> std::io::Result<std::fs::File> {
+        lock_project(&self.cfg.files_root().join("hosted"), project)
+    }
+
     /// Directory uploads are streamed into before they are checked.
     pub fn incoming_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("hosted").join(".incoming")
+        self.cfg.files_root().join("hosted").join(".incoming")
     }
 }
 
@@ -256,12 +270,50 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Remove crash leftovers from the hosted tree: temporary files, and files
 /// never recorded by a sidecar.
+fn lock_project(root: &Path, project: &str) -> std::io::Result<std::fs::File> {
+    let d = root.join(".locks");
+    std::fs::create_dir_all(&d)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(d.join(format!("{project}.lock")))?;
+    f.lock()?;
+    Ok(f)
+}
+
+/// Uploads still being received are touched as they arrive; one this old is
+/// a leftover.
+const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove what crashes left: files without a sidecar (taken under the
+/// project's lock, so never a file another replica is recording right now)
+/// and incoming uploads nobody has written to for an hour.
 pub fn recover(root: &Path) {
-    let _ = std::fs::remove_dir_all(root.join(".incoming"));
+    if let Ok(rd) = std::fs::read_dir(root.join(".incoming")) {
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let Ok(projects) = std::fs::read_dir(root) else {
         return;
     };
     for p in projects.flatten() {
+        let pname = p.file_name().to_string_lossy().into_owned();
+        if pname.starts_with('.') {
+            continue;
+        }
+        let Ok(_lock) = lock_project(root, &pname) else {
+            continue;
+        };
         let Ok(files) = std::fs::read_dir(p.path()) else {
             continue;
         };

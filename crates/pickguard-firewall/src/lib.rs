@@ -16,6 +16,7 @@ written to an append-only audit log.
 mod auth;
 pub mod config;
 mod console;
+pub mod db;
 pub mod feed;
 mod fill;
 mod hosted;
@@ -50,7 +51,7 @@ struct CachedResponse {
 /// Everything a request handler needs.
 pub struct AppState {
     pub cfg: Config,
-    pub db: state::Db,
+    pub db: std::sync::Arc<state::Db>,
     pub audit: state::AuditLog,
     pub metrics: state::Metrics,
     /// One HTTP client per upstream: its redirect policy enforces that
@@ -107,10 +108,19 @@ fn upstream_client(up: &config::Upstream) -> anyhow::Result<reqwest::Client> {
 }
 
 /// Delete `.part` files a crash or an aborted download left in the cache.
+/// Only those nobody wrote to for ten minutes: another replica sharing the
+/// directory may be filling the others now (a live download writes at least
+/// every upstream read timeout).
 fn remove_partial_files(dir: &std::path::Path) {
     for e in walk(dir) {
-        if e.file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with(".part"))
+        let stale = std::fs::metadata(&e)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(600));
+        if stale
+            && e.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".part"))
         {
             match std::fs::remove_file(&e) {
                 Ok(()) => {
@@ -203,7 +213,7 @@ impl AppState {
     /// to takes a file now. `Err` says which part cannot, for `/readyz`.
     pub fn ready(&self) -> Result<(), String> {
         self.db.ping().map_err(|e| format!("database: {e}"))?;
-        for dir in [self.cache_dir.clone(), self.cfg.data_dir.join("hosted")] {
+        for dir in [self.cache_dir.clone(), self.cfg.files_root().join("hosted")] {
             if !dir.exists() && dir.ends_with("hosted") {
                 // Made on the first upload; its parent must take it then.
                 continue;
@@ -235,14 +245,24 @@ impl AppState {
     pub fn new(cfg: Config) -> anyhow::Result<AppState> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let cache_dir = cfg.data_dir.join("files");
+        let cache_dir = cfg.files_root().join("files");
         std::fs::create_dir_all(&cache_dir)?;
-        let db = state::Db::open(&cfg.data_dir.join("state.sqlite"))?;
-        let audit = state::AuditLog::open_with(
+        let db = cfg.open_db()?;
+        if db.is_shared() && cfg.storage.files_dir.is_none() {
+            tracing::warn!(
+                event = "files-not-shared",
+                "storage.database is shared but storage.files_dir is not set: uploads and cached files stay in this replica's data_dir"
+            );
+        }
+        let mut audit = state::AuditLog::open_with(
             &cfg.data_dir.join("audit.jsonl"),
             cfg.audit_max_bytes,
             cfg.audit_keep,
         )?;
+        let db = std::sync::Arc::new(db);
+        if db.is_shared() {
+            audit.share(db.clone());
+        }
         let mut globs = globset::GlobSetBuilder::new();
         for p in &cfg.claims.patterns {
             globs.add(globset::Glob::new(&pickguard_index::normalize(p))?);
@@ -268,7 +288,7 @@ impl AppState {
             .or_else(|| std::env::var("PICKGUARD_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty());
         let auth = auth::Auth::new(&cfg.tokens, admin_token, cfg_upload_token)?;
-        hosted::recover(&cfg.data_dir.join("hosted"));
+        hosted::recover(&cfg.files_root().join("hosted"));
         remove_partial_files(&cache_dir);
         Ok(AppState {
             claim_globs: globs.build()?,
@@ -289,7 +309,7 @@ impl AppState {
             upload_locks: Mutex::new(HashMap::new()),
             hosted: config::Upstream::new("hosted", "", true),
             feed_status: Mutex::new(None),
-            console: console::Sessions::default(),
+            console: console::Sessions,
         })
     }
 }

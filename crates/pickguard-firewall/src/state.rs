@@ -1,4 +1,4 @@
-//! Persistent state (SQLite: claims, versions seen, admin overrides), the
+//! The registry (`crate::db`, re-exported here), the
 //! audit log (JSON lines, one `write` per decision, so a kill -9 loses
 //! nothing written), and metrics.
 
@@ -8,362 +8,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// SQLite-backed registry.
-pub struct Db {
-    conn: Mutex<rusqlite::Connection>,
-    /// The last `PRAGMA data_version` seen (i64::MIN: never read).
-    data_version: AtomicI64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Claim {
-    pub name: String,
-    pub source: String,
-    pub created: String,
-}
-
-impl Db {
-    pub fn open(path: &Path) -> anyhow::Result<Db> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=NORMAL;
-             CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY, source TEXT NOT NULL, created TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS seen (project TEXT NOT NULL, upstream TEXT NOT NULL, version TEXT NOT NULL,
-                 first_seen TEXT NOT NULL, PRIMARY KEY (project, upstream, version));
-             CREATE TABLE IF NOT EXISTS overrides (project TEXT NOT NULL, version TEXT NOT NULL, action TEXT NOT NULL,
-                 created TEXT NOT NULL, PRIMARY KEY (project, version));
-             CREATE TABLE IF NOT EXISTS files_seen (upstream TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL,
-                 first_seen TEXT NOT NULL, PRIMARY KEY (upstream, filename));
-             CREATE TABLE IF NOT EXISTS advisories (id TEXT NOT NULL, project TEXT NOT NULL, modified TEXT NOT NULL,
-                 withdrawn TEXT, summary TEXT NOT NULL, spec TEXT NOT NULL, source TEXT NOT NULL, imported TEXT NOT NULL,
-                 PRIMARY KEY (id, project));
-             CREATE INDEX IF NOT EXISTS advisories_project ON advisories (project);",
-        )?;
-        Ok(Db {
-            conn: Mutex::new(conn),
-            data_version: AtomicI64::new(i64::MIN),
-        })
-    }
-
-    /// True once after another connection (another process: `feed import`,
-    /// a second firewall on the same file) changed the database since the
-    /// last call; the caller then drops what it derived from it.
-    pub fn changed_elsewhere(&self) -> bool {
-        let Ok(v) = self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)))
-        else {
-            return true;
-        };
-        let old = self.data_version.swap(v, Ordering::Relaxed);
-        old != i64::MIN && old != v
-    }
-
-    /// Store advisories: a record replaces what is stored under its id only
-    /// when its `modified` is later, and only for the projects it names: a
-    /// later record under the same id that no longer names a project (a
-    /// correction, or another source reusing the id) does not lift that
-    /// project's block; it is kept and reported. Returns (stored rows,
-    /// unchanged rows, kept rows in words).
-    pub fn store_advisories(
-        &self,
-        rows: &[crate::feed::Advisory],
-    ) -> anyhow::Result<(u64, u64, Vec<String>)> {
-        let mut by_id: BTreeMap<&str, Vec<&crate::feed::Advisory>> = BTreeMap::new();
-        for r in rows {
-            by_id.entry(r.id.as_str()).or_default().push(r);
-        }
-        let newer = |a: &str, b: &str| -> bool {
-            let p = |t: &str| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            };
-            // Imports refuse unreadable dates; one stored before that rule
-            // loses to any readable one and never beats one.
-            match (p(a), p(b)) {
-                (Some(x), Some(y)) => x > y,
-                (Some(_), None) => true,
-                _ => false,
-            }
-        };
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let (mut stored, mut unchanged, mut kept) = (0, 0, Vec::new());
-            {
-                let mut get = tx.prepare_cached("SELECT project, modified FROM advisories WHERE id = ?1")?;
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO advisories (id, project, modified, withdrawn, summary, spec, source, imported)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                let now = now_rfc3339();
-                for (id, group) in by_id {
-                    // The latest version of the record in this batch wins.
-                    let latest = group
-                        .iter()
-                        .map(|r| r.modified.as_str())
-                        .fold("", |m, x| if m.is_empty() || newer(x, m) { x } else { m });
-                    let group: Vec<_> = group.into_iter().filter(|r| r.modified == latest).collect();
-                    let old: Vec<(String, String)> = get
-                        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()?;
-                    let old_latest = old
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .fold(None, |m: Option<&str>, x| match m {
-                            Some(m) if !newer(x, m) => Some(m),
-                            _ => Some(x),
-                        });
-                    if old_latest.is_some_and(|o| !newer(latest, o)) {
-                        unchanged += group.len() as u64;
-                        continue;
-                    }
-                    for (project, _) in &old {
-                        if !group.iter().any(|r| &r.project == project) {
-                            kept.push(format!(
-                                "{id}: a later version of the record no longer names {project}; \
-                                 its block is kept (list {id} in [feed] ignore to lift it)"
-                            ));
-                        }
-                    }
-                    for r in group {
-                        let spec = serde_json::to_string(&r.spec).unwrap_or_default();
-                        ins.execute((
-                            &r.id, &r.project, &r.modified, &r.withdrawn, &r.summary, spec, &r.source, &now,
-                        ))?;
-                        stored += 1;
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok((stored, unchanged, kept))
-        })
-    }
-
-    /// Advisories stored for a project (withdrawn ones included: the caller
-    /// skips them). A row whose spec cannot be read covers every version.
-    pub fn advisories(&self, project: &str) -> anyhow::Result<Vec<crate::feed::Advisory>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, project, modified, withdrawn, summary, spec, source FROM advisories WHERE project = ?1 ORDER BY id",
-            )?;
-            let rows = st.query_map([project], |r| {
-                let spec: String = r.get(5)?;
-                Ok(crate::feed::Advisory {
-                    id: r.get(0)?,
-                    project: r.get(1)?,
-                    modified: r.get(2)?,
-                    withdrawn: r.get(3)?,
-                    summary: r.get(4)?,
-                    spec: serde_json::from_str(&spec).unwrap_or_else(|_| crate::feed::Spec {
-                        all: true,
-                        note: Some("stored spec unreadable: every version treated as affected".into()),
-                        ..Default::default()
-                    }),
-                    source: r.get(6)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    /// (advisories, projects, withdrawn rows, last import time).
-    pub fn feed_counts(&self) -> anyhow::Result<(u64, u64, u64, Option<String>)> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT COUNT(DISTINCT id), COUNT(DISTINCT project), COUNT(withdrawn), MAX(imported) FROM advisories",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-        })
-    }
-
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> anyhow::Result<T> {
-        let c = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
-        Ok(f(&c)?)
-    }
-
-    /// Can the database be read now (for `/readyz`)?
-    pub fn ping(&self) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM claims", [], |r| r.get::<_, i64>(0))
-                .map(|_| ())
-        })
-    }
-
-    /// Claim a name (idempotent; the first source is kept). Returns true when new.
-    pub fn claim(&self, name: &str, source: &str) -> anyhow::Result<bool> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO claims (name, source, created) VALUES (?1, ?2, ?3)",
-                (name, source, now_rfc3339()),
-            )
-            .map(|n| n > 0)
-        })
-    }
-
-    pub fn unclaim(&self, name: &str) -> anyhow::Result<bool> {
-        self.with(|c| {
-            c.execute("DELETE FROM claims WHERE name = ?1", [name])
-                .map(|n| n > 0)
-        })
-    }
-
-    pub fn claimed(&self, name: &str) -> anyhow::Result<Option<Claim>> {
-        self.with(|c| {
-            let mut st =
-                c.prepare_cached("SELECT name, source, created FROM claims WHERE name = ?1")?;
-            let mut rows = st.query([name])?;
-            Ok(match rows.next()? {
-                Some(r) => Some(Claim {
-                    name: r.get(0)?,
-                    source: r.get(1)?,
-                    created: r.get(2)?,
-                }),
-                None => None,
-            })
-        })
-    }
-
-    pub fn claims(&self) -> anyhow::Result<Vec<Claim>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT name, source, created FROM claims ORDER BY name")?;
-            let rows = st.query_map([], |r| {
-                Ok(Claim {
-                    name: r.get(0)?,
-                    source: r.get(1)?,
-                    created: r.get(2)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    /// Record versions seen from an upstream; returns the versions seen
-    /// *before* this call (the history the outlier rule compares against).
-    pub fn record_versions(
-        &self,
-        project: &str,
-        upstream: &str,
-        versions: &[String],
-    ) -> anyhow::Result<Vec<String>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached("SELECT version FROM seen WHERE project = ?1")?;
-            let before: Vec<String> = st.query_map([project], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-            let now = now_rfc3339();
-            let mut ins = c.prepare_cached("INSERT OR IGNORE INTO seen (project, upstream, version, first_seen) VALUES (?1, ?2, ?3, ?4)")?;
-            for v in versions {
-                ins.execute((project, upstream, v, &now))?;
-            }
-            Ok(before)
-        })
-    }
-
-    /// Versions of a project seen (and served) before.
-    pub fn seen_versions(&self, project: &str) -> anyhow::Result<Vec<String>> {
-        self.with(|c| {
-            let mut st =
-                c.prepare_cached("SELECT DISTINCT version FROM seen WHERE project = ?1")?;
-            st.query_map([project], |r| r.get(0))?.collect()
-        })
-    }
-
-    /// Remember the sha256 each upstream lists for each filename; return the
-    /// files whose sha256 differs from the one first seen, with the old hash.
-    /// (Distribution files are immutable: new bytes under an old name are an
-    /// upstream compromise or a replaced private file.)
-    pub fn check_files(
-        &self,
-        upstream: &str,
-        files: &[(String, String)],
-    ) -> anyhow::Result<Vec<(String, String)>> {
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let mut changed = Vec::new();
-            {
-                let mut get = tx.prepare_cached(
-                    "SELECT sha256 FROM files_seen WHERE upstream = ?1 AND filename = ?2",
-                )?;
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO files_seen (upstream, filename, sha256, first_seen) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                let now = now_rfc3339();
-                for (f, sha) in files {
-                    let old: Option<String> = get
-                        .query_row((upstream, f), |r| r.get(0))
-                        .map(Some)
-                        .or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                            e => Err(e),
-                        })?;
-                    match old {
-                        Some(o) if !o.eq_ignore_ascii_case(sha) => changed.push((f.clone(), o)),
-                        Some(_) => {}
-                        None => {
-                            ins.execute((upstream, f, sha, &now))?;
-                        }
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(changed)
-        })
-    }
-
-    /// Forget a file's recorded hash (an admin accepted the new bytes).
-    pub fn forget_file(&self, upstream: &str, filename: &str) -> anyhow::Result<bool> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM files_seen WHERE upstream = ?1 AND filename = ?2",
-                (upstream, filename),
-            )
-            .map(|n| n > 0)
-        })
-    }
-
-    pub fn set_override(&self, project: &str, version: &str, action: &str) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO overrides (project, version, action, created) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (project, version) DO UPDATE SET action = excluded.action, created = excluded.created",
-                (project, version, action, now_rfc3339()),
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// Every override: (project, version, action), by project.
-    pub fn all_overrides(&self) -> anyhow::Result<Vec<(String, String, String)>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT project, version, action FROM overrides ORDER BY project, version",
-            )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect()
-        })
-    }
-
-    /// Overrides of a project: version (or `*`) -> `allow` | `block`.
-    pub fn overrides(&self, project: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        self.with(|c| {
-            let mut st =
-                c.prepare_cached("SELECT version, action FROM overrides WHERE project = ?1")?;
-            let rows = st.query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })
-    }
-}
+pub use crate::db::{Claim, Db, now_rfc3339};
 
 /// One decision, as logged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -402,7 +49,20 @@ pub struct AuditLog {
     keep: u32,
     file: Mutex<(File, u64)>,
     recent: Mutex<VecDeque<Decision>>,
+    /// On a shared registry: every decision is also appended there (by a
+    /// writer thread, in batches), and the admin views read it back, so any
+    /// replica shows what every replica decided.
+    shared: Option<Shared>,
 }
+
+struct Shared {
+    db: std::sync::Arc<Db>,
+    tx: std::sync::mpsc::SyncSender<(String, Option<String>, String)>,
+}
+
+/// Decisions waiting for the shared log at most; past it they are counted
+/// as dropped there (the local file still has every one).
+const SHARED_BACKLOG: usize = 100_000;
 
 const RECENT: usize = 10_000;
 
@@ -423,9 +83,47 @@ impl AuditLog {
             keep,
             file: Mutex::new((file, len)),
             recent: Mutex::new(VecDeque::new()),
+            shared: None,
         };
         log.read_back();
         Ok(log)
+    }
+
+    /// Also append every decision to the shared registry `db`, and read
+    /// the admin views from it.
+    pub fn share(&mut self, db: std::sync::Arc<Db>) {
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<(String, Option<String>, String)>(SHARED_BACKLOG);
+        let writer = db.clone();
+        std::thread::Builder::new()
+            .name("pickguard-audit-db".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 1000 {
+                        match rx.try_recv() {
+                            Ok(x) => batch.push(x),
+                            Err(_) => break,
+                        }
+                    }
+                    // Kept until the registry takes it (the database may be
+                    // restarting); the local file already has every line.
+                    let mut tries = 0u32;
+                    while let Err(e) = writer.append_decisions(&batch) {
+                        tries += 1;
+                        if tries == 1 || tries.is_multiple_of(60) {
+                            tracing::error!(event = "audit-db-write-failed", error = %e, lines = batch.len(), "decisions not yet in the shared log; retrying");
+                        }
+                        if tries >= 600 {
+                            tracing::error!(event = "audit-db-lines-dropped", lines = batch.len(), "decisions left out of the shared log after 10 minutes of retries (they are in the local file)");
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+            })
+            .ok();
+        self.shared = Some(Shared { db, tx });
     }
 
     /// Fill the in-memory tail from the newest lines on disk.
@@ -493,6 +191,19 @@ impl AuditLog {
                 }
             }
         }
+        if let Some(sh) = &self.shared {
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if sh
+                .tx
+                .try_send((d.ts.clone(), d.project.clone(), text))
+                .is_err()
+            {
+                tracing::error!(
+                    event = "audit-db-backlog-full",
+                    "the shared decision log is behind; a line was left out of it (it is in the local file)"
+                );
+            }
+        }
         if let Ok(mut r) = self.recent.lock() {
             if r.len() == RECENT {
                 r.pop_front();
@@ -502,6 +213,19 @@ impl AuditLog {
     }
 
     pub fn recent(&self, limit: usize, project: Option<&str>) -> Vec<Decision> {
+        if let Some(sh) = &self.shared {
+            match sh.db.recent_decisions(limit, project) {
+                Ok(lines) => {
+                    return lines
+                        .iter()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::warn!(event = "audit-db-read-failed", error = %e, "showing this replica's decisions only");
+                }
+            }
+        }
         let r = self.recent.lock().map(|r| {
             r.iter()
                 .rev()

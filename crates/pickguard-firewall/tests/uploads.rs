@@ -450,23 +450,47 @@ async fn crash_leftovers_are_removed_at_start() {
     let proj = dir.path().join("hosted/acme-crash");
     std::fs::create_dir_all(&proj).unwrap();
     // A file linked but never recorded, a temporary sidecar, an incoming upload,
-    // and a partial cache download.
+    // and a partial cache download, all untouched for two hours.
+    let aged = |p: &std::path::Path| {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
     std::fs::write(proj.join("acme_crash-1.0-py3-none-any.whl"), b"x").unwrap();
     std::fs::write(
         proj.join(".acme_crash-1.0-py3-none-any.whl.pickguard.json.part"),
         b"{",
     )
     .unwrap();
-    std::fs::create_dir_all(dir.path().join("hosted/.incoming")).unwrap();
-    std::fs::write(dir.path().join("hosted/.incoming/1-2.part"), b"x").unwrap();
+    let incoming = dir.path().join("hosted/.incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::write(incoming.join("1-2.part"), b"x").unwrap();
+    aged(&incoming.join("1-2.part"));
     let cache = dir.path().join("files/pypi/abc");
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::write(cache.join(".x.whl.1.part"), b"x").unwrap();
+    aged(&cache.join(".x.whl.1.part"));
+    // What another replica sharing the directory is writing right now: an
+    // upload arriving and a download filling. They must survive this start.
+    std::fs::write(incoming.join("3-4.part"), b"x").unwrap();
+    std::fs::write(cache.join(".y.whl.2.part"), b"x").unwrap();
     let cfg = Config::from_toml(&format!("data_dir = {:?}\n", dir.path().display())).unwrap();
     let _st = AppState::new(cfg).unwrap();
     assert_eq!(std::fs::read_dir(&proj).unwrap().count(), 0);
-    assert!(!dir.path().join("hosted/.incoming/1-2.part").exists());
+    assert!(!incoming.join("1-2.part").exists());
     assert!(!cache.join(".x.whl.1.part").exists());
+    assert!(
+        incoming.join("3-4.part").exists(),
+        "a live upload was removed"
+    );
+    assert!(
+        cache.join(".y.whl.2.part").exists(),
+        "a live download was removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,6 +273,42 @@ pub enum FirewallCommand {
     /// Known-malicious packages from OSV advisories: import and inspect.
     #[command(subcommand)]
     Feed(FeedCommand),
+    /// Copy the firewall's registry into another database: the embedded
+    /// SQLite file into PostgreSQL, to run replicas (docs/deploy.md).
+    ///
+    /// Claims, versions and files seen, admin overrides, advisories and the
+    /// shared decision log are copied in one transaction each side, so the
+    /// target holds one consistent snapshot. The target must hold no claims,
+    /// overrides, advisories or file records yet (nothing is merged or
+    /// overwritten). Stop the firewall first: what it records after the
+    /// snapshot is not copied. With --files-to, cached and uploaded files
+    /// are copied first (a file already there must have the same bytes;
+    /// nothing is overwritten), so a failed run can be run again.
+    ///
+    /// Exit status: 0 copied; 2 the registry was not copied (the reason is
+    /// printed; files copied before the failure stay and are skipped next time).
+    ///
+    /// Example:
+    ///   pickguard firewall migrate -c firewall.toml \
+    ///       --to postgres://pickguard@db.internal:5432/pickguard --files-to /srv/pickguard-shared
+    ///   # then in firewall.toml:
+    ///   # [storage]
+    ///   # database = "postgres://pickguard@db.internal:5432/pickguard"
+    ///   # files_dir = "/srv/pickguard-shared"
+    #[command(verbatim_doc_comment)]
+    Migrate(FirewallMigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FirewallMigrateArgs {
+    #[command(flatten)]
+    pub state: FeedStateArgs,
+    /// The target: postgres://USER@HOST:PORT/DB, or sqlite:PATH.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Also copy files/ and hosted/ into this directory (the new storage.files_dir).
+    #[arg(long, value_name = "DIR")]
+    pub files_to: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

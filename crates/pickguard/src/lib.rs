@@ -35,6 +35,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
             commands::firewall::serve(args)
         }
         cli::Command::Firewall(cli::FirewallCommand::HashToken) => commands::firewall::hash_token(),
+        cli::Command::Firewall(cli::FirewallCommand::Migrate(args)) => {
+            commands::firewall::migrate(args)
+        }
         cli::Command::Firewall(cli::FirewallCommand::Feed(cli::FeedCommand::Import(args))) => {
             commands::firewall::feed_import(args)
         }

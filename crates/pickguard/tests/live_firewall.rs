@@ -23,32 +23,7 @@ fn http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let hs = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, hs, buf[split + 4..].to_vec())
+    http_body(port, method, path, headers, b"")
 }
 
 /// A project's PEP 691 page through the firewall.
@@ -64,6 +39,45 @@ fn json_page(port: u16, name: &str) -> serde_json::Value {
 
 fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+/// `pickguard firewall serve --config CFG`, once it answers /healthz:
+/// (process, port). Its operational log goes to `ops` (drained, so a full
+/// pipe never blocks the firewall).
+fn spawn_firewall(cfg: &Path, ops: PathBuf) -> (Proc, u16) {
+    let mut fw = common::pickguard()
+        .args(["firewall", "serve", "--config"])
+        .arg(cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(fw.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "firewall exited: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    std::thread::spawn(move || {
+        let mut out = std::fs::File::create(ops).unwrap();
+        let _ = std::io::copy(&mut err, &mut out);
+    });
+    let port: u16 = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(port, "GET", "/healthz", &[]).0 != 200 {
+        assert!(Instant::now() < deadline, "firewall did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Proc(fw), port)
 }
 
 struct World {
@@ -93,6 +107,12 @@ impl World {
     /// Started with `top` (top-level keys) at the head of firewall.toml and
     /// `extra` at its end.
     fn start_full(top: &str, extra: &str) -> World {
+        World::start_env(top, extra, &[])
+    }
+
+    /// As `start_full`, with `public_env` in the public index server's
+    /// environment (`SERVE_INDEX_BYTES_PER_SEC`: slow downloads).
+    fn start_env(top: &str, extra: &str, public_env: &[(&str, &str)]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let fixture = dir.path().join("indexes");
         let st = Command::new(venv_bin("python"))
@@ -102,13 +122,23 @@ impl World {
             .unwrap();
         assert!(st.success());
         let (private, pr) = upstream(&fixture.join("private"), &dir.path().join("private.log"));
-        let (public, pu) = upstream(&fixture.join("public"), &dir.path().join("public.log"));
+        let (public, pu) = common::spawn_index_env(
+            &fixture.join("public"),
+            &dir.path().join("public.log"),
+            public_env,
+        );
         let (public2, p2) = upstream(&fixture.join("public2"), &dir.path().join("public2.log"));
         let cfg = dir.path().join("firewall.toml");
+        // A test may set its own page_ttl_secs in `top`.
+        let ttl = if top.contains("page_ttl_secs") {
+            ""
+        } else {
+            "page_ttl_secs = 0\n"
+        };
         std::fs::write(
             &cfg,
             format!(
-                "{top}listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npage_ttl_secs = 0\nerror_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
+                "{top}listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{ttl}error_ttl_secs = 0\nadmin_token = \"s3cret\"\nupload_token = \"up\"\n\
                  [[upstream]]\nname = \"internal\"\nurl = \"http://127.0.0.1:{pr}/simple/\"\nprivate = true\n\
                  [[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:{pu}/simple/\"\n\
                  [[upstream]]\nname = \"mirror\"\nurl = \"http://127.0.0.1:{p2}/simple/\"\n\
@@ -117,43 +147,14 @@ impl World {
             ),
         )
         .unwrap();
-        let mut fw = common::pickguard()
-            .args(["firewall", "serve", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The start line, then every operational log line into firewall.log
-        // (drained, so a full pipe never blocks the firewall).
-        let mut err = BufReader::new(fw.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("listening on") {
-            line.clear();
-            assert!(err.read_line(&mut line).unwrap() > 0, "firewall exited");
-        }
-        let ops = dir.path().join("firewall.log");
-        std::thread::spawn(move || {
-            let mut out = std::fs::File::create(ops).unwrap();
-            let _ = std::io::copy(&mut err, &mut out);
-        });
-        let port: u16 = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http(port, "GET", "/healthz", &[]).0 != 200 {
-            assert!(Instant::now() < deadline, "firewall did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (fw, port) = spawn_firewall(&cfg, dir.path().join("firewall.log"));
         World {
             dir,
             fixture,
             private: Some(private),
             _public: public,
             _public2: public2,
-            firewall: Some(Proc(fw)),
+            firewall: Some(fw),
             port,
         }
     }
@@ -203,6 +204,29 @@ impl World {
             .unwrap();
         let t = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         t.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned()))
+    }
+}
+
+/// A failing test shows the end of every firewall's log.
+impl Drop for World {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("firewall") && name.ends_with(".log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                eprintln!("--- {name} (last lines) ---");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
     }
 }
 
@@ -745,6 +769,59 @@ fn post(port: u16, path: &str, body: &str, auth: (&str, &str)) -> u16 {
     buf.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
+/// A wheel of `name` `version` built by the fixture code (origin HOSTED),
+/// without its .metadata file.
+fn fixture_wheel(w: &World, name: &str, version: &str) -> PathBuf {
+    let wheels = w.dir.path().join("wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    let code = "import sys; sys.path.insert(0, sys.argv[1]); import index_fixture as f; print(f.make_wheel(sys.argv[2], sys.argv[3], sys.argv[4], origin='HOSTED'))";
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", code])
+        .arg(common::root().join("fixtures/gen"))
+        .arg(&wheels)
+        .args([name, version])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = wheels.join(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::remove_file(wheel.with_extension("whl.metadata")).ok();
+    wheel
+}
+
+/// `uv publish` of `wheel` to the firewall on `port` with the upload password.
+fn uv_publish(w: &World, port: u16, wheel: &Path, password: &str) -> std::process::Output {
+    w.client("uv")
+        .args([
+            "publish",
+            "--publish-url",
+            &format!("http://127.0.0.1:{port}/legacy/"),
+        ])
+        .args(["--username", "__token__", "--password", password])
+        .arg(wheel)
+        .output()
+        .unwrap()
+}
+
+/// pip installs `dist` through the firewall on `port` into a new venv, and
+/// what it installed is the hosted upload.
+fn installs_hosted(w: &World, port: u16, venv: &str, dist: &str, module: &str) {
+    let v = w.venv(venv);
+    let out = pip_install_at(w, port, &v, dist);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.installed(&v, dist, module).map(|x| x.1),
+        Some("HOSTED".into())
+    );
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -759,37 +836,8 @@ fn uploads_claim_their_name_atomically() {
     let w = World::start();
     let idx = w.index();
     // A wheel for a new private package, built by the fixture code.
-    let wheels = w.dir.path().join("wheels");
-    std::fs::create_dir_all(&wheels).unwrap();
-    let code = "import sys; sys.path.insert(0, sys.argv[1]); import index_fixture as f; print(f.make_wheel(sys.argv[2], 'uploaded-pkg', '2.0.0', origin='HOSTED'))";
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", code])
-        .arg(common::root().join("fixtures/gen"))
-        .arg(&wheels)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let wheel = wheels.join(String::from_utf8_lossy(&out.stdout).trim());
-    std::fs::remove_file(wheel.with_extension("whl.metadata")).ok();
-    let publish = |password: &str| {
-        w.client("uv")
-            .args([
-                "publish",
-                "--publish-url",
-                &format!("http://127.0.0.1:{}/legacy/", w.port),
-                "--username",
-                "__token__",
-                "--password",
-                password,
-            ])
-            .arg(&wheel)
-            .output()
-            .unwrap()
-    };
+    let wheel = fixture_wheel(&w, "uploaded-pkg", "2.0.0");
+    let publish = |password: &str| uv_publish(&w, w.port, &wheel, password);
     assert!(!publish("wrong").status.success(), "a bad token is refused");
     let out = publish("up");
     assert!(
@@ -850,6 +898,11 @@ fn uploads_claim_their_name_atomically() {
 }
 
 fn pip_install(w: &World, venv: &Path, req: &str) -> std::process::Output {
+    pip_install_at(w, w.port, venv, req)
+}
+
+/// pip through the firewall listening on `port`.
+fn pip_install_at(w: &World, port: u16, venv: &Path, req: &str) -> std::process::Output {
     w.client("pip")
         .args(["--python"])
         .arg(venv.join("bin/python"))
@@ -861,7 +914,7 @@ fn pip_install(w: &World, venv: &Path, req: &str) -> std::process::Output {
             "0",
             "-i",
         ])
-        .arg(w.index())
+        .arg(format!("http://127.0.0.1:{port}/simple/"))
         .arg(req)
         .output()
         .unwrap()
@@ -1579,4 +1632,620 @@ fn web_console_in_headless_chromium() {
     ] {
         assert!(audit.contains(&format!("\"{d}\"")), "{d} not logged");
     }
+}
+
+/// One request with a body: (status, headers lower-cased, body).
+fn http_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, hs, buf[split + 4..].to_vec())
+}
+
+const ADMIN: (&str, &str) = ("Authorization", "Bearer s3cret");
+
+/// Issue 19 item 2: replicas on one PostgreSQL and one shared files
+/// directory are one firewall. A claim, a block, an upload and a console
+/// session made through one replica hold on every other at its next
+/// request; two replicas filling one file store it once and verified; a
+/// replica killed mid-download leaves nothing half-written visible; with the
+/// database down every replica fails closed, and recovers when it is back.
+#[test]
+fn replicas_on_postgres_are_one_firewall() {
+    let pg = common::Postgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let storage = format!(
+        "[storage]\ndatabase = \"{}\"\ndatabase_pool = 4\nfiles_dir = \"{}\"\n",
+        pg.url(),
+        shared.path().display()
+    );
+    // Pages are kept for five minutes: a replica must drop what it rendered
+    // when another changes the registry, not when its cache expires. The
+    // public index sends files at ~400 KB/s (bigpkg takes five seconds).
+    let w = World::start_env(
+        "page_ttl_secs = 300\n",
+        &storage,
+        &[("SERVE_INDEX_BYTES_PER_SEC", "400000")],
+    );
+    let cfg = std::fs::read_to_string(w.dir.path().join("firewall.toml")).unwrap();
+    let mut replicas = vec![(None, w.port)];
+    for i in 2..=3 {
+        let c = cfg.replace(
+            &format!("data_dir = \"{}\"", w.dir.path().join("data").display()),
+            &format!(
+                "data_dir = \"{}\"",
+                w.dir.path().join(format!("data{i}")).display()
+            ),
+        );
+        assert_ne!(c, cfg);
+        let path = w.dir.path().join(format!("firewall{i}.toml"));
+        std::fs::write(&path, c).unwrap();
+        let (p, port) = spawn_firewall(&path, w.dir.path().join(format!("firewall{i}.log")));
+        replicas.push((Some(p), port));
+    }
+    let ports: Vec<u16> = replicas.iter().map(|r| r.1).collect();
+    let (r1, r2, r3) = (ports[0], ports[1], ports[2]);
+    for &p in &ports {
+        let (st, _, body) = http(p, "GET", "/readyz", &[]);
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    }
+
+    // A claim through replica 1 holds on 2 and 3 at once, though replica 2
+    // rendered the public page a moment ago and keeps pages for 5 minutes.
+    assert_eq!(
+        json_page(r2, "publicdep")["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(http(r2, "GET", "/simple/publicdep/", &[]).0, 200);
+    let before = public_hits(&w, "publicdep");
+    assert_eq!(
+        post(r1, "/admin/claims", r#"{"names": ["publicdep"]}"#, ADMIN),
+        200
+    );
+    for &p in &[r2, r3] {
+        let (st, h, _) = http(p, "GET", "/simple/publicdep/", &[]);
+        assert_eq!(
+            st, 403,
+            "replica {p} still serves the public publicdep: {h:?}"
+        );
+        assert!(
+            header(&h, "x-pickguard-reason")
+                .unwrap()
+                .contains("claimed"),
+            "{h:?}"
+        );
+    }
+    let v = w.venv("claimed");
+    for &p in &[r2, r3] {
+        let out = pip_install_at(&w, p, &v, "publicdep");
+        assert!(
+            !out.status.success(),
+            "pip installed a claimed name through {p}"
+        );
+    }
+    assert_eq!(
+        public_hits(&w, "publicdep"),
+        before,
+        "a replica asked the public index for a claimed name"
+    );
+    // Released through replica 3: served again by 1.
+    assert_eq!(
+        http_body(r3, "DELETE", "/admin/claims/publicdep", &[ADMIN], b"").0,
+        200
+    );
+    assert_eq!(http(r1, "GET", "/simple/publicdep/", &[]).0, 200);
+
+    // A block through replica 2 holds on 1 and 3.
+    let steady = |p: u16| -> Vec<String> {
+        json_page(p, "steady")["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["filename"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(steady(r1).len(), 2);
+    assert_eq!(steady(r3).len(), 2);
+    assert_eq!(
+        post(
+            r2,
+            "/admin/quarantine/block",
+            r#"{"project": "steady", "version": "1.1.0"}"#,
+            ADMIN
+        ),
+        200
+    );
+    assert_eq!(steady(r1), ["steady-1.0.0-py3-none-any.whl"]);
+    assert_eq!(steady(r3), ["steady-1.0.0-py3-none-any.whl"]);
+
+    // An upload through replica 3 is served by 1 (the files directory is
+    // shared) and its name is claimed for 2 (the registry is).
+    let wheel = fixture_wheel(&w, "replicated-pkg", "1.0.0");
+    let out = uv_publish(&w, r3, &wheel, "up");
+    assert!(
+        out.status.success(),
+        "uv publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    installs_hosted(&w, r1, "hosted", "replicated-pkg", "replicated_pkg");
+    let (_, _, claims) = http(r2, "GET", "/admin/claims", &[ADMIN]);
+    assert!(String::from_utf8_lossy(&claims).contains("replicated-pkg"));
+
+    // A console session made on replica 1 is good on replica 2.
+    let (st, h, _) = http_body(
+        r1,
+        "POST",
+        "/console/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"token=s3cret",
+    );
+    assert_eq!(st, 303);
+    let cookie = header(&h, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (st, _, body) = http(r2, "GET", "/console/claims", &[("Cookie", &cookie)]);
+    assert_eq!(st, 200, "replica 2 does not know replica 1's session");
+    assert!(String::from_utf8_lossy(&body).contains("replicated-pkg"));
+    // The decision log is shared: replica 1 shows what replica 3 decided.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, body) = http(
+            r1,
+            "GET",
+            "/admin/decisions?project=publicdep&limit=100",
+            &[ADMIN],
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let n = doc["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["status"] == 403)
+            .count();
+        // The 403s were answered by replicas 2 and 3 only.
+        if n >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica 1 never showed the others' decisions: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Two replicas fill one file at once: both serve verified bytes, the
+    // shared cache holds it once. Replica 2 is killed in the middle of the
+    // same download; nothing it wrote is visible.
+    let page = json_page(r1, "bigpkg");
+    let f = &page["files"][0];
+    let url = f["url"].as_str().unwrap().to_owned();
+    let sha = f["hashes"]["sha256"].as_str().unwrap().to_owned();
+    let path = url[url.find("/files/").expect("a /files/ URL")..].to_owned();
+    let mut victim = replicas[1].0.take().unwrap();
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", r2)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = vec![0u8; 64 << 10];
+        s.read_exact(&mut got).unwrap();
+        victim.0.kill().unwrap();
+        let _ = victim.0.wait();
+    }
+    let finals = |dir: &Path| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("bigpkg")
+                {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    };
+    assert!(
+        finals(&shared.path().join("files")).is_empty(),
+        "a killed download left a file under its final name"
+    );
+    let fetch = move |port: u16, path: String| {
+        std::thread::spawn(move || {
+            let (st, _, body) = http(port, "GET", &path, &[]);
+            (st, body)
+        })
+    };
+    let (a, b) = (fetch(r1, path.clone()), fetch(r3, path.clone()));
+    for (st, body) in [a.join().unwrap(), b.join().unwrap()] {
+        assert_eq!(st, 200);
+        assert_eq!(body.len(), 2098324, "not the whole file");
+        assert_eq!(
+            hex(&<sha2_shim::Sha256 as sha2_shim::Digest>::digest(&body)),
+            sha
+        );
+    }
+    let stored = finals(&shared.path().join("files"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        hex(&<sha2_shim::Sha256 as sha2_shim::Digest>::digest(
+            std::fs::read(&stored[0]).unwrap()
+        )),
+        sha
+    );
+
+    // The database goes away: every replica fails closed (not ready, no
+    // public page, no public request), and comes back with it.
+    pg.down();
+    let hits = public_hits(&w, "/simple/");
+    for &p in &[r1, r3] {
+        assert_eq!(http(p, "GET", "/readyz", &[]).0, 503);
+        let (st, h, _) = http(p, "GET", "/simple/publicdep/", &[]);
+        assert!(
+            st >= 403,
+            "replica {p} answered {st} without its registry: {h:?}"
+        );
+        let (st, _, _) = http(p, "GET", "/simple/steady/", &[]);
+        assert!(st >= 403, "replica {p} served steady without its registry");
+    }
+    let v = w.venv("down");
+    assert!(!pip_install_at(&w, r1, &v, "publicdep").status.success());
+    assert_eq!(
+        public_hits(&w, "/simple/"),
+        hits,
+        "a public index was asked with the registry down"
+    );
+    pg.up();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &p in &[r1, r3] {
+        while http(p, "GET", "/readyz", &[]).0 != 200 {
+            assert!(Instant::now() < deadline, "replica {p} did not recover");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let out = pip_install_at(&w, r3, &v, "publicdep");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every registry query gives the same answers on SQLite and PostgreSQL,
+/// including the rules that decide: a later record replaces an advisory
+/// only when it is later; a change made through another connection is
+/// noticed once; sessions past the cap push out the oldest.
+#[test]
+fn registry_answers_alike_on_sqlite_and_postgres() {
+    use pickguard_firewall::db::Db;
+    use pickguard_firewall::feed::{Advisory, Spec};
+    let pg = common::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let adv = |id: &str, project: &str, modified: &str, all: bool| Advisory {
+        id: id.into(),
+        project: project.into(),
+        modified: modified.into(),
+        withdrawn: None,
+        summary: "s".into(),
+        spec: Spec {
+            all,
+            versions: vec!["1.0".into()],
+            ..Spec::default()
+        },
+        source: "t".into(),
+    };
+    let transcript = |url: &str| -> Vec<String> {
+        let db = Db::connect(url, 2).unwrap();
+        let other = Db::connect(url, 2).unwrap();
+        let mut t = Vec::new();
+        let mut say = |x: String| t.push(x);
+        say(format!("first look {}", db.changed_elsewhere()));
+        say(format!("claim {}", db.claim("acme-x", "admin").unwrap()));
+        say(format!("again {}", db.claim("acme-x", "other").unwrap()));
+        say(format!("own write elsewhere {}", db.changed_elsewhere()));
+        say(format!(
+            "claimed {:?}",
+            db.claimed("acme-x").unwrap().map(|c| c.source)
+        ));
+        say(format!(
+            "unclaimed {:?}",
+            db.claimed("nope").unwrap().map(|c| c.source)
+        ));
+        other.set_override("steady", "1.1.0", "block").unwrap();
+        say(format!(
+            "other's write elsewhere {} then {}",
+            db.changed_elsewhere(),
+            db.changed_elsewhere()
+        ));
+        other.set_override("steady", "1.1.0", "allow").unwrap();
+        say(format!("overrides {:?}", db.overrides("steady").unwrap()));
+        say(format!("all overrides {:?}", db.all_overrides().unwrap()));
+        say(format!(
+            "store {:?}",
+            db.store_advisories(&[adv("MAL-1", "x", "2026-01-02T00:00:00Z", false)])
+                .unwrap()
+        ));
+        say(format!(
+            "older {:?}",
+            db.store_advisories(&[adv("MAL-1", "x", "2026-01-01T00:00:00Z", true)])
+                .unwrap()
+        ));
+        say(format!(
+            "later, other project {:?}",
+            db.store_advisories(&[adv("MAL-1", "y", "2026-01-03T00:00:00Z", true)])
+                .unwrap()
+        ));
+        let a = db.advisories("x").unwrap();
+        say(format!(
+            "x {} {}",
+            a.len(),
+            a.first().map(|a| a.spec.all).unwrap_or_default()
+        ));
+        say(format!("counts {:?}", db.feed_counts().unwrap().0));
+        say(format!(
+            "seen before {:?}",
+            db.record_versions("p", "pypi", &["1.0".into(), "2.0".into()])
+                .unwrap()
+        ));
+        say(format!("seen after {:?}", {
+            let mut v = db.record_versions("p", "pypi", &["2.0".into()]).unwrap();
+            v.sort();
+            v
+        }));
+        say(format!(
+            "files {:?}",
+            db.check_files("pypi", &[("a.whl".into(), "aa".into())])
+                .unwrap()
+        ));
+        say(format!(
+            "files changed {:?}",
+            db.check_files("pypi", &[("a.whl".into(), "bb".into())])
+                .unwrap()
+        ));
+        say(format!(
+            "forget {} {}",
+            db.forget_file("pypi", "a.whl").unwrap(),
+            db.forget_file("pypi", "a.whl").unwrap()
+        ));
+        for i in 0..5 {
+            db.put_session(
+                &format!("k{i}"),
+                "c",
+                "admin",
+                &format!("{:020}", 100 + i),
+                &format!("{:020}", 50),
+                3,
+            )
+            .unwrap();
+        }
+        say(format!(
+            "sessions {:?} {:?}",
+            db.session("k0").unwrap().is_some(),
+            db.session("k4").unwrap().map(|s| s.1)
+        ));
+        db.put_session(
+            "k9",
+            "c",
+            "admin",
+            &format!("{:020}", 300),
+            &format!("{:020}", 200),
+            3,
+        )
+        .unwrap();
+        say(format!(
+            "expired gone {:?}",
+            db.session("k4").unwrap().is_some()
+        ));
+        db.drop_session("k9").unwrap();
+        say(format!("dropped {:?}", db.session("k9").unwrap().is_some()));
+        db.append_decisions(&[
+            ("t1".into(), Some("p".into()), "{\"n\":1}".into()),
+            ("t2".into(), None, "{\"n\":2}".into()),
+        ])
+        .unwrap();
+        other
+            .append_decisions(&[("t3".into(), Some("p".into()), "{\"n\":3}".into())])
+            .unwrap();
+        say(format!(
+            "recent {:?} {:?}",
+            db.recent_decisions(2, None).unwrap(),
+            db.recent_decisions(10, Some("p")).unwrap()
+        ));
+        say(format!(
+            "unclaim {} {}",
+            db.unclaim("acme-x").unwrap(),
+            db.unclaim("acme-x").unwrap()
+        ));
+        say(format!("claims {}", db.claims().unwrap().len()));
+        t
+    };
+    let a = transcript(&sqlite);
+    let b = transcript(&pg.url());
+    assert_eq!(a, b, "the backends disagree");
+    // And the answers are the rules', not merely equal.
+    let expect = [
+        "first look false",
+        "claim true",
+        "again false",
+        "own write elsewhere false",
+        "claimed Some(\"admin\")",
+        "other's write elsewhere true then false",
+        "store (1, 0, [])",
+        "older (0, 1, [])",
+        "x 1 false",
+        "seen before []",
+        "seen after [\"1.0\", \"2.0\"]",
+        "files []",
+        "files changed [(\"a.whl\", \"aa\")]",
+        "forget true false",
+        "sessions false Some(\"admin\")",
+        "expired gone false",
+        "dropped false",
+        "recent [\"{\\\"n\\\":3}\", \"{\\\"n\\\":2}\"] [\"{\\\"n\\\":3}\", \"{\\\"n\\\":1}\"]",
+        "unclaim true false",
+    ];
+    for e in expect {
+        assert!(a.iter().any(|l| l == e), "missing {e:?} in {a:#?}");
+    }
+    assert!(
+        a.iter()
+            .any(|l| l.starts_with("later, other project (1, 0, [\"MAL-1: a later version")),
+        "{a:#?}"
+    );
+}
+
+/// `firewall migrate` moves a firewall from its SQLite file to PostgreSQL
+/// and a shared files directory: what it decided before (a claim, a block,
+/// an advisory, an uploaded file) holds after, on a replica that never saw
+/// the old data directory. A second run refuses to merge.
+#[test]
+fn migrate_moves_the_registry_and_files_to_postgres() {
+    let mut w = World::start();
+    let feed = osv_feed();
+    let cfg = w.dir.path().join("firewall.toml");
+    let out = common::pickguard()
+        .args(["firewall", "feed", "import", "-c"])
+        .arg(&cfg)
+        .arg(feed.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        post(
+            w.port,
+            "/admin/claims",
+            r#"{"names": ["publicdep"]}"#,
+            ADMIN
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            w.port,
+            "/admin/quarantine/block",
+            r#"{"project": "bigpkg", "version": "1.0.0"}"#,
+            ADMIN
+        ),
+        200
+    );
+    let wheel = fixture_wheel(&w, "moved-pkg", "1.0.0");
+    let out = uv_publish(&w, w.port, &wheel, "up");
+    assert!(
+        out.status.success(),
+        "uv publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(w.firewall.take());
+
+    let pg = common::Postgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let migrate = || {
+        common::pickguard()
+            .args(["firewall", "migrate", "-c"])
+            .arg(&cfg)
+            .args(["--to", &pg.url(), "--files-to"])
+            .arg(shared.path())
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("claims 2") && said.contains("overrides 1"),
+        "{said}"
+    );
+    assert!(shared.path().join("hosted/moved-pkg").is_dir());
+    let again = migrate();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A replica with an empty data directory, on the migrated storage.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("data_dir = \"{}\"", w.dir.path().join("data").display()),
+        &format!("data_dir = \"{}\"", w.dir.path().join("fresh").display()),
+    ) + &format!(
+        "[storage]\ndatabase = \"{}\"\nfiles_dir = \"{}\"\n",
+        pg.url(),
+        shared.path().display()
+    );
+    let cfg2 = w.dir.path().join("replica.toml");
+    std::fs::write(&cfg2, text).unwrap();
+    let (_fw, port) = spawn_firewall(&cfg2, w.dir.path().join("firewall-replica.log"));
+    assert_eq!(
+        http(port, "GET", "/simple/publicdep/", &[]).0,
+        403,
+        "the claim was lost"
+    );
+    let (st, h, _) = http(port, "GET", "/simple/bigpkg/", &[]);
+    assert_eq!(st, 403, "the block was lost: {h:?}");
+    let (st, h, _) = http(port, "GET", "/simple/steady/", &[]);
+    assert_eq!(st, 403, "the advisory was lost: {h:?}");
+    assert!(
+        header(&h, "x-pickguard-reason")
+            .unwrap()
+            .contains("MAL-2099-0002"),
+        "{h:?}"
+    );
+    colorfulx_listed_without_2_0_0(port);
+    installs_hosted(&w, port, "moved", "moved-pkg", "moved_pkg");
 }

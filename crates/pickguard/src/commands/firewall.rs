@@ -1,6 +1,8 @@
 //! `pickguard firewall serve`, `hash-token` and `feed`.
 
-use crate::cli::{FeedImportArgs, FeedStateArgs, FeedStatusArgs, FirewallServeArgs};
+use crate::cli::{
+    FeedImportArgs, FeedStateArgs, FeedStatusArgs, FirewallMigrateArgs, FirewallServeArgs,
+};
 use anyhow::{Context, Result};
 use pickguard_firewall::Config;
 
@@ -70,9 +72,9 @@ fn open_state(a: &FeedStateArgs) -> Result<(Config, pickguard_firewall::state::D
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let path = cfg.data_dir.join("state.sqlite");
-    let db = pickguard_firewall::state::Db::open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let db = cfg
+        .open_db()
+        .with_context(|| format!("opening the registry ({})", redact(&cfg.database_url())))?;
     Ok((cfg, db))
 }
 
@@ -173,4 +175,151 @@ pub fn feed_status(args: FeedStatusArgs) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
+    let (cfg, from) = open_state(&args.state)?;
+    let to_url = args.to.trim();
+    anyhow::ensure!(
+        to_url.starts_with("postgres://")
+            || to_url.starts_with("postgresql://")
+            || to_url.starts_with("sqlite:"),
+        "--to must be a postgres:// URL or sqlite:PATH, not {:?}",
+        redact(to_url)
+    );
+    anyhow::ensure!(
+        to_url != cfg.database_url(),
+        "--to is the registry the configuration already uses"
+    );
+    let to = pickguard_firewall::db::Db::connect(to_url, 2)
+        .with_context(|| format!("opening the target {}", redact(to_url)))?;
+    let dump = from.dump().context("reading the registry")?;
+    // Files first: a failure there leaves the target registry empty, and a
+    // second run skips the files already copied.
+    let files = match &args.files_to {
+        Some(dir) => Some(copy_files(&cfg.files_root(), dir)?),
+        None => None,
+    };
+    let copied = to
+        .load(&dump)
+        .with_context(|| format!("writing {}", redact(to_url)))?;
+    let mut counts = serde_json::Map::new();
+    for (table, _, rows) in &dump {
+        counts.insert((*table).into(), rows.len().into());
+    }
+    if args.state.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "from": redact(&cfg.database_url()),
+                "to": redact(to_url),
+                "rows": counts,
+                "inserted": copied,
+                "files": files,
+            }))?
+        );
+    } else {
+        let list: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "copied {} into {}: {}",
+            redact(&cfg.database_url()),
+            redact(to_url),
+            list.join(", ")
+        );
+        if let Some(n) = files {
+            println!(
+                "copied {n} file(s) into {}",
+                args.files_to.as_ref().unwrap().display()
+            );
+        }
+        println!(
+            "next: set [storage] database (and files_dir) in the configuration, then start the replicas"
+        );
+    }
+    Ok(0)
+}
+
+/// Copy `files/` and `hosted/` (not partial downloads, incoming uploads or
+/// lock files) from `from` into `to`; never over an existing file.
+fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
+    let mut n = 0;
+    for top in ["files", "hosted"] {
+        let root = from.join(top);
+        if !root.exists() {
+            continue;
+        }
+        for e in walkdir::WalkDir::new(&root).follow_links(false) {
+            let e = e.with_context(|| format!("reading {}", root.display()))?;
+            let rel = e.path().strip_prefix(from).unwrap_or(e.path());
+            let name = e.file_name().to_string_lossy();
+            if rel.components().any(|c| {
+                let c = c.as_os_str().to_string_lossy();
+                c == ".incoming" || c == ".locks"
+            }) || name.ends_with(".part")
+            {
+                continue;
+            }
+            let dest = to.join(rel);
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+            } else if e.file_type().is_file() {
+                let mut src = std::fs::File::open(e.path())
+                    .with_context(|| format!("reading {}", e.path().display()))?;
+                if dest.exists() {
+                    // Copied by an earlier run: the same bytes, or a refusal.
+                    let same = same_bytes(e.path(), &dest)
+                        .with_context(|| format!("comparing {}", dest.display()))?;
+                    anyhow::ensure!(
+                        same,
+                        "{} exists with other contents; nothing is overwritten",
+                        dest.display()
+                    );
+                    continue;
+                }
+                let mut out = std::fs::File::create_new(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                std::io::copy(&mut src, &mut out)
+                    .and_then(|_| out.sync_all())
+                    .with_context(|| format!("copying into {}", dest.display()))?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Do two files hold the same bytes (read in chunks, never whole)?
+fn same_bytes(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (fa, fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ra, mut rb) = (std::io::BufReader::new(fa), std::io::BufReader::new(fb));
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = ra.read(&mut x)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        rb.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_owned(),
+    }
 }

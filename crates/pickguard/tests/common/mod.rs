@@ -143,12 +143,18 @@ impl Drop for Proc {
 
 /// Serve a fake index tree (fixtures/gen/serve_index.py) on a free loopback port.
 pub fn spawn_index(root: &Path, log: &Path) -> (Proc, u16) {
+    spawn_index_env(root, log, &[])
+}
+
+/// As `spawn_index`, with `env` set for the server.
+pub fn spawn_index_env(root: &Path, log: &Path, env: &[(&str, &str)]) -> (Proc, u16) {
     use std::io::BufRead;
     let mut c = Command::new(venv_bin("python"))
         .arg(root_dir().join("fixtures/gen/serve_index.py"))
         .arg(root)
         .arg("0")
         .arg(log)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -161,4 +167,146 @@ pub fn spawn_index(root: &Path, log: &Path) -> (Proc, u16) {
 
 fn root_dir() -> PathBuf {
     root()
+}
+
+/// A PostgreSQL server of the Debian package, on a free loopback port, in a
+/// temporary directory; stopped (immediately) when dropped. As root the
+/// server runs as the package's `postgres` user (it refuses to run as root).
+pub struct Postgres {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    pub port: u16,
+    as_user: Option<String>,
+}
+
+impl Postgres {
+    fn bin(tool: &str) -> PathBuf {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed (scripts/setup-test-env.sh installs the Debian package)")
+            .flatten()
+            .map(|e| e.path().join("bin").join(tool))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        found
+            .pop()
+            .unwrap_or_else(|| panic!("no {tool} under /usr/lib/postgresql"))
+    }
+
+    fn cmd(&self, tool: &str) -> Command {
+        match &self.as_user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(Self::bin(tool));
+                c
+            }
+            None => Command::new(Self::bin(tool)),
+        }
+    }
+
+    pub fn start() -> Postgres {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let data = dir.path().join("pg");
+        std::fs::create_dir(&data).unwrap();
+        let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout)
+            .trim()
+            == "0";
+        let as_user = root.then(|| "postgres".to_owned());
+        if root {
+            let out = Command::new("id")
+                .args(["-u", "postgres"])
+                .output()
+                .unwrap();
+            let uid: u32 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("a postgres user");
+            let out = Command::new("id")
+                .args(["-g", "postgres"])
+                .output()
+                .unwrap();
+            let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Postgres {
+            _dir: dir,
+            data,
+            port,
+            as_user,
+        };
+        let out = pg
+            .cmd("initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "pickguard",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&pg.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.up();
+        pg
+    }
+
+    /// postgres://pickguard@127.0.0.1:PORT/postgres
+    pub fn url(&self) -> String {
+        format!("postgres://pickguard@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Start (again).
+    pub fn up(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c max_connections=200",
+            self.port,
+            self.data.display()
+        );
+        let out = self
+            .cmd("pg_ctl")
+            .args(["-w", "-t", "60", "-l"])
+            .arg(self.data.join("server.log"))
+            .args(["-o", &opts, "-D"])
+            .arg(&self.data)
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stop now (connections are cut).
+    pub fn down(&self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.down();
+    }
 }

@@ -1,0 +1,967 @@
+//! The registry: claims, versions and files seen, admin overrides,
+//! advisories, console sessions and (on PostgreSQL) the decision log.
+//!
+//! Two backends behind one set of queries: the embedded default (SQLite, a
+//! file in the data directory, zero setup) and PostgreSQL for replicas
+//! (`database = "postgres://…"`). Every query is written once, in the SQL
+//! both understand (`$1` parameters, `ON CONFLICT`), and runs inside a
+//! transaction on either backend (`Db::tx`).
+//!
+//! Replicas stay one firewall by reading through: nothing derived from the
+//! registry is kept across requests except the rendered pages, and those are
+//! dropped when the registry's `generation` moved (every write that changes
+//! a decision bumps it in the same transaction). So a claim or a block made
+//! through one replica is enforced by every other on its next request.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// One value read back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Val {
+    fn text(&self) -> Option<String> {
+        match self {
+            Val::Text(s) => Some(s.clone()),
+            Val::Int(i) => Some(i.to_string()),
+            Val::Null => None,
+        }
+    }
+    fn string(&self) -> String {
+        self.text().unwrap_or_default()
+    }
+    fn int(&self) -> i64 {
+        match self {
+            Val::Int(i) => *i,
+            Val::Text(s) => s.parse().unwrap_or(0),
+            Val::Null => 0,
+        }
+    }
+}
+
+pub type Row = Vec<Val>;
+/// A table's rows as `dump` reads them: (table, columns, rows).
+pub type TableDump = (&'static str, &'static [&'static str], Vec<Row>);
+/// Parameters: every value the registry stores is text (or absent).
+type Params<'a> = &'a [Option<&'a str>];
+
+/// A transaction on either backend.
+pub trait Tx {
+    /// Run a statement; the number of rows it changed.
+    fn exec(&mut self, sql: &str, p: Params) -> anyhow::Result<u64>;
+    fn query(&mut self, sql: &str, p: Params) -> anyhow::Result<Vec<Row>>;
+}
+
+/// Schema, by version: each step runs once, in order, in one transaction
+/// with the version bump. Written in the SQL both backends take.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY, source TEXT NOT NULL, created TEXT NOT NULL);
+     CREATE TABLE IF NOT EXISTS seen (project TEXT NOT NULL, upstream TEXT NOT NULL, version TEXT NOT NULL,
+         first_seen TEXT NOT NULL, PRIMARY KEY (project, upstream, version));
+     CREATE TABLE IF NOT EXISTS overrides (project TEXT NOT NULL, version TEXT NOT NULL, action TEXT NOT NULL,
+         created TEXT NOT NULL, PRIMARY KEY (project, version));
+     CREATE TABLE IF NOT EXISTS files_seen (upstream TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL,
+         first_seen TEXT NOT NULL, PRIMARY KEY (upstream, filename));
+     CREATE TABLE IF NOT EXISTS advisories (id TEXT NOT NULL, project TEXT NOT NULL, modified TEXT NOT NULL,
+         withdrawn TEXT, summary TEXT NOT NULL, spec TEXT NOT NULL, source TEXT NOT NULL, imported TEXT NOT NULL,
+         PRIMARY KEY (id, project));
+     CREATE INDEX IF NOT EXISTS advisories_project ON advisories (project)",
+    "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, csrf TEXT NOT NULL, who TEXT NOT NULL,
+         expires TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decisions (seq BIGINT NOT NULL, ts TEXT NOT NULL, project TEXT, line TEXT NOT NULL);
+     CREATE INDEX IF NOT EXISTS decisions_seq ON decisions (seq);
+     CREATE INDEX IF NOT EXISTS decisions_project ON decisions (project, seq)",
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Claim {
+    pub name: String,
+    pub source: String,
+    pub created: String,
+}
+
+enum Backend {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(Box<Pg>),
+}
+
+/// The registry.
+pub struct Db {
+    backend: Backend,
+    /// The last `generation` this process knows of (i64::MIN: never read).
+    generation: AtomicI64,
+}
+
+impl Db {
+    /// The embedded registry in a SQLite file.
+    pub fn open(path: &Path) -> anyhow::Result<Db> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let db = Db {
+            backend: Backend::Sqlite(Mutex::new(conn)),
+            generation: AtomicI64::new(i64::MIN),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The registry at `url` (`sqlite:PATH`, a path, or `postgres://…`).
+    pub fn connect(url: &str, pool: usize) -> anyhow::Result<Db> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let db = Db {
+                backend: Backend::Postgres(Box::new(Pg::new(url, pool)?)),
+                generation: AtomicI64::new(i64::MIN),
+            };
+            db.migrate()?;
+            Ok(db)
+        } else {
+            Db::open(Path::new(url.strip_prefix("sqlite:").unwrap_or(url)))
+        }
+    }
+
+    /// Which backend, for logs and `/readyz` (never the password).
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite".into(),
+            Backend::Postgres(p) => format!("postgres {}", p.target),
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Run `f` in one transaction: committed when it returns `Ok`.
+    pub fn tx<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T>
+    where
+        T: Send,
+    {
+        match &self.backend {
+            Backend::Sqlite(m) => {
+                let c = m
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+                let mut t = SqliteTx(c.unchecked_transaction()?);
+                let out = f(&mut t)?;
+                t.0.commit()?;
+                Ok(out)
+            }
+            Backend::Postgres(p) => p.tx(f),
+        }
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let pg = self.is_shared();
+        self.tx(|t| {
+            if pg {
+                // Replicas starting together: one migrates, the others wait.
+                t.query("SELECT pg_advisory_xact_lock(7262001)", &[])?;
+            }
+            t.exec(
+                "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL)",
+                &[],
+            )?;
+            t.exec(
+                "INSERT INTO meta (k, v) VALUES ('generation', 0), ('schema', 0) ON CONFLICT DO NOTHING",
+                &[],
+            )?;
+            let have = t.query("SELECT v FROM meta WHERE k = 'schema'", &[])?;
+            let have = have.first().map(|r| r[0].int()).unwrap_or(0);
+            if have > MIGRATIONS.len() as i64 {
+                anyhow::bail!(
+                    "the database has schema version {have}; this pickguard knows {} (upgrade pickguard)",
+                    MIGRATIONS.len()
+                );
+            }
+            for step in &MIGRATIONS[have as usize..] {
+                for stmt in step.split(';').filter(|s| !s.trim().is_empty()) {
+                    t.exec(stmt, &[])?;
+                }
+            }
+            let v = MIGRATIONS.len().to_string();
+            t.exec("UPDATE meta SET v = CAST(CAST($1 AS TEXT) AS BIGINT) WHERE k = 'schema'", &[Some(&v)])?;
+            Ok(())
+        })
+    }
+
+    /// Bump the generation inside a writing transaction. When nothing else
+    /// moved it since this process last looked, the new value is this
+    /// process's own and is not "elsewhere".
+    fn bump(&self, t: &mut dyn Tx) -> anyhow::Result<()> {
+        let r = t.query(
+            "UPDATE meta SET v = v + 1 WHERE k = 'generation' RETURNING v",
+            &[],
+        )?;
+        if let Some(v) = r.first().map(|r| r[0].int()) {
+            let _ =
+                self.generation
+                    .compare_exchange(v - 1, v, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// True once after another connection (another replica, `feed import`,
+    /// a second firewall on the same file) changed a decision since the
+    /// last call; the caller then drops what it derived from the registry.
+    /// A registry that cannot be read counts as changed.
+    pub fn changed_elsewhere(&self) -> bool {
+        let Ok(v) = self.tx(|t| {
+            Ok(t.query("SELECT v FROM meta WHERE k = 'generation'", &[])?
+                .first()
+                .map(|r| r[0].int())
+                .unwrap_or(0))
+        }) else {
+            return true;
+        };
+        let old = self.generation.swap(v, Ordering::Relaxed);
+        old != i64::MIN && old != v
+    }
+
+    /// Store advisories: a record replaces what is stored under its id only
+    /// when its `modified` is later, and only for the projects it names: a
+    /// later record under the same id that no longer names a project (a
+    /// correction, or another source reusing the id) does not lift that
+    /// project's block; it is kept and reported. Returns (stored rows,
+    /// unchanged rows, kept rows in words).
+    pub fn store_advisories(
+        &self,
+        rows: &[crate::feed::Advisory],
+    ) -> anyhow::Result<(u64, u64, Vec<String>)> {
+        let mut by_id: BTreeMap<&str, Vec<&crate::feed::Advisory>> = BTreeMap::new();
+        for r in rows {
+            by_id.entry(r.id.as_str()).or_default().push(r);
+        }
+        let newer = |a: &str, b: &str| -> bool {
+            let p = |t: &str| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            };
+            // Imports refuse unreadable dates; one stored before that rule
+            // loses to any readable one and never beats one.
+            match (p(a), p(b)) {
+                (Some(x), Some(y)) => x > y,
+                (Some(_), None) => true,
+                _ => false,
+            }
+        };
+        self.tx(|t| {
+            let (mut stored, mut unchanged, mut kept) = (0, 0, Vec::new());
+            let now = now_rfc3339();
+            for (id, group) in by_id {
+                // The latest version of the record in this batch wins.
+                let latest = group
+                    .iter()
+                    .map(|r| r.modified.as_str())
+                    .fold("", |m, x| if m.is_empty() || newer(x, m) { x } else { m });
+                let group: Vec<_> = group.into_iter().filter(|r| r.modified == latest).collect();
+                let old: Vec<(String, String)> = t
+                    .query("SELECT project, modified FROM advisories WHERE id = $1", &[Some(id)])?
+                    .into_iter()
+                    .map(|r| (r[0].string(), r[1].string()))
+                    .collect();
+                let old_latest = old
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .fold(None, |m: Option<&str>, x| match m {
+                        Some(m) if !newer(x, m) => Some(m),
+                        _ => Some(x),
+                    });
+                if old_latest.is_some_and(|o| !newer(latest, o)) {
+                    unchanged += group.len() as u64;
+                    continue;
+                }
+                for (project, _) in &old {
+                    if !group.iter().any(|r| &r.project == project) {
+                        kept.push(format!(
+                            "{id}: a later version of the record no longer names {project}; \
+                             its block is kept (list {id} in [feed] ignore to lift it)"
+                        ));
+                    }
+                }
+                for r in group {
+                    let spec = serde_json::to_string(&r.spec).unwrap_or_default();
+                    t.exec(
+                        "INSERT INTO advisories (id, project, modified, withdrawn, summary, spec, source, imported)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         ON CONFLICT (id, project) DO UPDATE SET modified = excluded.modified,
+                           withdrawn = excluded.withdrawn, summary = excluded.summary, spec = excluded.spec,
+                           source = excluded.source, imported = excluded.imported",
+                        &[
+                            Some(&r.id),
+                            Some(&r.project),
+                            Some(&r.modified),
+                            r.withdrawn.as_deref(),
+                            Some(&r.summary),
+                            Some(&spec),
+                            Some(&r.source),
+                            Some(&now),
+                        ],
+                    )?;
+                    stored += 1;
+                }
+            }
+            if stored > 0 {
+                self.bump(t)?;
+            }
+            Ok((stored, unchanged, kept))
+        })
+    }
+
+    /// Advisories stored for a project (withdrawn ones included: the caller
+    /// skips them). A row whose spec cannot be read covers every version.
+    pub fn advisories(&self, project: &str) -> anyhow::Result<Vec<crate::feed::Advisory>> {
+        let rows = self.tx(|t| {
+            t.query(
+                "SELECT id, project, modified, withdrawn, summary, spec, source FROM advisories
+                 WHERE project = $1 ORDER BY id",
+                &[Some(project)],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| crate::feed::Advisory {
+                id: r[0].string(),
+                project: r[1].string(),
+                modified: r[2].string(),
+                withdrawn: r[3].text(),
+                summary: r[4].string(),
+                spec: serde_json::from_str(&r[5].string()).unwrap_or_else(|_| crate::feed::Spec {
+                    all: true,
+                    note: Some("stored spec unreadable: every version treated as affected".into()),
+                    ..Default::default()
+                }),
+                source: r[6].string(),
+            })
+            .collect())
+    }
+
+    /// (advisories, projects, withdrawn rows, last import time).
+    pub fn feed_counts(&self) -> anyhow::Result<(u64, u64, u64, Option<String>)> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT COUNT(DISTINCT id), COUNT(DISTINCT project), COUNT(withdrawn), MAX(imported) FROM advisories",
+                &[],
+            )
+        })?;
+        let r = r.first().cloned().unwrap_or_default();
+        let n = |i: usize| r.get(i).map(|v| v.int().max(0) as u64).unwrap_or(0);
+        Ok((n(0), n(1), n(2), r.get(3).and_then(Val::text)))
+    }
+
+    /// Can the database be read now (for `/readyz`)?
+    pub fn ping(&self) -> anyhow::Result<()> {
+        self.tx(|t| t.query("SELECT COUNT(*) FROM claims", &[]).map(|_| ()))
+    }
+
+    /// Claim a name (idempotent; the first source is kept). Returns true when new.
+    pub fn claim(&self, name: &str, source: &str) -> anyhow::Result<bool> {
+        let now = now_rfc3339();
+        self.tx(|t| {
+            let n = t.exec(
+                "INSERT INTO claims (name, source, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[Some(name), Some(source), Some(&now)],
+            )?;
+            if n > 0 {
+                self.bump(t)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    pub fn unclaim(&self, name: &str) -> anyhow::Result<bool> {
+        self.tx(|t| {
+            let n = t.exec("DELETE FROM claims WHERE name = $1", &[Some(name)])?;
+            if n > 0 {
+                self.bump(t)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    pub fn claimed(&self, name: &str) -> anyhow::Result<Option<Claim>> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT name, source, created FROM claims WHERE name = $1",
+                &[Some(name)],
+            )
+        })?;
+        Ok(r.into_iter().next().map(|r| Claim {
+            name: r[0].string(),
+            source: r[1].string(),
+            created: r[2].string(),
+        }))
+    }
+
+    pub fn claims(&self) -> anyhow::Result<Vec<Claim>> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT name, source, created FROM claims ORDER BY name",
+                &[],
+            )
+        })?;
+        Ok(r.into_iter()
+            .map(|r| Claim {
+                name: r[0].string(),
+                source: r[1].string(),
+                created: r[2].string(),
+            })
+            .collect())
+    }
+
+    /// Record versions seen from an upstream; returns the versions seen
+    /// *before* this call (the history the outlier rule compares against).
+    pub fn record_versions(
+        &self,
+        project: &str,
+        upstream: &str,
+        versions: &[String],
+    ) -> anyhow::Result<Vec<String>> {
+        let now = now_rfc3339();
+        self.tx(|t| {
+            let before: Vec<String> = t
+                .query("SELECT version FROM seen WHERE project = $1", &[Some(project)])?
+                .iter()
+                .map(|r| r[0].string())
+                .collect();
+            for v in versions {
+                if before.contains(v) {
+                    continue;
+                }
+                t.exec(
+                    "INSERT INTO seen (project, upstream, version, first_seen) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[Some(project), Some(upstream), Some(v), Some(&now)],
+                )?;
+            }
+            Ok(before)
+        })
+    }
+
+    /// Versions of a project seen (and served) before.
+    pub fn seen_versions(&self, project: &str) -> anyhow::Result<Vec<String>> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT DISTINCT version FROM seen WHERE project = $1",
+                &[Some(project)],
+            )
+        })?;
+        Ok(r.iter().map(|r| r[0].string()).collect())
+    }
+
+    /// Remember the sha256 each upstream lists for each filename; return the
+    /// files whose sha256 differs from the one first seen, with the old hash.
+    /// (Distribution files are immutable: new bytes under an old name are an
+    /// upstream compromise or a replaced private file.)
+    pub fn check_files(
+        &self,
+        upstream: &str,
+        files: &[(String, String)],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let now = now_rfc3339();
+        self.tx(|t| {
+            let mut changed = Vec::new();
+            for (f, sha) in files {
+                let old = t.query(
+                    "SELECT sha256 FROM files_seen WHERE upstream = $1 AND filename = $2",
+                    &[Some(upstream), Some(f)],
+                )?;
+                match old.first().map(|r| r[0].string()) {
+                    Some(o) if !o.eq_ignore_ascii_case(sha) => changed.push((f.clone(), o)),
+                    Some(_) => {}
+                    None => {
+                        t.exec(
+                            "INSERT INTO files_seen (upstream, filename, sha256, first_seen) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT DO NOTHING",
+                            &[Some(upstream), Some(f), Some(sha), Some(&now)],
+                        )?;
+                    }
+                }
+            }
+            Ok(changed)
+        })
+    }
+
+    /// Forget a file's recorded hash (an admin accepted the new bytes).
+    pub fn forget_file(&self, upstream: &str, filename: &str) -> anyhow::Result<bool> {
+        self.tx(|t| {
+            let n = t.exec(
+                "DELETE FROM files_seen WHERE upstream = $1 AND filename = $2",
+                &[Some(upstream), Some(filename)],
+            )?;
+            if n > 0 {
+                self.bump(t)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    pub fn set_override(&self, project: &str, version: &str, action: &str) -> anyhow::Result<()> {
+        let now = now_rfc3339();
+        self.tx(|t| {
+            t.exec(
+                "INSERT INTO overrides (project, version, action, created) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (project, version) DO UPDATE SET action = excluded.action, created = excluded.created",
+                &[Some(project), Some(version), Some(action), Some(&now)],
+            )?;
+            self.bump(t)
+        })
+    }
+
+    /// Every override: (project, version, action), by project.
+    pub fn all_overrides(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT project, version, action FROM overrides ORDER BY project, version",
+                &[],
+            )
+        })?;
+        Ok(r.iter()
+            .map(|r| (r[0].string(), r[1].string(), r[2].string()))
+            .collect())
+    }
+
+    /// Overrides of a project: version (or `*`) -> `allow` | `block`.
+    pub fn overrides(&self, project: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT version, action FROM overrides WHERE project = $1",
+                &[Some(project)],
+            )
+        })?;
+        Ok(r.iter().map(|r| (r[0].string(), r[1].string())).collect())
+    }
+
+    /// Store a console session (by the hash of its id), dropping expired
+    /// ones and, past `max`, the oldest.
+    pub fn put_session(
+        &self,
+        key: &str,
+        csrf: &str,
+        who: &str,
+        expires: &str,
+        now: &str,
+        max: usize,
+    ) -> anyhow::Result<()> {
+        let max = max.saturating_sub(1).to_string();
+        self.tx(|t| {
+            t.exec("DELETE FROM sessions WHERE expires <= $1", &[Some(now)])?;
+            let n = t
+                .query("SELECT COUNT(*) FROM sessions", &[])?
+                .first()
+                .map(|r| r[0].int())
+                .unwrap_or(0);
+            let over = (n - max.parse::<i64>().unwrap_or(0)).max(0).to_string();
+            t.exec(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions ORDER BY expires
+                   LIMIT CAST(CAST($1 AS TEXT) AS BIGINT))",
+                &[Some(&over)],
+            )?;
+            t.exec(
+                "INSERT INTO sessions (id, csrf, who, expires) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET csrf = excluded.csrf, who = excluded.who, expires = excluded.expires",
+                &[Some(key), Some(csrf), Some(who), Some(expires)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// (csrf, who, expires) of a session.
+    pub fn session(&self, id: &str) -> anyhow::Result<Option<(String, String, String)>> {
+        let r = self.tx(|t| {
+            t.query(
+                "SELECT csrf, who, expires FROM sessions WHERE id = $1",
+                &[Some(id)],
+            )
+        })?;
+        Ok(r.first()
+            .map(|r| (r[0].string(), r[1].string(), r[2].string())))
+    }
+
+    pub fn drop_session(&self, id: &str) -> anyhow::Result<()> {
+        self.tx(|t| {
+            t.exec("DELETE FROM sessions WHERE id = $1", &[Some(id)])
+                .map(|_| ())
+        })
+    }
+
+    /// Append decision lines (JSON) to the shared log, in order.
+    pub fn append_decisions(
+        &self,
+        lines: &[(String, Option<String>, String)],
+    ) -> anyhow::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.tx(|t| {
+            // One writer at a time keeps `seq` gap-free and ordered.
+            if matches!(self.backend, Backend::Postgres(_)) {
+                t.query("SELECT pg_advisory_xact_lock(7262002)", &[])?;
+            }
+            let next = t
+                .query("SELECT COALESCE(MAX(seq), 0) FROM decisions", &[])?
+                .first()
+                .map(|r| r[0].int())
+                .unwrap_or(0);
+            for (i, (ts, project, line)) in lines.iter().enumerate() {
+                let seq = (next + 1 + i as i64).to_string();
+                t.exec(
+                    "INSERT INTO decisions (seq, ts, project, line) VALUES (CAST(CAST($1 AS TEXT) AS BIGINT), $2, $3, $4)",
+                    &[Some(&seq), Some(ts), project.as_deref(), Some(line)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The newest decision lines, newest first.
+    pub fn recent_decisions(
+        &self,
+        limit: usize,
+        project: Option<&str>,
+    ) -> anyhow::Result<Vec<String>> {
+        let limit = limit.to_string();
+        let r = self.tx(|t| match project {
+            Some(p) => t.query(
+                "SELECT line FROM decisions WHERE project = $1 ORDER BY seq DESC LIMIT CAST(CAST($2 AS TEXT) AS BIGINT)",
+                &[Some(p), Some(&limit)],
+            ),
+            None => t.query(
+                "SELECT line FROM decisions ORDER BY seq DESC LIMIT CAST(CAST($1 AS TEXT) AS BIGINT)",
+                &[Some(&limit)],
+            ),
+        })?;
+        Ok(r.iter().map(|r| r[0].string()).collect())
+    }
+
+    /// Every row of every table, for `firewall migrate`: (table, columns, rows).
+    pub fn dump(&self) -> anyhow::Result<Vec<TableDump>> {
+        self.tx(|t| {
+            let mut out = Vec::new();
+            for (table, cols) in TABLES {
+                let rows = t.query(&format!("SELECT {} FROM {table}", cols.join(", ")), &[])?;
+                out.push((*table, *cols, rows));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Load a dump into this (empty) registry, in one transaction. Refuses a
+    /// registry that already holds claims, overrides or advisories.
+    pub fn load(
+        &self,
+        dump: &[(&'static str, &'static [&'static str], Vec<Row>)],
+    ) -> anyhow::Result<u64> {
+        self.tx(|t| {
+            for table in ["claims", "overrides", "advisories", "files_seen"] {
+                let n = t
+                    .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?
+                    .first()
+                    .map(|r| r[0].int())
+                    .unwrap_or(0);
+                if n > 0 {
+                    anyhow::bail!("the target database already holds {n} rows in {table}; migrate into an empty one");
+                }
+            }
+            let mut total = 0;
+            for (table, cols, rows) in dump {
+                let marks: Vec<String> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if *c == "seq" {
+                            format!("CAST(CAST(${} AS TEXT) AS BIGINT)", i + 1)
+                        } else {
+                            format!("${}", i + 1)
+                        }
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+                    cols.join(", "),
+                    marks.join(", ")
+                );
+                for r in rows {
+                    let vals: Vec<Option<String>> = r.iter().map(Val::text).collect();
+                    let p: Vec<Option<&str>> = vals.iter().map(|v| v.as_deref()).collect();
+                    total += t.exec(&sql, &p)?;
+                }
+            }
+            self.bump(t)?;
+            Ok(total)
+        })
+    }
+}
+
+/// What `dump` copies, column by column.
+const TABLES: &[(&str, &[&str])] = &[
+    ("claims", &["name", "source", "created"]),
+    ("seen", &["project", "upstream", "version", "first_seen"]),
+    ("overrides", &["project", "version", "action", "created"]),
+    (
+        "files_seen",
+        &["upstream", "filename", "sha256", "first_seen"],
+    ),
+    (
+        "advisories",
+        &[
+            "id",
+            "project",
+            "modified",
+            "withdrawn",
+            "summary",
+            "spec",
+            "source",
+            "imported",
+        ],
+    ),
+    ("decisions", &["seq", "ts", "project", "line"]),
+];
+
+// ---- SQLite ----
+
+struct SqliteTx<'a>(rusqlite::Transaction<'a>);
+
+/// `$1` → `?1` (SQLite reads `$1` as a named parameter).
+fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+impl Tx for SqliteTx<'_> {
+    fn exec(&mut self, sql: &str, p: Params) -> anyhow::Result<u64> {
+        let mut st = self.0.prepare_cached(&sqlite_sql(sql))?;
+        Ok(st.execute(rusqlite::params_from_iter(p.iter()))? as u64)
+    }
+
+    fn query(&mut self, sql: &str, p: Params) -> anyhow::Result<Vec<Row>> {
+        let mut st = self.0.prepare_cached(&sqlite_sql(sql))?;
+        let n = st.column_count();
+        let rows = st.query_map(rusqlite::params_from_iter(p.iter()), |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => Val::Null,
+                        rusqlite::types::ValueRef::Integer(i) => Val::Int(i),
+                        rusqlite::types::ValueRef::Real(f) => Val::Text(f.to_string()),
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            Val::Text(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect::<rusqlite::Result<Row>>()
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+// ---- PostgreSQL ----
+
+/// A bounded pool of synchronous `postgres` clients.
+///
+/// The `postgres` client drives its connection on a runtime of its own, which
+/// must not be entered from a thread that already runs async tasks (the
+/// firewall's request handlers do). Each transaction therefore runs on a
+/// short scoped thread of its own, borrowing the caller's arguments; the
+/// caller waits for it as it waits for SQLite's lock. A connection that
+/// failed is dropped, and the next transaction connects again: while the
+/// database is down every call fails (and the firewall fails closed).
+struct Pg {
+    config: postgres::Config,
+    /// host:port/dbname, for messages.
+    target: String,
+    idle: Mutex<(Vec<postgres::Client>, usize)>,
+    freed: Condvar,
+    max: usize,
+}
+
+struct PgTx<'a>(postgres::Transaction<'a>);
+
+impl Pg {
+    fn new(url: &str, max: usize) -> anyhow::Result<Pg> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("pickguard-firewall");
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let target = format!(
+            "{}:{port}/{}",
+            hosts.join(","),
+            config.get_dbname().unwrap_or("")
+        );
+        Ok(Pg {
+            config,
+            target,
+            idle: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+            max: max.max(1),
+        })
+    }
+
+    /// An idle client, or room to open one (waits up to 10 s for either).
+    fn take(&self) -> anyhow::Result<Option<postgres::Client>> {
+        let mut g = self
+            .idle
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database pool poisoned"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = g.0.pop() {
+                // Closed or not: the worker thread drops a closed one (a
+                // client must not be dropped on a runtime thread).
+                return Ok(Some(c));
+            }
+            if g.1 < self.max {
+                g.1 += 1;
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                anyhow::bail!("all {} database connections are busy", self.max);
+            }
+            g = self
+                .freed
+                .wait_timeout(g, left)
+                .map_err(|_| anyhow::anyhow!("database pool poisoned"))?
+                .0;
+        }
+    }
+
+    /// Return a slot: the client for reuse, or `None` when it was dropped.
+    fn give_back(&self, c: Option<postgres::Client>) {
+        if let Ok(mut g) = self.idle.lock() {
+            match c {
+                Some(c) => g.0.push(c),
+                None => g.1 = g.1.saturating_sub(1),
+            }
+        }
+        self.freed.notify_one();
+    }
+
+    fn tx<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        let client = self.take()?;
+        let (client, out) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut client = match client {
+                    Some(c) if !c.is_closed() => c,
+                    // A closed one is dropped here, off the caller's thread.
+                    _ => match self.config.connect(postgres::NoTls) {
+                        Ok(mut c) => {
+                            // A query that hangs (a locked row, a stalled
+                            // server) fails instead of holding the request.
+                            if let Err(e) = c.batch_execute("SET statement_timeout = 10000") {
+                                return (
+                                    None,
+                                    Err(anyhow::anyhow!("database {}: {e}", self.target)),
+                                );
+                            }
+                            c
+                        }
+                        Err(e) => {
+                            return (None, Err(anyhow::anyhow!("database {}: {e}", self.target)));
+                        }
+                    },
+                };
+                let out = match client.transaction() {
+                    Ok(tx) => {
+                        let mut t = PgTx(tx);
+                        match f(&mut t) {
+                            Ok(v) => t.0.commit().map(|_| v).map_err(anyhow::Error::from),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let out = out.map_err(|e| anyhow::anyhow!("database {}: {e:#}", self.target));
+                if client.is_closed() {
+                    drop(client);
+                    return (None, out);
+                }
+                (Some(client), out)
+            })
+            .join()
+            .unwrap_or_else(|_| (None, Err(anyhow::anyhow!("a database thread panicked"))))
+        });
+        self.give_back(client);
+        out
+    }
+}
+
+impl Drop for Pg {
+    /// Idle clients close on a thread of their own (closing blocks on the
+    /// client's runtime, which a runtime thread must not do).
+    fn drop(&mut self) {
+        let idle = match self.idle.get_mut() {
+            Ok(g) => std::mem::take(&mut g.0),
+            Err(_) => return,
+        };
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn exec(&mut self, sql: &str, p: Params) -> anyhow::Result<u64> {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = p
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        Ok(self.0.execute(sql, &params)?)
+    }
+
+    fn query(&mut self, sql: &str, p: Params) -> anyhow::Result<Vec<Row>> {
+        use postgres::types::Type;
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = p
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.0.query(sql, &params)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut row = Vec::with_capacity(r.len());
+            for (i, c) in r.columns().iter().enumerate() {
+                let v = match *c.type_() {
+                    Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(Val::Int),
+                    Type::INT4 => r.try_get::<_, Option<i32>>(i)?.map(|v| Val::Int(v.into())),
+                    Type::INT2 => r.try_get::<_, Option<i16>>(i)?.map(|v| Val::Int(v.into())),
+                    Type::VOID => None,
+                    _ => r.try_get::<_, Option<String>>(i)?.map(Val::Text),
+                };
+                row.push(v.unwrap_or(Val::Null));
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}
