@@ -84,7 +84,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, csrf TEXT NOT NULL, who TEXT NOT NULL,
          expires TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS decisions (seq BIGINT NOT NULL, ts TEXT NOT NULL, project TEXT, line TEXT NOT NULL);
-     CREATE INDEX IF NOT EXISTS decisions_seq ON decisions (seq);
+     CREATE UNIQUE INDEX IF NOT EXISTS decisions_seq ON decisions (seq);
      CREATE INDEX IF NOT EXISTS decisions_project ON decisions (project, seq)",
 ];
 
@@ -165,7 +165,22 @@ impl Db {
                 t.0.commit()?;
                 Ok(out)
             }
-            Backend::Postgres(p) => p.tx(f),
+            Backend::Postgres(p) => p.run(true, f),
+        }
+    }
+
+    /// Run `f`, which only reads (one statement, or several that need not
+    /// agree with each other), without a transaction's round trips.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T>
+    where
+        T: Send,
+    {
+        match &self.backend {
+            Backend::Sqlite(_) => self.tx(f),
+            Backend::Postgres(p) => p.run(false, f),
         }
     }
 
@@ -219,21 +234,36 @@ impl Db {
         Ok(())
     }
 
+    /// The registry's generation now.
+    pub fn generation(&self) -> anyhow::Result<i64> {
+        self.read(|t| {
+            Ok(t.query("SELECT v FROM meta WHERE k = 'generation'", &[])?
+                .first()
+                .map(|r| r[0].int())
+                .unwrap_or(0))
+        })
+    }
+
+    /// Move the generation: something every replica decides on changed
+    /// outside the registry (a hosted file was stored or deleted in the
+    /// shared files directory).
+    pub fn touch(&self) -> anyhow::Result<()> {
+        self.tx(|t| self.bump(t))
+    }
+
+    /// Note a generation read from the registry: true when it moved since
+    /// this process last knew it, other than by its own writes.
+    pub fn observe(&self, v: i64) -> bool {
+        let old = self.generation.swap(v, Ordering::Relaxed);
+        old != i64::MIN && old != v
+    }
+
     /// True once after another connection (another replica, `feed import`,
     /// a second firewall on the same file) changed a decision since the
     /// last call; the caller then drops what it derived from the registry.
     /// A registry that cannot be read counts as changed.
     pub fn changed_elsewhere(&self) -> bool {
-        let Ok(v) = self.tx(|t| {
-            Ok(t.query("SELECT v FROM meta WHERE k = 'generation'", &[])?
-                .first()
-                .map(|r| r[0].int())
-                .unwrap_or(0))
-        }) else {
-            return true;
-        };
-        let old = self.generation.swap(v, Ordering::Relaxed);
-        old != i64::MIN && old != v
+        self.generation().map(|v| self.observe(v)).unwrap_or(true)
     }
 
     /// Store advisories: a record replaces what is stored under its id only
@@ -328,7 +358,7 @@ impl Db {
     /// Advisories stored for a project (withdrawn ones included: the caller
     /// skips them). A row whose spec cannot be read covers every version.
     pub fn advisories(&self, project: &str) -> anyhow::Result<Vec<crate::feed::Advisory>> {
-        let rows = self.tx(|t| {
+        let rows = self.read(|t| {
             t.query(
                 "SELECT id, project, modified, withdrawn, summary, spec, source FROM advisories
                  WHERE project = $1 ORDER BY id",
@@ -355,7 +385,7 @@ impl Db {
 
     /// (advisories, projects, withdrawn rows, last import time).
     pub fn feed_counts(&self) -> anyhow::Result<(u64, u64, u64, Option<String>)> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT COUNT(DISTINCT id), COUNT(DISTINCT project), COUNT(withdrawn), MAX(imported) FROM advisories",
                 &[],
@@ -367,8 +397,18 @@ impl Db {
     }
 
     /// Can the database be read now (for `/readyz`)?
+    /// Every table: one locked away (a `VACUUM FULL`, an `ALTER`) leaves
+    /// requests failing closed, and the replica should leave the pool.
     pub fn ping(&self) -> anyhow::Result<()> {
-        self.tx(|t| t.query("SELECT COUNT(*) FROM claims", &[]).map(|_| ()))
+        self.read(|t| {
+            for (table, _) in TABLES
+                .iter()
+                .chain([&("sessions", &[][..]), &("meta", &[][..])])
+            {
+                t.query(&format!("SELECT 1 FROM {table} LIMIT 1"), &[])?;
+            }
+            Ok(())
+        })
     }
 
     /// Claim a name (idempotent; the first source is kept). Returns true when new.
@@ -397,7 +437,7 @@ impl Db {
     }
 
     pub fn claimed(&self, name: &str) -> anyhow::Result<Option<Claim>> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT name, source, created FROM claims WHERE name = $1",
                 &[Some(name)],
@@ -411,7 +451,7 @@ impl Db {
     }
 
     pub fn claims(&self) -> anyhow::Result<Vec<Claim>> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT name, source, created FROM claims ORDER BY name",
                 &[],
@@ -457,7 +497,7 @@ impl Db {
 
     /// Versions of a project seen (and served) before.
     pub fn seen_versions(&self, project: &str) -> anyhow::Result<Vec<String>> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT DISTINCT version FROM seen WHERE project = $1",
                 &[Some(project)],
@@ -527,7 +567,7 @@ impl Db {
 
     /// Every override: (project, version, action), by project.
     pub fn all_overrides(&self) -> anyhow::Result<Vec<(String, String, String)>> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT project, version, action FROM overrides ORDER BY project, version",
                 &[],
@@ -540,7 +580,7 @@ impl Db {
 
     /// Overrides of a project: version (or `*`) -> `allow` | `block`.
     pub fn overrides(&self, project: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT version, action FROM overrides WHERE project = $1",
                 &[Some(project)],
@@ -585,7 +625,7 @@ impl Db {
 
     /// (csrf, who, expires) of a session.
     pub fn session(&self, id: &str) -> anyhow::Result<Option<(String, String, String)>> {
-        let r = self.tx(|t| {
+        let r = self.read(|t| {
             t.query(
                 "SELECT csrf, who, expires FROM sessions WHERE id = $1",
                 &[Some(id)],
@@ -638,7 +678,7 @@ impl Db {
         project: Option<&str>,
     ) -> anyhow::Result<Vec<String>> {
         let limit = limit.to_string();
-        let r = self.tx(|t| match project {
+        let r = self.read(|t| match project {
             Some(p) => t.query(
                 "SELECT line FROM decisions WHERE project = $1 ORDER BY seq DESC LIMIT CAST(CAST($2 AS TEXT) AS BIGINT)",
                 &[Some(p), Some(&limit)],
@@ -663,23 +703,17 @@ impl Db {
         })
     }
 
+    /// Does this registry hold nothing a migration would merge into
+    /// (sessions aside)? `Err` names the first table that holds rows.
+    pub fn check_empty(&self) -> anyhow::Result<()> {
+        self.read(|t| empty_or_bail(t))
+    }
+
     /// Load a dump into this (empty) registry, in one transaction. Refuses a
-    /// registry that already holds claims, overrides or advisories.
-    pub fn load(
-        &self,
-        dump: &[(&'static str, &'static [&'static str], Vec<Row>)],
-    ) -> anyhow::Result<u64> {
+    /// registry that already holds anything but sessions (`check_empty`).
+    pub fn load(&self, dump: &[TableDump]) -> anyhow::Result<u64> {
         self.tx(|t| {
-            for table in ["claims", "overrides", "advisories", "files_seen"] {
-                let n = t
-                    .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?
-                    .first()
-                    .map(|r| r[0].int())
-                    .unwrap_or(0);
-                if n > 0 {
-                    anyhow::bail!("the target database already holds {n} rows in {table}; migrate into an empty one");
-                }
-            }
+            empty_or_bail(t)?;
             let mut total = 0;
             for (table, cols, rows) in dump {
                 let marks: Vec<String> = cols
@@ -708,6 +742,29 @@ impl Db {
             Ok(total)
         })
     }
+}
+
+fn empty_or_bail(t: &mut dyn Tx) -> anyhow::Result<()> {
+    for table in [
+        "claims",
+        "overrides",
+        "advisories",
+        "files_seen",
+        "seen",
+        "decisions",
+    ] {
+        let n = t
+            .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?
+            .first()
+            .map(|r| r[0].int())
+            .unwrap_or(0);
+        if n > 0 {
+            anyhow::bail!(
+                "the target database already holds {n} rows in {table}; migrate into an empty one"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What `dump` copies, column by column.
@@ -773,25 +830,93 @@ impl Tx for SqliteTx<'_> {
 
 // ---- PostgreSQL ----
 
-/// A bounded pool of synchronous `postgres` clients.
+/// How long one statement (or a connection attempt) may take before the
+/// caller gives up on it. The server's `statement_timeout` cannot help when
+/// the server itself is stalled (paused, partitioned, swapping); this does.
+const PG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a caller asks of a connection's worker thread.
+enum Msg {
+    Begin,
+    Commit,
+    Rollback,
+    Exec(String, Vec<Option<String>>),
+    Query(String, Vec<Option<String>>),
+}
+
+enum Reply {
+    Done,
+    Count(u64),
+    Rows(Vec<Row>),
+}
+
+/// One connection: a worker thread owns the `postgres` client and runs
+/// what it is sent; the caller waits for each answer at most `PG_TIMEOUT`.
 ///
-/// The `postgres` client drives its connection on a runtime of its own, which
-/// must not be entered from a thread that already runs async tasks (the
-/// firewall's request handlers do). Each transaction therefore runs on a
-/// short scoped thread of its own, borrowing the caller's arguments; the
-/// caller waits for it as it waits for SQLite's lock. A connection that
-/// failed is dropped, and the next transaction connects again: while the
-/// database is down every call fails (and the firewall fails closed).
+/// Why a thread per connection: the `postgres` client drives its socket on
+/// a runtime of its own, which must not be entered from the firewall's
+/// async worker threads; and a caller must be able to give up on a stalled
+/// server, which a call made on its own thread cannot.
+struct Conn {
+    tx: std::sync::mpsc::Sender<Msg>,
+    rx: std::sync::mpsc::Receiver<Result<Reply, String>>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A bounded pool of connections. A connection that failed or did not
+/// answer in time is dropped (its thread ends when the server lets go of
+/// it) and the next call connects again: while the database is down or
+/// stalled every call fails within `PG_TIMEOUT`, and the firewall fails
+/// closed.
 struct Pg {
     config: postgres::Config,
     /// host:port/dbname, for messages.
     target: String,
-    idle: Mutex<(Vec<postgres::Client>, usize)>,
+    /// (idle connections, connections handed out or idle).
+    idle: Mutex<(Vec<Conn>, usize)>,
     freed: Condvar,
     max: usize,
+    /// Worker threads alive, stuck ones included: bounded, so a stalled
+    /// server cannot make a replica start threads without end.
+    workers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-struct PgTx<'a>(postgres::Transaction<'a>);
+struct PgTx<'a> {
+    conn: &'a Conn,
+    broken: bool,
+    target: &'a str,
+}
+
+/// PostgreSQL text cannot hold NUL, which upstream pages and advisories can
+/// carry; stored values are escaped (`\` as `\\`, NUL as `\0`) and read back
+/// unescaped, so both backends store and compare the same strings.
+fn pg_escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\0', '\\']) {
+        s.replace('\\', "\\\\").replace('\0', "\\0").into()
+    } else {
+        s.into()
+    }
+}
+
+fn pg_unescape(s: String) -> String {
+    if !s.contains('\\') {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('0') => out.push('\0'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 impl Pg {
     fn new(url: &str, max: usize) -> anyhow::Result<Pg> {
@@ -799,8 +924,10 @@ impl Pg {
             .parse()
             .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
+            config.connect_timeout(PG_TIMEOUT);
         }
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
         config.application_name("pickguard-firewall");
         let hosts: Vec<String> = config
             .get_hosts()
@@ -822,21 +949,63 @@ impl Pg {
             idle: Mutex::new((Vec::new(), 0)),
             freed: Condvar::new(),
             max: max.max(1),
+            workers: Default::default(),
         })
     }
 
-    /// An idle client, or room to open one (waits up to 10 s for either).
-    fn take(&self) -> anyhow::Result<Option<postgres::Client>> {
+    /// A new connection: its worker connects, then serves messages.
+    fn connect(&self) -> anyhow::Result<Conn> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.workers.load(SeqCst) >= self.max * 2 {
+            anyhow::bail!(
+                "database {}: {} connections are stuck waiting for the server",
+                self.target,
+                self.workers.load(SeqCst)
+            );
+        }
+        let (tx, wrx) = std::sync::mpsc::channel::<Msg>();
+        let (wtx, rx) = std::sync::mpsc::channel();
+        let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let config = self.config.clone();
+        let (flag, workers) = (alive.clone(), self.workers.clone());
+        workers.fetch_add(1, SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name("pickguard-db".into())
+            .spawn(move || {
+                pg_worker(config, wrx, wtx);
+                flag.store(false, SeqCst);
+                workers.fetch_sub(1, SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.workers.fetch_sub(1, SeqCst);
+            anyhow::bail!("database {}: no thread for a connection: {e}", self.target);
+        }
+        let conn = Conn { tx, rx, alive };
+        match conn.rx.recv_timeout(PG_TIMEOUT + Duration::from_secs(1)) {
+            Ok(Ok(_)) => Ok(conn),
+            Ok(Err(e)) => Err(anyhow::anyhow!("database {}: {e}", self.target)),
+            Err(_) => Err(anyhow::anyhow!(
+                "database {}: no connection within {} s",
+                self.target,
+                PG_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// An idle live connection, or room to open one (waits up to
+    /// `PG_TIMEOUT` for either).
+    fn take(&self) -> anyhow::Result<Option<Conn>> {
         let mut g = self
             .idle
             .lock()
             .map_err(|_| anyhow::anyhow!("database pool poisoned"))?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + PG_TIMEOUT;
         loop {
-            if let Some(c) = g.0.pop() {
-                // Closed or not: the worker thread drops a closed one (a
-                // client must not be dropped on a runtime thread).
-                return Ok(Some(c));
+            while let Some(c) = g.0.pop() {
+                if c.alive.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(Some(c));
+                }
+                g.1 = g.1.saturating_sub(1);
             }
             if g.1 < self.max {
                 g.1 += 1;
@@ -844,7 +1013,11 @@ impl Pg {
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                anyhow::bail!("all {} database connections are busy", self.max);
+                anyhow::bail!(
+                    "database {}: all {} connections are busy",
+                    self.target,
+                    self.max
+                );
             }
             g = self
                 .freed
@@ -854,8 +1027,8 @@ impl Pg {
         }
     }
 
-    /// Return a slot: the client for reuse, or `None` when it was dropped.
-    fn give_back(&self, c: Option<postgres::Client>) {
+    /// Return a slot: the connection for reuse, or `None` when it was dropped.
+    fn give_back(&self, c: Option<Conn>) {
         if let Ok(mut g) = self.idle.lock() {
             match c {
                 Some(c) => g.0.push(c),
@@ -865,103 +1038,236 @@ impl Pg {
         self.freed.notify_one();
     }
 
-    fn tx<T: Send>(
+    /// Run `f` in a transaction, or (`write` false: reads that need none)
+    /// statement by statement. On a runtime with worker threads to spare
+    /// the wait is announced to it, so a stalled database does not stall
+    /// the firewall's other requests (health checks among them).
+    fn run<T: Send>(
         &self,
+        write: bool,
         f: impl FnOnce(&mut dyn Tx) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
-        let client = self.take()?;
-        let (client, out) = std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut client = match client {
-                    Some(c) if !c.is_closed() => c,
-                    // A closed one is dropped here, off the caller's thread.
-                    _ => match self.config.connect(postgres::NoTls) {
-                        Ok(mut c) => {
-                            // A query that hangs (a locked row, a stalled
-                            // server) fails instead of holding the request.
-                            if let Err(e) = c.batch_execute("SET statement_timeout = 10000") {
-                                return (
-                                    None,
-                                    Err(anyhow::anyhow!("database {}: {e}", self.target)),
-                                );
-                            }
-                            c
-                        }
-                        Err(e) => {
-                            return (None, Err(anyhow::anyhow!("database {}: {e}", self.target)));
-                        }
-                    },
-                };
-                let out = match client.transaction() {
-                    Ok(tx) => {
-                        let mut t = PgTx(tx);
-                        match f(&mut t) {
-                            Ok(v) => t.0.commit().map(|_| v).map_err(anyhow::Error::from),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                let out = out.map_err(|e| anyhow::anyhow!("database {}: {e:#}", self.target));
-                if client.is_closed() {
-                    drop(client);
-                    return (None, out);
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(|| self.run_here(write, f))
+        } else {
+            self.run_here(write, f)
+        }
+    }
+
+    fn run_here<T>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut dyn Tx) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let conn = match self.take()? {
+            Some(c) => c,
+            None => match self.connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.give_back(None);
+                    return Err(e);
                 }
-                (Some(client), out)
-            })
-            .join()
-            .unwrap_or_else(|_| (None, Err(anyhow::anyhow!("a database thread panicked"))))
-        });
-        self.give_back(client);
+            },
+        };
+        let mut t = PgTx {
+            conn: &conn,
+            broken: false,
+            target: &self.target,
+        };
+        let out = (|| {
+            if write {
+                t.call(Msg::Begin)?;
+            }
+            match f(&mut t) {
+                Ok(v) if write => t.call(Msg::Commit).map(|_| v),
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    if write && !t.broken {
+                        let _ = t.conn.tx.send(Msg::Rollback);
+                    }
+                    Err(e)
+                }
+            }
+        })();
+        let broken = t.broken;
+        self.give_back((!broken).then_some(conn));
         out
     }
 }
 
-impl Drop for Pg {
-    /// Idle clients close on a thread of their own (closing blocks on the
-    /// client's runtime, which a runtime thread must not do).
-    fn drop(&mut self) {
-        let idle = match self.idle.get_mut() {
-            Ok(g) => std::mem::take(&mut g.0),
-            Err(_) => return,
-        };
-        if !idle.is_empty() {
-            let _ = std::thread::spawn(move || drop(idle)).join();
+impl PgTx<'_> {
+    fn call(&mut self, m: Msg) -> anyhow::Result<Reply> {
+        if self.broken {
+            anyhow::bail!("database {}: the connection was lost", self.target);
+        }
+        if self.conn.tx.send(m).is_err() {
+            self.broken = true;
+            anyhow::bail!("database {}: the connection was lost", self.target);
+        }
+        match self.conn.rx.recv_timeout(PG_TIMEOUT) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(anyhow::anyhow!("database {}: {e}", self.target)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.broken = true;
+                Err(anyhow::anyhow!(
+                    "database {}: no answer within {} s",
+                    self.target,
+                    PG_TIMEOUT.as_secs()
+                ))
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(anyhow::anyhow!(
+                    "database {}: the connection was lost",
+                    self.target
+                ))
+            }
         }
     }
 }
 
+fn owned(p: Params) -> Vec<Option<String>> {
+    p.iter()
+        .map(|v| v.map(|s| pg_escape(s).into_owned()))
+        .collect()
+}
+
 impl Tx for PgTx<'_> {
     fn exec(&mut self, sql: &str, p: Params) -> anyhow::Result<u64> {
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = p
-            .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        Ok(self.0.execute(sql, &params)?)
+        match self.call(Msg::Exec(sql.to_owned(), owned(p)))? {
+            Reply::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
     }
 
     fn query(&mut self, sql: &str, p: Params) -> anyhow::Result<Vec<Row>> {
-        use postgres::types::Type;
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = p
-            .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        let rows = self.0.query(sql, &params)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let mut row = Vec::with_capacity(r.len());
-            for (i, c) in r.columns().iter().enumerate() {
-                let v = match *c.type_() {
-                    Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(Val::Int),
-                    Type::INT4 => r.try_get::<_, Option<i32>>(i)?.map(|v| Val::Int(v.into())),
-                    Type::INT2 => r.try_get::<_, Option<i16>>(i)?.map(|v| Val::Int(v.into())),
-                    Type::VOID => None,
-                    _ => r.try_get::<_, Option<String>>(i)?.map(Val::Text),
-                };
-                row.push(v.unwrap_or(Val::Null));
-            }
-            out.push(row);
+        match self.call(Msg::Query(sql.to_owned(), owned(p)))? {
+            Reply::Rows(r) => Ok(r),
+            _ => Ok(Vec::new()),
         }
-        Ok(out)
     }
+}
+
+/// A connection's thread: connect, answer, then run each message; a
+/// transaction lasts from `Begin` to `Commit` (anything else rolls it back).
+fn pg_worker(
+    config: postgres::Config,
+    rx: std::sync::mpsc::Receiver<Msg>,
+    tx: std::sync::mpsc::Sender<Result<Reply, String>>,
+) {
+    let mut client = match config.connect(postgres::NoTls) {
+        Ok(mut c) => match c.batch_execute("SET statement_timeout = 10000") {
+            Ok(()) => c,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        },
+        Err(e) => {
+            let _ = tx.send(Err(e.to_string()));
+            return;
+        }
+    };
+    if tx.send(Ok(Reply::Done)).is_err() {
+        return;
+    }
+    while let Ok(m) = rx.recv() {
+        match m {
+            Msg::Begin => {
+                let mut t = match client.transaction() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        if tx.send(Err(e.to_string())).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if tx.send(Ok(Reply::Done)).is_err() {
+                    return;
+                }
+                loop {
+                    let answer = match rx.recv() {
+                        Ok(Msg::Exec(sql, p)) => pg_exec(&mut t, &sql, &p),
+                        Ok(Msg::Query(sql, p)) => pg_query(&mut t, &sql, &p),
+                        Ok(Msg::Commit) => {
+                            let _ =
+                                tx.send(t.commit().map(|_| Reply::Done).map_err(|e| e.to_string()));
+                            break;
+                        }
+                        // Rolled back when `t` is dropped.
+                        Ok(Msg::Rollback) | Ok(Msg::Begin) => break,
+                        Err(_) => return,
+                    };
+                    if tx.send(answer).is_err() {
+                        return;
+                    }
+                }
+            }
+            Msg::Exec(sql, p) => {
+                if tx.send(pg_exec(&mut client, &sql, &p)).is_err() {
+                    return;
+                }
+            }
+            Msg::Query(sql, p) => {
+                if tx.send(pg_query(&mut client, &sql, &p)).is_err() {
+                    return;
+                }
+            }
+            Msg::Commit | Msg::Rollback => {}
+        }
+        if client.is_closed() {
+            return;
+        }
+    }
+}
+
+fn pg_params(p: &[Option<String>]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    p.iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+fn pg_exec(
+    c: &mut impl postgres::GenericClient,
+    sql: &str,
+    p: &[Option<String>],
+) -> Result<Reply, String> {
+    c.execute(sql, &pg_params(p))
+        .map(Reply::Count)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn pg_query(
+    c: &mut impl postgres::GenericClient,
+    sql: &str,
+    p: &[Option<String>],
+) -> Result<Reply, String> {
+    use postgres::types::Type;
+    let rows = c.query(sql, &pg_params(p)).map_err(|e| format!("{e:#}"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut row = Vec::with_capacity(r.len());
+        for (i, col) in r.columns().iter().enumerate() {
+            let v = match *col.type_() {
+                Type::INT8 => r.try_get::<_, Option<i64>>(i).map(|v| v.map(Val::Int)),
+                Type::INT4 => r
+                    .try_get::<_, Option<i32>>(i)
+                    .map(|v| v.map(|v| Val::Int(v.into()))),
+                Type::INT2 => r
+                    .try_get::<_, Option<i16>>(i)
+                    .map(|v| v.map(|v| Val::Int(v.into()))),
+                Type::VOID => Ok(None),
+                _ => r
+                    .try_get::<_, Option<String>>(i)
+                    .map(|v| v.map(|s| Val::Text(pg_unescape(s)))),
+            }
+            .map_err(|e| format!("{e:#}"))?;
+            row.push(v.unwrap_or(Val::Null));
+        }
+        out.push(row);
+    }
+    Ok(Reply::Rows(out))
 }

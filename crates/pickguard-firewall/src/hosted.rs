@@ -198,7 +198,7 @@ impl AppState {
             }
             return Err((507, format!("storage: {e}; nothing was stored")));
         }
-        self.invalidate(&project);
+        self.hosted_changed(&project);
         Ok(())
     }
 
@@ -224,13 +224,23 @@ impl AppState {
             Err(e) => return Err(format!("storage: {e}")),
         }
         let _ = std::fs::remove_dir(&dir); // only when empty
-        self.invalidate(project);
+        self.hosted_changed(project);
         Ok(existed)
     }
 
     /// Does the hosted index hold any file of this project?
     pub fn has_hosted(&self, project: &str) -> bool {
         self.hosted_project(project).is_some()
+    }
+
+    /// A hosted file came or went: this replica's pages of the project are
+    /// dropped, and the registry's generation moves so every other
+    /// replica's are too.
+    fn hosted_changed(&self, project: &str) {
+        self.invalidate(project);
+        if let Err(e) = self.db.touch() {
+            tracing::error!(event = "generation-bump-failed", project = %project, error = %e, "other replicas keep their page of this project until it expires");
+        }
     }
 
     /// The lock of a hosted project, shared by every process using the

@@ -41,11 +41,41 @@ type ResponseKey = (String, &'static str);
 #[derive(Clone)]
 struct CachedResponse {
     at: Instant,
+    /// The registry generation it was decided under.
+    generation: i64,
     decision: String,
     upstream: Option<String>,
     claimed: bool,
     hidden: usize,
     body: bytes::Bytes,
+}
+
+/// Generation reads waiting on a shared registry (`current_generation`).
+#[derive(Default)]
+struct GenReads {
+    running: bool,
+    /// Callers the read now running answers (they arrived before it began).
+    current: Vec<tokio::sync::oneshot::Sender<Option<i64>>>,
+    /// Callers that arrived after it began: the next read answers them.
+    next: Vec<tokio::sync::oneshot::Sender<Option<i64>>>,
+}
+
+/// Read the generation for `current`, then for `next`, until nobody waits.
+fn read_generations(db: &state::Db, reads: &Mutex<GenReads>) {
+    loop {
+        let v = db.generation().ok();
+        let Ok(mut r) = reads.lock() else {
+            return;
+        };
+        for w in r.current.drain(..) {
+            let _ = w.send(v);
+        }
+        if r.next.is_empty() {
+            r.running = false;
+            return;
+        }
+        r.current = std::mem::take(&mut r.next);
+    }
 }
 
 /// Everything a request handler needs.
@@ -60,6 +90,8 @@ pub struct AppState {
     claim_globs: globset::GlobSet,
     /// Upstream answers by (upstream, name); failures too, for `error_ttl_secs`.
     page_cache: Mutex<HashMap<(String, String), (Instant, upstream::Fetch)>>,
+    /// Shared-registry generation reads in flight.
+    gen_reads: std::sync::Arc<Mutex<GenReads>>,
     /// Rendered project pages by (name, format).
     response_cache: Mutex<HashMap<ResponseKey, CachedResponse>>,
     /// Files listed recently: (upstream, sha256) -> where to fetch them.
@@ -155,17 +187,44 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 impl AppState {
-    /// Drop rendered pages when another process changed the database (a
-    /// `feed import`, a claim made by another firewall on the same file): no
-    /// page outlives what it was decided on.
-    fn refresh_if_changed(&self) {
-        if self.db.changed_elsewhere()
+    /// The registry's generation, read after this call began (`None`: the
+    /// registry cannot be read; nothing cached may be served then). When
+    /// another process moved it (a `feed import`, another replica's claim),
+    /// the rendered pages are dropped; each also carries the generation it
+    /// was made under and is served only under that one, so a page rendered
+    /// while a claim committed is never served after it.
+    ///
+    /// On a shared registry one read is in flight at a time, and each caller
+    /// waits for a read that started after it arrived: under load one query
+    /// answers every request that came in while the previous one ran, and
+    /// still none is answered from before its own arrival.
+    async fn current_generation(&self) -> Option<i64> {
+        let g = if self.db.is_shared() {
+            let rx = {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let mut r = self.gen_reads.lock().ok()?;
+                if r.running {
+                    r.next.push(tx);
+                } else {
+                    r.running = true;
+                    r.current.push(tx);
+                    let (db, reads) = (self.db.clone(), self.gen_reads.clone());
+                    tokio::task::spawn_blocking(move || read_generations(&db, &reads));
+                }
+                rx
+            };
+            rx.await.ok().flatten()
+        } else {
+            self.db.generation().ok()
+        };
+        if g.is_none_or(|g| self.db.observe(g))
             && let Ok(mut c) = self.response_cache.lock()
         {
             c.clear();
             self.resp_bytes
                 .store(0, std::sync::atomic::Ordering::Relaxed);
         }
+        g
     }
 
     /// Import the configured feed sources once (blocking).
@@ -299,6 +358,7 @@ impl AppState {
             clients,
             page_cache: Mutex::new(HashMap::new()),
             response_cache: Mutex::new(HashMap::new()),
+            gen_reads: Default::default(),
             files: RwLock::new(HashMap::new()),
             cache_dir,
             fills: Mutex::new(HashMap::new()),

@@ -511,7 +511,15 @@ impl AppState {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(event = "files-seen-failed", upstream = up, project = name, error = %e, "could not check file hashes against those seen before");
+                    // Unchecked is not unchanged: none of this upstream's
+                    // files is served until the check can be made.
+                    tracing::error!(event = "files-seen-failed", upstream = up, project = name, error = %e, "could not check file hashes against those seen before; its files are refused");
+                    for (f, _) in &list {
+                        hidden.push(format!(
+                            "{f}: its sha256 could not be checked against the one seen first ({e}); refused"
+                        ));
+                        changed.insert(f.clone());
+                    }
                 }
             }
         }
@@ -583,7 +591,12 @@ impl AppState {
         let now = time::OffsetDateTime::now_utc();
         let cutoff = q.cutoff.as_deref().and_then(parse_time);
         // History before this listing: the outlier baseline.
-        let history = self.db.seen_versions(name).unwrap_or_default();
+        // Unreadable, it would read as "never seen", which switches the
+        // outlier rule off: fail closed instead.
+        let (history, history_err) = match self.db.seen_versions(name) {
+            Ok(h) => (h, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         let max_major = history.iter().filter_map(|v| major(v)).max();
         // Known-malicious versions first: no allow override releases them
         // (only `feed.ignore`, by advisory id).
@@ -601,6 +614,13 @@ impl AppState {
                 reasons.push((
                     f.filename.clone(),
                     format!("administrator overrides could not be read ({e})"),
+                ));
+                continue;
+            }
+            if let Some(e) = history_err.as_ref().filter(|_| q.outlier_major_jump > 0) {
+                reasons.push((
+                    f.filename.clone(),
+                    format!("the versions seen before could not be read ({e}), so the outlier rule cannot be applied"),
                 ));
                 continue;
             }

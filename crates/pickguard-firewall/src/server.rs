@@ -366,7 +366,7 @@ async fn project(
         return not_acceptable();
     };
     let fkey = if fmt == Format::Json { "json" } else { "html" };
-    st.refresh_if_changed();
+    let generation = st.current_generation().await;
     let ttl = Duration::from_secs(st.cfg.page_ttl_secs);
     // Hot path: a rendered page still fresh. Still logged.
     let hit = st
@@ -374,7 +374,7 @@ async fn project(
         .lock()
         .ok()
         .and_then(|c| c.get(&(name.clone(), fkey)).cloned());
-    if let Some(hit) = hit.filter(|h| h.at.elapsed() < ttl) {
+    if let Some(hit) = hit.filter(|h| h.at.elapsed() < ttl && Some(h.generation) == generation) {
         Metrics::inc(&st.metrics.page_cache_hits);
         // The decision was logged when the page was made; repeats are counted
         // and one in AUDIT_SAMPLE is written, marked as standing for them all.
@@ -445,7 +445,9 @@ async fn project(
             } else {
                 render_html(p)
             };
-            if let Ok(mut c) = st.response_cache.lock() {
+            if let Some(generation) = generation
+                && let Ok(mut c) = st.response_cache.lock()
+            {
                 let held = st
                     .resp_bytes
                     .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -457,6 +459,7 @@ async fn project(
                     (name.clone(), fkey),
                     crate::CachedResponse {
                         at: Instant::now(),
+                        generation,
                         decision: res.decision.to_owned(),
                         upstream: upstream.clone(),
                         claimed: res.claimed,

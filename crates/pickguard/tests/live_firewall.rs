@@ -159,6 +159,18 @@ impl World {
         }
     }
 
+    /// A release added to the public index now (uploaded long ago).
+    fn add_public_release(&self, name: &str, version: &str) {
+        let st = Command::new(venv_bin("python"))
+            .arg(common::root().join("fixtures/gen/index_fixture.py"))
+            .args(["add-release"])
+            .arg(self.fixture.join("public"))
+            .args([name, version])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
     fn index(&self) -> String {
         format!("http://127.0.0.1:{}/simple/", self.port)
     }
@@ -611,14 +623,7 @@ fn claims_quarantine_outages_and_audit() {
     assert!(!out.status.success());
     // Version outlier: history 1.0.0/1.1.0, then a public 9.0.0 appears.
     assert_eq!(http(w.port, "GET", "/simple/steady/", &[]).0, 200);
-    let st = Command::new(venv_bin("python"))
-        .arg(common::root().join("fixtures/gen/index_fixture.py"))
-        .args(["add-release"])
-        .arg(w.fixture.join("public"))
-        .args(["steady", "9.0.0"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    w.add_public_release("steady", "9.0.0");
     let (st, h, body) = http(
         w.port,
         "GET",
@@ -1634,6 +1639,23 @@ fn web_console_in_headless_chromium() {
     }
 }
 
+/// Every file under `dir` (recursively).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// One request with a body: (status, headers lower-cased, body).
 fn http_body(
     port: u16,
@@ -1697,7 +1719,10 @@ fn replicas_on_postgres_are_one_firewall() {
     let w = World::start_env(
         "page_ttl_secs = 300\n",
         &storage,
-        &[("SERVE_INDEX_BYTES_PER_SEC", "400000")],
+        &[
+            ("SERVE_INDEX_BYTES_PER_SEC", "400000"),
+            ("SERVE_INDEX_SLOW_PAGES", "colorfulx"),
+        ],
     );
     let cfg = std::fs::read_to_string(w.dir.path().join("firewall.toml")).unwrap();
     let mut replicas = vec![(None, w.port)];
@@ -1770,6 +1795,28 @@ fn replicas_on_postgres_are_one_firewall() {
     );
     assert_eq!(http(r1, "GET", "/simple/publicdep/", &[]).0, 200);
 
+    // A page decided before a claim is not served after it: a slow listing
+    // of colorfulx starts on replica 1, colorfulx is claimed through replica
+    // 2 meanwhile, another request makes replica 1 notice the claim, and
+    // then the slow listing finishes (and is kept, under the old registry).
+    let slow = std::thread::spawn(move || http(r1, "GET", "/simple/colorfulx/", &[]).0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        post(r2, "/admin/claims", r#"{"names": ["colorfulx"]}"#, ADMIN),
+        200
+    );
+    assert_eq!(http(r1, "GET", "/simple/steady/", &[]).0, 200);
+    assert_eq!(slow.join().unwrap(), 200, "decided before the claim");
+    let (st, h, _) = http(r1, "GET", "/simple/colorfulx/", &[]);
+    assert_eq!(
+        st, 403,
+        "replica 1 served a page decided before the claim: {h:?}"
+    );
+    assert_eq!(
+        http_body(r1, "DELETE", "/admin/claims/colorfulx", &[ADMIN], b"").0,
+        200
+    );
+
     // A block through replica 2 holds on 1 and 3.
     let steady = |p: u16| -> Vec<String> {
         json_page(p, "steady")["files"]
@@ -1805,6 +1852,46 @@ fn replicas_on_postgres_are_one_firewall() {
     installs_hosted(&w, r1, "hosted", "replicated-pkg", "replicated_pkg");
     let (_, _, claims) = http(r2, "GET", "/admin/claims", &[ADMIN]);
     assert!(String::from_utf8_lossy(&claims).contains("replicated-pkg"));
+
+    // A second version uploaded through replica 2 (the name is claimed
+    // already, so no claim is written) is listed by replica 1 at once,
+    // though replica 1 keeps pages for five minutes; so is its deletion.
+    let versions = |p: u16| -> usize {
+        json_page(p, "replicated-pkg")["files"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(versions(r1), 1);
+    let wheel2 = fixture_wheel(&w, "replicated-pkg", "2.0.0");
+    let out = uv_publish(&w, r2, &wheel2, "up");
+    assert!(
+        out.status.success(),
+        "uv publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        versions(r1),
+        2,
+        "replica 1 missed an upload through replica 2"
+    );
+    let name = wheel2.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        http_body(
+            r3,
+            "DELETE",
+            &format!("/admin/files/replicated-pkg/{name}"),
+            &[ADMIN],
+            b""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        versions(r1),
+        1,
+        "replica 1 lists a file deleted through replica 3"
+    );
 
     // A console session made on replica 1 is good on replica 2.
     let (st, h, _) = http_body(
@@ -1873,24 +1960,15 @@ fn replicas_on_postgres_are_one_firewall() {
         let _ = victim.0.wait();
     }
     let finals = |dir: &Path| -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p
-                    .file_name()
+        walk_files(dir)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
                     .unwrap()
                     .to_string_lossy()
                     .starts_with("bigpkg")
-                {
-                    out.push(p);
-                }
-            }
-        }
-        out
+            })
+            .collect()
     };
     assert!(
         finals(&shared.path().join("files")).is_empty(),
@@ -2098,6 +2176,43 @@ fn registry_answers_alike_on_sqlite_and_postgres() {
             db.recent_decisions(2, None).unwrap(),
             db.recent_decisions(10, Some("p")).unwrap()
         ));
+        // PostgreSQL text cannot hold NUL; upstream pages and advisories can.
+        // Stored and read back as they were, and one such value never fails
+        // the rest of its batch.
+        say(format!(
+            "nul files {:?} then {:?}",
+            db.check_files(
+                "pypi",
+                &[
+                    ("b\0.whl".into(), "cc".into()),
+                    ("c\\.whl".into(), "dd".into())
+                ]
+            )
+            .unwrap(),
+            db.check_files(
+                "pypi",
+                &[
+                    ("b\0.whl".into(), "ee".into()),
+                    ("c\\.whl".into(), "dd".into())
+                ]
+            )
+            .unwrap()
+        ));
+        let mut nul = adv("MAL-9", "z", "2026-01-01T00:00:00Z", true);
+        nul.summary = "evil\0summary \\0 x".into();
+        say(format!(
+            "nul advisory {:?}",
+            db.store_advisories(&[nul.clone()]).unwrap().0
+        ));
+        say(format!(
+            "nul read back {}",
+            db.advisories("z").unwrap()[0].summary == nul.summary
+        ));
+        say(format!(
+            "nul versions {:?}",
+            db.record_versions("q", "pypi", &["1\0".into()]).unwrap()
+        ));
+        say(format!("nul seen {:?}", db.seen_versions("q").unwrap()));
         say(format!(
             "unclaim {} {}",
             db.unclaim("acme-x").unwrap(),
@@ -2130,6 +2245,10 @@ fn registry_answers_alike_on_sqlite_and_postgres() {
         "dropped false",
         "recent [\"{\\\"n\\\":3}\", \"{\\\"n\\\":2}\"] [\"{\\\"n\\\":3}\", \"{\\\"n\\\":1}\"]",
         "unclaim true false",
+        "nul files [] then [(\"b\\0.whl\", \"cc\")]",
+        "nul advisory 1",
+        "nul read back true",
+        "nul seen [\"1\\0\"]",
     ];
     for e in expect {
         assert!(a.iter().any(|l| l == e), "missing {e:?} in {a:#?}");
@@ -2156,6 +2275,14 @@ fn migrate_moves_the_registry_and_files_to_postgres() {
         .arg(feed.path())
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A public download, so the cache holds a file to move.
+    let v0 = w.venv("before");
+    let out = pip_install(&w, &v0, "publicdep");
     assert!(
         out.status.success(),
         "{}",
@@ -2199,6 +2326,29 @@ fn migrate_moves_the_registry_and_files_to_postgres() {
             .output()
             .unwrap()
     };
+    // A cached file damaged on disk is not copied (it would be served as
+    // verified), and nothing is written to the target registry.
+    let cached: Vec<PathBuf> = walk_files(&w.dir.path().join("data/files"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".whl"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let good = std::fs::read(&cached[0]).unwrap();
+    std::fs::write(&cached[0], &good[..good.len() / 2]).unwrap();
+    let out = migrate();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("damaged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        walk_files(shared.path()).iter().all(|p| !p
+            .to_string_lossy()
+            .ends_with("publicdep-1.0.0-py3-none-any.whl")),
+        "a damaged file was copied under its name"
+    );
+    std::fs::write(&cached[0], &good).unwrap();
     let out = migrate();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -2248,4 +2398,135 @@ fn migrate_moves_the_registry_and_files_to_postgres() {
     );
     colorfulx_listed_without_2_0_0(port);
     installs_hosted(&w, port, "moved", "moved-pkg", "moved_pkg");
+}
+
+/// A database that stalls rather than stops (a table locked by a
+/// `VACUUM FULL` or an `ALTER`, a server paused): requests fail closed
+/// within seconds, never serve what the locked rule would hide, the replica
+/// leaves the pool (/readyz 503) and stays alive (/healthz answers at once);
+/// all is well again when the database is.
+#[test]
+fn a_stalled_registry_fails_closed_and_the_replica_stays_alive() {
+    let pg = common::Postgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let w = World::start_full(
+        "page_ttl_secs = 300\n",
+        &format!(
+            "[storage]\ndatabase = \"{}\"\nfiles_dir = \"{}\"\n",
+            pg.url(),
+            shared.path().display()
+        ),
+    );
+    let port = w.port;
+    let steady = |p: u16| -> (u16, String) {
+        let (st, _, body) = http(
+            p,
+            "GET",
+            "/simple/steady/",
+            &[("Accept", "application/vnd.pypi.simple.v1+json")],
+        );
+        (st, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(steady(port).0, 200);
+    // A public 9.0.0 appears: an outlier over the history 1.0.0 / 1.1.0.
+    w.add_public_release("steady", "9.0.0");
+    // The history and the file records are locked away.
+    let mut lock = Command::new(pg.bin_path("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "pickguard",
+            "postgres",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    lock.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(
+            b"BEGIN; LOCK TABLE seen, files_seen IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);\n",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let page = std::thread::spawn(move || steady(port));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "/healthz waited {:?} behind the database",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    assert_eq!(
+        http(port, "GET", "/readyz", &[]).0,
+        503,
+        "ready with a table locked away"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "/readyz took {:?}",
+        t.elapsed()
+    );
+    let (st, body) = page.join().unwrap();
+    assert!(
+        !body.contains("steady-9.0.0"),
+        "served the outlier with its history locked away ({st}): {body}"
+    );
+    let _ = lock.kill();
+    let _ = lock.wait();
+    // The server keeps the session (and its lock) until told to end it.
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/readyz", &[]).0 != 200 {
+        assert!(Instant::now() < deadline, "did not recover after the lock");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (st, body) = steady(port);
+    assert_eq!(st, 200);
+    assert!(
+        !body.contains("steady-9.0.0") && body.contains("steady-1.1.0"),
+        "{body}"
+    );
+
+    // The server paused (every PostgreSQL process stopped, as a frozen VM
+    // or a partition would): the same, then it is let go.
+    let pids = pg.pids();
+    assert!(pids.len() > 1, "{pids:?}");
+    let signal = |sig: &str| {
+        for p in &pids {
+            let _ = Command::new("kill").args([sig, &p.to_string()]).status();
+        }
+    };
+    signal("-STOP");
+    let t = Instant::now();
+    let (st, h, _) = http(port, "GET", "/simple/publicdep/", &[]);
+    assert!(st >= 403, "answered {st} with the database paused: {h:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "a request waited {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "/healthz waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(http(port, "GET", "/readyz", &[]).0, 503);
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/readyz", &[]).0 != 200 {
+        assert!(Instant::now() < deadline, "did not recover after the pause");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http(port, "GET", "/simple/publicdep/", &[]).0, 200);
 }

@@ -117,9 +117,15 @@ pub fn feed_import(args: FeedImportArgs) -> Result<u8> {
         eprintln!("pickguard: error: {e}");
     }
     if !r.errors.is_empty() {
+        let unstored = r.errors.iter().any(|e| e.contains(": storing: "));
         eprintln!(
-            "pickguard: {} error(s): the feed is incomplete (what could be read was imported)",
-            r.errors.len()
+            "pickguard: {} error(s): the feed is incomplete ({})",
+            r.errors.len(),
+            if unstored {
+                "a source's records could not be stored: none of that source was imported"
+            } else {
+                "what could be read was imported"
+            }
         );
         return Ok(2);
     }
@@ -193,6 +199,8 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
     );
     let to = pickguard_firewall::db::Db::connect(to_url, 2)
         .with_context(|| format!("opening the target {}", redact(to_url)))?;
+    to.check_empty()
+        .with_context(|| format!("checking {}", redact(to_url)))?;
     let dump = from.dump().context("reading the registry")?;
     // Files first: a failure there leaves the target registry empty, and a
     // second run skips the files already copied.
@@ -215,7 +223,7 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
                 "to": redact(to_url),
                 "rows": counts,
                 "inserted": copied,
-                "files": files,
+                "files": files.map(|(n, skipped)| serde_json::json!({"copied": n, "left_out": skipped})),
             }))?
         );
     } else {
@@ -226,10 +234,10 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
             redact(to_url),
             list.join(", ")
         );
-        if let Some(n) = files {
+        if let (Some((n, skipped)), Some(dir)) = (files, &args.files_to) {
             println!(
-                "copied {n} file(s) into {}",
-                args.files_to.as_ref().unwrap().display()
+                "copied {n} file(s) into {} ({skipped} left out: partial downloads, cached metadata, unrecorded uploads)",
+                dir.display()
             );
         }
         println!(
@@ -239,10 +247,17 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Copy `files/` and `hosted/` (not partial downloads, incoming uploads or
-/// lock files) from `from` into `to`; never over an existing file.
-fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
-    let mut n = 0;
+/// Copy `files/` and `hosted/` from `from` into `to`, each file verified
+/// against the sha256 the firewall knows it by (a cached file's directory
+/// name, an upload's sidecar) and written under a temporary name, then
+/// renamed: an interrupted copy leaves nothing under a name a replica
+/// serves. Uploads' sidecars (which make a file visible) go last; partial
+/// downloads, incoming uploads, lock files, cached `.metadata` (fetched
+/// again, verified, on demand) and uploads without a sidecar are left out.
+/// A file already at the target must have the same bytes. Returns (copied,
+/// left out).
+fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<(u64, u64)> {
+    let (mut data, mut sidecars, mut left_out) = (Vec::new(), Vec::new(), 0u64);
     for top in ["files", "hosted"] {
         let root = from.join(top);
         if !root.exists() {
@@ -250,43 +265,123 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
         }
         for e in walkdir::WalkDir::new(&root).follow_links(false) {
             let e = e.with_context(|| format!("reading {}", root.display()))?;
-            let rel = e.path().strip_prefix(from).unwrap_or(e.path());
-            let name = e.file_name().to_string_lossy();
-            if rel.components().any(|c| {
-                let c = c.as_os_str().to_string_lossy();
-                c == ".incoming" || c == ".locks"
-            }) || name.ends_with(".part")
-            {
+            if !e.file_type().is_file() {
                 continue;
             }
-            let dest = to.join(rel);
-            if e.file_type().is_dir() {
-                std::fs::create_dir_all(&dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-            } else if e.file_type().is_file() {
-                let mut src = std::fs::File::open(e.path())
-                    .with_context(|| format!("reading {}", e.path().display()))?;
-                if dest.exists() {
-                    // Copied by an earlier run: the same bytes, or a refusal.
-                    let same = same_bytes(e.path(), &dest)
-                        .with_context(|| format!("comparing {}", dest.display()))?;
-                    anyhow::ensure!(
-                        same,
-                        "{} exists with other contents; nothing is overwritten",
-                        dest.display()
-                    );
-                    continue;
-                }
-                let mut out = std::fs::File::create_new(&dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                std::io::copy(&mut src, &mut out)
-                    .and_then(|_| out.sync_all())
-                    .with_context(|| format!("copying into {}", dest.display()))?;
-                n += 1;
+            let rel = e
+                .path()
+                .strip_prefix(from)
+                .unwrap_or(e.path())
+                .to_path_buf();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let hidden = rel
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+            if hidden || name.ends_with(".part") {
+                left_out += 1;
+                continue;
             }
+            if top == "hosted" && name.ends_with(".pickguard.json") {
+                sidecars.push((rel, None));
+                continue;
+            }
+            let want = if top == "files" {
+                let dir = e
+                    .path()
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|d| d.to_string_lossy().into_owned());
+                match dir {
+                    Some(d)
+                        if !name.ends_with(".metadata")
+                            && d.len() == 64
+                            && d.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    {
+                        d
+                    }
+                    _ => {
+                        left_out += 1;
+                        continue;
+                    }
+                }
+            } else {
+                let sc = e.path().with_file_name(format!("{name}.pickguard.json"));
+                let sha = std::fs::read(&sc)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v["sha256"].as_str().map(str::to_owned));
+                match sha {
+                    Some(s) => s,
+                    None => {
+                        left_out += 1;
+                        continue;
+                    }
+                }
+            };
+            data.push((rel, Some(want)));
         }
     }
-    Ok(n)
+    let mut n = 0;
+    for (rel, want) in data.into_iter().chain(sidecars) {
+        let (src, dest) = (from.join(&rel), to.join(&rel));
+        if dest.exists() {
+            // Copied by an earlier run: the same bytes, or a refusal.
+            anyhow::ensure!(
+                same_bytes(&src, &dest).with_context(|| format!("comparing {}", dest.display()))?,
+                "{} exists with other contents; nothing is overwritten",
+                dest.display()
+            );
+            continue;
+        }
+        let parent = dest.parent().unwrap_or(to);
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = parent.join(format!(
+            ".{}.migrate.part",
+            dest.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let copied = (|| -> Result<()> {
+            use sha2::Digest;
+            use std::io::{Read, Write};
+            let mut input =
+                std::fs::File::open(&src).with_context(|| format!("reading {}", src.display()))?;
+            let mut out = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let (mut h, mut buf) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
+            loop {
+                let k = input
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {}", src.display()))?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+                out.write_all(&buf[..k])
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+            }
+            out.sync_all()
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            if let Some(w) = &want {
+                let got = hex::encode(h.finalize());
+                anyhow::ensure!(
+                    got.eq_ignore_ascii_case(w),
+                    "{} has sha256 {got}, not the {w} it is served as; not copied (the source is damaged)",
+                    src.display()
+                );
+            }
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming into {}", dest.display()))?;
+            Ok(())
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        copied?;
+        n += 1;
+    }
+    Ok((n, left_out))
 }
 
 /// Do two files hold the same bytes (read in chunks, never whole)?

@@ -193,6 +193,59 @@ impl Postgres {
             .unwrap_or_else(|| panic!("no {tool} under /usr/lib/postgresql"))
     }
 
+    /// A client tool of the package (`psql`).
+    pub fn bin_path(&self, tool: &str) -> PathBuf {
+        Self::bin(tool)
+    }
+
+    /// Run one SQL command with psql (fails the test if psql does).
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(Self::bin("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "pickguard",
+                "postgres",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's processes: the postmaster and its children.
+    pub fn pids(&self) -> Vec<u32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap_or_default();
+        let Some(main) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let out = Command::new("pgrep")
+            .args(["-P", &main.to_string()])
+            .output()
+            .unwrap();
+        let mut pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        pids.push(main);
+        pids
+    }
+
     fn cmd(&self, tool: &str) -> Command {
         match &self.as_user {
             Some(u) => {
