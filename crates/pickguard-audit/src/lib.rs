@@ -143,6 +143,9 @@ pub struct Inputs {
     pub warnings: Vec<String>,
     /// Private names from `[tool.pickguard] private`.
     pub declared_private: Vec<String>,
+    /// Private indexes: given, and from `[tool.pickguard] private-indexes`.
+    #[serde(default)]
+    pub private_indexes: Vec<String>,
 }
 
 /// Options for an audit.
@@ -163,6 +166,8 @@ pub struct Options {
 /// The end of a warning about a configuration file that could not be read:
 /// `Report::unread` lists it, and the audit is then incomplete (exit 2).
 pub(crate) const UNREAD: &str = "; its settings were not checked";
+/// The end of a warning about an index `--online` could not ask.
+pub const ONLINE_UNREAD: &str = "; not checked online";
 
 /// The families of checks `audit` runs; each rule belongs to one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -223,6 +228,12 @@ pickguard_findings::rules! {
     UndeclaredPrivate = "AUD012-undeclared-private-names", High,
         "Several indexes are merged and no private names or private indexes are declared: any requirement that exists on only one index can be taken over by publishing it on another, and pickguard cannot tell which names are at risk.",
         fix "Declare the private names (--private, [tool.pickguard] private, a firewall's claims) or indexes (--private-index, [tool.pickguard] private-indexes), or pin private packages to their index; better, install through one firewall index.";
+    TakenPublicly = "AUD013-private-name-taken-publicly", High,
+        "A private name exists on the public index (`--online`): a client that merges indexes, or that is pointed at the public index by mistake, installs someone else's project under your name.",
+        fix "Rename the private package, or make sure nothing resolves it from the public index: install through one firewall index that claims the name, or pin it to the private index everywhere; find out who published the public project.";
+    UnclaimedPublicly = "AUD014-private-name-unclaimed-publicly", Medium,
+        "A private name does not exist on the public index (`--online`): anyone can register it, with any version, as `torchtriton` was.",
+        fix "Reserve the name on the public index (an empty placeholder project owned by your organisation), and install through a firewall that claims it.";
     SourceOrderLeak = "AUD011-source-order-leak", Medium,
         "pdm respect-source-order asks sources in turn and falls through when no matching version exists; the private name is also sent to the public index.",
         fix "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
@@ -338,6 +349,16 @@ impl Report {
     pub fn exposed(&self) -> bool {
         !self.findings.is_empty()
     }
+    /// Configuration files the confusion check could not read, and indexes
+    /// `--online` could not ask: its answer is incomplete by that many.
+    pub fn confusion_unread(&self) -> usize {
+        self.inputs
+            .warnings
+            .iter()
+            .filter(|w| w.ends_with(UNREAD) || w.ends_with(ONLINE_UNREAD))
+            .count()
+    }
+
     /// Files a check should have read and could not: its answer is incomplete.
     pub fn unread(&self) -> Vec<&str> {
         // Configuration files that could not be parsed (their warning says so).
@@ -345,7 +366,7 @@ impl Report {
             .inputs
             .warnings
             .iter()
-            .filter(|w| w.ends_with(UNREAD))
+            .filter(|w| w.ends_with(UNREAD) || w.ends_with(ONLINE_UNREAD))
             .filter_map(|w| w.split(": ").next());
         self.distributed
             .unread
@@ -775,6 +796,7 @@ fn confusion(dir: &Path, opts: &Options) -> Report {
     let mut inputs = discover(dir, opts);
     inputs.warnings.extend(warnings);
     inputs.declared_private = declared;
+    inputs.private_indexes = opts.private_indexes.clone();
     mark_declared(&mut inputs, opts);
     let mut private_list = opts.private.clone();
     private_list.extend(inputs.declared_private.iter().cloned());
@@ -1068,6 +1090,74 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Write the private names for `pickguard firewall` (`POST /admin/claims`).
+/// What the public index says of a private name (`audit --online`).
+#[derive(Clone, Debug)]
+pub enum PublicState {
+    /// 404: nobody holds it.
+    Absent,
+    /// A project page: its versions and the earliest upload time listed.
+    Present {
+        versions: Vec<String>,
+        first_upload: Option<String>,
+    },
+}
+
+/// Findings from asking the public index `index` about the private names:
+/// AUD013 for each it has, AUD014 for each it does not.
+pub fn add_online(report: &mut Report, index: &str, answers: &[(String, PublicState)]) {
+    for (name, state) in answers {
+        let (rule, message) = match state {
+            PublicState::Absent => (
+                Rule::UnclaimedPublicly,
+                format!(
+                    "{name} is private and unclaimed on {}: anyone can publish it there",
+                    redact(index)
+                ),
+            ),
+            PublicState::Present {
+                versions,
+                first_upload,
+            } => {
+                let mut v = versions.clone();
+                v.truncate(5);
+                (
+                    Rule::TakenPublicly,
+                    format!(
+                        "{name} is private, and {} has a project of that name ({} version(s){}{})",
+                        redact(index),
+                        versions.len(),
+                        if v.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ": {}{}",
+                                v.join(", "),
+                                if versions.len() > 5 { ", ..." } else { "" }
+                            )
+                        },
+                        first_upload
+                            .as_deref()
+                            .map(|t| format!("; first uploaded {t}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            }
+        };
+        report.findings.push(Finding {
+            rule,
+            severity: rule.severity(),
+            check: Check::Confusion,
+            client: None,
+            origin: redact(index),
+            file: String::new(),
+            line: None,
+            message,
+            packages: vec![name.clone()],
+            fix: rule.fix().unwrap_or_default(),
+        });
+    }
+}
+
 pub fn claims_json(report: &Report) -> String {
     serde_json::json!({"names": report.private_names, "source": "pickguard audit"}).to_string()
 }

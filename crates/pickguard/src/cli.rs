@@ -572,6 +572,22 @@ pub struct AuditArgs {
     /// Write the private names found, as JSON for the firewall's POST /admin/claims.
     #[arg(long, value_name = "FILE")]
     pub export_claims: Option<PathBuf>,
+    /// Ask the network: each private index (--private-index, [tool.pickguard]
+    /// private-indexes, --firewall) which names it serves (they become private
+    /// names), and the public index whether each private name exists there:
+    /// AUD013 when it is taken (with its versions and first upload), AUD014
+    /// when it is unclaimed (reserve it). An index that cannot be asked makes
+    /// the audit incomplete (exit 2), never "no exposure".
+    #[arg(long)]
+    pub online: bool,
+    /// The public index --online asks (PEP 503/691 simple API).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://pypi.org/simple/",
+        requires = "online"
+    )]
+    pub online_index: String,
     /// Run only these checks (repeatable, or comma-separated): confusion,
     /// distributed, release. Default: all.
     #[arg(long, value_enum, value_name = "CHECK", value_delimiter = ',')]

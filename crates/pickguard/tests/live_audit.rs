@@ -64,8 +64,9 @@ const CASES: &[Case] = &[
     },
 ];
 
-#[test]
-fn predictions_match_real_clients() {
+/// The fixture indexes (fixtures/gen/index_fixture.py), private and public,
+/// served on loopback: (their directory, the servers, private URL, public URL).
+fn fixture_indexes() -> (tempfile::TempDir, [common::Proc; 2], String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let fixture = tmp.path().join("indexes");
     assert!(
@@ -76,12 +77,19 @@ fn predictions_match_real_clients() {
             .unwrap()
             .success()
     );
-    let (_p1, pr) = common::spawn_index(&fixture.join("private"), &tmp.path().join("private.log"));
-    let (_p2, pu) = common::spawn_index(&fixture.join("public"), &tmp.path().join("public.log"));
-    let (privu, pubu) = (
+    let (p1, pr) = common::spawn_index(&fixture.join("private"), &tmp.path().join("private.log"));
+    let (p2, pu) = common::spawn_index(&fixture.join("public"), &tmp.path().join("public.log"));
+    (
+        tmp,
+        [p1, p2],
         format!("http://127.0.0.1:{pr}/simple/"),
         format!("http://127.0.0.1:{pu}/simple/"),
-    );
+    )
+}
+
+#[test]
+fn predictions_match_real_clients() {
+    let (tmp, _servers, privu, pubu) = fixture_indexes();
     let mut bad = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
         let proj = tmp.path().join(format!("p{i}"));
@@ -316,5 +324,133 @@ print("fd", ",".join(listening(b)))
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// `--online` (issue 15 item 2): the private index says which names it
+/// serves, and the public index whether each exists: taken (AUD013, with
+/// versions and first upload), or unclaimed (AUD014). A public index that
+/// cannot be asked leaves the audit incomplete (exit 2), never clean.
+#[test]
+fn online_asks_the_private_and_public_indexes() {
+    let (tmp, _servers, privu, pubu) = fixture_indexes();
+    let proj = tmp.path().join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("requirements.txt"),
+        format!("--index-url {privu}\nacme-tools\n"),
+    )
+    .unwrap();
+    let audit = |public: &str| {
+        common::pickguard()
+            .arg("audit")
+            .arg(&proj)
+            .args([
+                "--private-index",
+                &privu,
+                "--online",
+                "--online-index",
+                public,
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = audit(&pubu);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = doc["private_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for n in ["acme-internal", "acme-tools", "mergepkg"] {
+        assert!(
+            names.contains(&n),
+            "{n} not learnt from the private index: {names:?}"
+        );
+    }
+    let rule_of = |pkg: &str| -> Vec<(String, String)> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["packages"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == pkg))
+            })
+            .map(|f| {
+                (
+                    f["rule"].as_str().unwrap().to_owned(),
+                    f["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let internal = rule_of("acme-internal");
+    assert!(
+        internal.iter().any(|(r, m)| r.starts_with("AUD013")
+            && m.contains("99.0.0")
+            && m.contains("2024-01-15")),
+        "{internal:?}"
+    );
+    assert!(
+        rule_of("mergepkg")
+            .iter()
+            .any(|(r, _)| r.starts_with("AUD013"))
+    );
+    let tools = rule_of("acme-tools");
+    assert!(
+        tools.iter().any(|(r, _)| r.starts_with("AUD014")),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.iter().any(|(r, _)| r.starts_with("AUD013")),
+        "{tools:?}"
+    );
+    // The public index asked once per name, on loopback only.
+    let log = std::fs::read_to_string(tmp.path().join("public.log")).unwrap();
+    assert!(log.contains("GET /simple/acme-tools/"), "{log}");
+
+    // A public index nobody answers for: incomplete, said so, exit 2.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!(
+        "http://127.0.0.1:{}/simple/",
+        dead.local_addr().unwrap().port()
+    );
+    drop(dead);
+    let proj2 = tmp.path().join("proj2");
+    std::fs::create_dir_all(&proj2).unwrap();
+    std::fs::write(
+        proj2.join("requirements.txt"),
+        format!("--index-url {privu}\nacme-tools\n"),
+    )
+    .unwrap();
+    let out = common::pickguard()
+        .arg("audit")
+        .arg(&proj2)
+        .args([
+            "--private-index",
+            "http://127.0.0.1:9/simple/",
+            "--online",
+            "--online-index",
+            &dead_url,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not checked online"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("no dependency-confusion exposure"),
+        "claimed clean"
     );
 }

@@ -28,6 +28,188 @@ fn firewall_claims(url: &str, token: Option<&str>) -> Result<Vec<String>> {
     Ok(claims_from_json(&doc))
 }
 
+/// Names, pages and their failures, from the network (`--online`).
+struct Net {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+/// An answer body is read to this size at most.
+const MAX_ONLINE_BODY: usize = 64 << 20;
+/// Private names asked of the public index at most.
+const MAX_ONLINE_NAMES: usize = 5000;
+
+impl Net {
+    fn new() -> Result<Net> {
+        Ok(Net {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: reqwest::Client::builder()
+                .user_agent(concat!("pickguard-audit/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    /// (status, content type, body) of a GET asking for PEP 691 JSON first.
+    fn get(&self, url: &str) -> Result<(u16, String, Vec<u8>), String> {
+        self.rt.block_on(async {
+            let mut r = self
+                .client
+                .get(url)
+                .header(
+                    "Accept",
+                    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01",
+                )
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            let status = r.status().as_u16();
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut body = Vec::new();
+            while let Some(c) = r.chunk().await.map_err(|e| e.without_url().to_string())? {
+                body.extend_from_slice(&c);
+                if body.len() > MAX_ONLINE_BODY {
+                    return Err(format!("the answer passed {MAX_ONLINE_BODY} bytes"));
+                }
+            }
+            Ok((status, ctype, body))
+        })
+    }
+}
+
+/// The project names a simple-API root lists (PEP 691 JSON or PEP 503 HTML).
+fn root_names(ctype: &str, body: &[u8]) -> Result<Vec<String>, String> {
+    if ctype.contains("json") {
+        let doc: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 index: {e}"))?;
+        let list = doc["projects"]
+            .as_array()
+            .ok_or("not a PEP 691 index: no \"projects\" list")?;
+        return Ok(list
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .map(pickguard_index::normalize)
+            .collect());
+    }
+    let text = String::from_utf8_lossy(body);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(i) = rest.find("<a") {
+        rest = &rest[i + 2..];
+        let Some(gt) = rest.find('>') else { break };
+        let Some(end) = rest[gt..].find("</a>") else {
+            break;
+        };
+        let name = rest[gt + 1..gt + end].trim();
+        if pickguard_index::is_valid_name(name) {
+            out.push(pickguard_index::normalize(name));
+        }
+        rest = &rest[gt + end..];
+    }
+    if out.is_empty() && !text.to_ascii_lowercase().contains("<html") {
+        return Err("not a PEP 503 index page".into());
+    }
+    Ok(out)
+}
+
+/// `--online`: names the private indexes serve become private names (the
+/// audit runs again with them), then the public index is asked about each.
+fn online(args: &AuditArgs, mut opts: Options, mut report: Report) -> Result<Report> {
+    let net = Net::new()?;
+    let mut failures = Vec::new();
+    let mut served = Vec::new();
+    for idx in report.inputs.private_indexes.clone() {
+        let url = format!("{}/", idx.trim_end_matches('/'));
+        match net.get(&url) {
+            Ok((200, ctype, body)) => match root_names(&ctype, &body) {
+                Ok(names) => served.extend(names),
+                Err(e) => failures.push(format!(
+                    "private index {}: {e}",
+                    pickguard_audit::redact(&url)
+                )),
+            },
+            Ok((status, ..)) => failures.push(format!(
+                "private index {}: answered HTTP {status} for its list of names",
+                pickguard_audit::redact(&url)
+            )),
+            Err(e) => failures.push(format!(
+                "private index {}: {e}",
+                pickguard_audit::redact(&url)
+            )),
+        }
+    }
+    let known: std::collections::BTreeSet<String> = report.private_names.iter().cloned().collect();
+    let new: Vec<String> = served.into_iter().filter(|n| !known.contains(n)).collect();
+    if !new.is_empty() {
+        opts.private.extend(new.iter().cloned());
+        let again = audit(&args.dir, &opts);
+        report = again;
+        for n in &new {
+            if !report.private_names.contains(n) {
+                report.private_names.push(n.clone());
+            }
+        }
+        report.private_names.sort();
+        report.private_names.dedup();
+    }
+    let public = format!("{}/", args.online_index.trim_end_matches('/'));
+    let mut answers = Vec::new();
+    let names: Vec<String> = report.private_names.clone();
+    if names.len() > MAX_ONLINE_NAMES {
+        failures.push(format!(
+            "{} private names; only the first {MAX_ONLINE_NAMES} were asked of the public index",
+            names.len()
+        ));
+    }
+    for name in names.iter().take(MAX_ONLINE_NAMES) {
+        let url = format!("{public}{name}/");
+        match net.get(&url) {
+            Ok((404, ..)) => answers.push((name.clone(), pickguard_audit::PublicState::Absent)),
+            Ok((200, ctype, body)) => {
+                let page = if ctype.contains("json") {
+                    pickguard_index::parse_json(&body)
+                } else {
+                    pickguard_index::parse_html(&String::from_utf8_lossy(&body), name)
+                };
+                match page {
+                    Ok(p) => {
+                        let first = p.files.iter().filter_map(|f| f.upload_time.clone()).min();
+                        answers.push((
+                            name.clone(),
+                            pickguard_audit::PublicState::Present {
+                                versions: pickguard_index::versions(&p),
+                                first_upload: first,
+                            },
+                        ));
+                    }
+                    Err(e) => failures.push(format!("{}: {}", pickguard_audit::redact(&url), e.0)),
+                }
+            }
+            Ok((status, ..)) => failures.push(format!(
+                "{}: answered HTTP {status}",
+                pickguard_audit::redact(&url)
+            )),
+            Err(e) => failures.push(format!("{}: {e}", pickguard_audit::redact(&url))),
+        }
+    }
+    pickguard_audit::add_online(&mut report, &public, &answers);
+    for f in failures {
+        report
+            .inputs
+            .warnings
+            .push(format!("{f}{}", pickguard_audit::ONLINE_UNREAD));
+    }
+    Ok(report)
+}
+
 fn claims_from_json(doc: &serde_json::Value) -> Vec<String> {
     let mut out: Vec<String> = doc["claims"]
         .as_array()
@@ -90,7 +272,10 @@ pub fn run(args: AuditArgs) -> Result<u8> {
             })
             .collect(),
     };
-    let report = audit(&args.dir, &opts);
+    let mut report = audit(&args.dir, &opts);
+    if args.online {
+        report = online(&args, opts, report)?;
+    }
     if let Some(p) = &args.export_claims {
         std::fs::write(p, claims_json(&report) + "\n")
             .with_context(|| format!("writing {}", p.display()))?;
@@ -129,6 +314,12 @@ fn text(r: &Report) -> String {
             (Check::Confusion, false, _) => format!(
                 "dependency confusion: nothing to audit, no pip, uv, poetry, pdm or pipenv configuration, requirements, lockfile or install command found ({} file(s) read)",
                 r.inputs.files.len()
+            ),
+            (Check::Confusion, true, 0) if r.confusion_unread() > 0 => format!(
+                "dependency confusion: incomplete, {} file(s) or index(es) could not be read or asked (see the warnings); nothing is said of them ({} place(s) that choose indexes were read, {} private name(s))",
+                r.confusion_unread(),
+                r.inputs.contexts.len(),
+                r.private_names.len()
             ),
             (Check::Confusion, true, 0) => format!(
                 "no dependency-confusion exposure found: {} place(s) that choose indexes, none merges an undeclared index with a public one ({} file(s) read, {} private name(s){})",
@@ -266,4 +457,30 @@ fn sarif(r: &Report) -> String {
         .map(|f| format!("{f} could not be read: its settings were not checked"))
         .collect();
     sarif::render_run(&rules, &results, &incomplete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::root_names;
+
+    #[test]
+    fn root_listings_in_both_formats() {
+        let json = br#"{"meta": {"api-version": "1.1"}, "projects": [{"name": "Acme_Tools"}, {"name": "x"}]}"#;
+        assert_eq!(
+            root_names("application/vnd.pypi.simple.v1+json", json).unwrap(),
+            ["acme-tools", "x"]
+        );
+        let html = b"<!DOCTYPE html><html><body><a href=\"acme-tools/\">acme-tools</a>\n<a href=\"/simple/Foo.Bar/\">Foo.Bar</a><a>not a name!</a></body></html>";
+        assert_eq!(
+            root_names("text/html", html).unwrap(),
+            ["acme-tools", "foo-bar"]
+        );
+        assert!(root_names("application/vnd.pypi.simple.v1+json", b"{}").is_err());
+        assert!(root_names("text/plain", b"Service unavailable").is_err());
+        // An empty index is an answer (it serves nothing), not an error.
+        assert_eq!(
+            root_names("text/html", b"<html><body></body></html>").unwrap(),
+            Vec::<String>::new()
+        );
+    }
 }
