@@ -151,11 +151,13 @@ async fn request(st: &AppState, job: &Job) -> Result<reqwest::Response, (u16, St
             ),
         ));
     }
+    let t = std::time::Instant::now();
     let resp = tokio::time::timeout(
         Duration::from_secs(up.timeout_secs),
         client.get(&job.url).send(),
     )
     .await
+    .inspect(|_| st.metrics.observe_upstream_file(&job.upstream, t.elapsed()))
     .map_err(|_| {
         (
             504,

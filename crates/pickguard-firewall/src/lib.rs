@@ -88,7 +88,8 @@ pub struct AppState {
     /// upstream's host allowlist, and its timeouts are the upstream's.
     clients: HashMap<String, reqwest::Client>,
     claim_globs: globset::GlobSet,
-    /// Upstream answers by (upstream, name); failures too, for `error_ttl_secs`.
+    /// Upstream answers by (upstream, name), with the instant they expire;
+    /// failures too, for `error_ttl_secs` (or the upstream's Retry-After).
     page_cache: Mutex<HashMap<(String, String), (Instant, upstream::Fetch)>>,
     /// Shared-registry generation reads in flight.
     gen_reads: std::sync::Arc<Mutex<GenReads>>,

@@ -98,27 +98,28 @@ impl AppState {
 
     async fn fetch_cached(&self, up: &crate::config::Upstream, name: &str) -> Fetch {
         let key = (up.name.clone(), name.to_owned());
-        if let Some((at, f)) = self
+        if let Some((until, f)) = self
             .page_cache
             .lock()
             .ok()
             .and_then(|c| c.get(&key).cloned())
+            && Instant::now() < until
         {
-            let ttl = match f {
-                Fetch::Error(_) => self.cfg.error_ttl_secs,
-                _ => self.cfg.page_ttl_secs,
-            };
-            if at.elapsed() < Duration::from_secs(ttl) {
-                Metrics::inc(&self.metrics.page_cache_hits);
-                return f;
-            }
+            Metrics::inc(&self.metrics.page_cache_hits);
+            return f;
         }
         let Some(client) = self.client(&up.name) else {
             return Fetch::Error(format!("{}: no client (internal error)", up.name));
         };
         let t = Instant::now();
-        let f = fetch_project(client, up, name).await;
+        let (f, wait) = fetch_project(client, up, name).await;
         self.metrics.observe_upstream(&up.name, t.elapsed());
+        // Kept for its time to live; a refusal for as long as the upstream
+        // asked (never shorter than error_ttl_secs).
+        let ttl = match &f {
+            Fetch::Error(_) => self.cfg.error_ttl_secs.max(wait.unwrap_or(0)),
+            _ => self.cfg.page_ttl_secs,
+        };
         if let Fetch::Error(e) = &f {
             Metrics::inc(&self.metrics.upstream_errors);
             tracing::warn!(event = "upstream-error", upstream = %up.name, private = up.private, project = name, error = %e, "upstream answer not usable");
@@ -136,16 +137,16 @@ impl AppState {
                 self.cache_bytes
                     .store(size, std::sync::atomic::Ordering::Relaxed);
             }
-            c.insert(key, (Instant::now(), f.clone()));
+            c.insert(key, (Instant::now() + Duration::from_secs(ttl), f.clone()));
         }
         f
     }
 
     /// Drop cached pages and answers older than their time to live.
     pub fn sweep(&self) {
-        let page = Duration::from_secs(self.cfg.page_ttl_secs.max(self.cfg.error_ttl_secs));
         if let Ok(mut c) = self.page_cache.lock() {
-            c.retain(|_, (at, _)| at.elapsed() < page);
+            let now = Instant::now();
+            c.retain(|_, (until, _)| *until > now);
             let total: u64 = c.values().map(|(_, f)| fetch_size(f)).sum();
             self.cache_bytes
                 .store(total, std::sync::atomic::Ordering::Relaxed);
@@ -178,6 +179,19 @@ impl AppState {
     }
 
     /// Forget cached pages of a project (after admin changes).
+    /// Seconds until an upstream failure remembered for `name` is asked
+    /// again (for a client's `Retry-After`); `None` when none is remembered.
+    pub fn retry_after(&self, name: &str) -> Option<u64> {
+        let now = Instant::now();
+        let c = self.page_cache.lock().ok()?;
+        c.iter()
+            .filter(|((_, n), (until, f))| {
+                n == name && matches!(f, Fetch::Error(_)) && *until > now
+            })
+            .map(|(_, (until, _))| until.duration_since(now).as_secs().max(1))
+            .max()
+    }
+
     pub fn invalidate(&self, name: &str) {
         if let Ok(mut c) = self.page_cache.lock() {
             c.retain(|(_, n), _| n != name);

@@ -489,6 +489,14 @@ async fn project(
     {
         set_reason_phrase(&mut resp, r);
     }
+    // An upstream failure is answered from memory until it is asked again:
+    // asking sooner gets the same answer.
+    if res.status >= 500
+        && let Some(n) = st.retry_after(&name)
+    {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(n));
+    }
     if !res.hidden.is_empty() {
         resp.headers_mut().insert(
             "x-pickguard-hidden",

@@ -314,6 +314,8 @@ pub struct Metrics {
     pub route_latency: [Histogram; 4],
     /// Upstream page latency, by upstream name.
     pub upstream_latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+    /// Time an upstream took to answer a file request (to its headers).
+    pub upstream_file_latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
 }
 
 /// Routes the latency histograms distinguish.
@@ -412,14 +414,25 @@ impl Metrics {
                 &mut out,
             );
         }
-        out.push_str("# HELP pickguard_upstream_duration_seconds Time an upstream took to answer a project page.\n# TYPE pickguard_upstream_duration_seconds histogram\n");
-        if let Ok(m) = self.upstream_latency.lock() {
-            for (u, h) in m.iter() {
-                h.render(
-                    "pickguard_upstream_duration_seconds",
-                    &format!("upstream=\"{u}\","),
-                    &mut out,
-                );
+        for (metric, help, map) in [
+            (
+                "pickguard_upstream_duration_seconds",
+                "Time an upstream took to answer a project page.",
+                &self.upstream_latency,
+            ),
+            (
+                "pickguard_upstream_file_duration_seconds",
+                "Time an upstream took to answer a file request (to its headers).",
+                &self.upstream_file_latency,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {metric} {help}\n# TYPE {metric} histogram\n"
+            ));
+            if let Ok(m) = map.lock() {
+                for (u, h) in m.iter() {
+                    h.render(metric, &format!("upstream=\"{u}\","), &mut out);
+                }
             }
         }
         out
@@ -432,7 +445,19 @@ impl Metrics {
     }
 
     pub fn observe_upstream(&self, upstream: &str, d: std::time::Duration) {
-        let h = self.upstream_latency.lock().ok().map(|mut m| {
+        Self::observe_in(&self.upstream_latency, upstream, d);
+    }
+
+    pub fn observe_upstream_file(&self, upstream: &str, d: std::time::Duration) {
+        Self::observe_in(&self.upstream_file_latency, upstream, d);
+    }
+
+    fn observe_in(
+        map: &Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+        upstream: &str,
+        d: std::time::Duration,
+    ) {
+        let h = map.lock().ok().map(|mut m| {
             m.entry(upstream.to_owned())
                 .or_insert_with(Default::default)
                 .clone()

@@ -220,7 +220,42 @@ fn anchor_tags(text: &str) -> usize {
 
 /// Ask `up` for `name`'s page with `client` (whose redirect policy enforces
 /// the upstream's host allowlist).
-pub async fn fetch_project(client: &reqwest::Client, up: &Upstream, name: &str) -> Fetch {
+/// Seconds an upstream asked to be left alone (`Retry-After`: seconds or an
+/// HTTP date), at most `MAX_BACKOFF`.
+pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<u64> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let secs = match v.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => {
+            let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822)
+                .ok()?;
+            (t - time::OffsetDateTime::now_utc()).whole_seconds().max(0) as u64
+        }
+    };
+    Some(secs.min(MAX_BACKOFF))
+}
+
+/// The longest an upstream's `Retry-After` keeps it from being asked.
+pub const MAX_BACKOFF: u64 = 300;
+
+/// A project page from an upstream, and how long (seconds) the upstream
+/// asked not to be asked again when it refused (429/503 `Retry-After`).
+pub async fn fetch_project(
+    client: &reqwest::Client,
+    up: &Upstream,
+    name: &str,
+) -> (Fetch, Option<u64>) {
+    let mut wait = None;
+    let f = fetch_project_inner(client, up, name, &mut wait).await;
+    (f, wait)
+}
+
+async fn fetch_project_inner(
+    client: &reqwest::Client,
+    up: &Upstream,
+    name: &str,
+    wait: &mut Option<u64>,
+) -> Fetch {
     let base = if up.url.ends_with('/') {
         up.url.clone()
     } else {
@@ -276,7 +311,17 @@ pub async fn fetch_project(client: &reqwest::Client, up: &Upstream, name: &str) 
         return Fetch::NotFound;
     }
     if status != reqwest::StatusCode::OK {
-        return Fetch::Error(format!("{}: HTTP {}", up.name, status.as_u16()));
+        if matches!(status.as_u16(), 429 | 503) {
+            *wait = retry_after(resp.headers());
+        }
+        return Fetch::Error(match wait {
+            Some(n) => format!(
+                "{}: HTTP {} (it asked to wait {n} s)",
+                up.name,
+                status.as_u16()
+            ),
+            None => format!("{}: HTTP {}", up.name, status.as_u16()),
+        });
     }
     let page_url = resp.url().clone();
     let ct = resp

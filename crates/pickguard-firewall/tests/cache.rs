@@ -162,6 +162,17 @@ async fn concurrent_misses_share_one_download() {
     assert_eq!(&r.bytes().await.unwrap()[..], &want[..10]);
     assert_eq!(w.up.file_hits.load(Ordering::SeqCst), 1);
     assert!(parts(w.dir.path()).is_empty());
+    // The one download is in the per-upstream file histogram.
+    let m = reqwest::get(format!("http://{}/metrics", w.fw))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("pickguard_upstream_file_duration_seconds_count{upstream=\"pypi\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

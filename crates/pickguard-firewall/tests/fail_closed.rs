@@ -32,6 +32,8 @@ enum Fault {
     Redirect(String),
     /// 200 with a body of this size and no Content-Length (chunked).
     Chunked(usize),
+    /// This status with this Retry-After header.
+    Busy(u16, &'static str),
 }
 
 #[derive(Clone)]
@@ -58,6 +60,12 @@ async fn faulty(State(u): State<Upstream>, Path(_name): Path<String>) -> Respons
             StatusCode::NOT_FOUND.into_response()
         }
         Fault::Redirect(to) => (StatusCode::FOUND, [(header::LOCATION, to)], "").into_response(),
+        Fault::Busy(s, after) => (
+            StatusCode::from_u16(s).unwrap(),
+            [(header::RETRY_AFTER, after)],
+            "slow down",
+        )
+            .into_response(),
         Fault::Chunked(n) => {
             let chunk = bytes::Bytes::from(vec![b' '; 4096]);
             let s = futures_util::stream::iter(
@@ -511,4 +519,54 @@ async fn a_private_404_must_hold_for_html_too() {
         "the HTML answer was not asked for"
     );
     assert_eq!(public_hits.load(Ordering::SeqCst), 0);
+}
+
+/// An upstream that answers 429/503 with Retry-After is not asked again
+/// before then (even with error_ttl_secs = 0), at most five minutes; the
+/// client is told when to come back; and the name still fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_kept_and_passed_on() {
+    for (status, after, lo, hi) in [
+        (503u16, "120", 100u64, 120u64),
+        (429, "999999", 250, 300),
+        (503, "Thu, 01 Jan 2099 00:00:00 GMT", 250, 300),
+    ] {
+        let w = world(Fault::Busy(status, after), "").await;
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/simple/torchtriton/", w.fw))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().as_u16() >= 500,
+            "{status} {after}: {}",
+            r.status()
+        );
+        let told: u64 = r
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{status} {after}: no Retry-After: {:?}", r.headers()));
+        assert!((lo..=hi).contains(&told), "{status} {after}: told {told}");
+        assert_eq!(get_page(w.fw, "torchtriton").await.0 >= 500, true);
+        assert_eq!(
+            w.private.hits.load(Ordering::SeqCst),
+            1,
+            "asked again before Retry-After"
+        );
+        assert_eq!(
+            w.public_hits.load(Ordering::SeqCst),
+            0,
+            "asked the public index"
+        );
+    }
+    // Without Retry-After and with error_ttl_secs = 0: asked every time, and no header.
+    let w = world(Fault::Status(503), "").await;
+    let r = reqwest::get(format!("http://{}/simple/torchtriton/", w.fw))
+        .await
+        .unwrap();
+    assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    get_page(w.fw, "torchtriton").await;
+    assert_eq!(w.private.hits.load(Ordering::SeqCst), 2);
 }
