@@ -80,6 +80,7 @@ impl Trust {
 #[derive(Clone, Debug, Serialize)]
 pub struct Index {
     pub name: Option<String>,
+    #[serde(serialize_with = "ser_redacted")]
     pub url: String,
     pub role: Role,
     /// Public or curated (anyone can publish or install there).
@@ -144,7 +145,7 @@ pub struct Inputs {
     /// Private names from `[tool.pickguard] private`.
     pub declared_private: Vec<String>,
     /// Private indexes: given, and from `[tool.pickguard] private-indexes`.
-    #[serde(default)]
+    #[serde(serialize_with = "ser_redacted_all")]
     pub private_indexes: Vec<String>,
 }
 
@@ -1077,16 +1078,32 @@ fn is_loopback(url: &str) -> bool {
 
 /// Hide the password of `user:pass@host` URLs.
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((cred, tail)) if !cred.contains('/') => {
-                let user = cred.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{tail}")
-            }
-            _ => url.to_owned(),
-        },
+    // The whole user-info goes: a token is often the user name
+    // (https://TOKEN@host), and a password may hold a raw `@`, so the
+    // authority is cut at its last `@`.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
         None => url.to_owned(),
     }
+}
+
+/// Serialize an index URL without its credentials.
+fn ser_redacted<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact(url))
+}
+
+fn ser_redacted_all<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(urls.len()))?;
+    for u in urls {
+        seq.serialize_element(&redact(u))?;
+    }
+    seq.end()
 }
 
 /// Write the private names for `pickguard firewall` (`POST /admin/claims`).
@@ -1168,4 +1185,38 @@ pub fn relative(dir: &Path, p: &Path) -> String {
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_survive() {
+        for (url, want) in [
+            (
+                "https://alice:s3cret@pkgs.example/simple/",
+                "https://***@pkgs.example/simple/",
+            ),
+            (
+                "https://glpat-TOKEN123@gitlab.example/api/simple/",
+                "https://***@gitlab.example/api/simple/",
+            ),
+            (
+                "https://bob:p@ss@host.example/simple/",
+                "https://***@host.example/simple/",
+            ),
+            (
+                "https://host.example/simple/?a=b@c",
+                "https://host.example/simple/?a=b@c",
+            ),
+            (
+                "https://host.example/simple/",
+                "https://host.example/simple/",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact(url), want, "{url}");
+        }
+    }
 }

@@ -519,20 +519,22 @@ impl Db {
         self.tx(|t| {
             let mut changed = Vec::new();
             for (f, sha) in files {
-                let old = t.query(
+                // Insert first, then read what is stored: of two replicas
+                // recording different bytes at once, the second reads the
+                // first one's hash and refuses its own.
+                t.exec(
+                    "INSERT INTO files_seen (upstream, filename, sha256, first_seen) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[Some(upstream), Some(f), Some(sha), Some(&now)],
+                )?;
+                let stored = t.query(
                     "SELECT sha256 FROM files_seen WHERE upstream = $1 AND filename = $2",
                     &[Some(upstream), Some(f)],
                 )?;
-                match old.first().map(|r| r[0].string()) {
+                match stored.first().map(|r| r[0].string()) {
                     Some(o) if !o.eq_ignore_ascii_case(sha) => changed.push((f.clone(), o)),
                     Some(_) => {}
-                    None => {
-                        t.exec(
-                            "INSERT INTO files_seen (upstream, filename, sha256, first_seen) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT DO NOTHING",
-                            &[Some(upstream), Some(f), Some(sha), Some(&now)],
-                        )?;
-                    }
+                    None => anyhow::bail!("files_seen: the record of {f} was not kept"),
                 }
             }
             Ok(changed)
@@ -1176,34 +1178,21 @@ fn pg_worker(
     while let Ok(m) = rx.recv() {
         match m {
             Msg::Begin => {
-                let mut t = match client.transaction() {
-                    Ok(t) => t,
-                    Err(e) => {
-                        if tx.send(Err(e.to_string())).is_err() {
+                let failed = match client.transaction() {
+                    Ok(t) => {
+                        if !pg_transaction(t, &rx, &tx) {
                             return;
                         }
-                        continue;
+                        None
                     }
+                    Err(e) => Some(e.to_string()),
                 };
-                if tx.send(Ok(Reply::Done)).is_err() {
+                // A connection that cannot begin may be closed: then this
+                // thread ends, and the pool sees it is no longer alive.
+                if let Some(e) = failed
+                    && (tx.send(Err(e)).is_err() || client.is_closed())
+                {
                     return;
-                }
-                loop {
-                    let answer = match rx.recv() {
-                        Ok(Msg::Exec(sql, p)) => pg_exec(&mut t, &sql, &p),
-                        Ok(Msg::Query(sql, p)) => pg_query(&mut t, &sql, &p),
-                        Ok(Msg::Commit) => {
-                            let _ =
-                                tx.send(t.commit().map(|_| Reply::Done).map_err(|e| e.to_string()));
-                            break;
-                        }
-                        // Rolled back when `t` is dropped.
-                        Ok(Msg::Rollback) | Ok(Msg::Begin) => break,
-                        Err(_) => return,
-                    };
-                    if tx.send(answer).is_err() {
-                        return;
-                    }
                 }
             }
             Msg::Exec(sql, p) => {
@@ -1220,6 +1209,34 @@ fn pg_worker(
         }
         if client.is_closed() {
             return;
+        }
+    }
+}
+
+/// One transaction, `Begin` answered: statements until `Commit` (anything
+/// else rolls back, when `t` is dropped). False when the caller is gone.
+fn pg_transaction(
+    mut t: postgres::Transaction<'_>,
+    rx: &std::sync::mpsc::Receiver<Msg>,
+    tx: &std::sync::mpsc::Sender<Result<Reply, String>>,
+) -> bool {
+    if tx.send(Ok(Reply::Done)).is_err() {
+        return false;
+    }
+    loop {
+        let answer = match rx.recv() {
+            Ok(Msg::Exec(sql, p)) => pg_exec(&mut t, &sql, &p),
+            Ok(Msg::Query(sql, p)) => pg_query(&mut t, &sql, &p),
+            Ok(Msg::Commit) => {
+                return tx
+                    .send(t.commit().map(|_| Reply::Done).map_err(|e| e.to_string()))
+                    .is_ok();
+            }
+            Ok(Msg::Rollback) | Ok(Msg::Begin) => return true,
+            Err(_) => return false,
+        };
+        if tx.send(answer).is_err() {
+            return false;
         }
     }
 }

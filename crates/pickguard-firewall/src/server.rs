@@ -282,12 +282,12 @@ async fn root_index(State(st): St, headers: HeaderMap) -> Response {
     // the firewall — so only an administrator sees it. Installers never need
     // the root index.
     let mut names: Vec<String> = if deny(&st, &headers).is_none() {
-        st.db
-            .claims()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.name)
-            .collect()
+        // An unreadable registry is not an empty one: an audit reading this
+        // list would call the organisation's private names none.
+        match st.db.claims() {
+            Ok(c) => c.into_iter().map(|c| c.name).collect(),
+            Err(e) => return text(503, format!("claim registry: {e}\n"), None),
+        }
     } else {
         Vec::new()
     };
@@ -803,8 +803,12 @@ async fn admin_claims(State(st): St, headers: HeaderMap) -> Response {
     if let Some(r) = deny(&st, &headers) {
         return r;
     }
+    let claims = match st.db.claims() {
+        Ok(c) => c,
+        Err(e) => return text(503, format!("claim registry: {e}\n"), None),
+    };
     Json(serde_json::json!({
-        "claims": st.db.claims().unwrap_or_default(),
+        "claims": claims,
         "patterns": st.cfg.claims.patterns,
         "names": st.cfg.claims.names,
     }))
@@ -833,8 +837,25 @@ async fn admin_add_claims(
             return text(400, format!("{n:?} is not a valid project name\n"), None);
         }
         let norm = normalize(n);
-        if st.db.claim(&norm, &source).unwrap_or(false) {
-            added.push(norm.clone());
+        match st.db.claim(&norm, &source) {
+            Ok(true) => added.push(norm.clone()),
+            Ok(false) => {}
+            // Never "added: []" for a name that was not recorded: the admin
+            // would believe it claimed.
+            Err(e) => {
+                return text(
+                    503,
+                    format!(
+                        "claim registry: {e}; not claimed: {norm}{}\n",
+                        if added.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (claimed before the failure: {})", added.join(", "))
+                        }
+                    ),
+                    None,
+                );
+            }
         }
         st.invalidate(&norm);
     }

@@ -420,6 +420,97 @@ fn online_asks_the_private_and_public_indexes() {
     let log = std::fs::read_to_string(tmp.path().join("public.log")).unwrap();
     assert!(log.contains("GET /simple/acme-tools/"), "{log}");
 
+    // Credentials in an index URL never reach the output.
+    let with_creds = privu.replace("http://", "http://alice:s3cretpw@");
+    let out = common::pickguard()
+        .arg("audit")
+        .arg(&proj)
+        .args([
+            "--private-index",
+            &with_creds,
+            "--online",
+            "--online-index",
+            &pubu,
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("s3cretpw") && !all.contains("alice"), "{all}");
+
+    // Answers that are not what they should be say nothing: a private index
+    // that serves a login page or lists nothing (a firewall without its
+    // admin token), a public index that answers with a maintenance page.
+    let odd = tmp.path().join("odd");
+    for (path, body) in [
+        (
+            "login/simple/index.html",
+            "<html><body><a href=\"/help\">Help</a> Sign in to continue</body></html>",
+        ),
+        (
+            "empty/simple/index.html",
+            "<!DOCTYPE html><html><body></body></html>",
+        ),
+        (
+            "down/simple/acme-tools/index.html",
+            "<html><body>Down for maintenance</body></html>",
+        ),
+    ] {
+        let p = odd.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    for (private_tree, public) in [
+        ("login", pubu.clone()),
+        ("empty", pubu.clone()),
+        ("", String::new()),
+    ] {
+        let (_srv, priv_url) = if private_tree.is_empty() {
+            (None, privu.clone())
+        } else {
+            let (p, port) =
+                common::spawn_index(&odd.join(private_tree), &tmp.path().join("odd.log"));
+            (Some(p), format!("http://127.0.0.1:{port}/simple/"))
+        };
+        let (_down, public) = if public.is_empty() {
+            let (p, port) = common::spawn_index(&odd.join("down"), &tmp.path().join("down.log"));
+            (Some(p), format!("http://127.0.0.1:{port}/simple/"))
+        } else {
+            (None, public)
+        };
+        let out = common::pickguard()
+            .arg("audit")
+            .arg(&proj)
+            .args([
+                "--private-index",
+                &priv_url,
+                "--online",
+                "--online-index",
+                &public,
+            ])
+            .output()
+            .unwrap();
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_ne!(out.status.code(), Some(0), "{private_tree:?}: {so}{se}");
+        assert!(se.contains("not checked online"), "{private_tree:?}: {se}");
+        assert!(
+            !so.contains("no dependency-confusion exposure"),
+            "{private_tree:?}: {so}"
+        );
+        assert!(
+            !so.contains("AUD013"),
+            "{private_tree:?}: a page that is not a project's read as taken: {so}"
+        );
+    }
+
     // A public index nobody answers for: incomplete, said so, exit 2.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!(

@@ -2348,6 +2348,28 @@ fn migrate_moves_the_registry_and_files_to_postgres() {
             .ends_with("publicdep-1.0.0-py3-none-any.whl")),
         "a damaged file was copied under its name"
     );
+    // The same damaged bytes already at the target (an rsync before the
+    // migration): still refused, not taken as copied.
+    let rel = cached[0]
+        .strip_prefix(w.dir.path().join("data"))
+        .unwrap()
+        .to_path_buf();
+    let pre = shared.path().join(&rel);
+    std::fs::create_dir_all(pre.parent().unwrap()).unwrap();
+    std::fs::write(&pre, &good[..good.len() / 2]).unwrap();
+    let out = migrate();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("damaged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&pre).unwrap();
     std::fs::write(&cached[0], &good).unwrap();
     let out = migrate();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -2506,6 +2528,14 @@ fn a_stalled_registry_fails_closed_and_the_replica_stays_alive() {
         }
     };
     signal("-STOP");
+    // The admin API says so too: no empty claim list, no "added: []".
+    let (st, _, _) = http(port, "GET", "/admin/claims", &[ADMIN]);
+    assert_eq!(st, 503, "an unreadable registry listed as empty");
+    assert_eq!(
+        post(port, "/admin/claims", r#"{"names": ["newprivate"]}"#, ADMIN),
+        503,
+        "a claim that was not recorded answered as done"
+    );
     let t = Instant::now();
     let (st, h, _) = http(port, "GET", "/simple/publicdep/", &[]);
     assert!(st >= 403, "answered {st} with the database paused: {h:?}");

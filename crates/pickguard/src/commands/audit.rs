@@ -47,6 +47,21 @@ impl Net {
                 .build()?,
             client: reqwest::Client::builder()
                 .user_agent(concat!("pickguard-audit/", env!("CARGO_PKG_VERSION")))
+                // An index that sends the audit elsewhere (a login page, a
+                // mirror) is not answering for itself.
+                .redirect(reqwest::redirect::Policy::custom(|a| {
+                    let same = a.previous().first().is_some_and(|first| {
+                        first.host_str() == a.url().host_str()
+                            && first.port_or_known_default() == a.url().port_or_known_default()
+                    });
+                    if a.previous().len() >= 5 {
+                        a.error("too many redirects")
+                    } else if same {
+                        a.follow()
+                    } else {
+                        a.error("redirected to another host")
+                    }
+                }))
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?,
@@ -86,38 +101,92 @@ impl Net {
 }
 
 /// The project names a simple-API root lists (PEP 691 JSON or PEP 503 HTML).
+/// Strict: an answer that is not an index root (a login or error page, JSON
+/// of another shape) is an error, and so is a root that lists nothing — the
+/// audit cannot tell "serves nothing" from "did not say" (a pickguard
+/// firewall lists its claims only to its admin token).
 fn root_names(ctype: &str, body: &[u8]) -> Result<Vec<String>, String> {
-    if ctype.contains("json") {
+    let ctype = ctype.to_ascii_lowercase();
+    let names = if ctype.contains("json") {
         let doc: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| format!("not a PEP 691 index: {e}"))?;
         let list = doc["projects"]
             .as_array()
             .ok_or("not a PEP 691 index: no \"projects\" list")?;
-        return Ok(list
-            .iter()
-            .filter_map(|p| p["name"].as_str())
-            .map(pickguard_index::normalize)
-            .collect());
+        let mut out = Vec::with_capacity(list.len());
+        for p in list {
+            match p["name"].as_str() {
+                Some(n) if pickguard_index::is_valid_name(n) => {
+                    out.push(pickguard_index::normalize(n))
+                }
+                _ => {
+                    return Err(format!(
+                        "not a PEP 691 index: a project entry {p} has no valid name"
+                    ));
+                }
+            }
+        }
+        out
+    } else if ctype.contains("html") {
+        // PEP 503: one anchor per project, its href the project's URL (a
+        // path ending in '/', whose last segment normalises to the text).
+        let text = String::from_utf8_lossy(body);
+        let mut out = Vec::new();
+        let mut rest = text.as_ref();
+        while let Some(i) = rest.find("<a") {
+            rest = &rest[i + 2..];
+            let Some(gt) = rest.find('>') else { break };
+            let Some(end) = rest[gt..].find("</a>") else {
+                break;
+            };
+            let attrs = &rest[..gt];
+            let name = rest[gt + 1..gt + end].trim();
+            let href = attrs
+                .split("href=")
+                .nth(1)
+                .map(|h| h.trim_start_matches(['"', '\'']))
+                .and_then(|h| h.split(['"', '\'']).next())
+                .unwrap_or("");
+            let segment = href.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            let project_link = href.ends_with('/')
+                && pickguard_index::is_valid_name(name)
+                && pickguard_index::normalize(segment) == pickguard_index::normalize(name);
+            if !project_link {
+                return Err(format!(
+                    "not a PEP 503 index: a link {name:?} -> {href:?} is not a project's"
+                ));
+            }
+            out.push(pickguard_index::normalize(name));
+            rest = &rest[gt + end..];
+        }
+        out
+    } else {
+        return Err(format!("not a simple-API index (content type {ctype:?})"));
+    };
+    if names.is_empty() {
+        return Err("the index lists no projects (an index that lists its names only to some users, such as a pickguard firewall without its admin token, cannot be audited this way: use --firewall, or --private)".into());
+    }
+    Ok(names)
+}
+
+/// Is this answer a project page (what the public index serves for a name
+/// it has), as opposed to an error or maintenance page?
+fn project_page(ctype: &str, body: &[u8], name: &str) -> Result<pickguard_index::Project, String> {
+    let ctype = ctype.to_ascii_lowercase();
+    if ctype.contains("json") {
+        return pickguard_index::parse_json(body).map_err(|e| e.0);
+    }
+    if !ctype.contains("html") {
+        return Err(format!("not a project page (content type {ctype:?})"));
     }
     let text = String::from_utf8_lossy(body);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(i) = rest.find("<a") {
-        rest = &rest[i + 2..];
-        let Some(gt) = rest.find('>') else { break };
-        let Some(end) = rest[gt..].find("</a>") else {
-            break;
-        };
-        let name = rest[gt + 1..gt + end].trim();
-        if pickguard_index::is_valid_name(name) {
-            out.push(pickguard_index::normalize(name));
-        }
-        rest = &rest[gt + end..];
+    let p = pickguard_index::parse_html(&text, name).map_err(|e| e.0)?;
+    // PyPI and PEP 629 indexes mark their pages; a page with files is one
+    // too. Anything else (a maintenance page) says nothing of the name.
+    if p.files.is_empty() && !text.contains("pypi:repository-version") {
+        return Err("not a project page (no files and no pypi:repository-version)".into());
     }
-    if out.is_empty() && !text.to_ascii_lowercase().contains("<html") {
-        return Err("not a PEP 503 index page".into());
-    }
-    Ok(out)
+    Ok(p)
 }
 
 /// `--online`: names the private indexes serve become private names (the
@@ -160,6 +229,18 @@ fn online(args: &AuditArgs, mut opts: Options, mut report: Report) -> Result<Rep
         report.private_names.sort();
         report.private_names.dedup();
     }
+    let patterns: Vec<&str> = opts
+        .private
+        .iter()
+        .filter(|p| p.contains(['*', '?', '[']))
+        .map(String::as_str)
+        .collect();
+    if !patterns.is_empty() {
+        report.inputs.warnings.push(format!(
+            "--online asks the public index about names, not patterns: {} was not asked (names matching it that the project uses were)",
+            patterns.join(", ")
+        ));
+    }
     let public = format!("{}/", args.online_index.trim_end_matches('/'));
     let mut answers = Vec::new();
     let names: Vec<String> = report.private_names.clone();
@@ -173,26 +254,19 @@ fn online(args: &AuditArgs, mut opts: Options, mut report: Report) -> Result<Rep
         let url = format!("{public}{name}/");
         match net.get(&url) {
             Ok((404, ..)) => answers.push((name.clone(), pickguard_audit::PublicState::Absent)),
-            Ok((200, ctype, body)) => {
-                let page = if ctype.contains("json") {
-                    pickguard_index::parse_json(&body)
-                } else {
-                    pickguard_index::parse_html(&String::from_utf8_lossy(&body), name)
-                };
-                match page {
-                    Ok(p) => {
-                        let first = p.files.iter().filter_map(|f| f.upload_time.clone()).min();
-                        answers.push((
-                            name.clone(),
-                            pickguard_audit::PublicState::Present {
-                                versions: pickguard_index::versions(&p),
-                                first_upload: first,
-                            },
-                        ));
-                    }
-                    Err(e) => failures.push(format!("{}: {}", pickguard_audit::redact(&url), e.0)),
+            Ok((200, ctype, body)) => match project_page(&ctype, &body, name) {
+                Ok(p) => {
+                    let first = p.files.iter().filter_map(|f| f.upload_time.clone()).min();
+                    answers.push((
+                        name.clone(),
+                        pickguard_audit::PublicState::Present {
+                            versions: pickguard_index::versions(&p),
+                            first_upload: first,
+                        },
+                    ));
                 }
-            }
+                Err(e) => failures.push(format!("{}: {e}", pickguard_audit::redact(&url))),
+            },
             Ok((status, ..)) => failures.push(format!(
                 "{}: answered HTTP {status}",
                 pickguard_audit::redact(&url)
@@ -461,7 +535,7 @@ fn sarif(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::root_names;
+    use super::{project_page, root_names};
 
     #[test]
     fn root_listings_in_both_formats() {
@@ -470,17 +544,58 @@ mod tests {
             root_names("application/vnd.pypi.simple.v1+json", json).unwrap(),
             ["acme-tools", "x"]
         );
-        let html = b"<!DOCTYPE html><html><body><a href=\"acme-tools/\">acme-tools</a>\n<a href=\"/simple/Foo.Bar/\">Foo.Bar</a><a>not a name!</a></body></html>";
+        let html = b"<!DOCTYPE html><html><body><a href=\"acme-tools/\">acme-tools</a>\n<a href=\"/simple/Foo.Bar/\">Foo.Bar</a></body></html>";
         assert_eq!(
             root_names("text/html", html).unwrap(),
             ["acme-tools", "foo-bar"]
         );
         assert!(root_names("application/vnd.pypi.simple.v1+json", b"{}").is_err());
         assert!(root_names("text/plain", b"Service unavailable").is_err());
-        // An empty index is an answer (it serves nothing), not an error.
-        assert_eq!(
-            root_names("text/html", b"<html><body></body></html>").unwrap(),
-            Vec::<String>::new()
+        // Nothing listed: the audit cannot tell "serves nothing" from "would
+        // not say" (a firewall without its admin token).
+        assert!(root_names("text/html", b"<html><body></body></html>").is_err());
+        assert!(
+            root_names(
+                "application/vnd.pypi.simple.v1+json",
+                br#"{"projects": []}"#
+            )
+            .is_err()
+        );
+        // Other shapes: strings for entries, a login page's links.
+        assert!(root_names("application/json", br#"{"projects": ["acme-tools"]}"#).is_err());
+        assert!(
+            root_names(
+                "text/html",
+                b"<html><a href=\"/help\">Help</a> <a href=\"/privacy\">Privacy</a></html>"
+            )
+            .is_err()
+        );
+        assert!(
+            root_names(
+                "text/html",
+                b"<html><body>Sign in to continue</body></html>"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn only_a_project_page_says_taken() {
+        assert!(
+            project_page(
+                "text/html",
+                b"<html><body>Down for maintenance</body></html>",
+                "x"
+            )
+            .is_err()
+        );
+        assert!(project_page("text/plain", b"rate limited", "x").is_err());
+        let pep629 = b"<html><head><meta name=\"pypi:repository-version\" content=\"1.0\"></head><body></body></html>";
+        assert!(
+            project_page("text/html", pep629, "x")
+                .unwrap()
+                .files
+                .is_empty()
         );
     }
 }

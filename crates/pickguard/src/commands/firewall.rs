@@ -325,12 +325,22 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<(u64, u64)
     for (rel, want) in data.into_iter().chain(sidecars) {
         let (src, dest) = (from.join(&rel), to.join(&rel));
         if dest.exists() {
-            // Copied by an earlier run: the same bytes, or a refusal.
+            // Copied by an earlier run (or by hand): the same bytes, and
+            // those bytes must still be what they are served as.
             anyhow::ensure!(
                 same_bytes(&src, &dest).with_context(|| format!("comparing {}", dest.display()))?,
                 "{} exists with other contents; nothing is overwritten",
                 dest.display()
             );
+            if let Some(w) = &want {
+                let got =
+                    sha256_file(&dest).with_context(|| format!("reading {}", dest.display()))?;
+                anyhow::ensure!(
+                    got.eq_ignore_ascii_case(w),
+                    "{} has sha256 {got}, not the {w} it is served as; not copied (the source is damaged)",
+                    src.display()
+                );
+            }
             continue;
         }
         let parent = dest.parent().unwrap_or(to);
@@ -382,6 +392,20 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) -> Result<(u64, u64)
         n += 1;
     }
     Ok((n, left_out))
+}
+
+fn sha256_file(p: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(p)?;
+    let (mut h, mut buf) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// Do two files hold the same bytes (read in chunks, never whole)?
