@@ -86,6 +86,10 @@ pub struct Storage {
     /// Connections a replica opens to PostgreSQL at most (default 8).
     #[serde(default)]
     pub database_pool: Option<usize>,
+    /// PEM file of the authorities the PostgreSQL server's certificate must
+    /// chain to, with `sslmode=require` in the URL (default: public roots).
+    #[serde(default)]
+    pub database_ca: Option<PathBuf>,
     /// Directory for cached and hosted files, shared by every replica
     /// (a network file system that keeps `link` and `rename` atomic). Unset:
     /// `data_dir`.
@@ -352,7 +356,11 @@ impl Config {
         if url.starts_with("sqlite:") {
             std::fs::create_dir_all(&self.data_dir)?;
         }
-        crate::db::Db::connect(&url, self.storage.database_pool.unwrap_or(8))
+        crate::db::Db::connect_with(
+            &url,
+            self.storage.database_pool.unwrap_or(8),
+            self.storage.database_ca.as_deref(),
+        )
     }
 
     /// Where `files/` (the cache) and `hosted/` (uploads) are.

@@ -123,9 +123,16 @@ impl Db {
 
     /// The registry at `url` (`sqlite:PATH`, a path, or `postgres://…`).
     pub fn connect(url: &str, pool: usize) -> anyhow::Result<Db> {
+        Db::connect_with(url, pool, None)
+    }
+
+    /// As `connect`; `ca` is the PEM file of the certificate authorities a
+    /// PostgreSQL server's certificate must chain to (`sslmode=require`;
+    /// without it the public web roots).
+    pub fn connect_with(url: &str, pool: usize, ca: Option<&Path>) -> anyhow::Result<Db> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let db = Db {
-                backend: Backend::Postgres(Box::new(Pg::new(url, pool)?)),
+                backend: Backend::Postgres(Box::new(Pg::new(url, pool, ca)?)),
                 generation: AtomicI64::new(i64::MIN),
             };
             db.migrate()?;
@@ -872,6 +879,9 @@ struct Conn {
 /// closed.
 struct Pg {
     config: postgres::Config,
+    /// TLS (`sslmode=require`): the server's certificate verified, host
+    /// name included; never a silent fall-back to plain text.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// host:port/dbname, for messages.
     target: String,
     /// (idle connections, connections handed out or idle).
@@ -921,10 +931,26 @@ fn pg_unescape(s: String) -> String {
 }
 
 impl Pg {
-    fn new(url: &str, max: usize) -> anyhow::Result<Pg> {
+    fn new(url: &str, max: usize, ca: Option<&Path>) -> anyhow::Result<Pg> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => Some(pg_tls(ca)?),
+            postgres::config::SslMode::Disable => None,
+            // libpq's default, "prefer", falls back to plain text when the
+            // server (or whoever answers for it) declines: an attacker on the
+            // path chooses. Plain text it is, said once at start.
+            _ => {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                if ca.is_some() {
+                    anyhow::bail!(
+                        "storage.database_ca is set but the database URL does not say sslmode=require"
+                    );
+                }
+                None
+            }
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(PG_TIMEOUT);
         }
@@ -945,8 +971,22 @@ impl Pg {
             hosts.join(","),
             config.get_dbname().unwrap_or("")
         );
+        let local = config.get_hosts().iter().all(|h| match h {
+            postgres::config::Host::Tcp(h) => {
+                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+            }
+            postgres::config::Host::Unix(_) => true,
+        });
+        if tls.is_none() && !local {
+            tracing::warn!(
+                event = "database-plaintext",
+                target = %target,
+                "the connection to PostgreSQL is not encrypted: add sslmode=require to the URL (and storage.database_ca)"
+            );
+        }
         Ok(Pg {
             config,
+            tls,
             target,
             idle: Mutex::new((Vec::new(), 0)),
             freed: Condvar::new(),
@@ -969,12 +1009,13 @@ impl Pg {
         let (wtx, rx) = std::sync::mpsc::channel();
         let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let (flag, workers) = (alive.clone(), self.workers.clone());
         workers.fetch_add(1, SeqCst);
         let spawned = std::thread::Builder::new()
             .name("pickguard-db".into())
             .spawn(move || {
-                pg_worker(config, wrx, wtx);
+                pg_worker(config, tls, wrx, wtx);
                 flag.store(false, SeqCst);
                 workers.fetch_sub(1, SeqCst);
             });
@@ -1156,10 +1197,15 @@ impl Tx for PgTx<'_> {
 /// transaction lasts from `Begin` to `Commit` (anything else rolls it back).
 fn pg_worker(
     config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     rx: std::sync::mpsc::Receiver<Msg>,
     tx: std::sync::mpsc::Sender<Result<Reply, String>>,
 ) {
-    let mut client = match config.connect(postgres::NoTls) {
+    let connected = match tls {
+        Some(t) => config.connect(t),
+        None => config.connect(postgres::NoTls),
+    };
+    let mut client = match connected {
         Ok(mut c) => match c.batch_execute("SET statement_timeout = 10000") {
             Ok(()) => c,
             Err(e) => {
@@ -1168,7 +1214,14 @@ fn pg_worker(
             }
         },
         Err(e) => {
-            let _ = tx.send(Err(e.to_string()));
+            // The cause (a certificate that does not verify) is in the source.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                msg.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            let _ = tx.send(Err(msg));
             return;
         }
     };
@@ -1211,6 +1264,39 @@ fn pg_worker(
             return;
         }
     }
+}
+
+/// The TLS client for PostgreSQL: the authorities in `ca` (PEM), or the
+/// public web roots.
+fn pg_tls(ca: Option<&Path>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(p) => {
+            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(p)
+                .map_err(|e| anyhow::anyhow!("storage.database_ca {}: {e}", p.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("storage.database_ca {}: {e}", p.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "storage.database_ca {}: no certificate in it",
+                p.display()
+            );
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| anyhow::anyhow!("storage.database_ca {}: {e}", p.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// One transaction, `Begin` answered: statements until `Commit` (anything

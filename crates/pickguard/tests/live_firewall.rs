@@ -2560,3 +2560,150 @@ fn a_stalled_registry_fails_closed_and_the_replica_stays_alive() {
     }
     assert_eq!(http(port, "GET", "/simple/publicdep/", &[]).0, 200);
 }
+
+/// PostgreSQL over TLS (`sslmode=require`): the server's certificate is
+/// verified against `storage.database_ca`, host name included; a server
+/// whose certificate another authority signed, or one that speaks no TLS,
+/// is refused (the firewall does not start); "prefer" never silently falls
+/// back, and a CA without `sslmode=require` is a configuration error.
+#[test]
+fn postgres_over_tls_is_verified() {
+    use pickguard_firewall::db::Db;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for ca in ["ca", "other"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=pickguard test {ca}"),
+        ]);
+    }
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let pg = common::Postgres::start_tls(&d.join("server.pem"), &d.join("server.key"));
+    let url = format!("{}?sslmode=require", pg.url());
+    let db =
+        Db::connect_with(&url, 2, Some(&d.join("ca.pem"))).expect("TLS with the right authority");
+    db.ping().unwrap();
+    let ssl = db
+        .read(|t| {
+            t.query(
+                "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        ssl,
+        vec![vec![pickguard_firewall::db::Val::Text("true".into())]],
+        "the connection is not encrypted"
+    );
+    let err = Db::connect_with(&url, 2, Some(&d.join("other.pem")))
+        .err()
+        .expect("another authority must be refused");
+    assert!(
+        format!("{err:#}").to_lowercase().contains("certificate"),
+        "{err:#}"
+    );
+    assert!(
+        Db::connect_with(&url, 2, None).is_err(),
+        "a private CA's certificate accepted against the public roots"
+    );
+    assert!(
+        Db::connect_with(&pg.url(), 2, Some(&d.join("ca.pem"))).is_err(),
+        "a CA without sslmode=require must be refused, not ignored"
+    );
+    let plain = common::Postgres::start();
+    assert!(
+        Db::connect_with(
+            &format!("{}?sslmode=require", plain.url()),
+            2,
+            Some(&d.join("ca.pem"))
+        )
+        .is_err(),
+        "a server without TLS accepted under sslmode=require"
+    );
+    // The firewall on it: ready; with the wrong authority it does not start.
+    let cfg = |ca: &str| {
+        let p = d.join(format!("fw-{ca}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:9/simple/\"\n[storage]\ndatabase = \"{url}\"\ndatabase_ca = \"{}\"\n",
+                d.join(format!("data-{ca}")).display(),
+                d.join(format!("{ca}.pem")).display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let (_fw, port) = spawn_firewall(&cfg("ca"), d.join("fw-ca.log"));
+    assert_eq!(http(port, "GET", "/readyz", &[]).0, 200);
+    let out = common::pickguard()
+        .args(["firewall", "serve", "--config"])
+        .arg(cfg("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

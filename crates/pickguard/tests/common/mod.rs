@@ -258,6 +258,16 @@ impl Postgres {
     }
 
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A server that also speaks TLS, with `cert` and `key` (PEM files) as
+    /// its certificate and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        Postgres::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Postgres {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -267,6 +277,7 @@ impl Postgres {
             .trim()
             == "0";
         let as_user = root.then(|| "postgres".to_owned());
+        let mut owner = None;
         if root {
             let out = Command::new("id")
                 .args(["-u", "postgres"])
@@ -282,6 +293,7 @@ impl Postgres {
                 .unwrap();
             let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
             std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+            owner = Some((uid, gid));
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -314,6 +326,23 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((cert, key)) = tls {
+            // The key must belong to the server's user and be private.
+            for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let dst = pg.data.join(name);
+                std::fs::copy(src, &dst).unwrap();
+                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(&dst, Some(uid), Some(gid)).unwrap();
+                }
+            }
+            let conf = pg.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).unwrap();
+        }
         pg.up();
         pg
     }
