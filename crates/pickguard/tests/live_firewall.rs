@@ -2652,6 +2652,15 @@ fn postgres_over_tls_is_verified() {
         vec![vec![pickguard_firewall::db::Val::Text("true".into())]],
         "the connection is not encrypted"
     );
+    // libpq's strictest spelling means the same here.
+    Db::connect_with(
+        &url.replace("require", "verify-full"),
+        2,
+        Some(&d.join("ca.pem")),
+    )
+    .expect("sslmode=verify-full")
+    .ping()
+    .unwrap();
     let err = Db::connect_with(&url, 2, Some(&d.join("other.pem")))
         .err()
         .expect("another authority must be refused");
