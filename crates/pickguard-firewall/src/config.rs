@@ -70,13 +70,17 @@ pub struct Config {
     /// asking): clients retrying a failing upstream get the reason at once.
     #[serde(default = "default_error_ttl")]
     pub error_ttl_secs: u64,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the
+    /// client in the audit log; from anyone else the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Where the registry and the files live: the embedded default, or
     /// PostgreSQL and a shared directory for replicas.
     #[serde(default)]
     pub storage: Storage,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     /// `postgres://USER@HOST:PORT/DB` (PICKGUARD_DATABASE_URL wins, so a
@@ -86,6 +90,9 @@ pub struct Storage {
     /// Connections a replica opens to PostgreSQL at most (default 8).
     #[serde(default)]
     pub database_pool: Option<usize>,
+    /// Days the shared decision log (PostgreSQL) keeps a decision; 0: all.
+    #[serde(default = "default_decisions_keep")]
+    pub decisions_keep_days: u64,
     /// PEM file of the authorities the PostgreSQL server's certificate must
     /// chain to, with `sslmode=require` in the URL (default: public roots).
     #[serde(default)]
@@ -281,6 +288,16 @@ impl Default for Quarantine {
     }
 }
 
+impl Default for Storage {
+    fn default() -> Self {
+        toml::from_str("").expect("storage defaults")
+    }
+}
+
+fn default_decisions_keep() -> u64 {
+    90
+}
+
 fn default_listen() -> String {
     "127.0.0.1:3141".into()
 }
@@ -371,7 +388,22 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.clone())
     }
 
+    /// `trusted_proxies` as networks.
+    pub fn proxy_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!("trusted_proxies: {p:?} is not an address or CIDR block")
+                    })
+            })
+            .collect()
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.proxy_nets()?;
         let db = self.database_url();
         anyhow::ensure!(
             db.starts_with("sqlite:")

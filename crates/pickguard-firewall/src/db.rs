@@ -680,6 +680,11 @@ impl Db {
         })
     }
 
+    /// Remove decisions logged before `before` (RFC 3339); how many.
+    pub fn prune_decisions(&self, before: &str) -> anyhow::Result<u64> {
+        self.tx(|t| t.exec("DELETE FROM decisions WHERE ts < $1", &[Some(before)]))
+    }
+
     /// The newest decision lines, newest first.
     pub fn recent_decisions(
         &self,

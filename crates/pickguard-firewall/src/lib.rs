@@ -116,6 +116,8 @@ pub struct AppState {
     feed_status: Mutex<Option<feed::Status>>,
     /// Web console sessions.
     console: console::Sessions,
+    /// `trusted_proxies`, parsed.
+    proxies: Vec<ipnet::IpNet>,
 }
 
 /// The HTTP client for one upstream. Redirects are followed only to the
@@ -226,6 +228,28 @@ impl AppState {
                 .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         g
+    }
+
+    /// Drop shared decisions older than `storage.decisions_keep_days` (0:
+    /// keep all). Each replica's local audit.jsonl is not touched.
+    fn prune_decisions(&self) {
+        let days = self.cfg.storage.decisions_keep_days;
+        if days == 0 {
+            return;
+        }
+        let before = time::OffsetDateTime::now_utc() - time::Duration::days(days as i64);
+        let Ok(before) = before.format(&time::format_description::well_known::Rfc3339) else {
+            return;
+        };
+        match self.db.prune_decisions(&before) {
+            Ok(n) if n > 0 => {
+                tracing::info!(event = "decisions-pruned", rows = n, before = %before, "old shared decisions removed")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(event = "decisions-prune-failed", error = %e, "could not remove old shared decisions")
+            }
+        }
     }
 
     /// Import the configured feed sources once (blocking).
@@ -348,6 +372,7 @@ impl AppState {
             .or_else(|| std::env::var("PICKGUARD_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty());
         let auth = auth::Auth::new(&cfg.tokens, admin_token, cfg_upload_token)?;
+        let cfg_proxies = cfg.proxy_nets()?;
         hosted::recover(&cfg.files_root().join("hosted"));
         remove_partial_files(&cache_dir);
         Ok(AppState {
@@ -371,6 +396,7 @@ impl AppState {
             hosted: config::Upstream::new("hosted", "", true),
             feed_status: Mutex::new(None),
             console: console::Sessions,
+            proxies: cfg_proxies,
         })
     }
 }

@@ -63,7 +63,43 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/advisories/{name}", get(admin_advisories))
         .merge(crate::console::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), timed))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forwarded,
+        ))
         .with_state(state)
+}
+
+/// Behind a trusted proxy, the client is the right-most address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (what the proxies
+/// appended; anything a client wrote to the left of it is not believed).
+/// From anyone else the header changes nothing.
+async fn forwarded(State(st): St, mut req: Request, next: axum::middleware::Next) -> Response {
+    if !st.proxies.is_empty()
+        && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+        && st.proxies.iter().any(|n| n.contains(&peer.ip()))
+    {
+        let hops: Vec<String> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|h| h.trim().to_owned())
+            .collect();
+        let client = hops
+            .iter()
+            .rev()
+            .map(|h| h.parse::<std::net::IpAddr>().ok())
+            .take_while(Option::is_some)
+            .flatten()
+            .find(|ip| !st.proxies.iter().any(|n| n.contains(ip)));
+        if let Some(ip) = client {
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(ip, 0)));
+        }
+    }
+    next.run(req).await
 }
 
 /// Record each request's latency in its route's histogram.
@@ -121,13 +157,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             });
         }
     }
-    // Expired cache entries go, whatever the traffic.
+    // Expired cache entries go, whatever the traffic; once an hour, shared
+    // decisions older than storage.decisions_keep_days.
     let sweeper = state.clone();
     tokio::spawn(async move {
         let mut t = tokio::time::interval(Duration::from_secs(15));
+        let mut n: u64 = 0;
         loop {
             t.tick().await;
             sweeper.sweep();
+            if n.is_multiple_of(240) && sweeper.db.is_shared() {
+                let s = sweeper.clone();
+                let _ = tokio::task::spawn_blocking(move || s.prune_decisions()).await;
+            }
+            n += 1;
         }
     });
     eprintln!(

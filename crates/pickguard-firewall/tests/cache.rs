@@ -338,3 +338,52 @@ async fn downloads_are_bounded() {
             .exists()
     );
 }
+
+/// Behind a trusted proxy the audit log names the client the proxy saw
+/// (the right-most untrusted X-Forwarded-For hop); from anyone else, and
+/// for what a client wrote itself to the left, the header changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_names_clients_behind_trusted_proxies_only() {
+    async fn client_logged(extra: &str, xff: &str) -> String {
+        let w = world(extra).await;
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/simple/pkg/", w.fw))
+            .header("X-Forwarded-For", xff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let d: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{}/admin/decisions?project=pkg", w.fw))
+            .bearer_auth("adm")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        d["decisions"][0]["client"].as_str().unwrap().to_owned()
+    }
+    let trusted = "trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]";
+    assert_eq!(client_logged(trusted, "203.0.113.9").await, "203.0.113.9");
+    // A client's own claim to the left of what the proxies appended is not believed.
+    assert_eq!(
+        client_logged(trusted, "198.51.100.1, 203.0.113.9, 10.1.2.3").await,
+        "203.0.113.9"
+    );
+    // Garbage where the proxy's hop should be: the proxy is what is known.
+    assert_eq!(
+        client_logged(trusted, "203.0.113.9, not-an-ip").await,
+        "127.0.0.1"
+    );
+    // Not from a trusted proxy: ignored.
+    assert_eq!(client_logged("", "203.0.113.9").await, "127.0.0.1");
+    assert_eq!(
+        client_logged("trusted_proxies = [\"10.0.0.0/8\"]", "203.0.113.9").await,
+        "127.0.0.1"
+    );
+    assert!(
+        Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]").is_err(),
+        "a bad block is refused"
+    );
+}

@@ -2176,6 +2176,13 @@ fn registry_answers_alike_on_sqlite_and_postgres() {
             db.recent_decisions(2, None).unwrap(),
             db.recent_decisions(10, Some("p")).unwrap()
         ));
+        db.append_decisions(&[("2020-01-01T00:00:00Z".into(), None, "{\"old\":1}".into())])
+            .unwrap();
+        say(format!(
+            "pruned {} then {}",
+            db.prune_decisions("2021-01-01T00:00:00Z").unwrap(),
+            db.prune_decisions("2021-01-01T00:00:00Z").unwrap()
+        ));
         // PostgreSQL text cannot hold NUL; upstream pages and advisories can.
         // Stored and read back as they were, and one such value never fails
         // the rest of its batch.
@@ -2245,6 +2252,7 @@ fn registry_answers_alike_on_sqlite_and_postgres() {
         "dropped false",
         "recent [\"{\\\"n\\\":3}\", \"{\\\"n\\\":2}\"] [\"{\\\"n\\\":3}\", \"{\\\"n\\\":1}\"]",
         "unclaim true false",
+        "pruned 1 then 0",
         "nul files [] then [(\"b\\0.whl\", \"cc\")]",
         "nul advisory 1",
         "nul read back true",
