@@ -894,6 +894,16 @@ pub struct ScanArgs {
     #[arg(long, conflicts_with = "follow")]
     pub no_follow: bool,
 
+    /// Move each file found malicious into DIR (as DIR/<sha256>/<name>,
+    /// never over another file) and append a line to DIR/manifest.jsonl
+    /// (where it was, its sha256, size and the rules that condemned it).
+    /// A symbolic link's target is what is moved (the link is left dangling,
+    /// so nothing loads it). A file is removed from its place only once its
+    /// copy is durable and hashes the same; what cannot be moved is said on
+    /// standard error and left in place.
+    #[arg(long, value_name = "DIR")]
+    pub quarantine: Option<PathBuf>,
+
     /// Check this signature (OpenSSF model signing bundle) over the scanned
     /// path before scanning; a mismatch is reported as a finding.
     #[arg(long, value_name = "SIG")]

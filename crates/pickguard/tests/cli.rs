@@ -635,3 +635,106 @@ fn keras_model_directories_have_their_config_scanned() {
     assert_eq!(f["verdict"], "malicious", "{doc}");
     assert_eq!(f["format"], "keras-config");
 }
+
+/// `--quarantine DIR`: malicious files (a symbolic link's target, not the
+/// link) move into DIR/<sha256>/<name> with a manifest line each; clean
+/// files stay; the bytes are kept exactly; a second copy of the same bytes
+/// does not overwrite the first; afterwards the directory scans clean.
+#[test]
+fn quarantine_moves_malicious_files_aside_with_a_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (models, q) = (tmp.path().join("models"), tmp.path().join("q"));
+    let blobs = tmp.path().join("cache/blobs");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::create_dir_all(&blobs).unwrap();
+    let corpus = common::corpus();
+    let evil = std::fs::read(corpus.join("mal-getattr-import.pkl")).unwrap();
+    std::fs::write(models.join("evil.pkl"), &evil).unwrap();
+    std::fs::write(models.join("again.pkl"), &evil).unwrap();
+    std::fs::copy(corpus.join("ok-torch-state-dict.pt"), models.join("ok.pt")).unwrap();
+    // A Hugging Face cache keeps the bytes in blobs/ and links to them.
+    std::fs::copy(corpus.join("mal-build-on-module.pkl"), blobs.join("abc")).unwrap();
+    std::os::unix::fs::symlink("../cache/blobs/abc", models.join("linked.pkl")).unwrap();
+    let out = common::pickguard()
+        .args(["scan", "--no-follow"])
+        .arg(&models)
+        .arg("--quarantine")
+        .arg(&q)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quarantined"), "{err}");
+    assert!(!models.join("evil.pkl").exists() && !models.join("again.pkl").exists());
+    assert!(models.join("ok.pt").exists(), "a clean file was moved");
+    let manifest: Vec<serde_json::Value> = std::fs::read_to_string(q.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(manifest.len(), 2, "{manifest:?}");
+    for m in &manifest {
+        let stored = std::path::Path::new(m["stored"].as_str().unwrap());
+        assert_eq!(std::fs::read(stored).unwrap(), evil);
+        assert!(stored.starts_with(q.join(m["sha256"].as_str().unwrap())));
+        assert!(
+            m["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with("PG1"))
+        );
+    }
+    // With links followed (the default), the link's target is what goes.
+    let out = common::pickguard()
+        .arg("scan")
+        .arg(&models)
+        .arg("--quarantine")
+        .arg(&q)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !blobs.join("abc").exists(),
+        "the blob a link points to is still there"
+    );
+    assert!(
+        models.join("linked.pkl").symlink_metadata().is_ok(),
+        "the link itself is left, dangling"
+    );
+    let lines = std::fs::read_to_string(q.join("manifest.jsonl")).unwrap();
+    assert!(
+        lines.lines().count() == 3 && lines.contains("blobs/abc"),
+        "{lines}"
+    );
+    // The dangling link is an error (nothing can load it); without it, what
+    // is left scans clean.
+    let out = common::pickguard()
+        .arg("scan")
+        .arg(&models)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_file(models.join("linked.pkl")).unwrap();
+    let out = common::pickguard()
+        .arg("scan")
+        .arg(&models)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -128,6 +128,30 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let mut unquarantined = 0;
+    if let Some(dir) = &args.quarantine {
+        for (t, r) in targets.iter().zip(&scanned) {
+            let Target::File(p) = t else { continue };
+            if r.verdict != Verdict::Malicious {
+                continue;
+            }
+            match quarantine(&scanner, timeout, dir, p, r) {
+                Ok(to) => eprintln!(
+                    "pickguard: quarantined {} -> {} (manifest {})",
+                    p.display(),
+                    to.display(),
+                    dir.join("manifest.jsonl").display()
+                ),
+                Err(e) => {
+                    unquarantined += 1;
+                    eprintln!(
+                        "pickguard: error: {} was not quarantined: {e:#}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
     reports.extend(scanned);
     reports.extend(signature);
 
@@ -174,6 +198,9 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         return Ok(2);
     }
 
+    if unquarantined > 0 {
+        eprintln!("pickguard: {unquarantined} malicious file(s) are still in place (see above)");
+    }
     let fails = |v: Verdict| match args.fail_on {
         FailOn::Malicious => v == Verdict::Malicious,
         FailOn::NeedsTrust => matches!(v, Verdict::Malicious | Verdict::NeedsTrust),
@@ -200,5 +227,145 @@ fn write_out(path: Option<&Path>, body: &str) -> Result<()> {
             o.flush()?;
             Ok(())
         }
+    }
+}
+
+/// Move a malicious file into `dir` (see `--quarantine`); where it went.
+///
+/// Deleting is the dangerous half: the file may have been swapped (for a
+/// link to something precious) since it was scanned. So the copy is
+/// scanned again and must be malicious itself, and the name removed must
+/// still be the very file that was copied (same device and inode).
+fn quarantine(
+    scanner: &Scanner,
+    timeout: Duration,
+    dir: &Path,
+    path: &Path,
+    report: &FileReport,
+) -> Result<PathBuf> {
+    use sha2::Digest;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    // What a loader would open: the link's target.
+    let real =
+        std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Copy under a temporary name in the quarantine, hashing on the way.
+    let tmp = dir.join(format!(".incoming-{}-{name}", std::process::id()));
+    let (sha, size, id) = (|| -> Result<(String, u64, (u64, u64))> {
+        let mut input =
+            std::fs::File::open(&real).with_context(|| format!("reading {}", real.display()))?;
+        let meta = input.metadata()?;
+        anyhow::ensure!(meta.is_file(), "{} is not a regular file", real.display());
+        let id = (meta.dev(), meta.ino());
+        let mut out = std::fs::File::create_new(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let (mut h, mut buf, mut n) = (sha2::Sha256::new(), vec![0u8; 1 << 20], 0u64);
+        loop {
+            let k = input.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            out.write_all(&buf[..k])?;
+            n += k as u64;
+        }
+        out.sync_all()?;
+        Ok((hex::encode(h.finalize()), n, id))
+    })()
+    .inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    let again = crate::api::scan_file(scanner, &tmp, timeout);
+    if again.verdict != Verdict::Malicious {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!(
+            "it changed since it was scanned (its bytes now scan {:?}); left in place",
+            again.verdict
+        );
+    }
+    let slot = dir.join(&sha);
+    std::fs::create_dir_all(&slot).with_context(|| format!("creating {}", slot.display()))?;
+    let dest = slot.join(&name);
+    if dest.exists() {
+        // The same bytes were quarantined before (the name holds its hash).
+        let _ = std::fs::remove_file(&tmp);
+    } else {
+        std::fs::rename(&tmp, &dest)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+            .with_context(|| format!("moving into {}", dest.display()))?;
+    }
+    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.id()).collect();
+    let line = serde_json::json!({
+        "time": time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        "path": path.display().to_string(),
+        "resolved": real.display().to_string(),
+        "stored": dest.display().to_string(),
+        "sha256": sha,
+        "size": size,
+        "format": report.format,
+        "verdict": "malicious",
+        "rules": rules,
+    })
+    .to_string()
+        + "\n";
+    // One write of a whole line to an append-only file.
+    let mut m = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("manifest.jsonl"))
+        .with_context(|| format!("opening {}", dir.join("manifest.jsonl").display()))?;
+    m.write_all(line.as_bytes())
+        .and_then(|_| m.sync_all())
+        .context("writing the manifest")?;
+    // Only now, with a durable copy and its record, does the file go, and
+    // only if the name still holds the file that was copied.
+    let now =
+        std::fs::symlink_metadata(&real).with_context(|| format!("checking {}", real.display()))?;
+    anyhow::ensure!(
+        now.is_file() && (now.dev(), now.ino()) == id,
+        "{} was replaced while it was being quarantined; left in place (a copy of what was there is in {})",
+        real.display(),
+        dest.display()
+    );
+    std::fs::remove_file(&real).with_context(|| {
+        format!(
+            "removing {} (a copy is in {})",
+            real.display(),
+            dest.display()
+        )
+    })?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that no longer scans malicious (swapped after the scan, say
+    /// for something precious) is never removed, and nothing of it is kept.
+    #[test]
+    fn quarantine_deletes_only_what_it_proves_malicious() {
+        let d = tempfile::tempdir().unwrap();
+        let precious = d.path().join("precious.txt");
+        std::fs::write(&precious, b"not a model, and not yours to delete").unwrap();
+        let mut report = FileReport::error("x", String::new());
+        report.verdict = Verdict::Malicious;
+        let scanner = Scanner::new(Policy::default(), ScanOptions::default());
+        let q = d.path().join("q");
+        let err = quarantine(&scanner, Duration::from_secs(10), &q, &precious, &report)
+            .expect_err("a clean file was quarantined");
+        assert!(format!("{err:#}").contains("changed since it was scanned"), "{err:#}");
+        assert!(precious.exists());
+        let left: Vec<_> = std::fs::read_dir(&q).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
