@@ -655,20 +655,22 @@ fn quarantine_moves_malicious_files_aside_with_a_manifest() {
     // A Hugging Face cache keeps the bytes in blobs/ and links to them.
     std::fs::copy(corpus.join("mal-build-on-module.pkl"), blobs.join("abc")).unwrap();
     std::os::unix::fs::symlink("../cache/blobs/abc", models.join("linked.pkl")).unwrap();
-    let out = common::pickguard()
-        .args(["scan", "--no-follow"])
-        .arg(&models)
-        .arg("--quarantine")
-        .arg(&q)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Scan `models` with `extra` flags: (exit code, standard error).
+    let scan = |extra: &[&str]| {
+        let out = common::pickguard()
+            .arg("scan")
+            .args(extra)
+            .arg(&models)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let qarg = q.to_str().unwrap();
+    let (code, err) = scan(&["--no-follow", "--quarantine", qarg]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("quarantined"), "{err}");
     assert!(!models.join("evil.pkl").exists() && !models.join("again.pkl").exists());
     assert!(models.join("ok.pt").exists(), "a clean file was moved");
@@ -691,19 +693,8 @@ fn quarantine_moves_malicious_files_aside_with_a_manifest() {
         );
     }
     // With links followed (the default), the link's target is what goes.
-    let out = common::pickguard()
-        .arg("scan")
-        .arg(&models)
-        .arg("--quarantine")
-        .arg(&q)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = scan(&["--quarantine", qarg]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         !blobs.join("abc").exists(),
         "the blob a link points to is still there"
@@ -719,22 +710,8 @@ fn quarantine_moves_malicious_files_aside_with_a_manifest() {
     );
     // The dangling link is an error (nothing can load it); without it, what
     // is left scans clean.
-    let out = common::pickguard()
-        .arg("scan")
-        .arg(&models)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(scan(&[]).0, Some(2));
     std::fs::remove_file(models.join("linked.pkl")).unwrap();
-    let out = common::pickguard()
-        .arg("scan")
-        .arg(&models)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, err) = scan(&[]);
+    assert_eq!(code, Some(0), "{err}");
 }

@@ -363,7 +363,10 @@ mod tests {
         let q = d.path().join("q");
         let err = quarantine(&scanner, Duration::from_secs(10), &q, &precious, &report)
             .expect_err("a clean file was quarantined");
-        assert!(format!("{err:#}").contains("changed since it was scanned"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("changed since it was scanned"),
+            "{err:#}"
+        );
         assert!(precious.exists());
         let left: Vec<_> = std::fs::read_dir(&q).unwrap().flatten().collect();
         assert!(left.is_empty(), "{left:?}");
