@@ -942,9 +942,18 @@ impl Pg {
         let url = url
             .replace("sslmode=verify-full", "sslmode=require")
             .replace("sslmode=verify-ca", "sslmode=require");
+        // Given twice, the last one would win silently: refuse instead.
+        if url.matches("sslmode").count() > 1 {
+            anyhow::bail!("database URL: sslmode is given more than once");
+        }
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+        if ca.is_some() && config.get_ssl_mode() != postgres::config::SslMode::Require {
+            anyhow::bail!(
+                "storage.database_ca is set but the database URL does not say sslmode=require"
+            );
+        }
         let tls = match config.get_ssl_mode() {
             postgres::config::SslMode::Require => Some(pg_tls(ca)?),
             postgres::config::SslMode::Disable => None,
@@ -981,12 +990,13 @@ impl Pg {
             hosts.join(","),
             config.get_dbname().unwrap_or("")
         );
-        let local = config.get_hosts().iter().all(|h| match h {
-            postgres::config::Host::Tcp(h) => {
-                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-            }
-            postgres::config::Host::Unix(_) => true,
-        });
+        let local = config.get_hostaddrs().iter().all(|a| a.is_loopback())
+            && config.get_hosts().iter().all(|h| match h {
+                postgres::config::Host::Tcp(h) => {
+                    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+                }
+                postgres::config::Host::Unix(_) => true,
+            });
         if tls.is_none() && !local {
             tracing::warn!(
                 event = "database-plaintext",

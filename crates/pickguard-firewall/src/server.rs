@@ -71,13 +71,17 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Behind a trusted proxy, the client is the right-most address of
-/// `X-Forwarded-For` that is not itself a trusted proxy (what the proxies
-/// appended; anything a client wrote to the left of it is not believed).
-/// From anyone else the header changes nothing.
+/// `X-Forwarded-For` that is not itself a trusted proxy: what the last
+/// trusted proxy saw. A client inside a trusted block counts as a proxy, so
+/// what it writes to the left is believed: list proxies, not client
+/// networks. From anyone else the header changes nothing.
 async fn forwarded(State(st): St, mut req: Request, next: axum::middleware::Next) -> Response {
     if !st.proxies.is_empty()
         && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
-        && st.proxies.iter().any(|n| n.contains(&peer.ip()))
+        && st
+            .proxies
+            .iter()
+            .any(|n| n.contains(&peer.ip().to_canonical()))
     {
         let hops: Vec<String> = req
             .headers()
@@ -90,7 +94,7 @@ async fn forwarded(State(st): St, mut req: Request, next: axum::middleware::Next
         let client = hops
             .iter()
             .rev()
-            .map(|h| h.parse::<std::net::IpAddr>().ok())
+            .map(|h| hop_ip(h))
             .take_while(Option::is_some)
             .flatten()
             .find(|ip| !st.proxies.iter().any(|n| n.contains(ip)));
@@ -100,6 +104,20 @@ async fn forwarded(State(st): St, mut req: Request, next: axum::middleware::Next
         }
     }
     next.run(req).await
+}
+
+/// One `X-Forwarded-For` hop as an address: `1.2.3.4`, `1.2.3.4:port`,
+/// `[v6]`, `[v6]:port`; IPv4-mapped IPv6 as IPv4. Anything else is `None`.
+fn hop_ip(h: &str) -> Option<std::net::IpAddr> {
+    let h = h.trim();
+    let ip = if let Ok(ip) = h.parse::<std::net::IpAddr>() {
+        ip
+    } else if let Ok(sa) = h.parse::<SocketAddr>() {
+        sa.ip()
+    } else {
+        h.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?
+    };
+    Some(ip.to_canonical())
 }
 
 /// Record each request's latency in its route's histogram.

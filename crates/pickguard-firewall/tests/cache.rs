@@ -371,6 +371,19 @@ async fn the_audit_log_names_clients_behind_trusted_proxies_only() {
         client_logged(trusted, "198.51.100.1, 203.0.113.9, 10.1.2.3").await,
         "203.0.113.9"
     );
+    // Hops as proxies write them: with a port, bracketed, IPv4-mapped.
+    assert_eq!(
+        client_logged(trusted, "203.0.113.9:4444").await,
+        "203.0.113.9"
+    );
+    assert_eq!(
+        client_logged(trusted, "[2001:db8::7]:443").await,
+        "2001:db8::7"
+    );
+    assert_eq!(
+        client_logged(trusted, "203.0.113.9, ::ffff:10.1.1.1").await,
+        "203.0.113.9"
+    );
     // Garbage where the proxy's hop should be: the proxy is what is known.
     assert_eq!(
         client_logged(trusted, "203.0.113.9, not-an-ip").await,

@@ -2684,6 +2684,16 @@ fn postgres_over_tls_is_verified() {
         Db::connect_with(&pg.url(), 2, Some(&d.join("ca.pem"))).is_err(),
         "a CA without sslmode=require must be refused, not ignored"
     );
+    for spelled in [
+        format!("{}?sslmode=disable", pg.url()),
+        format!("{url}&sslmode=disable"),
+        format!("{}?sslmode=disable&sslmode=require", pg.url()),
+    ] {
+        assert!(
+            Db::connect_with(&spelled, 2, Some(&d.join("ca.pem"))).is_err(),
+            "{spelled}: a CA given, and yet plain text or an ambiguous mode"
+        );
+    }
     let plain = common::Postgres::start();
     assert!(
         Db::connect_with(

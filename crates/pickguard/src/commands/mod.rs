@@ -3,6 +3,7 @@ pub mod convert;
 pub mod docs;
 pub mod firewall;
 pub mod inspect;
+pub mod quarantine;
 pub mod rules;
 pub mod run;
 pub mod scan;

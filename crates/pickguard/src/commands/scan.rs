@@ -130,24 +130,38 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     }
     let mut unquarantined = 0;
     if let Some(dir) = &args.quarantine {
-        for (t, r) in targets.iter().zip(&scanned) {
-            let Target::File(p) = t else { continue };
-            if r.verdict != Verdict::Malicious {
-                continue;
+        let malicious: Vec<(&Target, &FileReport)> = targets
+            .iter()
+            .zip(&scanned)
+            .filter(|(_, r)| r.verdict == Verdict::Malicious)
+            .collect();
+        match crate::commands::quarantine::Quarantine::open(dir) {
+            Err(e) if !malicious.is_empty() => {
+                unquarantined = malicious.len();
+                eprintln!("pickguard: error: quarantine {:?}: {e:#}", dir);
             }
-            match quarantine(&scanner, timeout, dir, p, r) {
-                Ok(to) => eprintln!(
-                    "pickguard: quarantined {} -> {} (manifest {})",
-                    p.display(),
-                    to.display(),
-                    dir.join("manifest.jsonl").display()
-                ),
-                Err(e) => {
-                    unquarantined += 1;
-                    eprintln!(
-                        "pickguard: error: {} was not quarantined: {e:#}",
-                        p.display()
-                    );
+            Err(_) => {}
+            Ok(q) => {
+                for (t, r) in malicious {
+                    let Target::File(p) = t else {
+                        unquarantined += 1;
+                        eprintln!(
+                            "pickguard: error: standard input cannot be quarantined (nothing was kept of it)"
+                        );
+                        continue;
+                    };
+                    match q.put(&scanner, timeout, p, r) {
+                        Ok((to, note)) => {
+                            eprintln!("pickguard: quarantined {p:?} -> {to:?}");
+                            if let Some(n) = note {
+                                eprintln!("pickguard: warning: {p:?}: {n}");
+                            }
+                        }
+                        Err(e) => {
+                            unquarantined += 1;
+                            eprintln!("pickguard: error: {p:?} was not quarantined: {e:#}");
+                        }
+                    }
                 }
             }
         }
@@ -230,145 +244,161 @@ fn write_out(path: Option<&Path>, body: &str) -> Result<()> {
     }
 }
 
-/// Move a malicious file into `dir` (see `--quarantine`); where it went.
-///
-/// Deleting is the dangerous half: the file may have been swapped (for a
-/// link to something precious) since it was scanned. So the copy is
-/// scanned again and must be malicious itself, and the name removed must
-/// still be the very file that was copied (same device and inode).
-fn quarantine(
-    scanner: &Scanner,
-    timeout: Duration,
-    dir: &Path,
-    path: &Path,
-    report: &FileReport,
-) -> Result<PathBuf> {
-    use sha2::Digest;
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    // What a loader would open: the link's target.
-    let real =
-        std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    let name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Copy under a temporary name in the quarantine, hashing on the way.
-    let tmp = dir.join(format!(".incoming-{}-{name}", std::process::id()));
-    let (sha, size, id) = (|| -> Result<(String, u64, (u64, u64))> {
-        let mut input =
-            std::fs::File::open(&real).with_context(|| format!("reading {}", real.display()))?;
-        let meta = input.metadata()?;
-        anyhow::ensure!(meta.is_file(), "{} is not a regular file", real.display());
-        let id = (meta.dev(), meta.ino());
-        let mut out = std::fs::File::create_new(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        let (mut h, mut buf, mut n) = (sha2::Sha256::new(), vec![0u8; 1 << 20], 0u64);
-        loop {
-            let k = input.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            out.write_all(&buf[..k])?;
-            n += k as u64;
-        }
-        out.sync_all()?;
-        Ok((hex::encode(h.finalize()), n, id))
-    })()
-    .inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    let again = crate::api::scan_file(scanner, &tmp, timeout);
-    if again.verdict != Verdict::Malicious {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!(
-            "it changed since it was scanned (its bytes now scan {:?}); left in place",
-            again.verdict
-        );
-    }
-    let slot = dir.join(&sha);
-    std::fs::create_dir_all(&slot).with_context(|| format!("creating {}", slot.display()))?;
-    let dest = slot.join(&name);
-    if dest.exists() {
-        // The same bytes were quarantined before (the name holds its hash).
-        let _ = std::fs::remove_file(&tmp);
-    } else {
-        std::fs::rename(&tmp, &dest)
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
-            .with_context(|| format!("moving into {}", dest.display()))?;
-    }
-    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.id()).collect();
-    let line = serde_json::json!({
-        "time": time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        "path": path.display().to_string(),
-        "resolved": real.display().to_string(),
-        "stored": dest.display().to_string(),
-        "sha256": sha,
-        "size": size,
-        "format": report.format,
-        "verdict": "malicious",
-        "rules": rules,
-    })
-    .to_string()
-        + "\n";
-    // One write of a whole line to an append-only file.
-    let mut m = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("manifest.jsonl"))
-        .with_context(|| format!("opening {}", dir.join("manifest.jsonl").display()))?;
-    m.write_all(line.as_bytes())
-        .and_then(|_| m.sync_all())
-        .context("writing the manifest")?;
-    // Only now, with a durable copy and its record, does the file go, and
-    // only if the name still holds the file that was copied.
-    let now =
-        std::fs::symlink_metadata(&real).with_context(|| format!("checking {}", real.display()))?;
-    anyhow::ensure!(
-        now.is_file() && (now.dev(), now.ino()) == id,
-        "{} was replaced while it was being quarantined; left in place (a copy of what was there is in {})",
-        real.display(),
-        dest.display()
-    );
-    std::fs::remove_file(&real).with_context(|| {
-        format!(
-            "removing {} (a copy is in {})",
-            real.display(),
-            dest.display()
-        )
-    })?;
-    Ok(dest)
-}
-
 #[cfg(test)]
-mod tests {
+mod quarantine_tests {
     use super::*;
+    use crate::commands::quarantine::Quarantine;
+
+    fn report() -> FileReport {
+        let mut r = FileReport::error("x", String::new());
+        r.verdict = Verdict::Malicious;
+        r
+    }
 
     /// A file that no longer scans malicious (swapped after the scan, say
     /// for something precious) is never removed, and nothing of it is kept.
     #[test]
-    fn quarantine_deletes_only_what_it_proves_malicious() {
+    fn only_what_is_proven_malicious_is_deleted() {
         let d = tempfile::tempdir().unwrap();
         let precious = d.path().join("precious.txt");
         std::fs::write(&precious, b"not a model, and not yours to delete").unwrap();
-        let mut report = FileReport::error("x", String::new());
-        report.verdict = Verdict::Malicious;
         let scanner = Scanner::new(Policy::default(), ScanOptions::default());
-        let q = d.path().join("q");
-        let err = quarantine(&scanner, Duration::from_secs(10), &q, &precious, &report)
+        let q = Quarantine::open(&d.path().join("q")).unwrap();
+        let err = q
+            .put(&scanner, Duration::from_secs(10), &precious, &report())
             .expect_err("a clean file was quarantined");
         assert!(
             format!("{err:#}").contains("changed since it was scanned"),
             "{err:#}"
         );
         assert!(precious.exists());
-        let left: Vec<_> = std::fs::read_dir(&q).unwrap().flatten().collect();
-        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(std::fs::read_dir(d.path().join("q")).unwrap().count(), 0);
+    }
+
+    /// A quarantine someone else may write into, or a link, is refused.
+    #[test]
+    fn an_untrusted_quarantine_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(Quarantine::open(&open).is_err());
+        std::os::unix::fs::symlink(d.path(), d.path().join("link")).unwrap();
+        assert!(Quarantine::open(&d.path().join("link")).is_err());
+        let made = d.path().join("new/q");
+        Quarantine::open(&made).unwrap();
+        assert_eq!(
+            std::fs::metadata(&made).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    /// Planted entries inside the quarantine are neither followed nor
+    /// overwritten, and a file inside the quarantine is never "moved" onto
+    /// itself (which would delete the only copy).
+    #[test]
+    fn nothing_planted_or_kept_is_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let scanner = Scanner::new(Policy::default(), ScanOptions::default());
+        let evil = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/corpus/mal-getattr-import.pkl"
+        ))
+        .unwrap();
+        let qdir = d.path().join("q");
+        let q = Quarantine::open(&qdir).unwrap();
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(&evil));
+        // A link planted where the copy would go, and one as the manifest.
+        std::fs::create_dir(qdir.join(&sha)).unwrap();
+        let victim = d.path().join("victim.conf");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, qdir.join(&sha).join("m.pkl")).unwrap();
+        std::os::unix::fs::symlink(&victim, qdir.join("manifest.jsonl")).unwrap();
+        let m = d.path().join("m.pkl");
+        std::fs::write(&m, &evil).unwrap();
+        let r = q.put(&scanner, Duration::from_secs(10), &m, &report());
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"keep me",
+            "a planted link was followed"
+        );
+        assert!(r.is_err(), "a planted manifest link was written through");
+        assert!(m.exists(), "deleted without a record");
+        std::fs::remove_file(qdir.join("manifest.jsonl")).unwrap();
+        let (dest, _) = q
+            .put(&scanner, Duration::from_secs(10), &m, &report())
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), evil);
+        assert_ne!(
+            dest,
+            qdir.join(&sha).join("m.pkl"),
+            "written over the planted link"
+        );
+        assert!(!m.exists());
+        // Scanning the quarantine itself leaves its files alone.
+        let err = q
+            .put(&scanner, Duration::from_secs(10), &dest, &report())
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("inside the quarantine"),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), evil);
+    }
+
+    /// A directory swapped for a link to another one while files are being
+    /// quarantined (the race an attacker with a writable directory in the
+    /// scanned tree can run) never deletes anything in the other one.
+    #[test]
+    fn a_swapped_directory_never_redirects_the_unlink() {
+        let d = tempfile::tempdir().unwrap();
+        let scanner = Scanner::new(Policy::default(), ScanOptions::default());
+        let evil = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/corpus/mal-getattr-import.pkl"
+        ))
+        .unwrap();
+        let (tree, victim) = (d.path().join("tree"), d.path().join("victim"));
+        std::fs::create_dir_all(tree.join("d")).unwrap();
+        std::fs::create_dir_all(&victim).unwrap();
+        for i in 0..150 {
+            std::fs::write(tree.join(format!("d/f{i}")), &evil).unwrap();
+            std::fs::write(victim.join(format!("f{i}")), b"precious").unwrap();
+        }
+        let q = Quarantine::open(&d.path().join("q")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (tree, victim, stop) = (tree.clone(), victim.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::rename(tree.join("d"), tree.join("d.real"));
+                    let _ = std::os::unix::fs::symlink(&victim, tree.join("d"));
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_file(tree.join("d"));
+                    let _ = std::fs::rename(tree.join("d.real"), tree.join("d"));
+                }
+            })
+        };
+        for i in 0..150 {
+            let _ = q.put(
+                &scanner,
+                Duration::from_secs(10),
+                &tree.join(format!("d/f{i}")),
+                &report(),
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        racer.join().unwrap();
+        let moved = std::fs::read_dir(tree.join("d")).unwrap().count();
+        assert!(moved < 150, "nothing was quarantined: the race was not run");
+        for i in 0..150 {
+            assert_eq!(
+                std::fs::read(victim.join(format!("f{i}"))).unwrap(),
+                b"precious",
+                "f{i} in the other directory was deleted"
+            );
+        }
     }
 }
