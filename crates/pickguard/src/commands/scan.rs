@@ -249,6 +249,14 @@ mod quarantine_tests {
     use super::*;
     use crate::commands::quarantine::Quarantine;
 
+    fn evil_sample() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/corpus/mal-getattr-import.pkl"
+        ))
+        .unwrap()
+    }
+
     fn report() -> FileReport {
         let mut r = FileReport::error("x", String::new());
         r.verdict = Verdict::Malicious;
@@ -301,11 +309,7 @@ mod quarantine_tests {
     fn nothing_planted_or_kept_is_lost() {
         let d = tempfile::tempdir().unwrap();
         let scanner = Scanner::new(Policy::default(), ScanOptions::default());
-        let evil = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/corpus/mal-getattr-import.pkl"
-        ))
-        .unwrap();
+        let evil = evil_sample();
         let qdir = d.path().join("q");
         let q = Quarantine::open(&qdir).unwrap();
         use sha2::Digest;
@@ -355,11 +359,7 @@ mod quarantine_tests {
     fn a_swapped_directory_never_redirects_the_unlink() {
         let d = tempfile::tempdir().unwrap();
         let scanner = Scanner::new(Policy::default(), ScanOptions::default());
-        let evil = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/corpus/mal-getattr-import.pkl"
-        ))
-        .unwrap();
+        let evil = evil_sample();
         let (tree, victim) = (d.path().join("tree"), d.path().join("victim"));
         std::fs::create_dir_all(tree.join("d")).unwrap();
         std::fs::create_dir_all(&victim).unwrap();
