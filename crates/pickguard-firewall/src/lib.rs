@@ -62,6 +62,21 @@ struct GenReads {
 
 /// Read the generation for `current`, then for `next`, until nobody waits.
 fn read_generations(db: &state::Db, reads: &Mutex<GenReads>) {
+    // Should the read panic, the waiters are let go (they see no generation
+    // and are served nothing cached) and the next caller starts a new read;
+    // otherwise every later request would wait on a read nobody runs.
+    struct Release<'a>(&'a Mutex<GenReads>);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                r.running = false;
+                r.current.clear();
+                r.next.clear();
+            }
+        }
+    }
+    let _release = Release(reads);
     loop {
         let v = db.generation().ok();
         let Ok(mut r) = reads.lock() else {

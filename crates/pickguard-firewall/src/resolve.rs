@@ -182,13 +182,16 @@ impl AppState {
     /// Seconds until an upstream failure remembered for `name` is asked
     /// again (for a client's `Retry-After`); `None` when none is remembered.
     pub fn retry_after(&self, name: &str) -> Option<u64> {
+        // One lookup per upstream, not a walk of the whole cache: this runs
+        // on every failing answer, which an upstream can make frequent.
         let now = Instant::now();
         let c = self.page_cache.lock().ok()?;
-        c.iter()
-            .filter(|((_, n), (until, f))| {
-                n == name && matches!(f, Fetch::Error(_)) && *until > now
-            })
-            .map(|(_, (until, _))| until.duration_since(now).as_secs().max(1))
+        self.cfg
+            .upstreams
+            .iter()
+            .filter_map(|u| c.get(&(u.name.clone(), name.to_owned())))
+            .filter(|(until, f)| matches!(f, Fetch::Error(_)) && *until > now)
+            .map(|(until, _)| until.duration_since(now).as_secs().max(1))
             .max()
     }
 
