@@ -3,8 +3,8 @@
 use crate::build::{Builder, Obj, StorageRef};
 use crate::{ConvertError, TensorSpec, npz};
 use pickguard_formats::dtype::DType;
-use pickguard_formats::{Sniffed, sniff, torch_legacy, zip};
-use pickguard_pickle::{Node, NodeId, Options, ReadView, StopReason, Stream, run_stream};
+use pickguard_formats::{Sniffed, sniff, torch, torch_legacy, zip};
+use pickguard_pickle::{NodeId, Options, ReadView, StopReason, Stream, run_stream};
 use pickguard_scan::{Scanner, Verdict};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +26,6 @@ pub struct Checkpoint {
     pub tensors: Vec<TensorSpec>,
     pub storages: HashMap<String, Storage>,
 }
-
-const TORCH_LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 
 fn refuse(path: &str, r: &pickguard_scan::FileReport) -> ConvertError {
     let mut details = String::new();
@@ -107,18 +105,10 @@ fn torch_zip(
     ar: &zip::Archive,
     scanner: &Scanner,
 ) -> Result<Checkpoint, ConvertError> {
-    let root = ar
-        .entries
-        .first()
-        .and_then(|e| e.name.split_once('/'))
-        .map(|(r, _)| r.to_owned())
-        .unwrap_or_default();
-    let prefix = format!("{root}/");
-    let find = |rel: &str| {
-        ar.entries
-            .iter()
-            .find(|e| e.name.strip_prefix(&prefix) == Some(rel))
-    };
+    // The same reading of the layout scan judged (formats::torch).
+    let layout = torch::Layout::of(ar)
+        .ok_or_else(|| ConvertError::Format("not a torch zip layout".into()))?;
+    let find = |rel: &str| layout.record(rel);
     if let Some(bo) = find("byteorder") {
         let (b, _) = zip::entry_data(data, bo, 64).map_err(ConvertError::Format)?;
         if b.as_ref() != b"little" {
@@ -134,37 +124,20 @@ fn torch_zip(
     let s = run_stream(&pkl, 0, 0, ReadView::Linear, &scanner.options.pickle);
     stream_ok(&s)?;
     let mut storages = HashMap::new();
-    let mut records: HashMap<&str, &zip::Entry> = HashMap::new();
-    for e in &ar.entries {
-        if let Some(k) = e
-            .name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_prefix("data/"))
-        {
-            records.insert(k, e);
-        }
-    }
     let storage_of = |s: &Stream, pid: NodeId| -> Result<StorageRef, ConvertError> {
-        let items = s
-            .as_seq(pid)
-            .filter(|t| t.len() >= 5)
-            .ok_or_else(|| bad_pid(s, pid))?;
-        let ty = s.as_global(items[1]).ok_or_else(|| bad_pid(s, pid))?;
-        let dtype =
-            DType::from_storage_name(&ty.name).ok_or_else(|| ConvertError::Unsupported {
-                what: format!("storage type {}", ty.qualified()),
-                offset: 0,
-            })?;
-        let key = s
-            .as_str(items[2])
-            .ok_or_else(|| bad_pid(s, pid))?
-            .to_owned();
-        let numel = s
-            .as_int(items[4])
+        let p = torch::parse_storage_pid(s, pid).map_err(|_| bad_pid(s, pid))?;
+        let ty = p.storage_type.as_ref().ok_or_else(|| bad_pid(s, pid))?;
+        let dtype = p.dtype().ok_or_else(|| ConvertError::Unsupported {
+            what: format!("storage type {}", ty.qualified()),
+            offset: 0,
+        })?;
+        let key = p.key;
+        let numel = p
+            .numel
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| bad_pid(s, pid))?;
-        let e = records
-            .get(key.as_str())
+        let e = layout
+            .storage(&key)
             .ok_or_else(|| ConvertError::Format(format!("no data/{key} record")))?;
         let nbytes = numel
             .checked_mul(dtype.size())
@@ -187,7 +160,9 @@ fn torch_zip(
         if storages.contains_key(&t.storage) {
             continue;
         }
-        let e = records[t.storage.as_str()];
+        let e = layout
+            .storage(&t.storage)
+            .ok_or_else(|| ConvertError::Format(format!("no data/{} record", t.storage)))?;
         let st = match e.method {
             0 => Storage::File {
                 offset: e.data_offset.ok_or_else(|| {
@@ -227,11 +202,7 @@ fn torch_legacy_file(data: &[u8], opts: &Options) -> Result<Checkpoint, ConvertE
         pos = s.end as usize;
         streams.push(s);
     }
-    let magic = streams[0].result.and_then(|r| match streams[0].node(r) {
-        Some(Node::Int(i)) => i.as_i128(),
-        _ => None,
-    });
-    if magic != Some(TORCH_LEGACY_MAGIC) {
+    if !torch::is_legacy_magic(&streams[0]) {
         return Err(ConvertError::Format(
             "not a legacy torch checkpoint (magic number)".into(),
         ));
@@ -250,19 +221,19 @@ fn torch_legacy_file(data: &[u8], opts: &Options) -> Result<Checkpoint, ConvertE
             ConvertError::Format("the storage-key list is not a list of strings".into())
         })?;
     // Element sizes from the object stream's persistent ids.
-    let mut dtypes: HashMap<String, DType> = HashMap::new();
+    let mut dtypes: HashMap<String, Option<DType>> = HashMap::new();
     for p in &obj.persistent_ids {
-        if let Some(items) = obj.as_seq(p.pid)
-            && items.len() >= 5
-            && obj.as_str(items[0]) == Some("storage")
-            && let (Some(ty), Some(k)) = (obj.as_global(items[1]), obj.as_str(items[2]))
-            && let Some(d) = DType::from_storage_name(&ty.name)
-        {
-            dtypes.insert(k.to_owned(), d);
+        // The first id of a key makes its storage (torch's legacy
+        // persistent_load caches it); later ids reuse it whatever their type.
+        if let Ok(pid) = torch::parse_storage_pid(obj, p.pid) {
+            let d = pid.dtype();
+            dtypes.entry(pid.key).or_insert(d);
         }
     }
-    let (raw, _) = torch_legacy::walk(data, pos, &keys, |k| dtypes.get(k).map(|d| d.size()))
-        .map_err(|e| ConvertError::Format(format!("legacy storage section: {e:?}")))?;
+    let (raw, _) = torch_legacy::walk(data, pos, &keys, |k| {
+        dtypes.get(k).copied().flatten().map(|d| d.size())
+    })
+    .map_err(|e| ConvertError::Format(format!("legacy storage section: {e:?}")))?;
     let raw: HashMap<String, torch_legacy::RawStorage> =
         raw.into_iter().map(|r| (r.key.clone(), r)).collect();
     // torch caches a storage view by its view key: the first reference
@@ -296,7 +267,11 @@ fn torch_legacy_file(data: &[u8], opts: &Options) -> Result<Checkpoint, ConvertE
             }
             _ => None,
         };
-        let dtype = *dtypes.get(&key).ok_or_else(|| bad_pid(s, pid))?;
+        let dtype = dtypes
+            .get(&key)
+            .copied()
+            .flatten()
+            .ok_or_else(|| bad_pid(s, pid))?;
         let r = raw.get(&key).ok_or_else(|| {
             ConvertError::Format(format!("storage {key} is not in the storage section"))
         })?;

@@ -3,11 +3,13 @@ What a file is, decided by its bytes, never by its name; and readers for the
 containers model files come in, written to see what the victim's loader sees.
 */
 
+pub mod compress;
 pub mod dtype;
 pub mod gguf;
 pub mod onnx;
 pub mod pyliteral;
 pub mod tar;
+pub mod torch;
 pub mod torch_legacy;
 pub mod zip;
 

@@ -38,7 +38,31 @@ pub struct Entry {
 pub struct Discrepancy {
     /// Entry name from the central directory, when it concerns one entry.
     pub entry: Option<String>,
+    pub kind: DiscrepancyKind,
+    /// The difference in words, with the values.
     pub what: String,
+}
+
+/// What differs, for callers that choose by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiscrepancyKind {
+    /// A ZIP64 locator that points at no ZIP64 record.
+    Zip64Locator,
+    /// Bytes in front of the archive that zipfile skips and miniz does not.
+    Prefix,
+    /// One name twice in the central directory.
+    DuplicateName,
+    /// No local header where the central directory points: miniz cannot
+    /// read the entry at all.
+    NoLocalHeader,
+    /// The local header names the entry otherwise.
+    LocalName,
+    Flags,
+    Method,
+    /// The local header's CRC-32 differs from the central one.
+    Crc,
+    Sizes,
 }
 
 /// A parsed archive.
@@ -129,6 +153,7 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
     if !zip64_ok {
         ar.discrepancies.push(Discrepancy {
             entry: None,
+            kind: DiscrepancyKind::Zip64Locator,
             what: "ZIP64 locator points at no ZIP64 end-of-central-directory record".into(),
         });
     }
@@ -153,6 +178,7 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
             ar.prefix = shift;
             ar.discrepancies.push(Discrepancy {
                 entry: None,
+                kind: DiscrepancyKind::Prefix,
                 what: format!("{shift} bytes precede the archive; Python's zipfile shifts offsets to read it, miniz (torch) does not"),
             });
         }
@@ -235,6 +261,7 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
         if w[0] == w[1] {
             ar.discrepancies.push(Discrepancy {
                 entry: Some(w[0].to_owned()),
+                kind: DiscrepancyKind::DuplicateName,
                 what: "name appears more than once in the central directory".into(),
             });
         }
@@ -254,15 +281,19 @@ fn local_data_offset(
     crc: u32,
     out: &mut Vec<Discrepancy>,
 ) -> Option<u64> {
-    let mut note = |what: String| {
+    let mut note = |kind: DiscrepancyKind, what: String| {
         out.push(Discrepancy {
             entry: Some(name.to_owned()),
+            kind,
             what,
         })
     };
     let p = usize::try_from(lho).ok()?;
     if u32_at(data, p) != Some(LFH_SIG) {
-        note(format!("no local file header at offset {lho}"));
+        note(
+            DiscrepancyKind::NoLocalHeader,
+            format!("no local file header at offset {lho}"),
+        );
         return None;
     }
     let lflags = u16_at(data, p + 6)?;
@@ -274,32 +305,36 @@ fn local_data_offset(
     let elen = u16_at(data, p + 28)? as usize;
     let lname = data.get(p + 30..p + 30 + nlen)?;
     if lname != name.as_bytes() {
-        note(format!(
-            "local header names it {:?}",
-            String::from_utf8_lossy(lname)
-        ));
+        note(
+            DiscrepancyKind::LocalName,
+            format!("local header names it {:?}", String::from_utf8_lossy(lname)),
+        );
     }
     if lflags & !0x0808 != flags & !0x0808 {
-        note(format!(
-            "flags differ: central 0x{flags:04x}, local 0x{lflags:04x}"
-        ));
+        note(
+            DiscrepancyKind::Flags,
+            format!("flags differ: central 0x{flags:04x}, local 0x{lflags:04x}"),
+        );
     }
     if lmethod != method {
-        note(format!(
-            "compression method differs: central {method}, local {lmethod}"
-        ));
+        note(
+            DiscrepancyKind::Method,
+            format!("compression method differs: central {method}, local {lmethod}"),
+        );
     }
     // With a data descriptor (bit 3) local sizes and CRC may be zero.
     if lflags & 0x8 == 0 {
         if lcrc != crc {
-            note(format!(
-                "CRC differs: central 0x{crc:08x}, local 0x{lcrc:08x}"
-            ));
+            note(
+                DiscrepancyKind::Crc,
+                format!("CRC differs: central 0x{crc:08x}, local 0x{lcrc:08x}"),
+            );
         }
         if lcsize != 0xffff_ffff && (lcsize as u64 != csize || lusize as u64 != usize_) {
-            note(format!(
-                "sizes differ: central {csize}/{usize_}, local {lcsize}/{lusize}"
-            ));
+            note(
+                DiscrepancyKind::Sizes,
+                format!("sizes differ: central {csize}/{usize_}, local {lcsize}/{lusize}"),
+            );
         }
     }
     Some(lho + 30 + nlen as u64 + elen as u64)

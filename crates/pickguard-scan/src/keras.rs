@@ -170,25 +170,21 @@ fn walk(policy: &Policy, v: &Value, out: &mut Judged) {
                     _ => class,
                 };
                 let q = format!("{module}.{name}");
-                let hit = match policy.classify(module, name) {
-                    Class::Allowed { .. } => None,
-                    Class::Dangerous { why, .. } => Some((
-                        Rule::DangerousGlobal,
-                        format!("config.json makes Keras import {q}: {why}"),
-                    )),
-                    Class::StdlibGadget { .. } => Some((
-                        Rule::StdlibGadget,
-                        format!(
+                let class = policy.classify(module, name);
+                let hit = class.rule().map(|rule| {
+                    let msg = match &class {
+                        Class::Dangerous { why, .. } => {
+                            format!("config.json makes Keras import {q}: {why}")
+                        }
+                        Class::StdlibGadget { .. } => format!(
                             "config.json makes Keras import {q}, a standard-library object that is not a layer"
                         ),
-                    )),
-                    Class::Library => Some((
-                        Rule::LibraryGlobal,
-                        format!(
+                        _ => format!(
                             "config.json makes Keras import {q}: third-party code; trust it before loading"
                         ),
-                    )),
-                };
+                    };
+                    (rule, msg)
+                });
                 if let Some((rule, msg)) = hit {
                     hits.push((rule, msg, Some(q)));
                 }

@@ -248,25 +248,6 @@ const TORCH_DTYPES: &[&str] = &[
     "int7",
 ];
 
-/// Element size in bytes of a torch storage class name (`FloatStorage`...),
-/// including quantized storages that have no safetensors dtype.
-pub fn torch_storage_element_size(name: &str) -> Option<u64> {
-    if let Some(d) = pickguard_formats::dtype::DType::from_storage_name(name) {
-        return Some(d.size());
-    }
-    Some(match name {
-        "QInt32Storage" => 4,
-        "QInt8Storage"
-        | "QUInt8Storage"
-        | "QUInt4x2Storage"
-        | "QUInt2x4Storage"
-        | "Float8_e4m3fnuzStorage"
-        | "Float8_e5m2fnuzStorage" => 1,
-        "ComplexDoubleStorage" => 16,
-        _ => return None,
-    })
-}
-
 /// What a capability in the danger table does; ranks severity and explains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -516,6 +497,30 @@ pub enum Class {
     Library,
 }
 
+impl Class {
+    /// The rule a use of a global of this class is reported under (scan's
+    /// pickles and Keras configs alike); `None` for allowed globals.
+    pub fn rule(&self) -> Option<crate::finding::Rule> {
+        use crate::finding::Rule;
+        match self {
+            Class::Allowed { .. } => None,
+            Class::Dangerous { .. } => Some(Rule::DangerousGlobal),
+            Class::StdlibGadget { .. } => Some(Rule::StdlibGadget),
+            Class::Library => Some(Rule::LibraryGlobal),
+        }
+    }
+
+    /// The class as reports name it (`GlobalUse::class`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Class::Allowed { .. } => "allowed",
+            Class::Dangerous { .. } => "dangerous",
+            Class::StdlibGadget { .. } => "stdlib-gadget",
+            Class::Library => "library",
+        }
+    }
+}
+
 /// The active policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -556,7 +561,9 @@ impl Policy {
                 return Some(p.name().to_owned());
             }
             if *p == Profile::Torch && module == "torch" {
-                if TORCH_DTYPES.contains(&name) || torch_storage_element_size(name).is_some() {
+                if TORCH_DTYPES.contains(&name)
+                    || pickguard_formats::torch::storage_class_element_size(name).is_some()
+                {
                     return Some(p.name().to_owned());
                 }
                 // Legacy tensor classes (torch.FloatTensor, ...).

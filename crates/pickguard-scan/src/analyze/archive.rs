@@ -1,0 +1,411 @@
+//! zip and tar archives: members in the order a loader reads them, zip
+//! discrepancies, the Keras config.
+
+use super::*;
+
+impl Scanner {
+    pub(super) fn scan_zip(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: Option<String>,
+        depth: usize,
+    ) {
+        let top = depth == 0 && member.is_none();
+        let ar = match zip::read(data, self.options.max_members) {
+            Ok(a) => a,
+            Err(e) => {
+                if top {
+                    ctx.set_format("zip");
+                }
+                // Over the member budget is a budget, not a broken file.
+                let over =
+                    zip::declared_entries(data).filter(|&n| n > self.options.max_members as u64);
+                ctx.push(match over {
+                    Some(n) => Finding::new(
+                        Rule::BudgetExceeded,
+                        format!(
+                            "zip archive of {n} members, more than the limit of {} (raise it with --max-members or [limits] max_members)",
+                            self.options.max_members
+                        ),
+                        loc(&member, None, None, ReadView::Linear),
+                    ),
+                    None => Finding::new(
+                        Rule::Unreadable,
+                        format!("zip archive: {e}"),
+                        loc(&member, None, None, ReadView::Linear),
+                    ),
+                });
+                return;
+            }
+        };
+        // torch: records under the first entry's folder (formats::torch).
+        let torch = TorchLayout::of(&ar);
+        let torchscript = torch.as_ref().is_some_and(|l| l.torchscript);
+        let is_torch = torch.is_some();
+        // Keras 3: config.json and metadata.json at the root; config.json is
+        // judged when the member loop reads it.
+        // Keras reads only config.json (metadata.json is optional), by the
+        // name Python's zipfile gives it (cut at a NUL).
+        let keras = !is_torch
+            && ar
+                .entries
+                .iter()
+                .any(|e| python_zip_name(&e.name) == "config.json");
+        if top {
+            ctx.set_format(if torchscript {
+                "torchscript"
+            } else if is_torch {
+                "torch-zip"
+            } else if keras {
+                "keras"
+            } else {
+                "zip"
+            });
+        }
+        if torchscript {
+            let code: Vec<&str> = ar
+                .entries
+                .iter()
+                .filter(|e| e.name.contains("/code/"))
+                .map(|e| e.name.as_str())
+                .collect();
+            ctx.push(Finding::new(
+                Rule::TorchScript,
+                format!(
+                    "TorchScript archive with {} code file(s){}: torch.jit.load compiles and runs them, and torch.load(weights_only=True) refuses such files",
+                    code.len(),
+                    code.first().map(|c| format!(" (first: {c})")).unwrap_or_default()
+                ),
+                loc(&member, None, None, ReadView::Linear),
+            ));
+        }
+        self.scan_zip_members(
+            ctx,
+            data,
+            &ar,
+            &member,
+            depth,
+            match &torch {
+                Some(l) => ZipKind::Torch(l),
+                None if keras => ZipKind::Keras,
+                None => ZipKind::Plain,
+            },
+        );
+    }
+
+    /// A Keras 3 `config.json`: Lambda bytecode and the modules it imports,
+    /// and the checkpoints its TorchModuleWrapper layers carry (scanned as
+    /// nested files, so the file is judged by what they contain).
+    pub(super) fn check_keras(&self, ctx: &mut Ctx, json: &[u8], m: &Option<String>, depth: usize) {
+        let at = loc(m, None, None, ReadView::Linear);
+        match crate::keras::check_config(&self.policy, json) {
+            Ok(judged) => {
+                for (rule, message, global) in judged.hits {
+                    let mut f = Finding::new(rule, message, at.clone());
+                    f.global = global;
+                    ctx.push(f);
+                }
+                for blob in judged.blobs {
+                    let inner = join_member(m, &format!("<{}.module>", blob.layer));
+                    match blob.bytes {
+                        Ok(bytes) => {
+                            ctx.push(Finding::new(
+                                Rule::KerasTorchModule,
+                                format!(
+                                    "layer {} is a TorchModuleWrapper carrying a {}-byte torch.save checkpoint, which Keras loads with torch.load(weights_only=False) (safe_mode=False, and in any mode before Keras 3.11): scanned as {}",
+                                    blob.layer,
+                                    bytes.len(),
+                                    inner.as_deref().unwrap_or("")
+                                ),
+                                at.clone(),
+                            ));
+                            ctx.inflated += bytes.len() as u64;
+                            if ctx.inflated > self.options.max_decompressed {
+                                ctx.push(Finding::new(
+                                    Rule::BudgetExceeded,
+                                    format!(
+                                        "decoded TorchModuleWrapper checkpoints pass the {}-byte decompression budget: not scanned",
+                                        self.options.max_decompressed
+                                    ),
+                                    loc(&inner, None, None, ReadView::Linear),
+                                ));
+                                continue;
+                            }
+                            // torch.load reads a zip, or else a pickle from
+                            // byte 0; a torch.save checkpoint is one of them.
+                            // Anything else is not what Keras wrote, so it is
+                            // not called clean: Python may decode it otherwise.
+                            if !matches!(sniff(&bytes), Sniffed::Zip | Sniffed::PickleLike) {
+                                ctx.push(Finding::new(
+                                    Rule::Unreadable,
+                                    format!(
+                                        "layer {}'s TorchModuleWrapper checkpoint decodes to neither a zip nor a pickle: not analysed",
+                                        blob.layer
+                                    ),
+                                    loc(&inner, None, None, ReadView::Linear),
+                                ));
+                                continue;
+                            }
+                            self.explore(ctx, &bytes, inner, depth + 1);
+                        }
+                        Err(e) => ctx.push(Finding::new(
+                            Rule::Unreadable,
+                            format!(
+                                "layer {}'s TorchModuleWrapper checkpoint is not readable base64 ({e}): not analysed",
+                                blob.layer
+                            ),
+                            loc(&inner, None, None, ReadView::Linear),
+                        )),
+                    }
+                }
+            }
+            Err(err) => ctx.push(Finding::new(
+                Rule::Unreadable,
+                format!("Keras config.json not analysed: {err}"),
+                at,
+            )),
+        }
+    }
+
+    pub(super) fn scan_zip_members(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        ar: &zip::Archive,
+        member: &Option<String>,
+        depth: usize,
+        kind: ZipKind,
+    ) {
+        let torch = match kind {
+            ZipKind::Torch(l) => Some(l),
+            _ => None,
+        };
+        for d in &ar.discrepancies {
+            let rule = match d.kind {
+                zip::DiscrepancyKind::Crc => Rule::ZipCrcMismatch,
+                // miniz cannot read the entry: torch.load fails on it.
+                zip::DiscrepancyKind::NoLocalHeader => Rule::Unreadable,
+                _ => Rule::ZipTamper,
+            };
+            let f = Finding::new(
+                rule,
+                format!(
+                    "{}{}",
+                    d.entry
+                        .as_ref()
+                        .map(|e| format!("{e}: "))
+                        .unwrap_or_default(),
+                    d.what
+                ),
+                loc(
+                    &d.entry
+                        .as_ref()
+                        .map(|e| join_member(member, e).unwrap_or_default()),
+                    None,
+                    None,
+                    ReadView::Linear,
+                ),
+            );
+            ctx.push(f);
+        }
+        // Storage records by key: `<root>/data/<key>` -> size.
+        let records: HashMap<&str, u64> = torch.map(|l| l.storage_sizes()).unwrap_or_default();
+        let torchscript = torch.is_some_and(|l| l.torchscript);
+        // data.pkl first, so storage records it references are known.
+        let mut order: Vec<&zip::Entry> = ar.entries.iter().collect();
+        if let Some(l) = torch {
+            let dp = format!("{}/data.pkl", l.root);
+            order.sort_by_key(|e| e.name != dp);
+        }
+        let before = ctx.storages.len();
+        let mut referenced: Option<HashSet<String>> = None;
+        for e in order {
+            ctx.members += 1;
+            if self.out_of_time() {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    "time limit reached; remaining archive members were not analysed",
+                    loc(member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+            if ctx.members > self.options.max_members {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!("more than {} archive members", self.options.max_members),
+                    loc(member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+            let m = join_member(member, &e.name);
+            if e.name.contains('\0') {
+                ctx.push(Finding::new(
+                    Rule::ZipTamper,
+                    format!(
+                        "member name holds a NUL byte: Python's zipfile (Keras, numpy, zipfile users) calls it {:?}, torch's reader sees the whole name",
+                        python_zip_name(&e.name)
+                    ),
+                    loc(&m, None, None, ReadView::Linear),
+                ));
+            }
+            let rel = torch.and_then(|l| l.relative(&e.name));
+            if let Some(key) = rel.and_then(|rel| rel.strip_prefix("data/")) {
+                // data.pkl comes first, so the keys it references are known by now.
+                let set = referenced.get_or_insert_with(|| {
+                    ctx.storages[before..]
+                        .iter()
+                        .map(|s| s.key.clone())
+                        .collect()
+                });
+                if set.contains(key) {
+                    continue; // tensor bytes, never unpickled
+                }
+            }
+            if e.name.ends_with('/') && e.size == 0 {
+                continue;
+            }
+            if e.flags & 1 != 0 {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    "member is encrypted; its content was not analysed",
+                    loc(&m, None, None, ReadView::Linear),
+                ));
+                continue;
+            }
+            let remaining = self.options.max_decompressed.saturating_sub(ctx.inflated);
+            let bytes = match zip::entry_data(data, e, remaining) {
+                Ok((b, crc_ok)) => {
+                    if let std::borrow::Cow::Owned(v) = &b {
+                        ctx.inflated += v.len() as u64;
+                    }
+                    if !crc_ok {
+                        ctx.push(Finding::new(Rule::ZipCrcMismatch, "CRC-32 of the data does not match the central directory: torch loads it, Python's zipfile refuses it", loc(&m, None, None, ReadView::Linear)));
+                    }
+                    b
+                }
+                Err(err) => {
+                    ctx.push(Finding::new(
+                        Rule::Unreadable,
+                        format!("member not read: {err}"),
+                        loc(&m, None, None, ReadView::Linear),
+                    ));
+                    continue;
+                }
+            };
+            // Whatever else the archive is (a torch checkpoint, a polyglot's
+            // zip), keras.saving.load_model reads a root config.json.
+            if python_zip_name(&e.name) == "config.json" {
+                self.check_keras(ctx, &bytes, &m, depth);
+                continue;
+            }
+            let role = match rel {
+                Some("data.pkl") if torchscript => Role::TorchScript,
+                Some("data.pkl") => Role::TorchData(&records),
+                Some(_) if torchscript => Role::TorchScript,
+                _ => Role::Generic,
+            };
+            if matches!(role, Role::TorchData(_)) {
+                self.scan_pickle_region(ctx, &bytes, 0, &m, role, true);
+                continue;
+            }
+            match sniff(&bytes) {
+                Sniffed::PickleLike => {
+                    let probe =
+                        pk::run_stream(&bytes, 0, 0, ReadView::Linear, &self.options.pickle);
+                    if !probe.is_junk() {
+                        let legacy = is_legacy_magic(&probe);
+                        if legacy {
+                            self.scan_torch_legacy(ctx, &bytes, &m);
+                        } else {
+                            self.scan_pickle_region(ctx, &bytes, 0, &m, role, true);
+                        }
+                    }
+                }
+                Sniffed::Unknown | Sniffed::Safetensors => {}
+                _ => self.explore(ctx, &bytes, m, depth + 1),
+            }
+        }
+    }
+
+    pub(super) fn scan_tar(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: Option<String>,
+        depth: usize,
+    ) {
+        let top = depth == 0 && member.is_none();
+        let members = match tar::members(data, self.options.max_members) {
+            Ok(m) => m,
+            Err(e) => {
+                if top {
+                    ctx.set_format("tar");
+                }
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("tar archive: {e}"),
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+        };
+        let names: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let legacy = ["sys_info", "pickle", "storages", "tensors"]
+            .iter()
+            .all(|n| names.contains(n));
+        if top {
+            ctx.set_format(if legacy { "torch-legacy-tar" } else { "tar" });
+        }
+        for mem in &members {
+            ctx.members += 1;
+            if self.out_of_time() {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    "time limit reached; remaining archive members were not analysed",
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+            if ctx.members > self.options.max_members {
+                ctx.push(Finding::new(
+                    Rule::BudgetExceeded,
+                    format!("more than {} archive members", self.options.max_members),
+                    loc(&member, None, None, ReadView::Linear),
+                ));
+                return;
+            }
+            let bytes = &data[mem.offset..mem.offset + mem.size];
+            let m = join_member(&member, &mem.name);
+            if legacy && (mem.name == "storages" || mem.name == "tensors") {
+                self.scan_legacy_tar_records(ctx, bytes, &m, mem.name == "storages");
+                continue;
+            }
+            if legacy && (mem.name == "pickle" || mem.name == "sys_info") {
+                self.scan_pickle_region(
+                    ctx,
+                    bytes,
+                    0,
+                    &m,
+                    if mem.name == "pickle" {
+                        Role::TorchLegacyTar
+                    } else {
+                        Role::Generic
+                    },
+                    true,
+                );
+                continue;
+            }
+            match sniff(bytes) {
+                Sniffed::PickleLike => {
+                    let probe = pk::run_stream(bytes, 0, 0, ReadView::Linear, &self.options.pickle);
+                    if !probe.is_junk() {
+                        self.scan_pickle_region(ctx, bytes, 0, &m, Role::Generic, true);
+                    }
+                }
+                Sniffed::Unknown | Sniffed::Safetensors => {}
+                _ => self.explore(ctx, bytes, m, depth + 1),
+            }
+        }
+    }
+}
