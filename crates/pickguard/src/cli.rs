@@ -446,8 +446,8 @@ pub struct ConvertArgs {
     pub force: bool,
 
     /// Report format.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = PlainFormat::Text)]
+    pub format: PlainFormat,
 
     #[command(flatten)]
     pub budgets: BudgetArgs,
@@ -483,8 +483,8 @@ pub struct HashArgs {
     #[command(flatten)]
     pub files: ModelFiles,
     /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = PlainFormat::Text)]
+    pub format: PlainFormat,
 }
 
 #[derive(Args, Debug)]
@@ -537,8 +537,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub files: ModelFiles,
     /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = PlainFormat::Text)]
+    pub format: PlainFormat,
 }
 
 #[derive(Args, Debug)]
@@ -689,8 +689,8 @@ pub struct RulesArgs {
     /// A rule id (`PG101-dangerous-global`) or its number (`PG101`, `aud004`).
     pub id: Option<String>,
     /// Output format (text or json).
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = PlainFormat::Text)]
+    pub format: PlainFormat,
 }
 
 #[derive(Args, Debug)]
@@ -743,8 +743,8 @@ pub struct InspectArgs {
     pub file: PathBuf,
 
     /// Report format.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = PlainFormat::Text)]
+    pub format: PlainFormat,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -755,6 +755,16 @@ pub enum Format {
     Json,
     /// SARIF 2.1.0, for code-scanning dashboards.
     Sarif,
+}
+
+/// Output of commands that write no SARIF (hash, verify, convert, inspect,
+/// rules): clap refuses `--format sarif` for them instead of printing JSON.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlainFormat {
+    /// For people.
+    Text,
+    /// One JSON document.
+    Json,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

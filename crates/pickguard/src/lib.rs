@@ -4,6 +4,8 @@
 
 pub mod api;
 mod cli;
+#[macro_use]
+mod printer;
 mod commands;
 mod input;
 mod size;
@@ -51,14 +53,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     };
     match code {
         Ok(c) => c,
+        // Output goes through `printer`, which turns a closed pipe into the
+        // end of the output; every error left is a real one.
         Err(e) => {
-            // A closed pipe (pickguard scan | head) is not an error.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
-                return 0;
-            }
             eprintln!("pickguard: error: {e:#}");
             2
         }

@@ -188,6 +188,90 @@ fn policy_config_allows_and_denies() {
     );
 }
 
+/// Run with standard output a pipe whose reader has already gone, as in
+/// `pickguard ... | head` once head has exited.
+fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = common::pickguard()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_not_the_verdict() {
+    let c = common::corpus();
+    let dir = c.display().to_string();
+    let evil = c.join("mal-exec.pkl").display().to_string();
+    let plain = c.join("ok-plain-data-p4.pkl").display().to_string();
+    // The verdict stays the exit status, for every output format.
+    for f in ["text", "json", "sarif"] {
+        let (code, err) = with_closed_stdout(&["scan", "-f", f, &dir]);
+        assert_eq!(code, Some(1), "scan -f {f} of the corpus: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, err) = with_closed_stdout(&["scan", &evil]);
+    assert_eq!(code, Some(1), "{err}");
+    let (code, err) = with_closed_stdout(&["scan", &plain]);
+    assert_eq!(code, Some(0), "{err}");
+    // Commands that print: no panic, no error, their own status.
+    for args in [
+        vec!["hash", dir.as_str()],
+        vec!["rules"],
+        vec!["completions", "bash"],
+        vec!["watch", "--print-rules"],
+    ] {
+        let (code, err) = with_closed_stdout(&args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    let audit = common::root().join("fixtures/audit").display().to_string();
+    let (code, err) = with_closed_stdout(&["audit", &audit]);
+    assert_eq!(code, Some(1), "audit of the exposed fixtures: {err}");
+}
+
+#[test]
+fn sarif_is_refused_where_it_is_not_written() {
+    let c = common::corpus();
+    let model = c.join("ok-plain-data-p4.pkl").display().to_string();
+    for args in [
+        vec!["hash", &model],
+        vec![
+            "verify",
+            &model,
+            "--signature",
+            "x.sig",
+            "--public-key",
+            "k.pem",
+        ],
+        vec!["convert", &model],
+        vec!["inspect", &model],
+        vec!["rules"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--format", "sarif"]);
+        let out = common::run(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{a:?}: {err}");
+        assert!(
+            err.contains("invalid value 'sarif'") && err.contains("text, json"),
+            "{a:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{a:?} printed something");
+    }
+    // Where SARIF is written, it is SARIF.
+    let out = common::run(&["scan", "--format", "sarif", &model]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sarif json");
+    assert_eq!(v["version"], "2.1.0");
+}
+
 #[test]
 fn help_teaches() {
     let out = common::run(&["scan", "--help"]);

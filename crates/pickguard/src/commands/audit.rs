@@ -362,8 +362,8 @@ pub fn run(args: AuditArgs) -> Result<u8> {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Sarif => sarif(&report) + "\n",
     };
-    // A closed pipe (`| head`) ends the output quietly (main handles the error).
-    std::io::Write::write_all(&mut std::io::stdout().lock(), shown.as_bytes())?;
+    // A closed pipe (`| head`) ends the output, not the verdict.
+    crate::printer::write(&shown)?;
     if report.exposed() {
         return Ok(1);
     }

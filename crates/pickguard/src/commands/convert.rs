@@ -1,6 +1,6 @@
 //! `pickguard convert`.
 
-use crate::cli::{ConvertArgs, Format, SharedArg};
+use crate::cli::{ConvertArgs, PlainFormat as Format, SharedArg};
 use crate::input;
 use anyhow::{Context, Result, bail};
 use pickguard_convert::{ConvertError, Shared, WriteOptions, WriteReport, load, write_safetensors};
@@ -281,21 +281,21 @@ fn safetensors_names(path: &Path) -> Result<Vec<String>> {
 
 fn report(outcomes: &[Outcome], format: Format) -> Result<()> {
     match format {
-        Format::Json | Format::Sarif => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"conversions": outcomes}))?
-        ),
+        )?,
         Format::Text => {
             for o in outcomes {
                 match &o.result {
                     OutcomeResult::Converted(r) => {
-                        println!(
+                        outln!(
                             "converted {} -> {} ({} tensors, {} bytes)",
                             o.input,
                             r.output.display(),
                             r.tensors,
                             r.bytes
-                        );
+                        )?;
                         if let Some(k) = &r.selected {
                             let rest = match r.tensors_not_selected {
                                 0 => String::new(),
@@ -303,19 +303,19 @@ fn report(outcomes: &[Outcome], format: Format) -> Result<()> {
                                     "; {n} other tensor(s) not written (--key . converts everything)"
                                 ),
                             };
-                            println!("  converted the {k:?} entry{rest}");
+                            outln!("  converted the {k:?} entry{rest}")?;
                         }
                         if !r.aliases.is_empty() {
-                            println!(
+                            outln!(
                                 "  {} tied name(s) recorded as aliases in the metadata (pickguard.aliases)",
                                 r.aliases.len()
-                            );
+                            )?;
                         }
                         if r.other_values > 0 && !r.extra_json {
-                            println!(
+                            outln!(
                                 "  {} non-tensor value(s) not written (--extra-json FILE keeps them)",
                                 r.other_values
-                            );
+                            )?;
                         }
                     }
                     OutcomeResult::Refused { message } | OutcomeResult::Error { message } => {

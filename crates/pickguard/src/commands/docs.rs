@@ -4,13 +4,12 @@
 use crate::cli::{Cli, CompletionsArgs, ManArgs};
 use anyhow::{Context, Result};
 use clap::CommandFactory;
-use std::io::Write;
 
 pub fn completions(args: CompletionsArgs) -> Result<u8> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "pickguard", &mut out);
-    std::io::stdout().write_all(&out)?;
+    crate::printer::write_bytes(&out)?;
     Ok(0)
 }
 
@@ -34,7 +33,7 @@ pub fn man(args: ManArgs) -> Result<u8> {
     let Some(dir) = args.dir else {
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut out)?;
-        std::io::stdout().write_all(&out)?;
+        crate::printer::write_bytes(&out)?;
         return Ok(0);
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -46,6 +45,6 @@ pub fn man(args: ManArgs) -> Result<u8> {
         let path = dir.join(format!("{name}.1"));
         std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("wrote {} manual pages to {}", all.len(), dir.display());
+    outln!("wrote {} manual pages to {}", all.len(), dir.display())?;
     Ok(0)
 }

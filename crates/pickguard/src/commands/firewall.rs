@@ -59,7 +59,7 @@ pub fn hash_token() -> Result<u8> {
         "the secret is {} characters; use at least 16 (e.g. `openssl rand -hex 32`)",
         secret.len()
     );
-    println!("sha256:{}", pickguard_firewall::hash_secret(secret));
+    outln!("sha256:{}", pickguard_firewall::hash_secret(secret))?;
     Ok(0)
 }
 
@@ -92,9 +92,9 @@ pub fn feed_import(args: FeedImportArgs) -> Result<u8> {
     let malicious_only = args.malicious_only || cfg.feed.malicious_only;
     let r = pickguard_firewall::feed::import(&db, &sources, malicious_only);
     if args.state.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?)?;
     } else {
-        println!(
+        outln!(
             "read {} document(s): {} PyPI record(s); stored {} row(s), {} unchanged; {} withdrawn; \
              skipped {} for other ecosystems{}",
             r.documents,
@@ -108,7 +108,7 @@ pub fn feed_import(args: FeedImportArgs) -> Result<u8> {
             } else {
                 String::new()
             }
-        );
+        )?;
     }
     for n in &r.notes {
         eprintln!("pickguard: note: {n}");
@@ -138,14 +138,14 @@ pub fn feed_status(args: FeedStatusArgs) -> Result<u8> {
         let name = pickguard_firewall::normalize(p);
         let a = db.advisories(&name)?;
         if args.state.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(
                     &serde_json::json!({"project": name, "advisories": a})
                 )?
-            );
+            )?;
         } else if a.is_empty() {
-            println!("{name}: no advisory stored");
+            outln!("{name}: no advisory stored")?;
         } else {
             for x in &a {
                 let state = if x.withdrawn.is_some() {
@@ -156,29 +156,31 @@ pub fn feed_status(args: FeedStatusArgs) -> Result<u8> {
                     "enforced"
                 };
                 let versions = x.spec.describe();
-                println!(
+                outln!(
                     "{} {name} ({state}): {versions}; {} [{}]",
-                    x.id, x.summary, x.source
-                );
+                    x.id,
+                    x.summary,
+                    x.source
+                )?;
             }
         }
         return Ok(0);
     }
     let (advisories, projects, withdrawn, last) = db.feed_counts()?;
     if args.state.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "advisories": advisories, "projects": projects, "withdrawn_rows": withdrawn,
                 "last_stored": last, "sources": cfg.feed.sources, "ignored": cfg.feed.ignore,
             }))?
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{advisories} advisor{} for {projects} project(s) ({withdrawn} withdrawn row(s)); last stored: {}",
             if advisories == 1 { "y" } else { "ies" },
             last.as_deref().unwrap_or("never")
-        );
+        )?;
     }
     Ok(0)
 }
@@ -217,7 +219,7 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
         counts.insert((*table).into(), rows.len().into());
     }
     if args.state.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "from": redact(&cfg.database_url()),
@@ -226,24 +228,24 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
                 "inserted": copied,
                 "files": files.map(|(n, skipped)| serde_json::json!({"copied": n, "left_out": skipped})),
             }))?
-        );
+        )?;
     } else {
         let list: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!(
+        outln!(
             "copied {} into {}: {}",
             redact(&cfg.database_url()),
             redact(to_url),
             list.join(", ")
-        );
+        )?;
         if let (Some((n, skipped)), Some(dir)) = (files, &args.files_to) {
-            println!(
+            outln!(
                 "copied {n} file(s) into {} ({skipped} left out: partial downloads, cached metadata, unrecorded uploads)",
                 dir.display()
-            );
+            )?;
         }
-        println!(
+        outln!(
             "next: set [storage] database (and files_dir) in the configuration, then start the replicas"
-        );
+        )?;
     }
     Ok(0)
 }

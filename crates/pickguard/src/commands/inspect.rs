@@ -1,6 +1,6 @@
 //! `pickguard inspect`.
 
-use crate::cli::{Format, InspectArgs};
+use crate::cli::{InspectArgs, PlainFormat as Format};
 use crate::input;
 use anyhow::{Context, Result};
 use pickguard_convert::{ConvertError, load, named_tensors};
@@ -30,15 +30,15 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         Ok(ck) => ck,
         Err(e @ ConvertError::Refused { .. }) => {
             match args.format {
-                Format::Text => println!("{e}"),
+                Format::Text => outln!("{e}")?,
                 _ => {
                     let r = scanner.scan_bytes(&name, &bytes);
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::to_string_pretty(
                             &json!({"path": name, "verdict": r.verdict, "format": r.format, "findings": r.findings, "tensors": null})
                         )?
-                    );
+                    )?;
                 }
             }
             return Ok(1);
@@ -58,11 +58,14 @@ pub fn run(args: InspectArgs) -> Result<u8> {
                 .max()
                 .unwrap_or(4)
                 .clamp(4, 60);
-            println!("{name}: {} (clean)", ck.format);
-            println!(
+            outln!("{name}: {} (clean)", ck.format)?;
+            outln!(
                 "{:<w$}  {:<7} {:<20} {:>12}  storage",
-                "name", "dtype", "shape", "bytes"
-            );
+                "name",
+                "dtype",
+                "shape",
+                "bytes"
+            )?;
             for (n, t) in &named {
                 let t = &ck.tensors[*t];
                 let shape = format!("{:?}", t.shape);
@@ -71,20 +74,20 @@ pub fn run(args: InspectArgs) -> Result<u8> {
                 } else {
                     format!(" (view at {}, strides {:?})", t.offset, t.strides)
                 };
-                println!(
+                outln!(
                     "{n:<w$}  {:<7} {shape:<20} {:>12}  {}{view}",
                     t.dtype.safetensors_name(),
                     t.nbytes(),
                     t.storage
-                );
+                )?;
             }
-            println!(
+            outln!(
                 "{} tensors, {} ({} bytes) in {} storages",
                 named.len(),
                 human(total),
                 total,
                 storages.len()
-            );
+            )?;
         }
         _ => {
             let tensors: Vec<_> = named
@@ -95,13 +98,13 @@ pub fn run(args: InspectArgs) -> Result<u8> {
                            "storage": t.storage, "offset": t.offset, "strides": t.strides, "contiguous": t.is_contiguous()})
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(
                     &json!({"path": name, "format": ck.format, "verdict": "clean",
                 "tensors": tensors, "total_bytes": total, "storages": storages.len()})
                 )?
-            );
+            )?;
         }
     }
     Ok(0)

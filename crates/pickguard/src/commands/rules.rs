@@ -1,9 +1,9 @@
 //! `pickguard rules`: every rule id any command reports, from the one registry.
 
-use crate::cli::{Format, RulesArgs};
+use crate::cli::{PlainFormat as Format, RulesArgs};
 use anyhow::{Result, bail};
 use pickguard_findings::RuleInfo;
-use std::io::Write;
+use std::fmt::Write;
 
 /// Every rule of every command, in id order within each command.
 pub fn registry() -> Vec<RuleInfo> {
@@ -42,11 +42,9 @@ pub fn run(args: RulesArgs) -> Result<u8> {
             hits
         }
     };
-    // Written with `?`: a closed pipe (`pickguard rules | head`) ends quietly.
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     match args.format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&chosen)?)?,
-        Format::Sarif => bail!("rules are listed as text or json"),
         Format::Text => {
             for r in &chosen {
                 if args.id.is_some() {
@@ -69,5 +67,6 @@ pub fn run(args: RulesArgs) -> Result<u8> {
             }
         }
     }
+    crate::printer::write(&out)?;
     Ok(0)
 }

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pickguard_scan::report::{json, sarif, text};
 use pickguard_scan::{FileReport, Finding, Location, Policy, Rule, ScanOptions, Scanner, Verdict};
 use rayon::prelude::*;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -235,12 +235,8 @@ pub fn run(args: ScanArgs) -> Result<u8> {
 fn write_out(path: Option<&Path>, body: &str) -> Result<()> {
     match path {
         Some(p) => std::fs::write(p, body).with_context(|| format!("writing {}", p.display())),
-        None => {
-            let mut o = std::io::stdout().lock();
-            o.write_all(body.as_bytes())?;
-            o.flush()?;
-            Ok(())
-        }
+        // A closed pipe ends the output; the exit status stays the verdict.
+        None => Ok(crate::printer::write(body)?),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `pickguard hash`, `sign`, `verify`.
 
-use crate::cli::{Format, HashArgs, ModelFiles, SignArgs, VerifyArgs};
+use crate::cli::{HashArgs, ModelFiles, PlainFormat as Format, SignArgs, VerifyArgs};
 use anyhow::{Context, Result, bail};
 use pickguard_sign::{HashOptions, Trust, VerifyOptions, VerifyReport};
 use std::path::{Path, PathBuf};
@@ -31,21 +31,21 @@ pub fn hash(args: HashArgs) -> Result<u8> {
     match args.format {
         Format::Text => {
             for r in &m.resources {
-                println!("{}  {}", hex(&r.digest), r.name);
+                outln!("{}  {}", hex(&r.digest), r.name)?;
             }
-            println!(
+            outln!(
                 "{}  (root digest of {} file(s))",
                 hex(&m.root_digest()),
                 m.resources.len()
-            );
+            )?;
         }
-        _ => println!(
+        _ => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "model": m.model_name, "root_digest": hex(&m.root_digest()), "hash_type": "sha256",
                 "ignore_paths": m.ignore_paths, "resources": m.resources
             }))?
-        ),
+        )?,
     }
     Ok(0)
 }
@@ -141,15 +141,15 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
     match args.format {
         Format::Text => {
             if r.ok {
-                println!("verified: {} file(s) match the signature", r.files_checked);
+                outln!("verified: {} file(s) match the signature", r.files_checked)?;
             } else {
-                println!("verification FAILED for {}", args.path.display());
+                outln!("verification FAILED for {}", args.path.display())?;
                 for line in describe(&r) {
-                    println!("  {line}");
+                    outln!("  {line}")?;
                 }
             }
         }
-        _ => println!("{}", serde_json::to_string_pretty(&r)?),
+        _ => outln!("{}", serde_json::to_string_pretty(&r)?)?,
     }
     Ok(if r.ok { 0 } else { 1 })
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 pub fn run(args: WatchArgs) -> Result<u8> {
     if args.print_rules {
-        print!("{DEFAULT_RULES}");
+        crate::printer::write(DEFAULT_RULES)?;
         return Ok(0);
     }
     let mut out: Box<dyn Write> = match &args.output {
