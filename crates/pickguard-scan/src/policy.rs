@@ -98,6 +98,19 @@ const PLAIN_DATA: &[&str] = &[
     "array._array_reconstructor",
     "re._compile",
     "enum.Enum",
+    "enum.IntEnum",
+    "enum.StrEnum",
+    "enum.Flag",
+    "enum.IntFlag",
+    // Standard-library enums: calling one looks up a member (one argument)
+    // or refuses to extend it (more); nothing else runs.
+    "http.HTTPStatus",
+    "http.HTTPMethod",
+    "socket.AddressFamily",
+    "socket.SocketKind",
+    "signal.Signals",
+    "re.RegexFlag",
+    "inspect._ParameterKind",
     "zoneinfo.ZoneInfo",
 ];
 

@@ -157,3 +157,36 @@ fn text_that_looks_like_zlib_is_not_misread() {
     assert_ne!(r.verdict, Verdict::Inconclusive, "{:?}", r.findings);
     assert_eq!(r.format, "other");
 }
+
+#[test]
+fn torchscript_source_is_reported_once_never_unpickled() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/corpus/trust-torchscript.pt"
+    );
+    let r = Scanner::default().scan_bytes("ts.pt", &std::fs::read(path).unwrap());
+    assert_eq!(r.format, "torchscript");
+    assert_eq!(r.verdict, Verdict::NeedsTrust);
+    let rules: Vec<Rule> = r.findings.iter().map(|f| f.rule).collect();
+    assert_eq!(rules, vec![Rule::TorchScript], "{:?}", r.findings);
+    let m = &r.findings[0].message;
+    assert!(
+        m.contains("1 code file(s)") && m.contains("defining Linear"),
+        "{m}"
+    );
+}
+
+#[test]
+fn stdlib_enums_are_data_and_their_module_still_is_not() {
+    // http.HTTPStatus(200): an enum member, as a benign pickle holds it.
+    let r = scan(b"\x80\x02chttp\nHTTPStatus\nK\xc8\x85R.");
+    assert_eq!(r.verdict, Verdict::Clean, "{:?}", r.findings);
+    for evil in [
+        &b"\x80\x02chttp.client\nHTTPConnection\nX\x09\x00\x00\x00127.0.0.1\x85R."[..],
+        b"\x80\x02chttp\nHTTPStatus.__init__\n.",
+        b"\x80\x02csignal\npthread_kill\n.",
+    ] {
+        let r = scan(evil);
+        assert_eq!(r.verdict, Verdict::Malicious, "{evil:?}: {:?}", r.findings);
+    }
+}

@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// A TorchScript source member (`code/…/x.py`); `.debug_pkl` beside it is a
+/// pickle and is judged as one.
+fn is_torchscript_source(rel: &str) -> bool {
+    rel.starts_with("code/") && rel.ends_with(".py")
+}
+
 impl Scanner {
     pub(super) fn scan_zip(
         &self,
@@ -63,22 +69,9 @@ impl Scanner {
                 "zip"
             });
         }
-        if torchscript {
-            let code: Vec<&str> = ar
-                .entries
-                .iter()
-                .filter(|e| e.name.contains("/code/"))
-                .map(|e| e.name.as_str())
-                .collect();
-            ctx.push(Finding::new(
-                Rule::TorchScript,
-                format!(
-                    "TorchScript archive with {} code file(s){}: torch.jit.load compiles and runs them, and torch.load(weights_only=True) refuses such files",
-                    code.len(),
-                    code.first().map(|c| format!(" (first: {c})")).unwrap_or_default()
-                ),
-                loc(&member, None, None, ReadView::Linear),
-            ));
+        if let Some(l) = torch.as_ref().filter(|l| l.torchscript) {
+            let f = self.torchscript_code(ctx, data, &ar, l, &member);
+            ctx.push(f);
         }
         self.scan_zip_members(
             ctx,
@@ -265,6 +258,11 @@ impl Scanner {
             if e.name.ends_with('/') && e.size == 0 {
                 continue;
             }
+            // TorchScript source: compiled by torch.jit.load, never
+            // unpickled; reported once by torchscript_code.
+            if torchscript && rel.is_some_and(is_torchscript_source) {
+                continue;
+            }
             if e.flags & 1 != 0 {
                 ctx.push(Finding::new(
                     Rule::Unreadable,
@@ -407,5 +405,76 @@ impl Scanner {
                 _ => self.explore(ctx, bytes, m, depth + 1),
             }
         }
+    }
+
+    /// The PG202 finding of a TorchScript archive: its `code/` files and the
+    /// classes they define (read as text, bounded by the decompression
+    /// budget; the code itself is judged as trusted-or-not, not analysed).
+    fn torchscript_code(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        ar: &zip::Archive,
+        l: &TorchLayout,
+        member: &Option<String>,
+    ) -> Finding {
+        const LISTED: usize = 12;
+        let code: Vec<&zip::Entry> = ar
+            .entries
+            .iter()
+            .filter(|e| l.relative(&e.name).is_some_and(is_torchscript_source))
+            .collect();
+        let mut classes: Vec<String> = Vec::new();
+        let mut unread = 0usize;
+        for e in &code {
+            let remaining = self.options.max_decompressed.saturating_sub(ctx.inflated);
+            let Ok((text, _)) = zip::entry_data(data, e, remaining) else {
+                unread += 1;
+                continue;
+            };
+            ctx.inflated += text.len() as u64;
+            for line in text.split(|&b| b == b'\n') {
+                let Some(rest) = line.strip_prefix(b"class ") else {
+                    continue;
+                };
+                let end = rest
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
+                    .unwrap_or(rest.len());
+                if end > 0 && classes.len() <= LISTED {
+                    classes.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+                }
+            }
+        }
+        let mut defines = classes
+            .iter()
+            .take(LISTED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if classes.len() > LISTED {
+            defines.push_str(", ...");
+        }
+        Finding::new(
+            Rule::TorchScript,
+            format!(
+                "TorchScript archive with {} code file(s){}{}{}: torch.jit.load compiles and runs them, and torch.load(weights_only=True) refuses such files",
+                code.len(),
+                code.first()
+                    .map(|c| format!(" (first: {})", python_zip_name(&c.name)))
+                    .unwrap_or_default(),
+                if defines.is_empty() {
+                    String::new()
+                } else {
+                    format!(" defining {defines}")
+                },
+                if unread > 0 {
+                    format!("; {unread} not readable")
+                } else {
+                    String::new()
+                },
+            ),
+            loc(member, None, None, ReadView::Linear),
+        )
     }
 }
