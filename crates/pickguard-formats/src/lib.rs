@@ -6,6 +6,7 @@ containers model files come in, written to see what the victim's loader sees.
 pub mod compress;
 pub mod dtype;
 pub mod gguf;
+pub mod hdf5;
 pub mod onnx;
 pub mod pyliteral;
 pub mod tar;

@@ -161,6 +161,27 @@ fn walk(policy: &Policy, v: &Value, out: &mut Judged) {
                     None,
                 ));
             }
+            // Keras 2 / tf.keras form (read by Keras 3's Lambda.from_config
+            // too): `function` (or `output_shape`) is [base64 marshal,
+            // defaults, closure] with `function_type` "lambda".
+            for (key, kind) in [
+                ("function", "function_type"),
+                ("output_shape", "output_shape_type"),
+            ] {
+                if o.get(kind).and_then(Value::as_str) == Some("lambda")
+                    && let Some(Value::Array(parts)) = o.get(key)
+                    && let Some(Value::String(code)) = parts.first()
+                {
+                    hits.push((
+                        Rule::KerasLambda,
+                        format!(
+                            "a Lambda layer's {key} is marshalled Python bytecode in the Keras 2 form ({} base64 chars): Keras 2, tf.keras and keras.saving.load_model(safe_mode=False) run it",
+                            code.len()
+                        ),
+                        None,
+                    ));
+                }
+            }
             if let (Some(module), Some(class)) = (o.get("module").and_then(Value::as_str), class)
                 && !is_keras_module(module)
             {
@@ -174,13 +195,13 @@ fn walk(policy: &Policy, v: &Value, out: &mut Judged) {
                 let hit = class.rule().map(|rule| {
                     let msg = match &class {
                         Class::Dangerous { why, .. } => {
-                            format!("config.json makes Keras import {q}: {why}")
+                            format!("the model config makes Keras import {q}: {why}")
                         }
                         Class::StdlibGadget { .. } => format!(
-                            "config.json makes Keras import {q}, a standard-library object that is not a layer"
+                            "the model config makes Keras import {q}, a standard-library object that is not a layer"
                         ),
                         _ => format!(
-                            "config.json makes Keras import {q}: third-party code; trust it before loading"
+                            "the model config makes Keras import {q}: third-party code; trust it before loading"
                         ),
                     };
                     (rule, msg)

@@ -190,3 +190,26 @@ fn stdlib_enums_are_data_and_their_module_still_is_not() {
         assert_eq!(r.verdict, Verdict::Malicious, "{evil:?}: {:?}", r.findings);
     }
 }
+
+#[test]
+fn hdf5_string_attributes_are_read_whole_nuls_and_all() {
+    // The pickle in this attribute holds NUL bytes (BINPUT 0) before its
+    // call: a reader that stops at the first NUL sees an import, not the call.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/corpus/mal-hdf5-pickled-attribute.h5"
+    );
+    let r = Scanner::default().scan_bytes("a.h5", &std::fs::read(path).unwrap());
+    assert_eq!(r.verdict, Verdict::Malicious);
+    let g = r
+        .globals
+        .iter()
+        .find(|g| g.name == "system")
+        .expect("posix.system");
+    assert_eq!(g.calls, 1, "{:?}", r.findings);
+    assert!(
+        r.findings.iter().all(|f| f.rule != Rule::PickleError),
+        "attribute strings that PyTables would not unpickle are not pickles: {:?}",
+        r.findings
+    );
+}

@@ -8,6 +8,7 @@
 
 mod archive;
 mod code;
+mod hdf5;
 mod judge;
 mod model_formats;
 mod pickles;
@@ -354,7 +355,7 @@ impl Scanner {
             self.check_pickle_at_start(ctx, data, &member, kind);
         }
         if kind != Sniffed::Hdf5 {
-            self.check_hdf5_elsewhere(ctx, data, &member);
+            self.check_hdf5_elsewhere(ctx, data, &member, depth, top && kind == Sniffed::Unknown);
         }
         // Python's zipfile (keras.saving.load_model, numpy.load of .npz,
         // zipfile users) finds an archive from the file's end whatever its
@@ -486,7 +487,7 @@ impl Scanner {
                     );
                 }
             }
-            Sniffed::Hdf5 if !top => {} // weights inside a .keras archive: data
+            Sniffed::Hdf5 => self.scan_hdf5(ctx, data, &member, depth, top),
             Sniffed::Gguf => {
                 if top {
                     ctx.set_format("gguf");
@@ -500,18 +501,14 @@ impl Scanner {
                 let dir = if top { ctx.dir.clone() } else { None };
                 self.scan_onnx(ctx, data, &member, dir.as_deref());
             }
-            Sniffed::SevenZip | Sniffed::Hdf5 => {
+            Sniffed::SevenZip => {
                 let name = format!("{kind:?}").to_lowercase();
                 if top {
                     ctx.set_format(&name);
                 }
                 ctx.push(Finding::new(
                     Rule::UnsupportedFormat,
-                    if kind == Sniffed::Hdf5 {
-                        "hdf5 content is not analysed yet; a Keras .h5 model may carry Lambda bytecode".to_owned()
-                    } else {
-                        format!("{name} content is not analysed yet; it may hold pickles")
-                    },
+                    format!("{name} content is not analysed yet; it may hold pickles"),
                     loc(&member, None, None, ReadView::Linear),
                 ));
             }

@@ -227,23 +227,19 @@ impl Scanner {
     /// An HDF5 superblock where h5py looks for one past offset 0 (512, 1024,
     /// 2048, ...): Keras and h5py read the file as HDF5, which is not
     /// analysed yet, so the file cannot be clean.
-    pub(super) fn check_hdf5_elsewhere(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
-        let mut off = 512usize;
-        while off + 8 <= data.len() {
-            if data[off..].starts_with(b"\x89HDF\r\n\x1a\n") {
-                ctx.push(Finding::new(
-                    Rule::UnsupportedFormat,
-                    format!(
-                        "an HDF5 superblock at offset {off}: h5py and Keras read this file as HDF5 (a Keras .h5 may carry Lambda bytecode), which is not analysed yet"
-                    ),
-                    loc(member, None, Some(off as u64), ReadView::Linear),
-                ));
-                return;
-            }
-            off = match off.checked_mul(2) {
-                Some(o) => o,
-                None => return,
-            };
+    /// h5py finds a superblock at 512, 1024, 2048... whatever the file
+    /// starts with: such a file is also judged as HDF5 (`named`: the file
+    /// is nothing else, so it is called HDF5).
+    pub(super) fn check_hdf5_elsewhere(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        depth: usize,
+        named: bool,
+    ) {
+        if pickguard_formats::hdf5::superblock_offset(data).is_some_and(|o| o > 0) {
+            self.scan_hdf5(ctx, data, member, depth, named);
         }
     }
 }
