@@ -799,3 +799,65 @@ fn quarantine_moves_malicious_files_aside_with_a_manifest() {
     let (code, err) = scan(&[]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// What users read, as snapshots (`tests/snapshots/`; review changes with
+/// `cargo insta review`, or rerun with INSTA_UPDATE=always and read the diff).
+mod snapshots {
+    use super::common;
+
+    /// Run from the repository root with relative paths, so reports name
+    /// files as a user typing the command would see them.
+    fn out(args: &[&str]) -> String {
+        let o = common::pickguard()
+            .args(args)
+            .current_dir(common::root())
+            .env("NO_COLOR", "1")
+            .env("COLUMNS", "100")
+            .output()
+            .expect("run");
+        String::from_utf8(o.stdout)
+            .expect("utf-8")
+            .replace(env!("CARGO_PKG_VERSION"), "[version]")
+    }
+
+    const FILES: [&str; 5] = [
+        "fixtures/corpus/mal-exec.pkl",
+        "fixtures/corpus/ok-plain-data-p4.pkl",
+        "fixtures/corpus/trust-torchscript.pt",
+        "fixtures/corpus/mal-keras-lambda.h5",
+        "fixtures/corpus/inc-keras-h5-dense-attributes.h5",
+    ];
+
+    #[test]
+    fn scan_text_report() {
+        let mut a = vec!["scan", "-v"];
+        a.extend(FILES);
+        insta::assert_snapshot!(out(&a));
+    }
+
+    #[test]
+    fn scan_json_report() {
+        let mut a = vec!["scan", "-f", "json"];
+        a.extend(FILES);
+        insta::assert_snapshot!(out(&a));
+    }
+
+    #[test]
+    fn scan_sarif_report() {
+        insta::assert_snapshot!(out(&["scan", "-f", "sarif", FILES[0], FILES[3]]));
+    }
+
+    #[test]
+    fn audit_text_report() {
+        insta::assert_snapshot!(out(&["audit", "fixtures/audit/decl-pyproject-private"]));
+    }
+
+    #[test]
+    fn help_pages() {
+        for cmd in ["scan", "convert", "audit", "run", "watch", "firewall serve"] {
+            let mut a: Vec<&str> = cmd.split(' ').collect();
+            a.push("--help");
+            insta::assert_snapshot!(format!("help_{}", cmd.replace(' ', "_")), out(&a));
+        }
+    }
+}

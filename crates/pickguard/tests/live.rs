@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Run;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -153,19 +155,11 @@ fn sarif_validates_against_the_schema() {
     assert_eq!(out.status.code(), Some(1));
     std::fs::write(&audit_report, &out.stdout).unwrap();
     for r in [&report, &audit_report] {
-        let out = Command::new(python())
+        Command::new(python())
             .args(["-c", code])
             .arg(&schema)
             .arg(r)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}\n{}",
-            r.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .ok();
     }
 }
 
@@ -198,13 +192,7 @@ fn gguf_type_sizes_match_the_gguf_package() {
             "-c",
             "import gguf, json; print(json.dumps({int(k): list(v) for k, v in gguf.GGML_QUANT_SIZES.items()}))",
         ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     let sizes: std::collections::BTreeMap<String, (u64, u64)> =
         serde_json::from_slice(&out.stdout).unwrap();
     assert!(sizes.len() >= 30, "{sizes:?}");

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Run;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -314,16 +316,7 @@ fn ca_and_leaf(dir: &Path, key: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Command::new("openssl").args(args).current_dir(dir).ok();
     };
     run(&[
         "ecparam",
@@ -509,18 +502,12 @@ fn sharded_signatures_hash_large_files_in_parallel_and_verify_model_signing_shar
                 c.set_hashing_config(model_signing.hashing.Config().use_shard_serialization(shard_size=100000))\n\
                 c.sign(sys.argv[2], sys.argv[3])";
     let py = std::env::var("PICKGUARD_PYTHON").unwrap();
-    let out = Command::new(&py)
+    Command::new(&py)
         .args(["-c", code])
         .arg(&key)
         .arg(&model)
         .arg(&sig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     let r = common::run(&[
         "verify",
         &s(&model),

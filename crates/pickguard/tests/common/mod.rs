@@ -25,6 +25,45 @@ pub fn pickguard() -> Command {
     c
 }
 
+/// Run a command and check how it ended, printing its output when it did
+/// not end as expected (the one place tests say "run, assert, show stderr").
+pub trait Run {
+    /// Exit status 0.
+    fn ok(&mut self) -> Output;
+    /// Any failing exit status.
+    fn fails(&mut self) -> Output;
+    /// Exactly exit status `code`.
+    fn code(&mut self, code: i32) -> Output;
+}
+
+fn ended(c: &mut Command, want: &dyn Fn(&std::process::ExitStatus) -> bool, what: &str) -> Output {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", c.get_program()));
+    assert!(
+        want(&out.status),
+        "{:?} {:?}: expected {what}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+        c.get_program(),
+        c.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Run for Command {
+    fn ok(&mut self) -> Output {
+        ended(self, &|s| s.success(), "success")
+    }
+    fn fails(&mut self) -> Output {
+        ended(self, &|s| !s.success(), "failure")
+    }
+    fn code(&mut self, code: i32) -> Output {
+        ended(self, &|s| s.code() == Some(code), &format!("exit {code}"))
+    }
+}
+
 pub fn run(args: &[&str]) -> Output {
     pickguard().args(args).output().expect("run pickguard")
 }
