@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/system-deps.sh
 eval "$(scripts/setup-test-env.sh)"
 cargo fmt --all -- --check
+# Every declared dependency is used (what cargo-machete checks).
+python3 scripts/check-unused-deps.py
 cargo clippy --workspace --all-targets --features pickguard/live --locked -- -D warnings
 cargo test --workspace --features pickguard/live --locked "$@"
 # The wheel as a Python user gets it: fresh venv, no Rust on PATH, real torch.
