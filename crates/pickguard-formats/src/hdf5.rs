@@ -18,30 +18,57 @@ pub const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 /// Messages, continuation blocks and heap objects one read may visit.
 pub const MAX_STEPS: usize = 1 << 20;
 
-/// An attribute of the root group.
+/// An attribute, its value borrowed from the file (references to one heap
+/// object share its bytes).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Attribute {
+pub struct Attribute<'a> {
+    /// As the library reads it: `name_size - 1` bytes, up to a NUL.
     pub name: String,
-    pub value: Value,
+    pub value: Value<'a>,
 }
 
 /// An attribute's value, as far as a scanner needs it.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    /// Fixed- or variable-length strings, one per element (a scalar: one).
-    Strings(Vec<Vec<u8>>),
+pub enum Value<'a> {
+    /// Fixed- or variable-length strings, one per element (a scalar: one),
+    /// with trailing NULs removed; see [`readings`] for what readers make
+    /// of NULs inside.
+    Strings(Vec<&'a [u8]>),
     /// Another datatype (numbers, compounds...), by its HDF5 class number.
     Other { class: u8 },
 }
 
-impl Value {
+impl<'a> Value<'a> {
     /// The single string of a scalar string attribute.
-    pub fn as_str_bytes(&self) -> Option<&[u8]> {
+    pub fn as_str_bytes(&self) -> Option<&'a [u8]> {
         match self {
-            Value::Strings(v) if v.len() == 1 => Some(&v[0]),
+            Value::Strings(v) if v.len() == 1 => Some(v[0]),
             _ => None,
         }
     }
+}
+
+/// Every way a reader takes a string value: whole (numpy's fixed-length
+/// strings keep NULs inside), and up to its first NUL (C readers:
+/// PyTables measures variable-length strings with `strlen`, h5py and the
+/// library's null-terminated conversions stop there too).
+pub fn readings(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let cut = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
+    std::iter::once(s).chain((cut.len() != s.len()).then_some(cut))
+}
+
+/// Longest name shown in an object path; longer ones are cut (with `…`),
+/// and a path stops growing at [`MAX_PATH`] bytes, so shared long names
+/// cannot multiply memory.
+const MAX_NAME: usize = 256;
+const MAX_PATH: usize = 1024;
+
+fn show_name(b: &[u8]) -> String {
+    let mut n = String::from_utf8_lossy(&b[..b.len().min(MAX_NAME)]).into_owned();
+    if b.len() > MAX_NAME {
+        n.push('…');
+    }
+    n
 }
 
 /// Why the attributes could not be read.
@@ -144,10 +171,10 @@ impl<'a> File<'a> {
 }
 
 /// The root group's attributes, in header order.
-pub fn root_attributes(data: &[u8]) -> Res<Vec<Attribute>> {
+pub fn root_attributes(data: &[u8]) -> Res<Vec<Attribute<'_>>> {
     Ok(attributes(data, false)?
         .into_iter()
-        .filter(|(p, _)| p == "/")
+        .filter(|(p, _)| &**p == "/")
         .map(|(_, a)| a)
         .collect())
 }
@@ -156,7 +183,7 @@ pub fn root_attributes(data: &[u8]) -> Res<Vec<Attribute>> {
 /// links (`all`), or of the root only: (object path, attribute), the root
 /// first. A group whose links or an object whose attributes this reader
 /// does not follow is an error, never a silent gap.
-pub fn attributes(data: &[u8], all: bool) -> Res<Vec<(String, Attribute)>> {
+pub fn attributes(data: &[u8], all: bool) -> Res<Vec<(std::rc::Rc<str>, Attribute<'_>)>> {
     let base = superblock_offset(data).ok_or(Hdf5Error::Malformed("no HDF5 signature".into()))?;
     let mut f = File {
         d: data,
@@ -191,7 +218,7 @@ pub fn attributes(data: &[u8], all: bool) -> Res<Vec<(String, Attribute)>> {
         .addr(root)?
         .ok_or(Hdf5Error::Malformed("no root group".into()))?;
     let mut out = Vec::new();
-    let mut todo = vec![("/".to_owned(), root)];
+    let mut todo: Vec<(std::rc::Rc<str>, usize)> = vec![("/".into(), root)];
     let mut seen = std::collections::HashSet::new();
     while let Some((path, at)) = todo.pop() {
         f.step()?;
@@ -239,10 +266,12 @@ pub fn attributes(data: &[u8], all: bool) -> Res<Vec<(String, Attribute)>> {
             }
         }
         for (name, addr) in children.into_iter().rev() {
-            let p = if path == "/" {
-                format!("/{name}")
+            let p: std::rc::Rc<str> = if path.len() >= MAX_PATH {
+                path.clone()
+            } else if &*path == "/" {
+                format!("/{}", show_name(name)).into()
             } else {
-                format!("{path}/{name}")
+                format!("{path}/{}", show_name(name)).into()
             };
             todo.push((p, addr));
         }
@@ -252,7 +281,7 @@ pub fn attributes(data: &[u8], all: bool) -> Res<Vec<(String, Attribute)>> {
 
 /// A link message: (name, object address) for a hard link; soft and
 /// external links name no object in this file.
-fn link(f: &File, m: &[u8]) -> Res<Option<(String, usize)>> {
+fn link<'m>(f: &File, m: &'m [u8]) -> Res<Option<(&'m [u8], usize)>> {
     if f.uint_in(m, 0, 1)? != 1 {
         return unsupported("link message version");
     }
@@ -284,12 +313,17 @@ fn link(f: &File, m: &[u8]) -> Res<Option<(String, usize)>> {
     let at = f
         .addr(f.uint_in(m, p, f.so)?)?
         .ok_or(Hdf5Error::Malformed("a hard link to nowhere".into()))?;
-    Ok(Some((String::from_utf8_lossy(name).into_owned(), at)))
+    Ok(Some((name, at)))
 }
 
 /// An old-style group: a v1 B-tree of symbol-table nodes, names in a
 /// local heap.
-fn symbol_table(f: &mut File, tree: u64, heap: u64, out: &mut Vec<(String, usize)>) -> Res<()> {
+fn symbol_table<'a>(
+    f: &mut File<'a>,
+    tree: u64,
+    heap: u64,
+    out: &mut Vec<(&'a [u8], usize)>,
+) -> Res<()> {
     let heap = f
         .addr(heap)?
         .ok_or(Hdf5Error::Malformed("a group without a name heap".into()))?;
@@ -333,14 +367,19 @@ fn symbol_table(f: &mut File, tree: u64, heap: u64, out: &mut Vec<(String, usize
                     f.step()?;
                     let e = at + 8 + i * each;
                     let off = usize::try_from(f.uint(e, f.so)?).unwrap_or(usize::MAX);
+                    // Names are only shown: look no further than that for
+                    // the NUL (entries may share one huge name).
                     let name = names
                         .get(off..)
-                        .map(|r| &r[..r.iter().position(|&b| b == 0).unwrap_or(r.len())])
+                        .map(|r| {
+                            let r = &r[..r.len().min(MAX_NAME + 1)];
+                            &r[..r.iter().position(|&b| b == 0).unwrap_or(r.len())]
+                        })
                         .ok_or(Hdf5Error::Malformed("a link name outside its heap".into()))?;
                     let obj = f
                         .addr(f.uint(e + f.so, f.so)?)?
                         .ok_or(Hdf5Error::Malformed("a group entry to nowhere".into()))?;
-                    out.push((String::from_utf8_lossy(name).into_owned(), obj));
+                    out.push((name, obj));
                 }
             }
             _ => return bad("a group B-tree points at neither a node nor a symbol table"),
@@ -463,7 +502,7 @@ fn pad8(n: usize) -> usize {
 }
 
 /// An attribute message.
-fn attribute(f: &mut File, m: &[u8]) -> Res<Attribute> {
+fn attribute<'a>(f: &mut File<'a>, m: &'a [u8]) -> Res<Attribute<'a>> {
     let version = f.uint_in(m, 0, 1)?;
     let flags = f.uint_in(m, 1, 1)?;
     let name_size = f.uint_in(m, 2, 2)? as usize;
@@ -492,6 +531,9 @@ fn attribute(f: &mut File, m: &[u8]) -> Res<Attribute> {
     let ds = field(p, ds_size)?;
     p += pad(ds_size);
     let data = m.get(p..).unwrap_or(&[]);
+    // The library keeps name_size - 1 bytes whatever the last one is
+    // (H5MM_strndup), up to a NUL.
+    let name = &name[..name.len().saturating_sub(1)];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     let name = String::from_utf8_lossy(&name[..end]).into_owned();
     let n = elements(f, ds)?;
@@ -509,12 +551,10 @@ fn attribute(f: &mut File, m: &[u8]) -> Res<Attribute> {
                 data[..need]
                     .chunks(size.max(1))
                     .map(|c| {
-                        // Null-padded strings keep NULs inside (numpy strips
-                        // only trailing ones; a pickle holds them); a
-                        // null-terminated one is read up to its first NUL,
-                        // a prefix of this, so the longer reading covers both.
+                        // numpy strips trailing NULs and keeps inner ones
+                        // (a pickle holds them); see `readings`.
                         let e = c.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-                        c[..e].to_vec()
+                        &c[..e]
                     })
                     .collect(),
             )
@@ -572,9 +612,9 @@ fn elements(f: &File, ds: &[u8]) -> Res<usize> {
 
 /// Object `idx` of the global heap collection at `coll`, `len` bytes of it.
 /// Each collection is read once.
-fn heap_object(f: &mut File, coll: u64, idx: u64, len: usize) -> Res<Vec<u8>> {
+fn heap_object<'a>(f: &mut File<'a>, coll: u64, idx: u64, len: usize) -> Res<&'a [u8]> {
     if len == 0 && coll == 0 {
-        return Ok(Vec::new()); // an empty string has no heap object
+        return Ok(&[]); // an empty string has no heap object
     }
     let at = f
         .addr(coll)?
@@ -589,7 +629,8 @@ fn heap_object(f: &mut File, coll: u64, idx: u64, len: usize) -> Res<Vec<u8>> {
     if len > size {
         return bad("a string longer than its heap object");
     }
-    Ok(f.d[data_at..data_at + len].to_vec())
+    let d = f.d;
+    Ok(&d[data_at..data_at + len])
 }
 
 /// The objects of the global heap collection at `at`.
@@ -612,16 +653,22 @@ fn collection(f: &mut File, at: usize) -> Res<std::collections::HashMap<u64, (us
         let osize = usize::try_from(f.uint(p + 8, f.sl)?).unwrap_or(usize::MAX);
         let data_at = p + 8 + f.sl;
         if id == 0 {
-            break; // free space: the rest of the collection
+            // Free space: its size counts its header and is not padded;
+            // the library reads on after it, and so must this.
+            if osize < 8 + f.sl {
+                break;
+            }
+            p = p
+                .checked_add(osize)
+                .ok_or(Hdf5Error::Malformed("free space past the end".into()))?;
+            continue;
         }
         if data_at.checked_add(osize).is_none_or(|e| e > end) {
             return bad("a global heap object runs past its collection");
         }
-        // Which of two objects with one index the library returns is its
-        // own business: such a heap is not read.
-        if out.insert(id, (data_at, osize)).is_some() {
-            return bad(format!("global heap object {id} appears twice"));
-        }
+        // A later object with the same index replaces an earlier one, as
+        // the library fills its table while it reads.
+        out.insert(id, (data_at, osize));
         p = data_at + pad8(osize);
     }
     Ok(out)
@@ -671,7 +718,7 @@ mod real_files {
         std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
     }
 
-    fn names(attrs: &[Attribute]) -> Vec<&str> {
+    fn names<'a>(attrs: &'a [Attribute]) -> Vec<&'a str> {
         attrs.iter().map(|a| a.name.as_str()).collect()
     }
 
@@ -684,7 +731,8 @@ mod real_files {
             "mal-keras-lambda-latest.h5",
             "mal-keras-lambda-userblock.h5",
         ] {
-            let attrs = root_attributes(&corpus(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let d = corpus(f);
+            let attrs = root_attributes(&d).unwrap_or_else(|e| panic!("{f}: {e}"));
             let cfg = attrs
                 .iter()
                 .find(|a| a.name == "model_config")
@@ -702,16 +750,17 @@ mod real_files {
             "mal-hdf5-pickled-attribute.h5",
             "mal-hdf5-pickled-attribute-latest.h5",
         ] {
-            let all = attributes(&corpus(f), true).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let d = corpus(f);
+            let all = attributes(&d, true).unwrap_or_else(|e| panic!("{f}: {e}"));
             let hit = all
                 .iter()
-                .find(|(p, a)| p == "/layers/extra/w" && a.name == "pandas_type")
+                .find(|(p, a)| &**p == "/layers/extra/w" && a.name == "pandas_type")
                 .unwrap_or_else(|| panic!("{f}: {all:?}"));
             let s = hit.1.value.as_str_bytes().expect("a string");
             assert!(s.starts_with(b"\x80\x02") && s.ends_with(b"."), "{f}");
             // The root alone does not see it.
-            let root = attributes(&corpus(f), false).unwrap();
-            assert!(root.iter().all(|(p, _)| p == "/"), "{f}");
+            let root = attributes(&d, false).unwrap();
+            assert!(root.iter().all(|(p, _)| &**p == "/"), "{f}");
         }
     }
 
@@ -736,5 +785,256 @@ mod real_files {
             let _ = attributes(&m, true);
             m[i] = d[i];
         }
+    }
+}
+
+#[cfg(test)]
+mod built {
+    //! Files built byte by byte for what h5py will not write: the attacker
+    //! review's shapes (2026-12-03), each checked against what the library
+    //! does with it.
+    use super::*;
+
+    const U: [u8; 8] = [0xff; 8];
+
+    fn q(x: usize) -> [u8; 8] {
+        (x as u64).to_le_bytes()
+    }
+
+    fn pad8(mut v: Vec<u8>) -> Vec<u8> {
+        v.resize(v.len().div_ceil(8) * 8, 0);
+        v
+    }
+
+    /// Superblock v0 (96 bytes) whose root object header is at 96.
+    fn superblock(eof: usize) -> Vec<u8> {
+        let mut sb = SIGNATURE.to_vec();
+        sb.extend([0, 0, 0, 0, 0, 8, 8, 0, 4, 0, 16, 0, 0, 0, 0, 0]);
+        sb.extend(q(0));
+        sb.extend(U);
+        sb.extend(q(eof));
+        sb.extend(U);
+        sb.extend(q(0));
+        sb.extend(q(96));
+        sb.extend([0; 24]);
+        assert_eq!(sb.len(), 96);
+        sb
+    }
+
+    /// A v1 object header of (type, body) messages.
+    fn header(msgs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (ty, b) in msgs {
+            let b = pad8(b.clone());
+            body.extend(ty.to_le_bytes());
+            body.extend((b.len() as u16).to_le_bytes());
+            body.extend([0; 4]);
+            body.extend(b);
+        }
+        let mut h = vec![1, 0];
+        h.extend((msgs.len() as u16).to_le_bytes());
+        h.extend(1u32.to_le_bytes());
+        h.extend((body.len() as u32).to_le_bytes());
+        h.extend([0; 4]);
+        h.extend(body);
+        h
+    }
+
+    /// An attribute message v1 with a raw name field of `name_size`.
+    fn attr(name: &[u8], name_size: u16, dt: &[u8], ds: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = vec![1, 0];
+        m.extend(name_size.to_le_bytes());
+        m.extend((dt.len() as u16).to_le_bytes());
+        m.extend((ds.len() as u16).to_le_bytes());
+        m.extend(pad8(name.to_vec()));
+        m.extend(pad8(dt.to_vec()));
+        m.extend(pad8(ds.to_vec()));
+        m.extend(data);
+        m
+    }
+
+    fn fixed_string(n: u32) -> Vec<u8> {
+        let mut t = vec![0x13, 1, 0, 0];
+        t.extend(n.to_le_bytes());
+        t
+    }
+
+    fn vlen_string() -> Vec<u8> {
+        let mut t = vec![0x19, 1, 0, 0];
+        t.extend(16u32.to_le_bytes());
+        t.extend(fixed_string(1));
+        t
+    }
+
+    fn dataspace(dims: &[usize]) -> Vec<u8> {
+        let mut d = vec![1, dims.len() as u8, 0, 0, 0, 0, 0, 0];
+        for &n in dims {
+            d.extend(q(n));
+        }
+        d
+    }
+
+    /// A global heap collection of (index, bytes) objects, free space
+    /// objects as index 0 with their total size.
+    fn collection(objs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (idx, data) in objs {
+            body.extend(idx.to_le_bytes());
+            body.extend([1, 0, 0, 0, 0, 0]);
+            if *idx == 0 {
+                body.extend(q(16 + data.len()));
+                body.extend(data);
+            } else {
+                body.extend(q(data.len()));
+                body.extend(pad8(data.clone()));
+            }
+        }
+        let mut g = b"GCOL\x01\0\0\0".to_vec();
+        g.extend(q(16 + body.len()));
+        g.extend(body);
+        g
+    }
+
+    /// A file: superblock, the root header (built knowing where the heap
+    /// collection after it starts), the collection.
+    fn file(root: impl Fn(usize) -> Vec<u8>, heap: &[u8]) -> Vec<u8> {
+        let probe = root(0).len();
+        let at = 96 + probe;
+        let mut d = superblock(at + heap.len());
+        d.extend(root(at));
+        d.extend(heap);
+        d
+    }
+
+    fn vlen_refs(refs: &[(usize, usize, u32)]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for &(len, coll, idx) in refs {
+            v.extend((len as u32).to_le_bytes());
+            v.extend(q(coll));
+            v.extend(idx.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn a_name_is_its_size_less_one_byte_up_to_a_nul() {
+        let d = file(
+            |_| {
+                header(&[(
+                    0x0C,
+                    attr(
+                        b"model_configX",
+                        13,
+                        &fixed_string(2),
+                        &dataspace(&[]),
+                        b"{}",
+                    ),
+                )])
+            },
+            &[],
+        );
+        let a = root_attributes(&d).unwrap();
+        assert_eq!(a[0].name, "model_config");
+        assert_eq!(a[0].value.as_str_bytes(), Some(&b"{}"[..]));
+    }
+
+    #[test]
+    fn heap_references_share_bytes_and_the_later_duplicate_wins() {
+        let big = vec![b'('; 10_000];
+        let heap = collection(&[
+            (1, b"benign".to_vec()),
+            (0, vec![0; 48]),
+            (1, big.clone()),
+            (0, vec![0; 16]),
+        ]);
+        let d = file(
+            |at| {
+                let refs: Vec<_> = (0..1000).map(|_| (big.len(), at, 1)).collect();
+                header(&[(
+                    0x0C,
+                    attr(
+                        b"a\0",
+                        2,
+                        &vlen_string(),
+                        &dataspace(&[1000]),
+                        &vlen_refs(&refs),
+                    ),
+                )])
+            },
+            &heap,
+        );
+        let a = root_attributes(&d).unwrap();
+        let Value::Strings(v) = &a[0].value else {
+            panic!("{:?}", a[0].value)
+        };
+        assert_eq!(v.len(), 1000);
+        assert!(
+            v.iter()
+                .all(|s| s.as_ptr() == v[0].as_ptr() && s.len() == big.len())
+        );
+        assert_eq!(v[0], &big[..], "the object after the free space");
+    }
+
+    #[test]
+    fn a_string_is_read_whole_and_up_to_its_first_nul() {
+        let r: Vec<&[u8]> = readings(b"cos\nsystem\n.\0JUNK").collect();
+        assert_eq!(
+            r,
+            vec![&b"cos\nsystem\n.\0JUNK"[..], &b"cos\nsystem\n."[..]]
+        );
+        assert_eq!(readings(b"plain").count(), 1);
+    }
+
+    #[test]
+    fn many_links_sharing_one_long_name_stay_small() {
+        // The root is an old-style group: a B-tree with one symbol-table
+        // node of 2000 entries, all named by one 64 KiB name, all linking
+        // to one child that has an attribute.
+        const N: usize = 2000;
+        let root_at = 96;
+        let root = |tree: usize, heap: usize| {
+            let mut st = q(tree).to_vec();
+            st.extend(q(heap));
+            header(&[(0x11, st)])
+        };
+        let root_len = root(0, 0).len();
+        let heap_at = root_at + root_len;
+        let names: Vec<u8> = [vec![0; 8], vec![b'A'; 65536], vec![0; 8]].concat();
+        let heap_len = 32;
+        let names_at = heap_at + heap_len;
+        let tree_at = names_at + names.len();
+        let tree_len = 8 + 16 + 8 + 8 + 8;
+        let snod_at = tree_at + tree_len;
+        let snod_len = 8 + N * 40;
+        let child_at = snod_at + snod_len;
+        let mut d = superblock(0);
+        d.extend(root(tree_at, heap_at));
+        d.extend(b"HEAP\0\0\0\0");
+        d.extend(q(names.len()));
+        d.extend(U);
+        d.extend(q(names_at));
+        d.extend(&names);
+        d.extend(b"TREE\0\0\x01\0");
+        d.extend(U);
+        d.extend(U);
+        d.extend(q(0));
+        d.extend(q(snod_at));
+        d.extend(q(8));
+        d.extend(b"SNOD\x01\0");
+        d.extend((N as u16).to_le_bytes());
+        for _ in 0..N {
+            d.extend(q(8));
+            d.extend(q(child_at));
+            d.extend([0; 24]);
+        }
+        assert_eq!(d.len(), child_at);
+        d.extend(header(&[(
+            0x0C,
+            attr(b"note\0", 5, &fixed_string(3), &dataspace(&[]), b"abc"),
+        )]));
+        let all = attributes(&d, true).unwrap();
+        assert_eq!(all.len(), 1, "one child however many links reach it");
+        assert!(all[0].0.len() <= MAX_NAME + 8, "{}", all[0].0.len());
+        assert!(all[0].0.ends_with('…'));
     }
 }

@@ -20,7 +20,7 @@ impl Scanner {
         top: bool,
     ) {
         let at = |m: &Option<String>| loc(m, None, None, ReadView::Linear);
-        let attrs: Vec<(String, Attribute)> = match hdf5::attributes(data, true) {
+        let attrs: Vec<(std::rc::Rc<str>, Attribute)> = match hdf5::attributes(data, true) {
             Ok(a) => a,
             Err(e) => {
                 ctx.push(Finding::new(
@@ -32,7 +32,7 @@ impl Scanner {
                 ));
                 // The root alone still carries what Keras reads.
                 match hdf5::root_attributes(data) {
-                    Ok(root) => root.into_iter().map(|a| ("/".to_owned(), a)).collect(),
+                    Ok(root) => root.into_iter().map(|a| ("/".into(), a)).collect(),
                     Err(_) => {
                         if top {
                             ctx.set_format("hdf5");
@@ -44,15 +44,26 @@ impl Scanner {
         };
         let keras = attrs
             .iter()
-            .any(|(p, a)| p == "/" && a.name == "model_config");
+            .any(|(p, a)| &**p == "/" && a.name == "model_config");
         if top {
             ctx.set_format(if keras { "keras-h5" } else { "hdf5" });
         }
+        let mut pickles = Pickles::default();
         for (path, a) in &attrs {
             let m = join_member(member, &format!("<attribute {} of {path}>", a.name));
-            match (path.as_str(), a.name.as_str(), &a.value) {
+            let is = |want: &[u8]| {
+                a.value
+                    .as_str_bytes()
+                    .is_some_and(|v| hdf5::readings(v).any(|r| r == want))
+            };
+            match (&**path, a.name.as_str(), &a.value) {
                 ("/", "model_config" | "training_config", v) => match v.as_str_bytes() {
-                    Some(json) => self.check_keras(ctx, json, &m, depth),
+                    // h5py hands Keras the string up to a NUL; judge every reading.
+                    Some(json) => {
+                        for r in hdf5::readings(json) {
+                            self.check_keras(ctx, r, &m, depth);
+                        }
+                    }
                     None => ctx.push(Finding::new(
                         Rule::Unreadable,
                         format!(
@@ -62,26 +73,72 @@ impl Scanner {
                         at(&m),
                     )),
                 },
-                (_, "PSEUDOATOM", v) if v.as_str_bytes() == Some(b"object") => {
-                    ctx.push(Finding::new(
-                        Rule::UnsupportedFormat,
-                        format!(
-                            "{path} is a PyTables object array: PyTables and pandas.read_hdf unpickle its rows, which are not analysed"
-                        ),
-                        at(&m),
-                    ))
-                }
+                // PyTables makes a VLArray an object array (rows unpickled)
+                // for PSEUDOATOM "object", or FLAVOR "Object" in 1.x files.
+                (_, "PSEUDOATOM", _) if is(b"object") => ctx.push(Finding::new(
+                    Rule::UnsupportedFormat,
+                    format!(
+                        "{path} is a PyTables object array: PyTables and pandas.read_hdf unpickle its rows, which are not analysed"
+                    ),
+                    at(&m),
+                )),
+                (_, "FLAVOR", _) if is(b"Object") => ctx.push(Finding::new(
+                    Rule::UnsupportedFormat,
+                    format!(
+                        "{path} is a PyTables 1.x object array (FLAVOR Object): PyTables unpickles its rows, which are not analysed"
+                    ),
+                    at(&m),
+                )),
                 (_, _, Value::Strings(v)) => {
                     // PyTables unpickles a string attribute that ends in
-                    // `.` (after numpy strips trailing NULs).
-                    for s in v
-                        .iter()
-                        .filter(|s| s.ends_with(b".") && pk::is_plausible_start(s))
-                    {
-                        self.scan_pickle_region(ctx, s, 0, &m, Role::Generic, true);
+                    // `.`, read whole or (variable-length) up to a NUL.
+                    for s in v {
+                        pickles.offer(s, &m);
                     }
                 }
                 _ => {}
+            }
+        }
+        for (r, m) in pickles.best.into_values() {
+            self.scan_pickle_region(ctx, r, 0, &m, Role::Generic, true);
+        }
+    }
+}
+
+/// The string attributes PyTables would unpickle (ending in `.`, read whole
+/// or up to a NUL), one per string start: references may share a heap
+/// object at many lengths, and a pickle read from one start is the same
+/// opcodes whatever its length, so the longest such reading shows what
+/// every shorter one would do (a shorter one stops or breaks where the
+/// longer goes on). Each byte is looked at once per start.
+#[derive(Default)]
+struct Pickles<'a> {
+    /// String start -> (bytes searched for a NUL so far, the first NUL).
+    nul: HashMap<usize, (usize, Option<usize>)>,
+    /// String start -> its longest unpicklable reading and where it is
+    /// (ordered, so reports come out alike every run).
+    best: BTreeMap<usize, (&'a [u8], Option<String>)>,
+}
+
+impl<'a> Pickles<'a> {
+    fn offer(&mut self, s: &'a [u8], member: &Option<String>) {
+        let start = s.as_ptr() as usize;
+        let (searched, found) = self.nul.entry(start).or_insert((0, None));
+        if found.is_none() && *searched < s.len() {
+            *found = s[*searched..]
+                .iter()
+                .position(|&b| b == 0)
+                .map(|i| i + *searched);
+            *searched = s.len();
+        }
+        let cut = found.filter(|&k| k < s.len()).map(|k| &s[..k]);
+        for r in std::iter::once(s).chain(cut) {
+            if !(r.ends_with(b".") && pk::is_plausible_start(r)) {
+                continue;
+            }
+            let e = self.best.entry(start).or_insert((r, member.clone()));
+            if r.len() > e.0.len() {
+                *e = (r, member.clone());
             }
         }
     }

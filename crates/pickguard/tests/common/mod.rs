@@ -96,6 +96,9 @@ pub struct Fixture {
     pub raises: bool,
     /// Loaders under which the payload must not run (it hides from them).
     pub inert: Vec<String>,
+    /// The payload is in a part pickguard knowingly does not read (the
+    /// verdict must be inconclusive, never clean).
+    pub unread: bool,
 }
 
 pub fn manifest(dir: &Path) -> Vec<Fixture> {
@@ -117,6 +120,7 @@ pub fn manifest(dir: &Path) -> Vec<Fixture> {
             load: f["load"].as_str().unwrap().to_owned(),
             marker: f["marker"].as_bool().unwrap(),
             raises: f["raises"].as_bool().unwrap_or(false),
+            unread: f["unread"].as_bool().unwrap_or(false),
             inert: f["inert"]
                 .as_array()
                 .map(|a| a.iter().map(|l| l.as_str().unwrap().to_owned()).collect())
