@@ -94,6 +94,7 @@ fn mutated_corpus_never_panics_and_stays_in_budget() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut scans = 0;
     let mut verdicts = std::collections::BTreeMap::new();
+    let mut mal_scans = 0;
     for (name, data) in corpus() {
         for _ in 0..60 {
             let m = mutate(&mut rng, &data);
@@ -113,7 +114,10 @@ fn mutated_corpus_never_panics_and_stays_in_budget() {
                 Verdict::Error,
                 "{name}: bytes in memory never give a read error"
             );
-            *verdicts.entry(r.verdict).or_insert(0) += 1;
+            if name.starts_with("mal-") {
+                *verdicts.entry(r.verdict).or_insert(0) += 1;
+                mal_scans += 1;
+            }
             scans += 1;
         }
     }
@@ -121,8 +125,8 @@ fn mutated_corpus_never_panics_and_stays_in_budget() {
     // Mutations of malicious files keep being caught often enough to show
     // the test exercised real analysis, not early rejection.
     assert!(
-        verdicts.get(&Verdict::Malicious).copied().unwrap_or(0) > scans / 4,
-        "{verdicts:?}"
+        verdicts.get(&Verdict::Malicious).copied().unwrap_or(0) > mal_scans / 3,
+        "verdicts of mutated malicious fixtures: {verdicts:?}"
     );
 }
 
