@@ -8,8 +8,10 @@ pub mod dtype;
 pub mod gguf;
 pub mod hdf5;
 pub mod onnx;
+mod protowire;
 pub mod pyliteral;
 pub mod tar;
+pub mod tfgraph;
 pub mod torch;
 pub mod torch_legacy;
 pub mod zip;
@@ -45,6 +47,8 @@ pub enum Sniffed {
     Onnx,
     /// HDF5 (Keras `.h5` models, `model.weights.h5` inside `.keras`).
     Hdf5,
+    /// A TensorFlow SavedModel (`saved_model.pb`) or frozen GraphDef (`.pb`).
+    TfGraph,
     /// Begins with a byte a pickle stream can begin with.
     PickleLike,
     Unknown,
@@ -86,6 +90,8 @@ pub fn sniff(data: &[u8]) -> Sniffed {
         Sniffed::Safetensors
     } else if onnx::looks_like_onnx(data) {
         Sniffed::Onnx
+    } else if tfgraph::looks_like_graph(data) {
+        Sniffed::TfGraph
     } else if pickguard_pickle::is_plausible_start(data) {
         Sniffed::PickleLike
     } else {

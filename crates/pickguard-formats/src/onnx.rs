@@ -11,6 +11,7 @@ walk is zero-copy, bounds nesting (subgraphs inside attributes), and refuses
 what the wire format does not allow (groups, lengths past the end).
 */
 
+use crate::protowire::{Val, W};
 use serde::Serialize;
 
 const MAX_DEPTH: usize = 64;
@@ -59,70 +60,6 @@ pub struct Onnx {
     /// Model-local functions, as (domain, name).
     pub functions: Vec<(String, String)>,
     pub tensors: Vec<Tensor>,
-}
-
-struct W<'a> {
-    d: &'a [u8],
-    p: usize,
-}
-
-enum Val<'a> {
-    Int(u64),
-    Bytes(&'a [u8]),
-}
-
-impl<'a> W<'a> {
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = *self.d.get(self.p).ok_or("truncated varint")?;
-            self.p += 1;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint longer than 10 bytes".into())
-    }
-    fn next(&mut self) -> Result<Option<(u64, Val<'a>)>, String> {
-        if self.p >= self.d.len() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let (field, wt) = (key >> 3, key & 7);
-        if field == 0 {
-            return Err("field number 0".into());
-        }
-        let v = match wt {
-            0 => Val::Int(self.varint()?),
-            1 | 5 => {
-                let n = if wt == 1 { 8 } else { 4 };
-                let s = self
-                    .d
-                    .get(self.p..self.p + n)
-                    .ok_or("truncated fixed-width field")?;
-                self.p += n;
-                let mut b = [0u8; 8];
-                b[..n].copy_from_slice(s);
-                Val::Int(u64::from_le_bytes(b))
-            }
-            2 => {
-                let n = usize::try_from(self.varint()?).map_err(|_| "length overflows")?;
-                let end = self
-                    .p
-                    .checked_add(n)
-                    .filter(|&e| e <= self.d.len())
-                    .ok_or_else(|| {
-                        format!("a field of {n} bytes at {} runs past the end", self.p)
-                    })?;
-                let s = &self.d[self.p..end];
-                self.p = end;
-                Val::Bytes(s)
-            }
-            _ => return Err(format!("wire type {wt} (groups) is not ONNX")),
-        };
-        Ok(Some((field, v)))
-    }
 }
 
 fn text(b: &[u8]) -> String {

@@ -11,6 +11,7 @@ mod keras;
 pub mod policy;
 pub mod report;
 pub mod template;
+mod tf;
 
 pub use analyze::{FileReport, GlobalUse, ScanOptions, Scanner};
 pub use budgets::Budgets;

@@ -21,7 +21,8 @@ pub enum Command {
     /// Reads PyTorch checkpoints (zip, legacy, legacy tar, TorchScript),
     /// raw pickles (any number of streams), NumPy .npy/.npz, joblib, Keras
     /// .keras archives and .h5 models (and every HDF5 file's attributes,
-    /// which PyTables may unpickle), GGUF (chat templates judged as Jinja programs, tensor
+    /// which PyTables may unpickle), TensorFlow SavedModels and GraphDefs
+    /// (ops that run Python or touch files), GGUF (chat templates judged as Jinja programs, tensor
     /// infos checked), ONNX (external data kept in the model's directory,
     /// custom-op domains), safetensors headers, zip and tar archives (nested), and
     /// gzip/zlib/xz/lzma/bz2/lz4/zstd streams, deciding what a file is by its

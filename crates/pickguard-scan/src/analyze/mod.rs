@@ -377,6 +377,7 @@ impl Scanner {
                     | Sniffed::Npy
                     | Sniffed::Gguf
                     | Sniffed::Onnx
+                    | Sniffed::TfGraph
                     | Sniffed::Hdf5
                     | Sniffed::SevenZip
                     | Sniffed::Gzip
@@ -500,6 +501,12 @@ impl Scanner {
                 }
                 let dir = if top { ctx.dir.clone() } else { None };
                 self.scan_onnx(ctx, data, &member, dir.as_deref());
+            }
+            Sniffed::TfGraph => {
+                if top {
+                    ctx.set_format("tensorflow");
+                }
+                self.scan_tfgraph(ctx, data, &member);
             }
             Sniffed::SevenZip => {
                 let name = format!("{kind:?}").to_lowercase();

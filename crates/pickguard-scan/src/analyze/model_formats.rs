@@ -242,4 +242,23 @@ impl Scanner {
             self.scan_hdf5(ctx, data, member, depth, named);
         }
     }
+
+    /// A TensorFlow SavedModel or GraphDef: the ops that reach the host.
+    pub(super) fn scan_tfgraph(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
+        let at = loc(member, None, None, ReadView::Linear);
+        let g = match pickguard_formats::tfgraph::read(data) {
+            Ok(g) => g,
+            Err(e) => {
+                ctx.push(Finding::new(
+                    Rule::Unreadable,
+                    format!("TensorFlow graph not analysed: {e}"),
+                    at,
+                ));
+                return;
+            }
+        };
+        for (rule, message) in crate::tf::judge(&g) {
+            ctx.push(Finding::new(rule, message, at.clone()));
+        }
+    }
 }

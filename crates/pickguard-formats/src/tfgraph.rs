@@ -1,0 +1,369 @@
+/*!
+TensorFlow graphs: a SavedModel (`saved_model.pb`: `SavedModel` →
+`MetaGraphDef` → `GraphDef`) or a frozen `GraphDef` (`.pb`), walked for
+the ops they hold and what those ops are given.
+
+Field numbers are those of tensorflow/core/protobuf/saved_model.proto,
+meta_graph.proto and tensorflow/core/framework/{graph,node_def,function,
+attr_value,op_def}.proto (TensorFlow 2.x; stable since 1.x). The fixtures
+are written from those schemas (TensorFlow itself is not in the test venv).
+The wire format is walked zero-copy, as `onnx.rs` does, with nesting and
+item counts bounded; anything the wire format does not allow is an error.
+*/
+
+use crate::protowire::{Val, W};
+use serde::Serialize;
+
+const MAX_ITEMS: usize = 1 << 22;
+
+/// One op of a graph or of a function in its library.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Node {
+    /// The function holding it (`None`: the graph itself).
+    pub function: Option<String>,
+    pub name: String,
+    pub op: String,
+    /// Input names as written (`node:1`, `^ctrl`, `fn_node:out:0`).
+    pub inputs: Vec<String>,
+    /// String attributes (`output_stream`, `memory_region_name`,
+    /// `dump_root`) and string-list ones (`debug_urls`), by name.
+    pub attrs: Vec<(String, Vec<String>)>,
+}
+
+/// What a graph file holds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TfGraph {
+    /// `saved-model` or `graph-def`.
+    pub kind: &'static str,
+    pub nodes: Vec<Node>,
+    /// Function name -> its input argument names (values its caller feeds).
+    pub function_args: Vec<(String, Vec<String>)>,
+    /// SavedModel asset file names (`assets/<name>` when loaded).
+    pub assets: Vec<String>,
+    /// Tensors the loader feeds: `saver_def.filename_tensor_name` (TF1
+    /// savers feed the checkpoint path into what is a `Const` node).
+    pub fed: Vec<String>,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An op name as TensorFlow registers them (`[A-Z][A-Za-z0-9_>]*`).
+fn is_op_name(b: &[u8]) -> bool {
+    b.first().is_some_and(u8::is_ascii_uppercase)
+        && b.len() <= 256
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'>')
+}
+
+struct Reader {
+    out: TfGraph,
+    items: usize,
+}
+
+impl Reader {
+    fn count(&mut self) -> Result<(), String> {
+        self.items += 1;
+        if self.items > MAX_ITEMS {
+            return Err(format!("more than {MAX_ITEMS} items"));
+        }
+        Ok(())
+    }
+
+    fn graph(&mut self, d: &[u8]) -> Result<(), String> {
+        let mut w = W::of(d);
+        while let Some((f, v)) = w.next()? {
+            self.count()?;
+            match (f, v) {
+                (1, Val::Bytes(b)) => {
+                    let n = self.node(b, None)?;
+                    self.out.nodes.push(n);
+                }
+                (2, Val::Bytes(b)) => self.library(b)?,
+                (3..=5, _) => {}
+                (f, _) => return Err(format!("GraphDef field {f} is not in the schema")),
+            }
+        }
+        Ok(())
+    }
+
+    fn library(&mut self, d: &[u8]) -> Result<(), String> {
+        let mut w = W::of(d);
+        while let Some((f, v)) = w.next()? {
+            self.count()?;
+            if let (1, Val::Bytes(b)) = (f, v) {
+                self.function(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn function(&mut self, d: &[u8]) -> Result<(), String> {
+        let mut name = String::new();
+        let mut args = Vec::new();
+        let mut bodies = Vec::new();
+        let mut w = W::of(d);
+        while let Some((f, v)) = w.next()? {
+            self.count()?;
+            match (f, v) {
+                // signature: OpDef { name = 1, input_arg = 2 { name = 1 } }
+                (1, Val::Bytes(b)) => {
+                    let mut s = W::of(b);
+                    while let Some((sf, sv)) = s.next()? {
+                        self.count()?;
+                        match (sf, sv) {
+                            (1, Val::Bytes(n)) => name = text(n),
+                            (2, Val::Bytes(a)) => {
+                                let mut aw = W::of(a);
+                                while let Some((af, av)) = aw.next()? {
+                                    if let (1, Val::Bytes(n)) = (af, av) {
+                                        args.push(text(n));
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (3, Val::Bytes(b)) => bodies.push(b),
+                _ => {}
+            }
+        }
+        for b in bodies {
+            let n = self.node(b, Some(&name))?;
+            self.out.nodes.push(n);
+        }
+        self.out.function_args.push((name, args));
+        Ok(())
+    }
+
+    fn node(&mut self, d: &[u8], function: Option<&str>) -> Result<Node, String> {
+        let mut n = Node {
+            function: function.map(str::to_owned),
+            ..Node::default()
+        };
+        let mut w = W::of(d);
+        while let Some((f, v)) = w.next()? {
+            self.count()?;
+            match (f, v) {
+                (1, Val::Bytes(b)) => n.name = text(b),
+                (2, Val::Bytes(b)) => {
+                    if !is_op_name(b) {
+                        return Err(format!("op name {:?} is not an op name", text(b)));
+                    }
+                    n.op = text(b);
+                }
+                (3, Val::Bytes(b)) => n.inputs.push(text(b)),
+                (5, Val::Bytes(b)) => {
+                    if let Some(a) = self.attr(b)? {
+                        n.attrs.push(a);
+                    }
+                }
+                (4 | 6 | 7 | 8, _) => {}
+                (f, _) => return Err(format!("NodeDef field {f} is not in the schema")),
+            }
+        }
+        if n.op.is_empty() {
+            return Err(format!("node {:?} has no op", n.name));
+        }
+        Ok(n)
+    }
+
+    /// A map entry `attr { key = 1; value = 2 (AttrValue) }`: its strings
+    /// (`s = 2`, `list = 1 { s = 2 }`).
+    fn attr(&mut self, d: &[u8]) -> Result<Option<(String, Vec<String>)>, String> {
+        let mut key = None;
+        let mut vals = Vec::new();
+        let mut w = W::of(d);
+        while let Some((f, v)) = w.next()? {
+            self.count()?;
+            match (f, v) {
+                (1, Val::Bytes(b)) => key = Some(text(b)),
+                (2, Val::Bytes(b)) => {
+                    let mut a = W::of(b);
+                    while let Some((af, av)) = a.next()? {
+                        self.count()?;
+                        match (af, av) {
+                            (2, Val::Bytes(s)) => vals.push(text(s)),
+                            (1, Val::Bytes(list)) => {
+                                let mut l = W::of(list);
+                                while let Some((lf, lv)) = l.next()? {
+                                    self.count()?;
+                                    if let (2, Val::Bytes(s)) = (lf, lv) {
+                                        vals.push(text(s));
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(key.map(|k| (k, vals)))
+    }
+
+    fn meta_graph(&mut self, d: &[u8]) -> Result<(), String> {
+        let mut w = W::of(d);
+        while let Some((f, v)) = w.next()? {
+            self.count()?;
+            match (f, v) {
+                (2, Val::Bytes(b)) => self.graph(b)?,
+                // saver_def { filename_tensor_name = 1 }
+                (3, Val::Bytes(b)) => {
+                    let mut a = W::of(b);
+                    while let Some((af, av)) = a.next()? {
+                        if let (1, Val::Bytes(n)) = (af, av) {
+                            self.out.fed.push(text(n));
+                        }
+                    }
+                }
+                // asset_file_def { tensor_info = 1; filename = 2 }
+                (6, Val::Bytes(b)) => {
+                    let mut a = W::of(b);
+                    while let Some((af, av)) = a.next()? {
+                        if let (2, Val::Bytes(n)) = (af, av) {
+                            self.out.assets.push(text(n));
+                        }
+                    }
+                }
+                (1..=7, _) => {}
+                (f, _) => return Err(format!("MetaGraphDef field {f} is not in the schema")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read a SavedModel or a GraphDef; `Err` when the bytes are neither.
+pub fn read(d: &[u8]) -> Result<TfGraph, String> {
+    let mut r = Reader {
+        out: TfGraph::default(),
+        items: 0,
+    };
+    // SavedModel { saved_model_schema_version = 1; meta_graphs = 2 }
+    if d.first() == Some(&0x08) || d.first() == Some(&0x12) {
+        let mut w = W::of(d);
+        let mut metas = 0;
+        while let Some((f, v)) = w.next()? {
+            match (f, v) {
+                (1, Val::Int(_)) => {}
+                (2, Val::Bytes(b)) => {
+                    r.meta_graph(b)?;
+                    metas += 1;
+                }
+                (f, _) => return Err(format!("SavedModel field {f} is not in the schema")),
+            }
+        }
+        if metas == 0 {
+            return Err("a SavedModel without a MetaGraphDef".into());
+        }
+        r.out.kind = "saved-model";
+        return Ok(r.out);
+    }
+    if d.first() != Some(&0x0a) {
+        return Err("neither a SavedModel nor a GraphDef".into());
+    }
+    r.graph(d)?;
+    if r.out.nodes.is_empty() {
+        return Err("a GraphDef without nodes".into());
+    }
+    r.out.kind = "graph-def";
+    Ok(r.out)
+}
+
+/// Whether `d` reads as a TensorFlow graph file.
+pub fn looks_like_graph(d: &[u8]) -> bool {
+    matches!(d.first(), Some(0x08 | 0x0a | 0x12)) && read(d).is_ok_and(|g| !g.nodes.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ld(field: u8, b: &[u8]) -> Vec<u8> {
+        let mut v = vec![field << 3 | 2];
+        let mut n = b.len();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                v.push(byte);
+                break;
+            }
+            v.push(byte | 0x80);
+        }
+        v.extend_from_slice(b);
+        v
+    }
+
+    fn node(name: &str, op: &str, inputs: &[&str], attrs: &[(&str, &str)]) -> Vec<u8> {
+        let mut n = ld(1, name.as_bytes());
+        n.extend(ld(2, op.as_bytes()));
+        for i in inputs {
+            n.extend(ld(3, i.as_bytes()));
+        }
+        for (k, s) in attrs {
+            let mut e = ld(1, k.as_bytes());
+            e.extend(ld(2, &ld(2, s.as_bytes())));
+            n.extend(ld(5, &e));
+        }
+        n
+    }
+
+    #[test]
+    fn graph_defs_and_saved_models_are_read_with_functions() {
+        let g: Vec<u8> = [
+            ld(1, &node("p", "Placeholder", &[], &[])),
+            ld(
+                1,
+                &node(
+                    "out",
+                    "PrintV2",
+                    &["p"],
+                    &[("output_stream", "file:///tmp/x")],
+                ),
+            ),
+        ]
+        .concat();
+        let r = read(&g).expect("graph def");
+        assert_eq!(r.kind, "graph-def");
+        assert_eq!(r.nodes[1].op, "PrintV2");
+        assert_eq!(
+            r.nodes[1].attrs,
+            vec![("output_stream".into(), vec!["file:///tmp/x".into()])]
+        );
+        // A SavedModel whose library function holds a ReadFile.
+        let mut sig = ld(1, b"f");
+        sig.extend(ld(2, &ld(1, b"path")));
+        let mut func = ld(1, &sig);
+        func.extend(ld(3, &node("rf", "ReadFile", &["path"], &[])));
+        let mut graph = ld(1, &node("c", "Const", &[], &[]));
+        graph.extend(ld(2, &ld(1, &func)));
+        let mut meta = ld(2, &graph);
+        meta.extend(ld(6, &ld(2, b"../../etc/passwd")));
+        let mut sm = vec![0x08, 0x01];
+        sm.extend(ld(2, &meta));
+        let r = read(&sm).expect("saved model");
+        assert_eq!(r.kind, "saved-model");
+        let rf = r.nodes.iter().find(|n| n.op == "ReadFile").unwrap();
+        assert_eq!(rf.function.as_deref(), Some("f"));
+        assert_eq!(r.function_args, vec![("f".into(), vec!["path".into()])]);
+        assert_eq!(r.assets, vec!["../../etc/passwd".to_string()]);
+        assert!(looks_like_graph(&sm) && looks_like_graph(&g));
+    }
+
+    #[test]
+    fn other_bytes_are_not_graphs_and_never_panic() {
+        assert!(!looks_like_graph(b"\x0a\x03abc"));
+        assert!(!looks_like_graph(b"\x80\x02K\x01."));
+        let g = ld(1, &node("n", "lowercase", &[], &[]));
+        assert!(read(&g).is_err(), "op names are CamelCase");
+        let full = ld(1, &node("p", "Placeholder", &["x:0", "^y"], &[("a", "b")]));
+        for cut in 0..full.len() {
+            let _ = read(&full[..cut]);
+        }
+    }
+}
