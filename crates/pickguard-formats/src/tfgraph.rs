@@ -40,8 +40,9 @@ pub struct TfGraph {
     pub function_args: Vec<(String, Vec<String>)>,
     /// SavedModel asset file names (`assets/<name>` when loaded).
     pub assets: Vec<String>,
-    /// Tensors the loader feeds: `saver_def.filename_tensor_name` (TF1
-    /// savers feed the checkpoint path into what is a `Const` node).
+    /// Tensors the loader feeds: `saver_def.filename_tensor_name` and each
+    /// asset's tensor (TF1 feeds the checkpoint path and asset paths into
+    /// what are `Const` nodes).
     pub fed: Vec<String>,
 }
 
@@ -220,12 +221,22 @@ impl Reader {
                         }
                     }
                 }
-                // asset_file_def { tensor_info = 1; filename = 2 }
+                // asset_file_def { tensor_info = 1 { name = 1 }; filename = 2 }:
+                // the loader feeds the asset's path into that tensor.
                 (6, Val::Bytes(b)) => {
                     let mut a = W::of(b);
                     while let Some((af, av)) = a.next()? {
-                        if let (2, Val::Bytes(n)) = (af, av) {
-                            self.out.assets.push(text(n));
+                        match (af, av) {
+                            (2, Val::Bytes(n)) => self.out.assets.push(text(n)),
+                            (1, Val::Bytes(ti)) => {
+                                let mut t = W::of(ti);
+                                while let Some((tf, tv)) = t.next()? {
+                                    if let (1, Val::Bytes(n)) = (tf, tv) {
+                                        self.out.fed.push(text(n));
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }

@@ -15,18 +15,29 @@ use std::collections::{HashMap, HashSet};
 /// Ops that call a Python function registered in the serving process.
 const PYTHON_OPS: &[&str] = &["PyFunc", "PyFuncStateless", "EagerPyFunc"];
 
-/// Ops that read, list or map a file by a path they are given.
-const FILE_OPS: &[&str] = &["ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst"];
+/// Ops that read, list or map a file by a path they are given (an input or,
+/// for `ImmutableConst` and `RecordInput`, an attribute).
+const FILE_OPS: &[&str] = &[
+    "ReadFile",
+    "WriteFile",
+    "MatchingFiles",
+    "ImmutableConst",
+    "RecordInput",
+];
 
-/// Checkpoint I/O: fine when the path is fed, not fixed.
-const CHECKPOINT_OPS: &[&str] = &[
-    "Save",
-    "SaveV2",
-    "SaveSlices",
-    "Restore",
-    "RestoreV2",
-    "RestoreSlice",
-    "MergeV2Checkpoints",
+/// File I/O every SavedModel does (checkpoints, vocabulary files): fine
+/// when the path (the input at this index) is fed, not fixed.
+const PATH_INPUT_OPS: &[(&str, usize)] = &[
+    ("Save", 0),
+    ("SaveV2", 0),
+    ("SaveSlices", 0),
+    ("Restore", 0),
+    ("RestoreV2", 0),
+    ("RestoreSlice", 0),
+    ("MergeV2Checkpoints", 0),
+    ("LoadAndRemapMatrix", 0),
+    ("InitializeTableFromTextFile", 1),
+    ("InitializeTableFromTextFileV2", 1),
 ];
 
 /// Debug ops that write dumps where their attributes say.
@@ -156,7 +167,10 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
                 ),
             ));
         } else if FILE_OPS.contains(&op) {
-            let region = attr("memory_region_name");
+            let region: Vec<String> = ["memory_region_name", "file_pattern"]
+                .iter()
+                .flat_map(|k| attr(k))
+                .collect();
             out.push((
                 Rule::TfHostOp,
                 format!(
@@ -193,13 +207,13 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
                     ),
                 ));
             }
-        } else if CHECKPOINT_OPS.contains(&op) {
+        } else if let Some(&(_, index)) = PATH_INPUT_OPS.iter().find(|(o, _)| *o == op) {
             let scope = &scopes[&n.function.as_deref()];
             let fargs = match n.function.as_deref() {
                 Some(f) => args.get(f).unwrap_or(&graph_fed),
                 None => &graph_fed,
             };
-            match n.inputs.iter().find(|i| !i.starts_with('^')) {
+            match n.inputs.iter().filter(|i| !i.starts_with('^')).nth(index) {
                 Some(path) if fed(path, scope, fargs) => {}
                 _ => out.push((
                     Rule::TfHostOp,
