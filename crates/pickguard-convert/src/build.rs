@@ -52,6 +52,21 @@ pub struct Builder<'s, F> {
 /// training checkpoints have thousands to a few hundred thousand.
 pub const MAX_VALUES: usize = 2_000_000;
 
+/// Insert as a Python dict does: a key seen before keeps its position and
+/// takes the new value (the last one wins).
+fn put(out: &mut Vec<(String, Obj)>, k: String, v: Obj) {
+    match out.iter_mut().find(|(n, _)| *n == k) {
+        Some(slot) => slot.1 = v,
+        None => out.push((k, v)),
+    }
+}
+
+/// A tensor materialised from a view larger than this many times its
+/// storage (stride-0 expansions) is refused above [`MAX_EXPANDED`] bytes:
+/// torch keeps the view, a safetensors file must hold every element.
+const MAX_EXPANSION: u64 = 64;
+const MAX_EXPANDED: u64 = 256 << 20;
+
 fn unsupported(what: impl Into<String>, offset: u64) -> ConvertError {
     ConvertError::Unsupported {
         what: what.into(),
@@ -210,7 +225,8 @@ where
                             s.start,
                         ));
                     }
-                    out.push((name, self.eval(v)?));
+                    let v = self.eval(v)?;
+                    put(&mut out, name, v);
                 }
                 Obj::Dict(out)
             }
@@ -250,7 +266,8 @@ where
                         let kv = s.as_seq(pair).filter(|kv| kv.len() == 2).ok_or_else(|| {
                             unsupported("an OrderedDict item that is not a pair", at)
                         })?;
-                        out.push((self.key(kv[0], at)?, self.eval(kv[1])?));
+                        let (k, v) = (self.key(kv[0], at)?, self.eval(kv[1])?);
+                        put(&mut out, k, v);
                     }
                 }
                 for mi in self.mutations.get(&id).cloned().unwrap_or_default() {
@@ -260,7 +277,8 @@ where
                     }
                     if let Some(kv) = m.args.and_then(|a| s.as_seq(a)) {
                         for pair in kv.chunks(2) {
-                            out.push((self.key(pair[0], m.offset)?, self.eval(pair[1])?));
+                            let (k, v) = (self.key(pair[0], m.offset)?, self.eval(pair[1])?);
+                            put(&mut out, k, v);
                         }
                     }
                 }
@@ -269,6 +287,7 @@ where
             "torch._utils._rebuild_tensor"
             | "torch._utils._rebuild_tensor_v2"
             | "torch._utils._rebuild_tensor_v3" => {
+                self.no_state_set(id, at)?;
                 if let Some(&t) = self.tensor_of_call.get(&ci) {
                     return Ok(Obj::Tensor(t));
                 }
@@ -277,6 +296,17 @@ where
                 Ok(Obj::Tensor(t))
             }
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
+                self.no_state_set(id, at)?;
+                // (data, requires_grad, backward_hooks[, state]): a state
+                // may replace the data (`{'data': ...}`): not followed.
+                if let Some(&st) = args.get(3)
+                    && !self.is_empty_state(st)
+                {
+                    return Err(unsupported(
+                        format!("a parameter with state {}", s.render(st)),
+                        at,
+                    ));
+                }
                 let data = *args
                     .first()
                     .ok_or_else(|| unsupported("_rebuild_parameter without data", at))?;
@@ -295,6 +325,15 @@ where
                         at,
                     ));
                 };
+                self.no_state_set(id, at)?;
+                if let Some(&st) = args.get(3)
+                    && !self.is_empty_state(st)
+                {
+                    return Err(unsupported(
+                        format!("a tensor with state {}", s.render(st)),
+                        at,
+                    ));
+                }
                 let ty = s.as_global(ty).map(|g| g.qualified()).unwrap_or_default();
                 if !matches!(
                     ty.as_str(),
@@ -341,6 +380,41 @@ where
         }
     }
 
+    /// A BUILD on a tensor calls `__setstate__`, which can replace its
+    /// storage, shape and data (`set_`): not followed.
+    fn no_state_set(&self, id: NodeId, at: u64) -> Result<(), ConvertError> {
+        let built = self
+            .mutations
+            .get(&id)
+            .is_some_and(|ms| ms.iter().any(|&m| self.s.calls[m].kind == CallKind::Build));
+        if built {
+            return Err(unsupported("a tensor whose state is set by BUILD", at));
+        }
+        Ok(())
+    }
+
+    /// None, `{}`, `OrderedDict()`, or a pair of those: a state that sets
+    /// nothing.
+    fn is_empty_state(&self, id: NodeId) -> bool {
+        let s = self.s;
+        let unmutated = !self.mutations.contains_key(&id);
+        match s.node(id) {
+            Some(Node::None) => true,
+            Some(Node::Dict(p)) => p.is_empty() && unmutated,
+            Some(Node::Tuple(v)) => v.len() == 2 && v.iter().all(|&x| self.is_empty_state(x)),
+            Some(Node::Call(ci)) => {
+                let c = &s.calls[*ci];
+                unmutated
+                    && s.as_global(c.callee)
+                        .is_some_and(|g| g.module == "collections" && g.name == "OrderedDict")
+                    && c.args
+                        .and_then(|a| s.as_seq(a))
+                        .is_none_or(|a| a.is_empty())
+            }
+            _ => false,
+        }
+    }
+
     fn tensor(&mut self, func: &str, args: &[NodeId], at: u64) -> Result<usize, ConvertError> {
         let s = self.s;
         if args.len() < 4 {
@@ -363,6 +437,20 @@ where
         let strides = self.ints(args[3], "stride", at)?;
         if shape.len() != strides.len() {
             return Err(unsupported("size and stride of different lengths", at));
+        }
+        // metadata (v2: argument 6, v3: 7): `{'neg': True}`, `{'conj':
+        // True}` change what the values mean; only an empty one is followed.
+        let meta_at = if func == "_rebuild_tensor_v3" { 7 } else { 6 };
+        if let Some(&m) = args.get(meta_at)
+            && !self.is_empty_state(m)
+        {
+            return Err(unsupported(
+                format!(
+                    "tensor metadata {} (a negated or conjugated view)",
+                    s.render(m)
+                ),
+                at,
+            ));
         }
         let dtype = if func == "_rebuild_tensor_v3" {
             let d = args
@@ -390,6 +478,23 @@ where
                 format!(
                     "tensor needs {need} bytes of storage {:?}, which holds {}",
                     st.key, st.nbytes
+                ),
+                at,
+            ));
+        }
+        let written = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size(), |a, &n| a.checked_mul(n));
+        if written.is_none_or(|w| w > MAX_EXPANDED && w / MAX_EXPANSION > st.nbytes.max(1)) {
+            return Err(unsupported(
+                format!(
+                    "a view of {} bytes of storage {:?} expands to {} bytes (shape {:?}, strides {:?}) when written out",
+                    st.nbytes,
+                    st.key,
+                    written.map_or("more than 2^64".into(), |w| w.to_string()),
+                    t.shape,
+                    t.strides
                 ),
                 at,
             ));

@@ -126,6 +126,11 @@ fn torch_zip(
     let mut storages = HashMap::new();
     let storage_of = |s: &Stream, pid: NodeId| -> Result<StorageRef, ConvertError> {
         let p = torch::parse_storage_pid(s, pid).map_err(|_| bad_pid(s, pid))?;
+        // torch's zip loader unpacks exactly five items (more fail to load).
+        if p.len != 5 {
+            return Err(bad_pid(s, pid));
+        }
+        meta_refused(&p)?;
         let ty = p.storage_type.as_ref().ok_or_else(|| bad_pid(s, pid))?;
         let dtype = p.dtype().ok_or_else(|| ConvertError::Unsupported {
             what: format!("storage type {}", ty.qualified()),
@@ -164,12 +169,24 @@ fn torch_zip(
             .storage(&t.storage)
             .ok_or_else(|| ConvertError::Format(format!("no data/{} record", t.storage)))?;
         let st = match e.method {
-            0 => Storage::File {
-                offset: e.data_offset.ok_or_else(|| {
+            0 => {
+                let offset = e.data_offset.ok_or_else(|| {
                     ConvertError::Format(format!("record data/{} has no local header", t.storage))
-                })?,
-                len: e.size,
-            },
+                })?;
+                if offset
+                    .checked_add(e.size)
+                    .is_none_or(|end| end > data.len() as u64)
+                {
+                    return Err(ConvertError::Format(format!(
+                        "record data/{} runs past the end of the file",
+                        t.storage
+                    )));
+                }
+                Storage::File {
+                    offset,
+                    len: e.size,
+                }
+            }
             _ => {
                 let (bytes, _) = zip::entry_data(data, e, scanner.options.max_decompressed)
                     .map_err(ConvertError::Format)?;
@@ -184,6 +201,17 @@ fn torch_zip(
         tensors,
         storages,
     })
+}
+
+/// A `meta` storage holds no data (torch rebuilds an empty meta tensor).
+fn meta_refused(p: &torch::StoragePid) -> Result<(), ConvertError> {
+    if p.location.as_deref().is_some_and(|l| l.starts_with("meta")) {
+        return Err(ConvertError::Unsupported {
+            what: format!("storage {} on the meta device (no data)", p.key),
+            offset: 0,
+        });
+    }
+    Ok(())
 }
 
 fn bad_pid(s: &Stream, pid: NodeId) -> ConvertError {
@@ -222,13 +250,41 @@ fn torch_legacy_file(data: &[u8], opts: &Options) -> Result<Checkpoint, ConvertE
         })?;
     // Element sizes from the object stream's persistent ids.
     let mut dtypes: HashMap<String, Option<DType>> = HashMap::new();
+    let mut view_keys: std::collections::HashSet<String> = Default::default();
     for p in &obj.persistent_ids {
         // The first id of a key makes its storage (torch's legacy
         // persistent_load caches it); later ids reuse it whatever their type.
         if let Ok(pid) = torch::parse_storage_pid(obj, p.pid) {
+            meta_refused(&pid)?;
             let d = pid.dtype();
+            // torch makes the storage from the first id and lets each later
+            // one view its bytes as its own type: two types, two readings.
+            if let Some(first) = dtypes.get(&pid.key)
+                && *first != d
+            {
+                return Err(ConvertError::Unsupported {
+                    what: format!(
+                        "storage {} referenced as two types (torch reinterprets its bytes per reference)",
+                        pid.key
+                    ),
+                    offset: p.offset,
+                });
+            }
+            if let Some(v) = pid.view.and_then(|v| obj.as_seq(v))
+                && let Some(vk) = v.first().and_then(|&k| obj.as_str(k))
+            {
+                view_keys.insert(vk.to_owned());
+            }
             dtypes.entry(pid.key).or_insert(d);
         }
+    }
+    // torch keeps views and roots in one table: a view's key in the
+    // storage list gets raw bytes written into the view (its root's bytes).
+    if let Some(k) = keys.iter().find(|k| view_keys.contains(*k)) {
+        return Err(ConvertError::Unsupported {
+            what: format!("storage key {k} names a view as well as a stored storage"),
+            offset: 0,
+        });
     }
     let (raw, _) = torch_legacy::walk(data, pos, &keys, |k| {
         dtypes.get(k).copied().flatten().map(|d| d.size())

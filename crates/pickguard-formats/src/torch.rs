@@ -63,7 +63,8 @@ pub fn storage_dtype(g: &Import) -> Option<DType> {
 
 /// A torch zip checkpoint as torch's `PyTorchStreamReader` sees it: every
 /// record lives under the folder that the *first* central-directory entry's
-/// name begins with, and a record is looked up by `<root>/<name>`.
+/// name begins with, and a record is looked up by `<root>/<name>` the way
+/// miniz compares names: without ASCII case (`DATA.PKL` is `data.pkl`).
 #[derive(Debug)]
 pub struct Layout<'a> {
     /// The folder before the first `/` of the first entry.
@@ -71,9 +72,10 @@ pub struct Layout<'a> {
     /// `constants.pkl` is a record: `torch.load` hands the file to
     /// `torch.jit.load`, which compiles and runs its `code/`.
     pub torchscript: bool,
-    /// Entries by their name under the root (first one wins; duplicate
-    /// names are a discrepancy scan reports and convert refuses).
-    records: HashMap<&'a str, &'a Entry>,
+    /// Entries by their ASCII-lowercased name under the root (first one
+    /// wins; names equal without case are a discrepancy scan reports and
+    /// convert refuses).
+    records: HashMap<String, &'a Entry>,
 }
 
 impl<'a> Layout<'a> {
@@ -82,14 +84,10 @@ impl<'a> Layout<'a> {
     /// `constants.pkl` under the root.
     pub fn of(ar: &'a Archive) -> Option<Layout<'a>> {
         let (root, _) = ar.entries.first()?.name.split_once('/')?;
-        let prefix_len = root.len() + 1;
         let mut records = HashMap::new();
         for e in &ar.entries {
-            if e.name.len() > prefix_len
-                && e.name.starts_with(root)
-                && e.name.as_bytes()[root.len()] == b'/'
-            {
-                records.entry(&e.name[prefix_len..]).or_insert(e);
+            if let Some(rel) = strip_root(&e.name, root) {
+                records.entry(rel.to_ascii_lowercase()).or_insert(e);
             }
         }
         let torchscript = records.contains_key("constants.pkl");
@@ -105,26 +103,33 @@ impl<'a> Layout<'a> {
 
     /// The record `<root>/<rel>`.
     pub fn record(&self, rel: &str) -> Option<&'a Entry> {
-        self.records.get(rel).copied()
+        self.records.get(&rel.to_ascii_lowercase()).copied()
     }
 
     /// `name` relative to the root, when it lies under it.
     pub fn relative<'n>(&self, name: &'n str) -> Option<&'n str> {
-        name.strip_prefix(self.root)?.strip_prefix('/')
+        strip_root(name, self.root)
+    }
+
+    /// `name` relative to the root, lowercased as torch compares it.
+    pub fn relative_folded(&self, name: &str) -> Option<String> {
+        self.relative(name).map(str::to_ascii_lowercase)
     }
 
     /// The record holding storage `key` (`<root>/data/<key>`).
     pub fn storage(&self, key: &str) -> Option<&'a Entry> {
-        self.records.get(format!("data/{key}").as_str()).copied()
+        self.record(&format!("data/{key}"))
     }
+}
 
-    /// Every storage record by key, with its size.
-    pub fn storage_sizes(&self) -> HashMap<&'a str, u64> {
-        self.records
-            .iter()
-            .filter_map(|(rel, e)| rel.strip_prefix("data/").map(|k| (k, e.size)))
-            .collect()
-    }
+/// `name` under `root/`, comparing the root without ASCII case.
+fn strip_root<'n>(name: &'n str, root: &str) -> Option<&'n str> {
+    let n = root.len();
+    (name.len() > n + 1
+        && name.as_bytes()[n] == b'/'
+        && name.is_char_boundary(n)
+        && name[..n].eq_ignore_ascii_case(root))
+    .then(|| &name[n + 1..])
 }
 
 /// A persistent id `('storage', storage_type, key, location, numel, ...)`,
@@ -137,8 +142,12 @@ pub struct StoragePid {
     /// Bytes per element, when the class is a torch storage class.
     pub element_size: Option<u64>,
     pub key: String,
+    /// The location string (index 3: `cpu`, `cuda:0`, `meta`...).
+    pub location: Option<String>,
     /// Elements, when index 4 is an int.
     pub numel: Option<i64>,
+    /// Items in the tuple (torch's zip loader unpacks exactly 5).
+    pub len: usize,
     /// Index 5 (legacy `view_metadata`), when present.
     pub view: Option<NodeId>,
 }
@@ -182,7 +191,9 @@ pub fn parse_storage_pid(s: &Stream, pid: NodeId) -> Result<StoragePid, PidError
         element_size: storage_type.as_ref().and_then(storage_element_size),
         storage_type,
         key,
+        location: s.as_str(items[3]).map(str::to_owned),
         numel: s.as_int(items[4]),
+        len: items.len(),
         view: items.get(5).copied(),
     })
 }
@@ -202,6 +213,7 @@ mod tests {
             size,
             local_header_offset: 0,
             data_offset: Some(0),
+            external_attr: 0,
         }
     }
 
@@ -226,11 +238,9 @@ mod tests {
         assert!(!l.torchscript);
         assert_eq!(l.record("data.pkl").map(|e| e.size), Some(10));
         assert_eq!(l.storage("0").map(|e| e.size), Some(16));
-        let mut sizes: Vec<_> = l.storage_sizes().into_iter().collect();
-        sizes.sort();
-        assert_eq!(
-            sizes,
-            vec![("0", 16), ("1", 8)],
+        assert_eq!(l.storage("1").map(|e| e.size), Some(8));
+        assert!(
+            l.relative("modelx/data/1").is_none(),
             "modelx/ is not under model/"
         );
         assert_eq!(l.relative("model/data/0"), Some("data/0"));
@@ -247,6 +257,15 @@ mod tests {
         assert!(Layout::of(&moved).is_none());
         assert!(Layout::of(&archive(&[("data.pkl", 1)])).is_none());
         assert!(Layout::of(&archive(&[])).is_none());
+    }
+
+    #[test]
+    fn records_are_found_without_case_as_miniz_compares() {
+        let ar = archive(&[("m/version", 1), ("M/DATA.PKL", 7), ("m/Data/0", 4)]);
+        let l = Layout::of(&ar).expect("DATA.PKL is data.pkl to torch");
+        assert_eq!(l.record("data.pkl").map(|e| e.size), Some(7));
+        assert_eq!(l.storage("0").map(|e| e.size), Some(4));
+        assert_eq!(l.relative_folded("M/DATA.PKL").as_deref(), Some("data.pkl"));
     }
 
     #[test]

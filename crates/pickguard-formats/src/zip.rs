@@ -31,6 +31,16 @@ pub struct Entry {
     /// Offset of the data, from the local header's lengths; `None` when the
     /// local header is missing or broken (miniz then fails to read it).
     pub data_offset: Option<u64>,
+    /// External attributes (bit 4: the DOS directory flag miniz honours).
+    pub external_attr: u32,
+}
+
+impl Entry {
+    /// miniz calls it a directory (a name ending in `/`, or the DOS
+    /// directory attribute) and extracts nothing for it, whatever its size.
+    pub fn is_directory(&self) -> bool {
+        self.name.ends_with('/') || self.external_attr & 0x10 != 0
+    }
 }
 
 /// A difference between how torch (miniz) and a strict reader see the archive.
@@ -63,6 +73,13 @@ pub enum DiscrepancyKind {
     /// The local header's CRC-32 differs from the central one.
     Crc,
     Sizes,
+    /// Two names that differ only in ASCII case: torch's lookup (miniz,
+    /// case-insensitive) may pick either.
+    CaseDuplicate,
+    /// A directory (to miniz) with data: torch reads nothing, zipfile reads it.
+    DirectoryWithData,
+    /// The entry's data runs past the end of the file.
+    DataPastEnd,
 }
 
 /// A parsed archive.
@@ -229,6 +246,7 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
             e += 4 + sz;
         }
         let lho = lho + lho_shift;
+        let external_attr = get32(38);
         let data_offset = local_data_offset(
             data,
             lho,
@@ -249,7 +267,33 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
             size: usize_,
             local_header_offset: lho,
             data_offset,
+            external_attr,
         });
+        let e = ar.entries.last().expect("just pushed");
+        if e.is_directory() && (e.size > 0 || e.compressed_size > 0) {
+            ar.discrepancies.push(Discrepancy {
+                entry: Some(e.name.clone()),
+                kind: DiscrepancyKind::DirectoryWithData,
+                what: format!(
+                    "a directory to miniz (torch reads no data for it) that holds {} bytes Python's zipfile reads",
+                    e.size
+                ),
+            });
+        }
+        if let Some(d) = e.data_offset
+            && d.checked_add(e.compressed_size)
+                .is_none_or(|end| end > data.len() as u64)
+        {
+            ar.discrepancies.push(Discrepancy {
+                entry: Some(e.name.clone()),
+                kind: DiscrepancyKind::DataPastEnd,
+                what: format!(
+                    "its {} bytes of data at offset {d} run past the end of the file ({} bytes)",
+                    e.compressed_size,
+                    data.len()
+                ),
+            });
+        }
         p += 46 + nlen + elen + clen;
         if p as u64 > cd_end {
             return Err("central directory entries run past its declared size".into());
@@ -266,6 +310,28 @@ pub fn read(data: &[u8], max_entries: usize) -> Result<Archive, String> {
             });
         }
     }
+    // miniz compares names without ASCII case: two that differ only there
+    // are one record to torch, and which one it reads is not ours to guess.
+    let mut folded: Vec<(String, &str)> = ar
+        .entries
+        .iter()
+        .map(|e| (e.name.to_ascii_lowercase(), e.name.as_str()))
+        .collect();
+    folded.sort_unstable();
+    let mut cases = Vec::new();
+    for w in folded.windows(2) {
+        if w[0].0 == w[1].0 && w[0].1 != w[1].1 {
+            cases.push(Discrepancy {
+                entry: Some(w[1].1.to_owned()),
+                kind: DiscrepancyKind::CaseDuplicate,
+                what: format!(
+                    "names {:?} and {:?} differ only in case: torch's lookup ignores case and may read either",
+                    w[0].1, w[1].1
+                ),
+            });
+        }
+    }
+    ar.discrepancies.extend(cases);
     Ok(ar)
 }
 

@@ -96,3 +96,80 @@ fn conversions_are_bit_identical_to_torch_load() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The attacker review's checkpoints (fixtures/gen/torch_attacks.py, built
+/// from torch.save output and torch's own rebuild functions; the payloads
+/// proven to run under torch.load): scan never calls the code-carrying ones
+/// clean, and convert refuses whatever torch would read otherwise, or writes
+/// exactly what torch reads.
+#[test]
+fn readings_torch_makes_are_the_readings_scan_and_convert_make() {
+    let py = std::env::var("PICKGUARD_PYTHON").expect("PICKGUARD_PYTHON: run scripts/test.sh");
+    let gendir = common::root().join("fixtures/gen");
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new(&py)
+        .arg(gendir.join("torch_attacks.py"))
+        .arg(dir.path())
+        .arg("--prove")
+        .env("PYTHONWARNINGS", "ignore")
+        .status()
+        .unwrap();
+    assert!(st.success(), "generator (or a payload proof) failed");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cases.json")).unwrap())
+            .unwrap();
+    let mut bad = Vec::new();
+    for c in cases.as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let input = dir.path().join(name);
+        let scan = common::run(&["scan", input.to_str().unwrap()]);
+        if c["scan"] == "not-clean" && scan.status.code() == Some(0) {
+            bad.push(format!("{name}: scan says clean ({})", c["what"]));
+        }
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let conv = common::pickguard()
+            .arg("convert")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&conv.stderr);
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        match c["convert"].as_str().unwrap() {
+            "refused" => {
+                if conv.status.success() || out.exists() {
+                    bad.push(format!("{name}: converted ({})", c["what"]));
+                }
+            }
+            _ => {
+                if !conv.status.success() {
+                    bad.push(format!("{name}: convert failed: {err}"));
+                    continue;
+                }
+                let v = Command::new(&py)
+                    .arg(gendir.join("verify_convert.py"))
+                    .arg(&input)
+                    .arg(&out)
+                    .args(&args)
+                    .env("PYTHONWARNINGS", "ignore")
+                    .output()
+                    .unwrap();
+                if !v.status.success() {
+                    bad.push(format!(
+                        "{name}: differs from torch: {}",
+                        String::from_utf8_lossy(&v.stdout)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

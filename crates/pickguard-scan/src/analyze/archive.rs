@@ -178,7 +178,9 @@ impl Scanner {
             let rule = match d.kind {
                 zip::DiscrepancyKind::Crc => Rule::ZipCrcMismatch,
                 // miniz cannot read the entry: torch.load fails on it.
-                zip::DiscrepancyKind::NoLocalHeader => Rule::Unreadable,
+                zip::DiscrepancyKind::NoLocalHeader | zip::DiscrepancyKind::DataPastEnd => {
+                    Rule::Unreadable
+                }
                 _ => Rule::ZipTamper,
             };
             let f = Finding::new(
@@ -202,14 +204,12 @@ impl Scanner {
             );
             ctx.push(f);
         }
-        // Storage records by key: `<root>/data/<key>` -> size.
-        let records: HashMap<&str, u64> = torch.map(|l| l.storage_sizes()).unwrap_or_default();
         let torchscript = torch.is_some_and(|l| l.torchscript);
-        // data.pkl first, so storage records it references are known.
+        // data.pkl first (every name torch takes for it: case is ignored),
+        // so storage records it references are known.
         let mut order: Vec<&zip::Entry> = ar.entries.iter().collect();
         if let Some(l) = torch {
-            let dp = format!("{}/data.pkl", l.root);
-            order.sort_by_key(|e| e.name != dp);
+            order.sort_by_key(|e| l.relative_folded(&e.name).as_deref() != Some("data.pkl"));
         }
         let before = ctx.storages.len();
         let mut referenced: Option<HashSet<String>> = None;
@@ -242,13 +242,15 @@ impl Scanner {
                     loc(&m, None, None, ReadView::Linear),
                 ));
             }
-            let rel = torch.and_then(|l| l.relative(&e.name));
+            // The name relative to the root as torch compares it (no case).
+            let rel = torch.and_then(|l| l.relative_folded(&e.name));
+            let rel = rel.as_deref();
             if let Some(key) = rel.and_then(|rel| rel.strip_prefix("data/")) {
                 // data.pkl comes first, so the keys it references are known by now.
                 let set = referenced.get_or_insert_with(|| {
                     ctx.storages[before..]
                         .iter()
-                        .map(|s| s.key.clone())
+                        .map(|s| s.key.to_ascii_lowercase())
                         .collect()
                 });
                 if set.contains(key) {
@@ -299,7 +301,10 @@ impl Scanner {
             }
             let role = match rel {
                 Some("data.pkl") if torchscript => Role::TorchScript,
-                Some("data.pkl") => Role::TorchData(&records),
+                Some("data.pkl") => match torch {
+                    Some(l) => Role::TorchData(l),
+                    None => Role::Generic,
+                },
                 Some(_) if torchscript => Role::TorchScript,
                 _ => Role::Generic,
             };
@@ -320,7 +325,9 @@ impl Scanner {
                         }
                     }
                 }
-                Sniffed::Unknown | Sniffed::Safetensors => {}
+                // Everything else is read as a file of its own: a member
+                // that sniffs as safetensors (or as nothing) may still be a
+                // pickle from byte 0, or carry a zip at its end.
                 _ => self.explore(ctx, &bytes, m, depth + 1),
             }
         }

@@ -336,7 +336,7 @@ impl Scanner {
         }
 
         match role {
-            Role::TorchData(records) => self.check_torch_data(ctx, s, member, idx, records),
+            Role::TorchData(layout) => self.check_torch_data(ctx, s, member, idx, layout),
             Role::TorchLegacy => self.check_legacy_pids(ctx, s, member, idx),
             Role::TorchScript => {}
             Role::TorchLegacyTar => {

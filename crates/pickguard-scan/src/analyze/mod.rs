@@ -119,18 +119,27 @@ pub struct Scanner {
 }
 
 /// How a pickle is consumed, which decides persistent-id checks.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Role<'r> {
     /// Plain `pickle.load`.
     Generic,
-    /// `data.pkl` of a torch zip: storage records (`data/<key>`) and their sizes.
-    TorchData(&'r HashMap<&'r str, u64>),
+    /// `data.pkl` of a torch zip: its layout (storage records `data/<key>`).
+    TorchData(&'r TorchLayout<'r>),
     /// A pickle inside a TorchScript archive.
     TorchScript,
     /// The object stream of a legacy checkpoint.
     TorchLegacy,
     /// The `pickle` member of a legacy tar checkpoint: persistent ids are keys.
     TorchLegacyTar,
+}
+
+impl PartialEq for Role<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Role::TorchData(a), Role::TorchData(b)) => std::ptr::eq(*a, *b),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
 }
 
 /// Findings of one rule kept per file; the rest are counted.

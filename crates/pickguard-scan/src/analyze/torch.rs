@@ -11,7 +11,7 @@ impl Scanner {
         s: &Stream,
         member: &Option<String>,
         idx: usize,
-        records: &HashMap<&str, u64>,
+        layout: &TorchLayout,
     ) {
         let at = |off: u64| loc(member, Some(idx), Some(off), s.view);
         let mut pid_info: Vec<Option<StorageRef>> = vec![None; s.persistent_ids.len()];
@@ -28,7 +28,7 @@ impl Scanner {
                 }
             };
             let (key, element_size, numel) = (pid.key, pid.element_size, pid.numel);
-            match records.get(key.as_str()) {
+            match layout.storage(&key).map(|e| e.size).as_ref() {
                 None => ctx.push(Finding::new(
                     Rule::TorchStorageMismatch,
                     format!("storage key {key:?} names no data/{key} record in the archive"),
