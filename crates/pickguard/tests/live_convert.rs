@@ -6,21 +6,37 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn conversions_are_bit_identical_to_torch_load() {
+/// Run a case generator of fixtures/gen into a fresh directory: the venv's
+/// python, the generator directory, the output directory and its cases.json.
+fn generate(
+    script: &str,
+    args: &[&str],
+) -> (
+    String,
+    std::path::PathBuf,
+    tempfile::TempDir,
+    serde_json::Value,
+) {
     let py = std::env::var("PICKGUARD_PYTHON").expect("PICKGUARD_PYTHON: run scripts/test.sh");
     let gendir = common::root().join("fixtures/gen");
     let dir = tempfile::tempdir().unwrap();
     let st = Command::new(&py)
-        .arg(gendir.join("convert_cases.py"))
+        .arg(gendir.join(script))
         .arg(dir.path())
+        .args(args)
         .env("PYTHONWARNINGS", "ignore")
         .status()
         .unwrap();
-    assert!(st.success());
-    let cases: serde_json::Value =
+    assert!(st.success(), "{script} failed");
+    let cases =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("cases.json")).unwrap())
             .unwrap();
+    (py, gendir, dir, cases)
+}
+
+#[test]
+fn conversions_are_bit_identical_to_torch_load() {
+    let (py, gendir, dir, cases) = generate("convert_cases.py", &[]);
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 10);
     let mut failures = Vec::new();
@@ -104,20 +120,7 @@ fn conversions_are_bit_identical_to_torch_load() {
 /// exactly what torch reads.
 #[test]
 fn readings_torch_makes_are_the_readings_scan_and_convert_make() {
-    let py = std::env::var("PICKGUARD_PYTHON").expect("PICKGUARD_PYTHON: run scripts/test.sh");
-    let gendir = common::root().join("fixtures/gen");
-    let dir = tempfile::tempdir().unwrap();
-    let st = Command::new(&py)
-        .arg(gendir.join("torch_attacks.py"))
-        .arg(dir.path())
-        .arg("--prove")
-        .env("PYTHONWARNINGS", "ignore")
-        .status()
-        .unwrap();
-    assert!(st.success(), "generator (or a payload proof) failed");
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cases.json")).unwrap())
-            .unwrap();
+    let (py, gendir, dir, cases) = generate("torch_attacks.py", &["--prove"]);
     let mut bad = Vec::new();
     for c in cases.as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
