@@ -28,6 +28,9 @@ pub struct Node {
     /// String attributes (`output_stream`, `memory_region_name`,
     /// `dump_root`) and string-list ones (`debug_urls`), by name.
     pub attrs: Vec<(String, Vec<String>)>,
+    /// Functions its attributes name (`f`, `body`, `then_branch`, dataset
+    /// map functions...): they run when it runs.
+    pub funcs: Vec<String>,
 }
 
 /// What a graph file holds.
@@ -40,10 +43,16 @@ pub struct TfGraph {
     pub function_args: Vec<(String, Vec<String>)>,
     /// SavedModel asset file names (`assets/<name>` when loaded).
     pub assets: Vec<String>,
-    /// Tensors the loader feeds: `saver_def.filename_tensor_name` and each
-    /// asset's tensor (TF1 feeds the checkpoint path and asset paths into
-    /// what are `Const` nodes).
-    pub fed: Vec<String>,
+    /// `saver_def.filename_tensor_name`: the loader feeds the checkpoint
+    /// path into it (a `Const` in TF1).
+    pub saver_files: Vec<String>,
+    /// Each asset's tensor (`asset_file_def`, TF1's `saved_model_assets`
+    /// collection): the loader feeds the asset's path into it.
+    pub asset_tensors: Vec<String>,
+    /// Tensors and ops a loader or a server runs: signature outputs and the
+    /// init ops TF1 runs at load. `None` for a frozen GraphDef (whatever a
+    /// caller fetches runs).
+    pub entries: Option<Vec<String>>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -157,7 +166,7 @@ impl Reader {
                 }
                 (3, Val::Bytes(b)) => n.inputs.push(text(b)),
                 (5, Val::Bytes(b)) => {
-                    if let Some(a) = self.attr(b)? {
+                    if let Some(a) = self.attr(b, &mut n.funcs)? {
                         n.attrs.push(a);
                     }
                 }
@@ -172,8 +181,22 @@ impl Reader {
     }
 
     /// A map entry `attr { key = 1; value = 2 (AttrValue) }`: its strings
-    /// (`s = 2`, `list = 1 { s = 2 }`).
-    fn attr(&mut self, d: &[u8]) -> Result<Option<(String, Vec<String>)>, String> {
+    /// (`s = 2`, `list = 1 { s = 2 }`) and the functions it names
+    /// (`func = 10`, `list = 1 { func = 9 }`: `NameAttrList { name = 1 }`).
+    fn attr(
+        &mut self,
+        d: &[u8],
+        funcs: &mut Vec<String>,
+    ) -> Result<Option<(String, Vec<String>)>, String> {
+        fn func_name(b: &[u8]) -> Result<Option<String>, String> {
+            let mut w = W::of(b);
+            while let Some((f, v)) = w.next()? {
+                if let (1, Val::Bytes(n)) = (f, v) {
+                    return Ok(Some(text(n)));
+                }
+            }
+            Ok(None)
+        }
         let mut key = None;
         let mut vals = Vec::new();
         let mut w = W::of(d);
@@ -187,12 +210,15 @@ impl Reader {
                         self.count()?;
                         match (af, av) {
                             (2, Val::Bytes(s)) => vals.push(text(s)),
+                            (10, Val::Bytes(nf)) => funcs.extend(func_name(nf)?),
                             (1, Val::Bytes(list)) => {
                                 let mut l = W::of(list);
                                 while let Some((lf, lv)) = l.next()? {
                                     self.count()?;
-                                    if let (2, Val::Bytes(s)) = (lf, lv) {
-                                        vals.push(text(s));
+                                    match (lf, lv) {
+                                        (2, Val::Bytes(s)) => vals.push(text(s)),
+                                        (9, Val::Bytes(nf)) => funcs.extend(func_name(nf)?),
+                                        _ => {}
                                     }
                                 }
                             }
@@ -208,44 +234,117 @@ impl Reader {
 
     fn meta_graph(&mut self, d: &[u8]) -> Result<(), String> {
         let mut w = W::of(d);
+        let mut found: Vec<String> = Vec::new();
         while let Some((f, v)) = w.next()? {
             self.count()?;
             match (f, v) {
                 (2, Val::Bytes(b)) => self.graph(b)?,
                 // saver_def { filename_tensor_name = 1 }
                 (3, Val::Bytes(b)) => {
-                    let mut a = W::of(b);
-                    while let Some((af, av)) = a.next()? {
-                        if let (1, Val::Bytes(n)) = (af, av) {
-                            self.out.fed.push(text(n));
-                        }
+                    if let Some(n) = field_str(b, 1)? {
+                        self.out.saver_files.push(n);
                     }
                 }
-                // asset_file_def { tensor_info = 1 { name = 1 }; filename = 2 }:
-                // the loader feeds the asset's path into that tensor.
-                (6, Val::Bytes(b)) => {
-                    let mut a = W::of(b);
-                    while let Some((af, av)) = a.next()? {
-                        match (af, av) {
-                            (2, Val::Bytes(n)) => self.out.assets.push(text(n)),
-                            (1, Val::Bytes(ti)) => {
-                                let mut t = W::of(ti);
-                                while let Some((tf, tv)) = t.next()? {
-                                    if let (1, Val::Bytes(n)) = (tf, tv) {
-                                        self.out.fed.push(text(n));
+                // collection_def: map<string, CollectionDef>
+                (4, Val::Bytes(b)) => {
+                    let key = field_str(b, 1)?.unwrap_or_default();
+                    let Some(col) = field_bytes(b, 2)? else {
+                        continue;
+                    };
+                    match key.as_str() {
+                        // Ops TF1's loader runs while loading.
+                        "saved_model_main_op"
+                        | "legacy_init_op"
+                        | "saved_model_legacy_init_op"
+                        | "init_op"
+                        | "table_initializer"
+                        | "local_init_op" => {
+                            if let Some(list) = field_bytes(col, 1)? {
+                                found.extend(repeated_str(list, 1)?);
+                            }
+                        }
+                        // any_list { value: Any { value = 2: AssetFileDef } }
+                        "saved_model_assets" => {
+                            if let Some(list) = field_bytes(col, 5)? {
+                                for any in repeated_bytes(list, 1)? {
+                                    if let Some(afd) = field_bytes(any, 2)? {
+                                        self.asset(afd)?;
                                     }
                                 }
                             }
-                            _ => {}
+                        }
+                        "asset_filepaths" => {
+                            if let Some(list) = field_bytes(col, 1)? {
+                                self.out.asset_tensors.extend(repeated_str(list, 1)?);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                // signature_def: map<string, SignatureDef { outputs = 2: map<string, TensorInfo { name = 1 }> }>
+                (5, Val::Bytes(b)) => {
+                    if let Some(sig) = field_bytes(b, 2)? {
+                        for out in repeated_bytes(sig, 2)? {
+                            if let Some(ti) = field_bytes(out, 2)?
+                                && let Some(n) = field_str(ti, 1)?
+                            {
+                                found.push(n);
+                            }
                         }
                     }
                 }
+                (6, Val::Bytes(b)) => self.asset(b)?,
                 (1..=7, _) => {}
                 (f, _) => return Err(format!("MetaGraphDef field {f} is not in the schema")),
             }
         }
+        self.out.entries.get_or_insert_with(Vec::new).extend(found);
         Ok(())
     }
+
+    /// AssetFileDef { tensor_info = 1 { name = 1 }; filename = 2 }.
+    fn asset(&mut self, b: &[u8]) -> Result<(), String> {
+        if let Some(n) = field_str(b, 2)? {
+            self.out.assets.push(n);
+        }
+        if let Some(ti) = field_bytes(b, 1)?
+            && let Some(n) = field_str(ti, 1)?
+        {
+            self.out.asset_tensors.push(n);
+        }
+        Ok(())
+    }
+}
+
+/// The last length-delimited field `field` of a message.
+fn field_bytes(b: &[u8], field: u64) -> Result<Option<&[u8]>, String> {
+    let mut w = W::of(b);
+    let mut out = None;
+    while let Some((f, v)) = w.next()? {
+        if let (true, Val::Bytes(x)) = (f == field, v) {
+            out = Some(x);
+        }
+    }
+    Ok(out)
+}
+
+fn field_str(b: &[u8], field: u64) -> Result<Option<String>, String> {
+    Ok(field_bytes(b, field)?.map(text))
+}
+
+fn repeated_bytes(b: &[u8], field: u64) -> Result<Vec<&[u8]>, String> {
+    let mut w = W::of(b);
+    let mut out = Vec::new();
+    while let Some((f, v)) = w.next()? {
+        if let (true, Val::Bytes(x)) = (f == field, v) {
+            out.push(x);
+        }
+    }
+    Ok(out)
+}
+
+fn repeated_str(b: &[u8], field: u64) -> Result<Vec<String>, String> {
+    Ok(repeated_bytes(b, field)?.into_iter().map(text).collect())
 }
 
 /// Read a SavedModel or a GraphDef; `Err` when the bytes are neither.
@@ -283,6 +382,24 @@ pub fn read(d: &[u8]) -> Result<TfGraph, String> {
     }
     r.out.kind = "graph-def";
     Ok(r.out)
+}
+
+/// Whether `d` is a SavedModel's `fingerprint.pb` (`FingerprintDef`:
+/// hashes 1–5 as varints, `version` 6 and `uuid` 7 length-delimited):
+/// numbers and a version, nothing that runs.
+pub fn is_fingerprint(d: &[u8]) -> bool {
+    if d.first() != Some(&0x08) {
+        return false;
+    }
+    let mut w = W::of(d);
+    let mut seen = 0;
+    loop {
+        match w.next() {
+            Ok(Some((1..=5, Val::Int(_)))) | Ok(Some((6 | 7, Val::Bytes(_)))) => seen += 1,
+            Ok(None) => return seen > 0,
+            _ => return false,
+        }
+    }
 }
 
 /// Whether `d` reads as a TensorFlow graph file.

@@ -213,3 +213,28 @@ fn hdf5_string_attributes_are_read_whole_nuls_and_all() {
         r.findings
     );
 }
+
+#[test]
+fn savedmodels_real_tensorflow_wrote_are_judged_as_expected() {
+    // fixtures/tf-real: real TensorFlow 2.21 output (fixtures/gen/tf_real),
+    // benign saves and an attacker review's models whose effect was proven.
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tf-real"
+    ));
+    let expected: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert!(expected.len() >= 25);
+    let mut bad = Vec::new();
+    for (rel, want) in &expected {
+        let r = Scanner::default().scan_bytes(rel, &std::fs::read(dir.join(rel)).unwrap());
+        if r.verdict.as_str() != want {
+            bad.push(format!(
+                "{rel}: {} (want {want}): {:?}",
+                r.verdict.as_str(),
+                r.findings
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

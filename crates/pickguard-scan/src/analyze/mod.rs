@@ -579,6 +579,9 @@ const MODEL_EXTENSIONS: &[&str] = &[
     ".hdf5",
     ".keras",
     ".pb",
+    // TensorFlow reads saved_model.pbtxt (text format) when there is no
+    // saved_model.pb; pickguard does not read the text format.
+    ".pbtxt",
     ".tflite",
     ".msgpack",
     ".gguf",

@@ -248,6 +248,8 @@ impl Scanner {
         let at = loc(member, None, None, ReadView::Linear);
         let g = match pickguard_formats::tfgraph::read(data) {
             Ok(g) => g,
+            // fingerprint.pb beside saved_model.pb: hashes, nothing to run.
+            Err(_) if pickguard_formats::tfgraph::is_fingerprint(data) => return,
             Err(e) => {
                 ctx.push(Finding::new(
                     Rule::Unreadable,
