@@ -90,7 +90,10 @@ pub fn sniff(data: &[u8]) -> Sniffed {
         Sniffed::Safetensors
     } else if onnx::looks_like_onnx(data) {
         Sniffed::Onnx
-    } else if tfgraph::looks_like_graph(data) || tfgraph::is_fingerprint(data) {
+    } else if tfgraph::looks_like_graph(data)
+        || tfgraph::is_fingerprint(data)
+        || tfgraph::keras_metadata(data).is_some()
+    {
         Sniffed::TfGraph
     } else if pickguard_pickle::is_plausible_start(data) {
         Sniffed::PickleLike

@@ -402,6 +402,41 @@ pub fn is_fingerprint(d: &[u8]) -> bool {
     }
 }
 
+/// The layer configs of a TF-Keras SavedModel's `keras_metadata.pb`
+/// (`SavedMetadata { repeated SavedObject nodes = 1 }`, `SavedObject {
+/// node_id = 2; node_path = 3; identifier = 4; metadata = 5 (JSON);
+/// version = 6 }`): what `tf_keras.models.load_model` rebuilds layers
+/// from, Lambda bytecode included. `None` when `d` is not one.
+pub fn keras_metadata(d: &[u8]) -> Option<Vec<&[u8]>> {
+    if d.first() != Some(&0x0a) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut w = W::of(d);
+    loop {
+        match w.next().ok()? {
+            Some((1, Val::Bytes(obj))) => {
+                let mut o = W::of(obj);
+                let mut identifier = false;
+                while let Some((f, v)) = o.next().ok()? {
+                    match (f, v) {
+                        (2, Val::Int(_)) => {}
+                        (4, Val::Bytes(id)) => identifier = id.starts_with(b"_tf_keras_"),
+                        (3 | 6, Val::Bytes(_)) => {}
+                        (5, Val::Bytes(m)) => out.push(m),
+                        _ => return None,
+                    }
+                }
+                if !identifier {
+                    return None;
+                }
+            }
+            None => return (!out.is_empty()).then_some(out),
+            _ => return None,
+        }
+    }
+}
+
 /// Whether `d` reads as a TensorFlow graph file.
 pub fn looks_like_graph(d: &[u8]) -> bool {
     matches!(d.first(), Some(0x08 | 0x0a | 0x12)) && read(d).is_ok_and(|g| !g.nodes.is_empty())

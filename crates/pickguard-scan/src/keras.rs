@@ -168,8 +168,19 @@ fn walk(policy: &Policy, v: &Value, out: &mut Judged) {
                 ("function", "function_type"),
                 ("output_shape", "output_shape_type"),
             ] {
+                // [code, defaults, closure], or TF-Keras's
+                // {"class_name": "__tuple__", "items": [...]} of the same.
+                let parts = match o.get(key) {
+                    Some(Value::Array(p)) => Some(p),
+                    Some(Value::Object(t))
+                        if t.get("class_name").and_then(Value::as_str) == Some("__tuple__") =>
+                    {
+                        t.get("items").and_then(Value::as_array)
+                    }
+                    _ => None,
+                };
                 if o.get(kind).and_then(Value::as_str) == Some("lambda")
-                    && let Some(Value::Array(parts)) = o.get(key)
+                    && let Some(parts) = parts
                     && let Some(Value::String(code)) = parts.first()
                 {
                     hits.push((

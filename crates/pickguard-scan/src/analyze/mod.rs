@@ -515,7 +515,7 @@ impl Scanner {
                 if top {
                     ctx.set_format("tensorflow");
                 }
-                self.scan_tfgraph(ctx, data, &member);
+                self.scan_tfgraph(ctx, data, &member, depth);
             }
             Sniffed::SevenZip => {
                 let name = format!("{kind:?}").to_lowercase();

@@ -244,8 +244,22 @@ impl Scanner {
     }
 
     /// A TensorFlow SavedModel or GraphDef: the ops that reach the host.
-    pub(super) fn scan_tfgraph(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
+    pub(super) fn scan_tfgraph(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        depth: usize,
+    ) {
         let at = loc(member, None, None, ReadView::Linear);
+        // TF-Keras keras_metadata.pb: layer configs, judged as Keras configs.
+        if let Some(configs) = pickguard_formats::tfgraph::keras_metadata(data) {
+            for (i, json) in configs.into_iter().enumerate() {
+                let m = join_member(member, &format!("<keras metadata {i}>"));
+                self.check_keras(ctx, json, &m, depth);
+            }
+            return;
+        }
         let g = match pickguard_formats::tfgraph::read(data) {
             Ok(g) => g,
             // fingerprint.pb beside saved_model.pb: hashes, nothing to run.
