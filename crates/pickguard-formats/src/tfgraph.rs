@@ -13,8 +13,13 @@ item counts bounded; anything the wire format does not allow is an error.
 
 use crate::protowire::{Val, W};
 use serde::Serialize;
+use std::collections::HashMap;
 
 const MAX_ITEMS: usize = 1 << 22;
+
+/// Prefix of an attribute value that is a placeholder the caller binds
+/// (`AttrValue.placeholder`), not a literal.
+pub const PLACEHOLDER: &str = "\u{0}placeholder:";
 
 /// One op of a graph or of a function in its library.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -53,6 +58,10 @@ pub struct TfGraph {
     /// init ops TF1 runs at load. `None` for a frozen GraphDef (whatever a
     /// caller fetches runs).
     pub entries: Option<Vec<String>>,
+    /// `saver_def.restore_op_name`: the loader runs it (and its upstream).
+    pub restore_op: Option<String>,
+    /// Functions the SavedObjectGraph exposes (callable after a TF2 load).
+    pub object_functions: Vec<String>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -188,14 +197,17 @@ impl Reader {
         d: &[u8],
         funcs: &mut Vec<String>,
     ) -> Result<Option<(String, Vec<String>)>, String> {
-        fn func_name(b: &[u8]) -> Result<Option<String>, String> {
+        // Every name a NameAttrList gives (protobuf keeps the last; all of
+        // them is the safe superset).
+        fn func_name(b: &[u8]) -> Result<Vec<String>, String> {
+            let mut out = Vec::new();
             let mut w = W::of(b);
             while let Some((f, v)) = w.next()? {
                 if let (1, Val::Bytes(n)) = (f, v) {
-                    return Ok(Some(text(n)));
+                    out.push(text(n));
                 }
             }
-            Ok(None)
+            Ok(out)
         }
         let mut key = None;
         let mut vals = Vec::new();
@@ -210,6 +222,8 @@ impl Reader {
                         self.count()?;
                         match (af, av) {
                             (2, Val::Bytes(s)) => vals.push(text(s)),
+                            // A value the caller's NameAttrList binds (TF1).
+                            (9, Val::Bytes(ph)) => vals.push(format!("{PLACEHOLDER}{}", text(ph))),
                             (10, Val::Bytes(nf)) => funcs.extend(func_name(nf)?),
                             (1, Val::Bytes(list)) => {
                                 let mut l = W::of(list);
@@ -232,70 +246,95 @@ impl Reader {
         Ok(key.map(|k| (k, vals)))
     }
 
+    /// One MetaGraphDef, read as protobuf does: a repeated singular message
+    /// field is the merge of its occurrences (their bytes concatenated), a
+    /// repeated string the last, a repeated map key the last entry.
     fn meta_graph(&mut self, d: &[u8]) -> Result<(), String> {
-        let mut w = W::of(d);
         let mut found: Vec<String> = Vec::new();
+        let mut collections: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut signatures: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut saver = Vec::new();
+        let mut asset_defs = Vec::new();
+        let mut w = W::of(d);
         while let Some((f, v)) = w.next()? {
             self.count()?;
             match (f, v) {
                 (2, Val::Bytes(b)) => self.graph(b)?,
-                // saver_def { filename_tensor_name = 1 }
-                (3, Val::Bytes(b)) => {
-                    if let Some(n) = field_str(b, 1)? {
-                        self.out.saver_files.push(n);
-                    }
-                }
-                // collection_def: map<string, CollectionDef>
+                (3, Val::Bytes(b)) => saver.extend_from_slice(b),
+                // map entries { key = 1; value = 2 }: the last entry of a key.
                 (4, Val::Bytes(b)) => {
                     let key = field_str(b, 1)?.unwrap_or_default();
-                    let Some(col) = field_bytes(b, 2)? else {
-                        continue;
-                    };
-                    match key.as_str() {
-                        // Ops TF1's loader runs while loading.
-                        "saved_model_main_op"
-                        | "legacy_init_op"
-                        | "saved_model_legacy_init_op"
-                        | "init_op"
-                        | "table_initializer"
-                        | "local_init_op" => {
-                            if let Some(list) = field_bytes(col, 1)? {
-                                found.extend(repeated_str(list, 1)?);
-                            }
-                        }
-                        // any_list { value: Any { value = 2: AssetFileDef } }
-                        "saved_model_assets" => {
-                            if let Some(list) = field_bytes(col, 5)? {
-                                for any in repeated_bytes(list, 1)? {
-                                    if let Some(afd) = field_bytes(any, 2)? {
-                                        self.asset(afd)?;
-                                    }
-                                }
-                            }
-                        }
-                        "asset_filepaths" => {
-                            if let Some(list) = field_bytes(col, 1)? {
-                                self.out.asset_tensors.extend(repeated_str(list, 1)?);
-                            }
-                        }
-                        _ => {}
-                    }
+                    collections.insert(key, field_msg(b, 2)?);
                 }
-                // signature_def: map<string, SignatureDef { outputs = 2: map<string, TensorInfo { name = 1 }> }>
                 (5, Val::Bytes(b)) => {
-                    if let Some(sig) = field_bytes(b, 2)? {
-                        for out in repeated_bytes(sig, 2)? {
-                            if let Some(ti) = field_bytes(out, 2)?
-                                && let Some(n) = field_str(ti, 1)?
-                            {
-                                found.push(n);
-                            }
+                    let key = field_str(b, 1)?.unwrap_or_default();
+                    signatures.insert(key, field_msg(b, 2)?);
+                }
+                (6, Val::Bytes(b)) => asset_defs.push(b.to_vec()),
+                // object_graph_def { concrete_functions = 2: map<string, ...> }
+                (7, Val::Bytes(b)) => {
+                    for e in repeated_bytes(b, 2)? {
+                        if let Some(k) = field_str(e, 1)? {
+                            self.out.object_functions.push(k);
                         }
                     }
                 }
-                (6, Val::Bytes(b)) => self.asset(b)?,
-                (1..=7, _) => {}
+                (1, _) => {}
                 (f, _) => return Err(format!("MetaGraphDef field {f} is not in the schema")),
+            }
+        }
+        // saver_def { filename_tensor_name = 1; restore_op_name = 3 }
+        if let Some(n) = field_str(&saver, 1)? {
+            self.out.saver_files.push(n);
+        }
+        if let Some(n) = field_str(&saver, 3)? {
+            self.out.restore_op = Some(n);
+        }
+        for (key, col) in &collections {
+            // node_list = 1 { value = 1 }
+            let nodes = repeated_str(&field_msg(col, 1)?, 1)?;
+            match key.as_str() {
+                // Ops TF1's loaders run while loading (and what TF2's
+                // load_v1_in_v2 runs: variable initializers).
+                "saved_model_main_op"
+                | "legacy_init_op"
+                | "saved_model_legacy_init_op"
+                | "init_op"
+                | "table_initializer"
+                | "local_init_op"
+                | "train_op" => found.extend(nodes),
+                // bytes_list = 2 { value = 1: VariableDef { initializer_name = 2 } }:
+                // TF2's load_v1_in_v2 runs local variables' initializers.
+                "local_variables" | "variables" => {
+                    for v in repeated_bytes(&field_msg(col, 2)?, 1)? {
+                        if let Some(init) = field_str(v, 2)? {
+                            found.push(init);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The loader feeds asset paths from asset_file_def, or from the
+        // `saved_model_assets` collection only when there is none (never
+        // from `asset_filepaths`, which only the builder reads).
+        if asset_defs.is_empty() {
+            if let Some(col) = collections.get("saved_model_assets") {
+                for any in repeated_bytes(&field_msg(col, 5)?, 1)? {
+                    if let Some(afd) = field_bytes(any, 2)? {
+                        self.asset(afd)?;
+                    }
+                }
+            }
+        } else {
+            for b in &asset_defs {
+                self.asset(b)?;
+            }
+        }
+        for sig in signatures.values() {
+            // outputs = 2: map<string, TensorInfo>
+            for out in repeated_bytes(sig, 2)? {
+                tensor_names(&field_msg(out, 2)?, &mut found, 0)?;
             }
         }
         self.out.entries.get_or_insert_with(Vec::new).extend(found);
@@ -307,13 +346,44 @@ impl Reader {
         if let Some(n) = field_str(b, 2)? {
             self.out.assets.push(n);
         }
-        if let Some(ti) = field_bytes(b, 1)?
-            && let Some(n) = field_str(ti, 1)?
-        {
+        let ti = field_msg(b, 1)?;
+        if let Some(n) = field_str(&ti, 1)? {
             self.out.asset_tensors.push(n);
         }
         Ok(())
     }
+}
+
+/// Every tensor a TensorInfo names: `name = 1`, `coo_sparse = 4 {
+/// values, indices, dense_shape = 1..3 }`, `composite_tensor = 5 {
+/// components = 2 (TensorInfo) }`.
+fn tensor_names(b: &[u8], out: &mut Vec<String>, depth: usize) -> Result<(), String> {
+    if depth > 16 {
+        return Err("TensorInfo nested too deep".into());
+    }
+    if let Some(n) = field_str(b, 1)? {
+        out.push(n);
+    }
+    let coo = field_msg(b, 4)?;
+    for f in 1..=3 {
+        if let Some(n) = field_str(&coo, f)? {
+            out.push(n);
+        }
+    }
+    for c in repeated_bytes(&field_msg(b, 5)?, 2)? {
+        tensor_names(c, out, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// A singular message field as protobuf reads it: every occurrence merged
+/// (their bytes concatenated); empty when absent.
+fn field_msg(b: &[u8], field: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for x in repeated_bytes(b, field)? {
+        out.extend_from_slice(x);
+    }
+    Ok(out)
 }
 
 /// The last length-delimited field `field` of a message.
@@ -349,6 +419,19 @@ fn repeated_str(b: &[u8], field: u64) -> Result<Vec<String>, String> {
 
 /// Read a SavedModel or a GraphDef; `Err` when the bytes are neither.
 pub fn read(d: &[u8]) -> Result<TfGraph, String> {
+    let mut all = read_all(d)?;
+    let mut g = all.remove(0);
+    for m in all {
+        g.nodes.extend(m.nodes);
+        g.function_args.extend(m.function_args);
+        g.assets.extend(m.assets);
+    }
+    Ok(g)
+}
+
+/// Each meta graph on its own (a loader picks one by its tags; node names
+/// repeat across them), or the one GraphDef.
+pub fn read_all(d: &[u8]) -> Result<Vec<TfGraph>, String> {
     let mut r = Reader {
         out: TfGraph::default(),
         items: 0,
@@ -356,22 +439,27 @@ pub fn read(d: &[u8]) -> Result<TfGraph, String> {
     // SavedModel { saved_model_schema_version = 1; meta_graphs = 2 }
     if d.first() == Some(&0x08) || d.first() == Some(&0x12) {
         let mut w = W::of(d);
-        let mut metas = 0;
+        let mut metas = Vec::new();
         while let Some((f, v)) = w.next()? {
             match (f, v) {
                 (1, Val::Int(_)) => {}
                 (2, Val::Bytes(b)) => {
+                    let items = r.items;
+                    r = Reader {
+                        out: TfGraph::default(),
+                        items,
+                    };
                     r.meta_graph(b)?;
-                    metas += 1;
+                    r.out.kind = "saved-model";
+                    metas.push(std::mem::take(&mut r.out));
                 }
                 (f, _) => return Err(format!("SavedModel field {f} is not in the schema")),
             }
         }
-        if metas == 0 {
+        if metas.is_empty() {
             return Err("a SavedModel without a MetaGraphDef".into());
         }
-        r.out.kind = "saved-model";
-        return Ok(r.out);
+        return Ok(metas);
     }
     if d.first() != Some(&0x0a) {
         return Err("neither a SavedModel nor a GraphDef".into());
@@ -381,7 +469,7 @@ pub fn read(d: &[u8]) -> Result<TfGraph, String> {
         return Err("a GraphDef without nodes".into());
     }
     r.out.kind = "graph-def";
-    Ok(r.out)
+    Ok(vec![r.out])
 }
 
 /// Whether `d` is a SavedModel's `fingerprint.pb` (`FingerprintDef`:

@@ -147,6 +147,7 @@ fn input_node(i: &str) -> &str {
 struct Index<'g> {
     graph: HashMap<&'g str, &'g Node>,
     functions: HashMap<&'g str, Vec<&'g Node>>,
+    args: HashMap<&'g str, &'g [String]>,
     /// Each function's nodes by name.
     scopes: HashMap<&'g str, HashMap<&'g str, &'g Node>>,
 }
@@ -170,11 +171,52 @@ impl<'g> Index<'g> {
             .iter()
             .map(|(f, ns)| (*f, ns.iter().map(|n| (n.name.as_str(), *n)).collect()))
             .collect();
+        let args = g
+            .function_args
+            .iter()
+            .map(|(f, a)| (f.as_str(), a.as_slice()))
+            .collect();
         Index {
             graph,
             functions,
+            args,
             scopes,
         }
+    }
+
+    /// Functions a node calls: those its attributes name, and the library
+    /// function its op names (a function called as an op).
+    fn calls(&self, n: &'g Node) -> impl Iterator<Item = &'g str> {
+        let by_op = self
+            .functions
+            .contains_key(n.op.as_str())
+            .then_some(n.op.as_str());
+        n.funcs.iter().map(String::as_str).chain(by_op)
+    }
+
+    /// Nodes of a scope downstream of `start` through data inputs.
+    fn downstream(&self, f: Option<&'g str>, start: &'g str) -> HashSet<&'g str> {
+        let nodes: Vec<&Node> = match f {
+            None => self.graph.values().copied().collect(),
+            Some(f) => self.functions.get(f).cloned().unwrap_or_default(),
+        };
+        let mut consumers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for n in &nodes {
+            for i in n.inputs.iter().filter(|i| !i.starts_with('^')) {
+                consumers
+                    .entry(input_node(i))
+                    .or_default()
+                    .push(n.name.as_str());
+            }
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut todo = vec![start];
+        while let Some(x) = todo.pop() {
+            if seen.insert(x) {
+                todo.extend(consumers.get(x).into_iter().flatten().copied());
+            }
+        }
+        seen
     }
 
     /// Functions `start` calls, directly or through the functions it calls.
@@ -186,7 +228,7 @@ impl<'g> Index<'g> {
                 continue;
             }
             for n in self.functions.get(f).into_iter().flatten() {
-                todo.extend(n.funcs.iter().map(String::as_str));
+                todo.extend(self.calls(n));
             }
         }
         seen
@@ -217,31 +259,72 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
     let saver_files: HashSet<&str> = g.saver_files.iter().map(|t| input_node(t)).collect();
     let assets: HashSet<&str> = g.asset_tensors.iter().map(|t| input_node(t)).collect();
 
-    // Functions only the saver runs: called from graph nodes fed the
-    // saver's filename, and from nothing else.
-    let saver_nodes: Vec<&Node> = ix
-        .graph
-        .values()
-        .filter(|n| n.inputs.iter().any(|i| saver_files.contains(input_node(i))))
-        .copied()
+    // The saver's nodes: graph nodes given the saver's filename as data.
+    let is_saver_node = |n: &Node| {
+        n.function.is_none()
+            && n.inputs
+                .iter()
+                .any(|i| !i.starts_with('^') && saver_files.contains(input_node(i)))
+    };
+    // Graph nodes downstream of the saver's filename (TF1 save/restore).
+    let mut from_saver: HashSet<&str> = HashSet::new();
+    for f in &saver_files {
+        from_saver.extend(ix.downstream(None, f));
+    }
+    // Functions only the saver calls (TF2 _traced_save/_traced_restore):
+    // called from saver nodes alone, not exposed by the object graph, and
+    // for each the argument the saver's filename arrives in.
+    let mut callers: HashMap<&str, usize> = HashMap::new();
+    let mut saver_args: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for n in &g.nodes {
+        for f in ix.calls(n) {
+            *callers.entry(f).or_default() += 1;
+            if is_saver_node(n) {
+                let data: Vec<&str> = n
+                    .inputs
+                    .iter()
+                    .filter(|i| !i.starts_with('^'))
+                    .map(|i| input_node(i))
+                    .collect();
+                let args = ix.args.get(f).copied().unwrap_or(&[]);
+                let e = saver_args.entry(f).or_default();
+                for (k, x) in data.iter().enumerate() {
+                    if saver_files.contains(x)
+                        && let Some(a) = args.get(k)
+                    {
+                        e.insert(a.as_str());
+                    }
+                }
+            }
+        }
+    }
+    let exposed: HashSet<&str> = g.object_functions.iter().map(String::as_str).collect();
+    let saver_calls: HashMap<&str, usize> = g
+        .nodes
+        .iter()
+        .filter(|n| is_saver_node(n))
+        .flat_map(|n| ix.calls(n))
+        .fold(HashMap::new(), |mut m, f| {
+            *m.entry(f).or_default() += 1;
+            m
+        });
+    let saver_only: HashSet<&str> = saver_calls
+        .iter()
+        .filter(|(f, k)| callers.get(*f) == Some(*k) && !exposed.contains(*f))
+        .map(|(f, _)| *f)
         .collect();
-    let saver_called = ix.called(
-        &saver_nodes
-            .iter()
-            .flat_map(|n| n.funcs.iter().map(String::as_str))
-            .collect::<Vec<_>>(),
-    );
-    let other_called = ix.called(
-        &g.nodes
-            .iter()
-            .filter(|n| match &n.function {
-                None => !saver_nodes.iter().any(|s| std::ptr::eq(*s, *n)),
-                Some(f) => !saver_called.contains(f.as_str()),
-            })
-            .flat_map(|n| n.funcs.iter().map(String::as_str))
-            .collect::<Vec<_>>(),
-    );
-    let saver_only: HashSet<&str> = saver_called.difference(&other_called).copied().collect();
+    // Within each saver-only function, the nodes downstream of the
+    // argument the filename arrives in.
+    let saver_scope: HashMap<&str, HashSet<&str>> = saver_only
+        .iter()
+        .map(|f| {
+            let mut d = HashSet::new();
+            for a in saver_args.get(f).into_iter().flatten() {
+                d.extend(ix.downstream(Some(f), a));
+            }
+            (*f, d)
+        })
+        .collect();
 
     // What runs: in TF2 any restored function may be called; in TF1 what
     // signatures and init ops reach; in a frozen graph, everything.
@@ -261,7 +344,7 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
                 }
                 if let Some(n) = ix.graph.get(name) {
                     todo.extend(n.inputs.iter().map(|i| input_node(i)));
-                    funcs.extend(n.funcs.iter().map(String::as_str));
+                    funcs.extend(ix.calls(n));
                 }
             }
             // Every function not only the saver's can be called by a user of
@@ -280,6 +363,20 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
         }
     };
 
+    // What saver_def's restore op runs at load (its upstream, control
+    // inputs included).
+    let mut restore_runs: HashSet<&str> = HashSet::new();
+    if let Some(r) = &g.restore_op {
+        let mut todo = vec![input_node(r)];
+        while let Some(x) = todo.pop() {
+            if restore_runs.len() > MAX_WALK || !restore_runs.insert(x) {
+                continue;
+            }
+            if let Some(n) = ix.graph.get(x) {
+                todo.extend(n.inputs.iter().map(|i| input_node(i)));
+            }
+        }
+    }
     let mut out = Vec::new();
     let mut io = Vec::new();
     let mut constness: HashMap<(Option<&str>, &str), bool> = HashMap::new();
@@ -296,6 +393,26 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
                 .collect::<Vec<_>>()
         };
         let host = |what: String| (Rule::TfHostOp, format!("{} {what}", where_(n)));
+        // An attribute that names a file or stream, bound by the caller's
+        // NameAttrList (TF1): its value is not in the graph.
+        if let Some((k, _)) = n.attrs.iter().find(|(k, v)| {
+            matches!(
+                k.as_str(),
+                "output_stream"
+                    | "debug_urls"
+                    | "dump_root"
+                    | "descriptor_source"
+                    | "memory_region_name"
+                    | "file_pattern"
+            ) && v
+                .iter()
+                .any(|x| x.starts_with(pickguard_formats::tfgraph::PLACEHOLDER))
+        }) {
+            out.push(host(format!(
+                "is {op} whose {k} the caller binds: it names a file or stream the graph does not show"
+            )));
+            continue;
+        }
         if PYTHON_OPS.contains(&op) {
             out.push(host(format!(
                 "is {op}: running it calls a Python function registered in the serving process"
@@ -313,7 +430,7 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
                     format!(" ({})", named.join(", "))
                 }
             )));
-        } else if matches!(op, "DecodeProtoV2" | "DecodeProto")
+        } else if matches!(op, "DecodeProtoV2" | "DecodeProto" | "EncodeProto")
             && let Some(src) = attr("descriptor_source")
                 .into_iter()
                 .find(|s| !s.starts_with("local://"))
@@ -339,13 +456,27 @@ pub fn judge(g: &TfGraph) -> Vec<(Rule, String)> {
                 )));
             }
         } else if CHECKPOINT_OPS.contains(&op) {
-            let loader_only = match &n.function {
-                Some(f) => saver_only.contains(f.as_str()),
-                None => !reach.runs(n),
+            // The path (input 0) must come from the saver's filename, where
+            // only the loader runs the op.
+            let path = n
+                .inputs
+                .iter()
+                .find(|i| !i.starts_with('^'))
+                .map(|i| input_node(i))
+                .unwrap_or("");
+            let loader_only = match n.function.as_deref() {
+                Some(f) => saver_scope.get(f).is_some_and(|d| d.contains(path)),
+                // Graph nodes run when a signature or init op reaches them
+                // (a caller's run: never fine), or from saver_def's restore
+                // op at load (fine on the saver's filename); others never run.
+                None => {
+                    !reach.runs(n)
+                        && (!restore_runs.contains(n.name.as_str()) || from_saver.contains(path))
+                }
             };
             if !loader_only {
                 out.push(host(format!(
-                    "is {op} where a caller can run it (not only the loader's save and restore): it writes or reads checkpoint files at a path the graph chooses"
+                    "is {op} on a path that is not the loader's checkpoint, or where a caller can run it: it writes or reads files the graph chooses"
                 )));
             }
         } else if let Some(&(_, index)) = PATH_READERS.iter().find(|(o, _)| *o == op) {

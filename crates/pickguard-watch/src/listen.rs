@@ -100,6 +100,9 @@ enum Outcome {
 /// (the TCPStore daemon thread that names the component starts right
 /// after listen(2)), and how long it is looked for.
 const SETTLE: Duration = Duration::from_millis(300);
+/// How long a listener with no thread naming its component yet is given
+/// for one to appear (a loaded machine starts the TCPStore thread late).
+const NAME_WAIT: Duration = Duration::from_millis(1500);
 const GIVE_UP: Duration = Duration::from_secs(3);
 const SEEN_MAX: usize = 4096;
 
@@ -139,7 +142,8 @@ impl Listens {
                 keep.push_back((t, raw, unattended));
                 continue;
             }
-            match self.complete(&raw, host, unattended) {
+            let patient = !now && age < NAME_WAIT;
+            match self.complete(&raw, host, unattended, patient) {
                 Outcome::Alert(ev) => out.push(*ev),
                 Outcome::Retry if !now && age < GIVE_UP => keep.push_back((t, raw, unattended)),
                 Outcome::Retry | Outcome::Drop => {}
@@ -153,7 +157,13 @@ impl Listens {
         out
     }
 
-    fn complete(&mut self, raw: &RawListen, host: &str, unattended: bool) -> Outcome {
+    fn complete(
+        &mut self,
+        raw: &RawListen,
+        host: &str,
+        unattended: bool,
+        patient: bool,
+    ) -> Outcome {
         let Some(addr) = exposure::address_from_kernel(raw.family, &raw.addr) else {
             return Outcome::Drop;
         };
@@ -176,6 +186,11 @@ impl Listens {
         if self.seen.contains(&key) {
             return Outcome::Drop;
         }
+        let threads = torch_threads(pid);
+        let tcpstore = threads.iter().any(|t| t.starts_with("pt_tcpstore"));
+        if !tcpstore && patient {
+            return Outcome::Retry;
+        }
         let reach = exposure::classify(addr);
         let covered = (reach == Reach::Wildcard).then(|| host_addresses(pid, addr));
         let covered_list = covered.clone().flatten();
@@ -185,8 +200,7 @@ impl Listens {
         }
         self.seen.insert(key);
         let info = process_info(pid);
-        let threads = torch_threads(pid);
-        let component = if threads.iter().any(|t| t.starts_with("pt_tcpstore")) {
+        let component = if tcpstore {
             "TCPStore"
         } else {
             "torch.distributed"

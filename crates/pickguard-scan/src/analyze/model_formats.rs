@@ -260,7 +260,7 @@ impl Scanner {
             }
             return;
         }
-        let g = match pickguard_formats::tfgraph::read(data) {
+        let graphs = match pickguard_formats::tfgraph::read_all(data) {
             Ok(g) => g,
             // fingerprint.pb beside saved_model.pb: hashes, nothing to run.
             Err(_) if pickguard_formats::tfgraph::is_fingerprint(data) => return,
@@ -273,8 +273,21 @@ impl Scanner {
                 return;
             }
         };
-        for (rule, message) in crate::tf::judge(&g) {
-            ctx.push(Finding::new(rule, message, at.clone()));
+        // Each meta graph on its own: a loader picks one by its tags.
+        for (i, g) in graphs.iter().enumerate() {
+            let at = if graphs.len() > 1 {
+                loc(
+                    &join_member(member, &format!("<meta graph {i}>")),
+                    None,
+                    None,
+                    ReadView::Linear,
+                )
+            } else {
+                at.clone()
+            };
+            for (rule, message) in crate::tf::judge(g) {
+                ctx.push(Finding::new(rule, message, at.clone()));
+            }
         }
     }
 }
