@@ -526,8 +526,49 @@ pub fn keras_metadata(d: &[u8]) -> Option<Vec<&[u8]>> {
 }
 
 /// Whether `d` reads as a TensorFlow graph file.
+///
+/// Decided without decoding the graph (sniffing runs on every file and
+/// member; the scan reads the graph once, afterwards): the top-level fields
+/// are those of a SavedModel or a GraphDef, and the first node is a NodeDef
+/// with an op name.
 pub fn looks_like_graph(d: &[u8]) -> bool {
-    matches!(d.first(), Some(0x08 | 0x0a | 0x12)) && read(d).is_ok_and(|g| !g.nodes.is_empty())
+    /// Fields of a message are wire-valid and within `allowed`; the first
+    /// occurrence of `want` (length-delimited).
+    fn first<'a>(d: &'a [u8], allowed: &[u64], want: u64) -> Option<&'a [u8]> {
+        let mut w = W::of(d);
+        let mut found = None;
+        while let Some((f, v)) = w.next().ok()? {
+            if !allowed.contains(&f) {
+                return None;
+            }
+            if let (true, None, Val::Bytes(b)) = (f == want, found, v) {
+                found = Some(b);
+            }
+        }
+        found
+    }
+    fn is_node(n: &[u8]) -> bool {
+        let mut w = W::of(n);
+        let mut op = false;
+        while let Ok(Some((f, v))) = w.next() {
+            match (f, v) {
+                (2, Val::Bytes(b)) => op = is_op_name(b),
+                (1 | 3 | 5, Val::Bytes(_)) | (4 | 6 | 7 | 8, _) => {}
+                _ => return false,
+            }
+        }
+        op && w.p == n.len()
+    }
+    let graph = match d.first() {
+        Some(0x08 | 0x12) => {
+            first(d, &[1, 2], 2).and_then(|meta| first(meta, &[1, 2, 3, 4, 5, 6, 7], 2))
+        }
+        Some(0x0a) => Some(d),
+        _ => None,
+    };
+    graph
+        .and_then(|g| first(g, &[1, 2, 3, 4, 5], 1))
+        .is_some_and(is_node)
 }
 
 #[cfg(test)]
