@@ -151,6 +151,39 @@ fn declared(data: &[u8], eocd: usize) -> (u64, u64, u64, bool) {
     (total, cd_size, cd_off, ok)
 }
 
+/// Where an archive's end records say its parts are, for a reader that
+/// fetches a file piece by piece (remote scans): everything [`read`] reads
+/// lies in `central_directory`, the ZIP64 record and the local headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndRecords {
+    pub eocd: u64,
+    pub entries: u64,
+    /// The ZIP64 end record the locator points at (56 bytes), if any.
+    pub zip64_record: Option<u64>,
+    /// The bytes holding the central directory, both where the end record
+    /// says it starts and where it ends (a prefixed archive's real place).
+    pub central_directory: (u64, u64),
+}
+
+/// The end records of the archive whose end-of-central-directory record is
+/// in `data` (`None`: no such record). Values past the end of `data` are
+/// returned as declared: the caller fetches them and asks again.
+pub fn end_records(data: &[u8]) -> Option<EndRecords> {
+    let eocd = find_eocd(data)?;
+    let (entries, cd_size, cd_off, _) = declared(data, eocd);
+    let zip64_record = (eocd >= 20 && u32_at(data, eocd - 20) == Some(EOCD64_LOC_SIG))
+        .then(|| u64_at(data, eocd - 12))
+        .flatten();
+    let eocd = eocd as u64;
+    let real = eocd.saturating_sub(cd_size);
+    Some(EndRecords {
+        eocd,
+        entries,
+        zip64_record,
+        central_directory: (cd_off.min(real), eocd),
+    })
+}
+
 /// How many entries the archive's end records declare (`None`: no
 /// end-of-central-directory record). Callers tell an archive over their
 /// entry limit (a budget) from one that cannot be read.

@@ -13,7 +13,7 @@ pub mod report;
 pub mod template;
 mod tf;
 
-pub use analyze::{FileReport, GlobalUse, ScanOptions, Scanner};
+pub use analyze::{Fetched, FileReport, GlobalUse, ScanOptions, Scanner};
 pub use budgets::Budgets;
 pub use finding::{Finding, Location, Rule, Severity, Verdict};
 pub use policy::{Policy, Profile, UserPolicy};

@@ -846,7 +846,11 @@ impl BudgetArgs {
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
-    /// Files or directories to scan (directories recursively); `-` reads standard input.
+    /// Files or directories to scan (directories recursively); `-` reads
+    /// standard input; `https://…` and `s3://bucket/key` (or `s3://bucket/prefix/`,
+    /// every object under it) read remote files, fetching only what the scan
+    /// needs (S3 settings from the AWS_* environment: AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID...).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
@@ -881,6 +885,13 @@ pub struct ScanArgs {
     /// Seconds of analysis allowed per file before it is reported inconclusive.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+
+    /// Most bytes one remote file may make pickguard fetch. Torch
+    /// checkpoints, GGUF and safetensors files are read without their
+    /// tensor data; other formats are fetched whole. A file that needs more
+    /// is an error, not scanned.
+    #[arg(long, value_name = "SIZE", default_value = "2G")]
+    pub max_fetch: String,
 
     #[command(flatten)]
     pub budgets: BudgetArgs,

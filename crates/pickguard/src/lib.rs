@@ -8,6 +8,7 @@ mod cli;
 mod printer;
 mod commands;
 mod input;
+mod remote;
 mod size;
 
 use clap::Parser;

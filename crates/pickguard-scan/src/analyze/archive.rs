@@ -161,6 +161,35 @@ impl Scanner {
         }
     }
 
+    /// A member of the file itself (not of a nested archive) whose bytes
+    /// were not fetched: asked for, and reported unread until they are.
+    fn not_fetched(&self, ctx: &mut Ctx, data: &[u8], e: &zip::Entry, m: &Option<String>) -> bool {
+        let Some(absent) = &self.options.absent else {
+            return false;
+        };
+        if ctx.top != (data.as_ptr() as usize, data.len()) {
+            return false;
+        }
+        let start = e.local_header_offset;
+        // Without a local header the data's place is unknown: ask for the
+        // most the header's lengths allow.
+        let end = e
+            .data_offset
+            .unwrap_or(start.saturating_add(30 + 2 * 0xffff))
+            .saturating_add(e.compressed_size)
+            .min(data.len() as u64);
+        if !absent.iter().any(|&(a, b)| a < end && start < b) {
+            return false;
+        }
+        ctx.missing.push((start, end));
+        ctx.push(Finding::new(
+            Rule::Unreadable,
+            "member not fetched from the remote file; its content was not analysed",
+            loc(m, None, None, ReadView::Linear),
+        ));
+        true
+    }
+
     pub(super) fn scan_zip_members(
         &self,
         ctx: &mut Ctx,
@@ -271,6 +300,9 @@ impl Scanner {
                     "member is encrypted; its content was not analysed",
                     loc(&m, None, None, ReadView::Linear),
                 ));
+                continue;
+            }
+            if self.not_fetched(ctx, data, e, &m) {
                 continue;
             }
             let remaining = self.options.max_decompressed.saturating_sub(ctx.inflated);
@@ -434,6 +466,10 @@ impl Scanner {
         let mut classes: Vec<String> = Vec::new();
         let mut unread = 0usize;
         for e in &code {
+            let m = join_member(member, &e.name);
+            if self.not_fetched(ctx, data, e, &m) {
+                continue;
+            }
             let remaining = self.options.max_decompressed.saturating_sub(ctx.inflated);
             let Ok((text, _)) = zip::entry_data(data, e, remaining) else {
                 unread += 1;

@@ -40,6 +40,12 @@ pub struct ScanOptions {
     pub max_decompressed: u64,
     /// Pickle streams per file or member.
     pub max_streams: usize,
+    /// Byte ranges `(start, end)` of the file that were not fetched (a
+    /// remote file read sparsely): they read as zeros. An archive member
+    /// that lies in one is not analysed but asked for in
+    /// [`FileReport::missing`], with an `unreadable` finding in case it is
+    /// never fetched.
+    pub absent: Option<std::sync::Arc<Vec<(u64, u64)>>>,
 }
 
 impl Default for ScanOptions {
@@ -50,6 +56,7 @@ impl Default for ScanOptions {
             max_depth: 4,
             max_decompressed: 1 << 30,
             max_streams: 1000,
+            absent: None,
         }
     }
 }
@@ -88,6 +95,21 @@ pub struct FileReport {
     /// Why the file could not be read, when verdict is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How a remote file was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<Fetched>,
+    /// Ranges of the file the analysis needed and did not have (see
+    /// [`ScanOptions::absent`]).
+    #[serde(skip)]
+    pub missing: Vec<(u64, u64)>,
+}
+
+/// What of a remote file was fetched to scan it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fetched {
+    /// Bytes fetched (of `size`).
+    pub bytes: u64,
+    pub requests: u64,
 }
 
 impl FileReport {
@@ -102,6 +124,8 @@ impl FileReport {
             tensors: None,
             streams: 0,
             error: Some(msg),
+            fetched: None,
+            missing: Vec::new(),
         }
     }
 }
@@ -165,6 +189,11 @@ struct Ctx {
     /// joblib object arrays' inner pickles in the stream being judged: their
     /// byte range and the globals a fresh unpickler (joblib.load) names there.
     joblib_inner: Vec<(u64, u64, HashMap<u64, String>)>,
+    /// The file's own bytes (address, length): members of an archive in
+    /// them are where `ScanOptions::absent` applies.
+    top: (usize, usize),
+    /// Absent ranges the analysis needed.
+    missing: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -241,9 +270,26 @@ impl Scanner {
             .is_some_and(|d| std::time::Instant::now() >= d)
     }
 
-    /// Scan one file's bytes.
+    /// Scan one file's bytes; `path` names it, and its directory is where
+    /// an ONNX model's external data is looked for.
     pub fn scan_bytes(&self, path: &str, data: &[u8]) -> FileReport {
+        let dir = (path != "-")
+            .then(|| std::path::Path::new(path).parent().map(|p| p.to_path_buf()))
+            .flatten();
+        self.scan_image(path, data, dir)
+    }
+
+    /// Scan bytes that are in no local directory (`dir: None`: a remote
+    /// file, standard input) or in the given one.
+    pub fn scan_image(
+        &self,
+        path: &str,
+        data: &[u8],
+        dir: Option<std::path::PathBuf>,
+    ) -> FileReport {
         let mut ctx = Ctx {
+            top: (data.as_ptr() as usize, data.len()),
+            missing: Vec::new(),
             nested: 0,
             findings: Vec::new(),
             per_rule: HashMap::new(),
@@ -255,9 +301,7 @@ impl Scanner {
             storages: Vec::new(),
             inflated: 0,
             joblib_inner: Vec::new(),
-            dir: (path != "-")
-                .then(|| std::path::Path::new(path).parent().map(|p| p.to_path_buf()))
-                .flatten(),
+            dir,
         };
         self.explore(&mut ctx, data, None, 0);
         // A Keras model directory (what an unpacked .keras or a hub download
@@ -339,6 +383,8 @@ impl Scanner {
             tensors: ctx.tensors,
             streams: ctx.streams,
             error: None,
+            fetched: None,
+            missing: ctx.missing,
         }
     }
 

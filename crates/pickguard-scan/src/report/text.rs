@@ -48,6 +48,18 @@ pub fn render_file(f: &FileReport, style: Style, verbose: bool) -> String {
         safe_text(&f.path),
         extra
     );
+    if let Some(x) = &f.fetched {
+        let pct = if f.size > 0 {
+            x.bytes as f64 * 100.0 / f.size as f64
+        } else {
+            100.0
+        };
+        let _ = writeln!(
+            out,
+            "    fetched {} of {} bytes ({pct:.2}%) in {} request(s)",
+            x.bytes, f.size, x.requests
+        );
+    }
     for x in &f.findings {
         if x.severity <= Severity::Info && !verbose {
             continue;

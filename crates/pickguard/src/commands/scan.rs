@@ -14,14 +14,25 @@ use std::time::{Duration, Instant};
 enum Target {
     File(PathBuf),
     Stdin,
+    Remote(Box<pickguard_remote::Object>),
 }
 
-fn collect(args: &ScanArgs) -> Result<(Vec<Target>, Vec<FileReport>)> {
+fn collect(
+    args: &ScanArgs,
+    remote: &pickguard_remote::Options,
+) -> Result<(Vec<Target>, Vec<FileReport>)> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in &args.paths {
         if p.as_os_str() == "-" {
             out.push(Target::Stdin);
+            continue;
+        }
+        if let Some(objects) = crate::remote::objects(p.as_os_str(), remote) {
+            match objects {
+                Ok(objects) => out.extend(objects.into_iter().map(|o| Target::Remote(Box::new(o)))),
+                Err(report) => errors.push(*report),
+            }
             continue;
         }
         let (files, errs) = crate::api::walk(std::slice::from_ref(p), !args.no_follow);
@@ -35,7 +46,12 @@ fn load_policy(args: &ScanArgs) -> Result<Policy> {
     crate::api::policy(args.config.as_deref(), &args.allow)
 }
 
-fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport {
+fn scan_one(
+    scanner: &Scanner,
+    target: &Target,
+    timeout: Duration,
+    remote: &pickguard_remote::Options,
+) -> FileReport {
     let mut scanner = scanner.clone();
     let deadline = Instant::now() + timeout;
     scanner.options.pickle.limits.deadline = Some(deadline);
@@ -48,6 +64,7 @@ fn scan_one(scanner: &Scanner, target: &Target, timeout: Duration) -> FileReport
             Err(e) => FileReport::error("-", format!("reading standard input: {e}")),
         },
         Target::File(p) => crate::api::scan_file(&scanner, p, timeout),
+        Target::Remote(o) => crate::remote::scan(&scanner, (**o).clone(), remote, timeout),
     }
 }
 
@@ -92,7 +109,12 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         .then(&args.budgets.budgets()?)
         .apply(&mut options);
     let scanner = Scanner::new(policy, options);
-    let (targets, mut reports) = collect(&args)?;
+    let remote = pickguard_remote::Options {
+        max_fetch: crate::size::parse_size(&args.max_fetch)
+            .map_err(|e| anyhow::anyhow!("--max-fetch: {e}"))?,
+        ..Default::default()
+    };
+    let (targets, mut reports) = collect(&args, &remote)?;
     if let Some(n) = args.threads {
         // Only fails if a pool exists already; then the default one is used.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -115,7 +137,7 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     let scanned: Vec<FileReport> = targets
         .par_iter()
         .map(|t| {
-            let r = scan_one(&scanner, t, timeout);
+            let r = scan_one(&scanner, t, timeout, &remote);
             if let Some(b) = &bar {
                 b.inc(1);
                 if r.verdict == Verdict::Malicious {
@@ -143,12 +165,23 @@ pub fn run(args: ScanArgs) -> Result<u8> {
             Err(_) => {}
             Ok(q) => {
                 for (t, r) in malicious {
-                    let Target::File(p) = t else {
-                        unquarantined += 1;
-                        eprintln!(
-                            "pickguard: error: standard input cannot be quarantined (nothing was kept of it)"
-                        );
-                        continue;
+                    let p = match t {
+                        Target::File(p) => p,
+                        Target::Stdin => {
+                            unquarantined += 1;
+                            eprintln!(
+                                "pickguard: error: standard input cannot be quarantined (nothing was kept of it)"
+                            );
+                            continue;
+                        }
+                        Target::Remote(o) => {
+                            unquarantined += 1;
+                            eprintln!(
+                                "pickguard: error: {} is remote and cannot be quarantined: remove it where it is stored",
+                                o.display
+                            );
+                            continue;
+                        }
                     };
                     match q.put(&scanner, timeout, p, r) {
                         Ok((to, note)) => {

@@ -1,0 +1,496 @@
+//! Where a remote object is and how its bytes are asked for: HTTP(S) range
+//! requests (reqwest) and S3-compatible object stores (`object_store`).
+//!
+//! Every answer is checked before its bytes are used: a range answer must
+//! be a 206 for exactly the bytes asked, of an object of the size and
+//! version first seen. An object that changes while it is read is an
+//! error, never a mix of two versions.
+
+use crate::Error;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::{GetOptions, GetRange, ObjectStore, path::Path as StorePath};
+use reqwest::{StatusCode, Url, header};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes asked for in the first request to an HTTP server: the answer
+/// tells the size, and most formats' headers fit.
+pub(crate) const PROBE: u64 = 64 << 10;
+
+/// A remote address given on the command line.
+#[derive(Clone, Debug)]
+pub enum Location {
+    Http(Url),
+    /// `s3://bucket/key`; an empty key or one ending in `/` is a prefix.
+    S3 {
+        bucket: String,
+        key: String,
+    },
+}
+
+impl Location {
+    /// `None` when `arg` is not a remote address (a local path). An address
+    /// of a scheme pickguard does not read is an error, not a file name.
+    pub fn parse(arg: &str) -> Option<Result<Location, Error>> {
+        let (scheme, rest) = arg.split_once("://")?;
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return None;
+        }
+        Some(match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" => match Url::parse(arg) {
+                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(Location::Http(u)),
+                Ok(_) => Err(Error::Address(format!("{arg}: no host"))),
+                Err(e) => Err(Error::Address(format!("{arg}: {e}"))),
+            },
+            "s3" | "s3a" => {
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    Err(Error::Address(format!("{arg}: no bucket name")))
+                } else {
+                    Ok(Location::S3 {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                    })
+                }
+            }
+            other => Err(Error::Address(format!(
+                "{arg}: {other}:// addresses are not read by pickguard (it reads http://, https:// and s3://; \
+                 for another store give the object's https URL, signed if it is private)"
+            ))),
+        })
+    }
+}
+
+/// How an address is shown in reports: no user name, password or query
+/// string (a signed URL's query is a credential).
+pub fn display(loc: &Location) -> String {
+    match loc {
+        Location::Http(u) => display_url(u),
+        Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+    }
+}
+
+fn display_url(u: &Url) -> String {
+    let mut v = u.clone();
+    let _ = v.set_username("");
+    let _ = v.set_password(None);
+    let had_query = v.query().is_some();
+    v.set_query(None);
+    v.set_fragment(None);
+    let mut s = v.to_string();
+    if had_query {
+        s.push_str("?…");
+    }
+    s
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Http {
+        client: reqwest::Client,
+        url: Url,
+    },
+    Store {
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+    },
+}
+
+/// One remote file, as first seen.
+#[derive(Clone)]
+pub struct Object {
+    /// The address as reports show it.
+    pub display: String,
+    pub size: u64,
+    /// The ETag (or Last-Modified) every later answer must carry.
+    pub(crate) validator: Option<String>,
+    pub(crate) backend: Backend,
+    /// Bytes the first request brought (offset, bytes).
+    pub(crate) first: Option<(u64, Bytes)>,
+    /// The server answered the first request with the whole file.
+    pub(crate) whole: bool,
+}
+
+/// Options for opening and reading remote objects.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Bytes one file may make pickguard fetch, in all.
+    pub max_fetch: u64,
+    /// Objects one `s3://` prefix may list.
+    pub max_objects: usize,
+    /// Time one request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_fetch: 2 << 30,
+            max_objects: 100_000,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn client(opts: &Options) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("pickguard/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .timeout(opts.request_timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        // The bytes must be the file's: no transparent decompression.
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .build()
+        .map_err(|e| Error::Fetch(format!("HTTP client: {e}")))
+}
+
+fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, Error> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // An endpoint given as http:// (a local MinIO, a test server) was
+    // chosen by the user; object_store would refuse it otherwise.
+    if std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .is_ok_and(|e| e.starts_with("http://"))
+    {
+        b = b.with_allow_http(true);
+    }
+    b.build()
+        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        .map_err(|e| Error::Fetch(format!("s3://{bucket}: {e}")))
+}
+
+/// The objects an address names: one for a URL or an object key, every
+/// object under it for an `s3://` prefix (sorted by key).
+pub async fn open(loc: &Location, opts: &Options) -> Result<Vec<Object>, Error> {
+    match loc {
+        Location::Http(url) => Ok(vec![open_http(client(opts)?, url.clone(), opts).await?]),
+        Location::S3 { bucket, key } => {
+            let store = s3_store(bucket)?;
+            if !key.is_empty() && !key.ends_with('/') {
+                let path = StorePath::from(key.as_str());
+                match store.head(&path).await {
+                    Ok(meta) => {
+                        return Ok(vec![store_object(store, bucket, meta)?]);
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(Error::Fetch(format!("{}: {e}", display(loc)))),
+                }
+            }
+            let prefix = key.trim_end_matches('/');
+            let prefix = (!prefix.is_empty()).then(|| StorePath::from(prefix));
+            let mut listed = store.list(prefix.as_ref());
+            let mut metas = Vec::new();
+            while let Some(m) = listed.next().await {
+                let m = m.map_err(|e| Error::Fetch(format!("listing {}: {e}", display(loc))))?;
+                if metas.len() == opts.max_objects {
+                    return Err(Error::TooMuch(format!(
+                        "{} holds more than {} objects: scan a narrower prefix",
+                        display(loc),
+                        opts.max_objects
+                    )));
+                }
+                metas.push(m);
+            }
+            if metas.is_empty() {
+                return Err(Error::Fetch(format!(
+                    "{}: no such object, and no object under it",
+                    display(loc)
+                )));
+            }
+            metas.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+            metas
+                .into_iter()
+                .map(|m| store_object(store.clone(), bucket, m))
+                .collect()
+        }
+    }
+}
+
+fn store_object(
+    store: Arc<dyn ObjectStore>,
+    bucket: &str,
+    meta: object_store::ObjectMeta,
+) -> Result<Object, Error> {
+    Ok(Object {
+        display: format!("s3://{bucket}/{}", meta.location),
+        size: meta.size,
+        validator: meta.e_tag.clone(),
+        backend: Backend::Store {
+            store,
+            path: meta.location,
+        },
+        first: None,
+        whole: false,
+    })
+}
+
+fn validator(h: &header::HeaderMap) -> Option<String> {
+    h.get(header::ETAG)
+        .or_else(|| h.get(header::LAST_MODIFIED))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `bytes START-END/TOTAL` (END inclusive), or `bytes */TOTAL`.
+fn content_range(h: &header::HeaderMap) -> Option<(Option<(u64, u64)>, u64)> {
+    let v = h.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (span, total) = rest.split_once('/')?;
+    let total: u64 = total.trim().parse().ok()?;
+    if span.trim() == "*" {
+        return Some((None, total));
+    }
+    let (a, b) = span.split_once('-')?;
+    Some((
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
+        total,
+    ))
+}
+
+/// The body, refused past `limit` bytes (a server can send anything).
+/// An encoded body is refused: clients that decode it (requests,
+/// huggingface_hub) and clients that do not would get different files.
+async fn body(mut resp: reqwest::Response, limit: u64, what: &str) -> Result<Bytes, Error> {
+    if let Some(enc) = resp.headers().get(header::CONTENT_ENCODING) {
+        let enc = String::from_utf8_lossy(enc.as_bytes()).into_owned();
+        if !enc.trim().eq_ignore_ascii_case("identity") {
+            return Err(Error::Fetch(format!(
+                "{what}: the server encoded the file (Content-Encoding: {enc}); a client that decodes it gets other bytes than one that does not: not scanned"
+            )));
+        }
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Error::Fetch(format!("{what}: {e}")))?
+    {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(Error::TooMuch(format!(
+                "{what}: the answer is longer than the {limit} bytes asked for or allowed"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+async fn open_http(client: reqwest::Client, url: Url, opts: &Options) -> Result<Object, Error> {
+    let shown = display_url(&url);
+    let resp = client
+        .get(url.clone())
+        .header(header::RANGE, format!("bytes=0-{}", PROBE - 1))
+        .send()
+        .await
+        .map_err(|e| Error::Fetch(format!("{shown}: {e}")))?;
+    let status = resp.status();
+    let v = validator(resp.headers());
+    let backend = Backend::Http {
+        client,
+        url: url.clone(),
+    };
+    let mut obj = Object {
+        display: shown.clone(),
+        size: 0,
+        validator: v,
+        backend,
+        first: None,
+        whole: false,
+    };
+    match status {
+        StatusCode::PARTIAL_CONTENT => {
+            let Some((Some((a, b)), total)) = content_range(resp.headers()) else {
+                return Err(Error::Fetch(format!(
+                    "{shown}: a 206 answer without a usable Content-Range"
+                )));
+            };
+            let want_end = PROBE.min(total).saturating_sub(1);
+            if a != 0 || b != want_end || total == 0 {
+                return Err(Error::Fetch(format!(
+                    "{shown}: asked for bytes 0-{want_end}, the server sent {a}-{b} of {total}"
+                )));
+            }
+            let got = body(resp, b + 1, &shown).await?;
+            if got.len() as u64 != b + 1 {
+                return Err(Error::Fetch(format!(
+                    "{shown}: the server sent {} bytes for a range of {}",
+                    got.len(),
+                    b + 1
+                )));
+            }
+            obj.size = total;
+            obj.first = Some((0, got));
+        }
+        StatusCode::OK => {
+            // No range support: the whole file comes now, or not at all.
+            let declared = resp.content_length();
+            let got = body(resp, opts.max_fetch, &shown).await.map_err(|e| match e {
+                Error::TooMuch(_) => Error::TooMuch(format!(
+                    "{shown}: the server does not answer range requests and the file is over the fetch limit of {} bytes (--max-fetch)",
+                    opts.max_fetch
+                )),
+                e => e,
+            })?;
+            if declared.is_some_and(|n| n != got.len() as u64) {
+                return Err(Error::Fetch(format!(
+                    "{shown}: the server declared {} bytes and sent {}",
+                    declared.unwrap_or(0),
+                    got.len()
+                )));
+            }
+            obj.size = got.len() as u64;
+            obj.first = Some((0, got));
+            obj.whole = true;
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => match content_range(resp.headers()) {
+            Some((None, 0)) => {}
+            _ => {
+                return Err(Error::Fetch(format!(
+                    "{shown}: the server refused the first 64 KiB (416) without saying the file is empty"
+                )));
+            }
+        },
+        s => return Err(Error::Fetch(format!("{shown}: HTTP {s}"))),
+    }
+    if obj.size == 0 {
+        return Err(Error::Fetch(format!(
+            "{shown}: the server answered with an empty file: nothing was scanned"
+        )));
+    }
+    Ok(obj)
+}
+
+impl Object {
+    /// Exactly the bytes `r` of this object, as first seen.
+    pub(crate) async fn get(&self, r: Range<u64>) -> Result<Bytes, Error> {
+        let n = r.end - r.start;
+        let what = format!("{} bytes {}-{}", self.display, r.start, r.end - 1);
+        let got = match &self.backend {
+            Backend::Http { client, url } => {
+                let resp = client
+                    .get(url.clone())
+                    .header(header::RANGE, format!("bytes={}-{}", r.start, r.end - 1))
+                    .send()
+                    .await
+                    .map_err(|e| Error::Fetch(format!("{what}: {e}")))?;
+                if resp.status() != StatusCode::PARTIAL_CONTENT {
+                    return Err(Error::Fetch(format!(
+                        "{what}: HTTP {} where a 206 range answer was expected",
+                        resp.status()
+                    )));
+                }
+                let v = validator(resp.headers());
+                if self.validator.is_some() && v != self.validator {
+                    return Err(Error::Changed(format!(
+                        "{}: its version was {:?} and is now {:?}",
+                        self.display,
+                        self.validator.as_deref().unwrap_or(""),
+                        v.as_deref().unwrap_or("")
+                    )));
+                }
+                match content_range(resp.headers()) {
+                    Some((Some((a, b)), total))
+                        if a == r.start && b == r.end - 1 && total == self.size => {}
+                    Some((_, total)) if total != self.size => {
+                        return Err(Error::Changed(format!(
+                            "{}: it was {} bytes and is now {total}",
+                            self.display, self.size
+                        )));
+                    }
+                    _ => {
+                        return Err(Error::Fetch(format!(
+                            "{what}: the answer's Content-Range is not the range asked for"
+                        )));
+                    }
+                }
+                body(resp, n, &what).await?
+            }
+            Backend::Store { store, path } => {
+                let opts = GetOptions {
+                    range: Some(GetRange::Bounded(r.clone())),
+                    if_match: self.validator.clone(),
+                    ..Default::default()
+                };
+                let res = store.get_opts(path, opts).await.map_err(|e| match e {
+                    object_store::Error::Precondition { .. } => {
+                        Error::Changed(format!("{}: its ETag changed", self.display))
+                    }
+                    e => Error::Fetch(format!("{what}: {e}")),
+                })?;
+                if res.meta.size != self.size {
+                    return Err(Error::Changed(format!(
+                        "{}: it was {} bytes and is now {}",
+                        self.display, self.size, res.meta.size
+                    )));
+                }
+                res.bytes()
+                    .await
+                    .map_err(|e| Error::Fetch(format!("{what}: {e}")))?
+            }
+        };
+        if got.len() as u64 != n {
+            return Err(Error::Fetch(format!(
+                "{what}: {} bytes came for a range of {n}",
+                got.len()
+            )));
+        }
+        Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert!(Location::parse("model.pt").is_none());
+        assert!(Location::parse("./https:/x").is_none());
+        assert!(matches!(
+            Location::parse("https://h/x.pt"),
+            Some(Ok(Location::Http(_)))
+        ));
+        assert!(matches!(
+            Location::parse("HTTPS://h/x.pt"),
+            Some(Ok(Location::Http(_)))
+        ));
+        match Location::parse("s3://b/p/q.pt") {
+            Some(Ok(Location::S3 { bucket, key })) => {
+                assert_eq!((bucket.as_str(), key.as_str()), ("b", "p/q.pt"))
+            }
+            _ => panic!("s3 address"),
+        }
+        assert!(matches!(Location::parse("s3:///k"), Some(Err(_))));
+        assert!(matches!(Location::parse("gs://b/k"), Some(Err(_))));
+        assert!(matches!(Location::parse("https://"), Some(Err(_))));
+    }
+
+    #[test]
+    fn shown_without_credentials() {
+        let Some(Ok(l)) = Location::parse("https://u:secret@h/x.pt?X-Amz-Signature=abc#f") else {
+            panic!()
+        };
+        let s = display(&l);
+        assert!(!s.contains("secret") && !s.contains("abc") && !s.contains("u:"));
+        assert_eq!(s, "https://h/x.pt?…");
+    }
+
+    #[test]
+    fn content_ranges() {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, "bytes 0-9/100".parse().unwrap());
+        assert_eq!(content_range(&h), Some((Some((0, 9)), 100)));
+        h.insert(header::CONTENT_RANGE, "bytes */0".parse().unwrap());
+        assert_eq!(content_range(&h), Some((None, 0)));
+        h.insert(header::CONTENT_RANGE, "items 0-9/100".parse().unwrap());
+        assert_eq!(content_range(&h), None);
+    }
+}
