@@ -10,6 +10,7 @@ pub mod hdf5;
 pub mod onnx;
 mod protowire;
 pub mod pyliteral;
+pub mod sevenz;
 pub mod tar;
 pub mod tfgraph;
 pub mod torch;

@@ -128,6 +128,21 @@ impl Fetched {
             .unwrap_or(self.object.size)
     }
 
+    /// The whole file from one answer, replacing whatever was fetched.
+    pub(crate) async fn fetch_whole_once(&mut self) -> Result<(), Error> {
+        if self.object.size > self.max_fetch {
+            return Err(Error::TooMuch(format!(
+                "{}: the server gives no strong ETag, so ranges read apart could come from different versions of the file; it is read whole or not at all, and its {} bytes are over --max-fetch {}",
+                self.object.display, self.object.size, self.max_fetch
+            )));
+        }
+        let b = self.object.get_whole(self.max_fetch).await?;
+        self.requests += 1;
+        self.bytes += b.len() as u64;
+        self.write(0, &b);
+        Ok(())
+    }
+
     /// Fetch whatever of `want` is not fetched yet.
     pub async fn ensure(
         &mut self,

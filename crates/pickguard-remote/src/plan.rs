@@ -35,6 +35,10 @@ pub async fn prepare(
 ) -> Result<Fetched, Error> {
     let mut f = Fetched::new(object, opts)?;
     let size = f.object.size;
+    if !f.object.versioned() {
+        f.fetch_whole_once().await?;
+        return Ok(f);
+    }
     let mut want = vec![0..HEAD.min(size), size.saturating_sub(TAIL)..size];
     // h5py finds a superblock at 0, 512, 1024, 2048, ... bytes.
     let mut at = 512u64;
@@ -181,11 +185,13 @@ async fn gguf_plan(f: &mut Fetched) -> Result<bool, Error> {
         if g.data_offset > 0 && g.data_offset <= n {
             return Ok(true);
         }
-        if g.truncated.is_none() || n == size {
-            // Malformed before the tensor data: nothing past n is read.
-            return Ok(g.truncated.is_none());
+        if n == size {
+            return Ok(false);
         }
-        n = n.saturating_mul(4).min(size);
+        // Truncated, or malformed in a way that may depend on how much of
+        // the file the reader was given (counts are bounded by the bytes
+        // left): read on. The scanner checks the header it reads was fetched.
+        n = n.saturating_mul(2).min(size);
     }
 }
 

@@ -369,6 +369,46 @@ async fn open_http(client: reqwest::Client, url: Url, opts: &Options) -> Result<
 }
 
 impl Object {
+    /// Whether ranges read apart can be told to be of one version: a strong
+    /// ETag, checked on every answer (a weak one, or Last-Modified's one
+    /// second, may stay the same across a change).
+    pub(crate) fn versioned(&self) -> bool {
+        self.whole
+            || self.validator.as_deref().is_some_and(|v| {
+                v.starts_with('"') || matches!(self.backend, Backend::Store { .. })
+            })
+    }
+
+    /// The whole object in one answer (for a server whose versions cannot
+    /// be told apart): a 200 of exactly the size first seen.
+    pub(crate) async fn get_whole(&self, limit: u64) -> Result<Bytes, Error> {
+        let Backend::Http { client, url } = &self.backend else {
+            return self.get(0..self.size).await;
+        };
+        let resp = client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| Error::Fetch(format!("{}: {e}", self.display)))?;
+        if resp.status() != StatusCode::OK {
+            return Err(Error::Fetch(format!(
+                "{}: HTTP {} for the whole file",
+                self.display,
+                resp.status()
+            )));
+        }
+        let got = body(resp, limit.min(self.size), &self.display).await?;
+        if got.len() as u64 != self.size {
+            return Err(Error::Changed(format!(
+                "{}: it was {} bytes and is now {}",
+                self.display,
+                self.size,
+                got.len()
+            )));
+        }
+        Ok(got)
+    }
+
     /// Exactly the bytes `r` of this object, as first seen.
     pub(crate) async fn get(&self, r: Range<u64>) -> Result<Bytes, Error> {
         let n = r.end - r.start;
@@ -425,10 +465,24 @@ impl Object {
                     }
                     e => Error::Fetch(format!("{what}: {e}")),
                 })?;
-                if res.meta.size != self.size {
+                if res.meta.size != self.size || res.meta.e_tag != self.validator {
                     return Err(Error::Changed(format!(
-                        "{}: it was {} bytes and is now {}",
-                        self.display, self.size, res.meta.size
+                        "{}: it was {} bytes (ETag {:?}) and is now {} (ETag {:?})",
+                        self.display,
+                        self.size,
+                        self.validator.as_deref().unwrap_or(""),
+                        res.meta.size,
+                        res.meta.e_tag.as_deref().unwrap_or("")
+                    )));
+                }
+                if let Some(enc) = res
+                    .attributes
+                    .get(&object_store::Attribute::ContentEncoding)
+                    .filter(|v| !v.as_ref().trim().eq_ignore_ascii_case("identity"))
+                {
+                    return Err(Error::Fetch(format!(
+                        "{what}: the object is stored encoded (Content-Encoding: {}); a client that decodes it gets other bytes than one that does not: not scanned",
+                        enc.as_ref()
                     )));
                 }
                 res.bytes()

@@ -18,12 +18,33 @@ pub fn open(path: &Path) -> std::io::Result<Bytes> {
     input::open(path)
 }
 
+/// A Hugging Face cache repository (`models--ORG--NAME`, `datasets--…`,
+/// `spaces--…` holding `blobs/` and `snapshots/`): its files are read
+/// through the snapshots (`snapshots/REVISION/NAME`, links into `blobs/`),
+/// which is how the libraries load them and what names them.
+fn is_hub_repo(dir: &Path) -> bool {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    ["models--", "datasets--", "spaces--"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        && dir.join("snapshots").is_dir()
+        && dir.join("blobs").is_dir()
+}
+
 /// The files a scan of `paths` reads: directories walked in name order,
 /// skipping `.git`, following symbolic links unless `follow_links` is false;
 /// what cannot be read (a loop, a FIFO in a tree) is an error report.
+///
+/// A Hugging Face cache repository is read through its snapshots: a blob
+/// is reported under the name a revision gives it, and a blob no snapshot
+/// names (an interrupted download, an old revision's file) under its own
+/// path, so nothing in `blobs/` is left unread.
 pub fn walk(paths: &[PathBuf], follow_links: bool) -> (Vec<PathBuf>, Vec<FileReport>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let mut hub_repos: Vec<PathBuf> = Vec::new();
     for p in paths {
         let meta = match std::fs::metadata(p) {
             Ok(m) => m,
@@ -41,8 +62,17 @@ pub fn walk(paths: &[PathBuf], follow_links: bool) -> (Vec<PathBuf>, Vec<FileRep
         let walker = walkdir::WalkDir::new(p)
             .follow_links(follow_links)
             .sort_by_file_name();
-        for entry in walker.into_iter().filter_entry(|e| e.file_name() != ".git") {
+        let skip = |e: &walkdir::DirEntry| {
+            e.file_name() == ".git"
+                || (e.file_name() == "blobs"
+                    && e.file_type().is_dir()
+                    && e.path().parent().is_some_and(is_hub_repo))
+        };
+        for entry in walker.into_iter().filter_entry(|e| !skip(e)) {
             match entry {
+                Ok(e) if e.file_type().is_dir() && is_hub_repo(e.path()) => {
+                    hub_repos.push(e.into_path())
+                }
                 Ok(e) if e.file_type().is_file() => out.push(e.into_path()),
                 Ok(e) if e.path_is_symlink() && !follow_links => {}
                 Ok(e) if !e.file_type().is_dir() && !e.file_type().is_symlink() => {
@@ -62,6 +92,29 @@ pub fn walk(paths: &[PathBuf], follow_links: bool) -> (Vec<PathBuf>, Vec<FileRep
                     errors.push(FileReport::error(&path, e.to_string()));
                 }
             }
+        }
+    }
+    if !hub_repos.is_empty() {
+        let named: std::collections::HashSet<PathBuf> = out
+            .iter()
+            .filter_map(|f| std::fs::canonicalize(f).ok())
+            .collect();
+        for repo in hub_repos {
+            let blobs = repo.join("blobs");
+            let mut orphans: Vec<PathBuf> = match std::fs::read_dir(&blobs) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path())
+                    .filter(|b| std::fs::canonicalize(b).map_or(true, |c| !named.contains(&c)))
+                    .collect(),
+                Err(e) => {
+                    errors.push(FileReport::error(&display_path(&blobs), e.to_string()));
+                    Vec::new()
+                }
+            };
+            orphans.sort();
+            out.extend(orphans);
         }
     }
     (out, errors)

@@ -686,38 +686,49 @@ fn analysis_budgets_are_settable_and_fail_closed() {
 
 /// A Keras model directory (an unpacked `.keras`, a hub download) is loaded
 /// by `keras.saving.load_model(dir)` from its config.json: scanned, not
-/// skipped as a non-model file. A config.json with no Keras parts beside it
-/// (a Hugging Face config) is not judged as Keras.
+/// skipped as a non-model file, whether or not its siblings are there (a
+/// remote file has none to look at; Keras deserialises the config before
+/// it looks for weights). A config.json that is not a Keras object config
+/// (a Hugging Face transformers config) is not judged as Keras.
 #[test]
 fn keras_model_directories_have_their_config_scanned() {
     let d = tempfile::tempdir().unwrap();
-    let config = r#"{"module": "keras.layers", "class_name": "TorchModuleWrapper",
-        "config": {"name": "w", "module": "gASMBXBvc2l4jAZzeXN0ZW2TjAJpZIVSLg=="}}"#;
-    std::fs::write(d.path().join("config.json"), config).unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64}"#,
+    )
+    .unwrap();
     let (_, code) = common::scan_json(&[d.path()]);
     assert_eq!(
         code, 2,
-        "a lone config.json is not a model: nothing checked"
+        "a transformers config is not a model: nothing checked"
     );
-    std::fs::write(
-        d.path().join("metadata.json"),
-        r#"{"keras_version": "3.15.1"}"#,
-    )
-    .unwrap();
-    let (doc, code) = common::scan_json(&[d.path()]);
-    assert_eq!(code, 1, "{doc}");
-    let f = doc["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| {
-            f["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with("config.json"))
-        })
-        .unwrap_or_else(|| panic!("{doc}"));
-    assert_eq!(f["verdict"], "malicious", "{doc}");
-    assert_eq!(f["format"], "keras-config");
+    let config = r#"{"module": "keras.layers", "class_name": "TorchModuleWrapper",
+        "config": {"name": "w", "module": "gASMBXBvc2l4jAZzeXN0ZW2TjAJpZIVSLg=="}}"#;
+    std::fs::write(d.path().join("config.json"), config).unwrap();
+    for with_siblings in [false, true] {
+        if with_siblings {
+            std::fs::write(
+                d.path().join("metadata.json"),
+                r#"{"keras_version": "3.15.1"}"#,
+            )
+            .unwrap();
+        }
+        let (doc, code) = common::scan_json(&[d.path()]);
+        assert_eq!(code, 1, "{doc}");
+        let f = doc["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| {
+                f["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("config.json"))
+            })
+            .unwrap_or_else(|| panic!("{doc}"));
+        assert_eq!(f["verdict"], "malicious", "{doc}");
+        assert_eq!(f["format"], "keras-config");
+    }
 }
 
 /// `--quarantine DIR`: malicious files (a symbolic link's target, not the

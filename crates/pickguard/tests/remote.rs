@@ -23,8 +23,8 @@ use std::time::Duration;
 /// `ok` (ranges, fixed ETag), `norange` (200 with the whole file), `empty`
 /// (200 with no body), `short` (206 with half the bytes), `liar` (206 for
 /// a range one byte later than asked), `changing` (a new ETag after the
-/// first answer), `gzip` (says Content-Encoding: gzip), `redirect` (302 to
-/// `ok`); anything else is 404.
+/// first answer), `gzip` (says Content-Encoding: gzip), `noetag` (ranges
+/// without an ETag), `redirect` (302 to `ok`); anything else is 404.
 struct Server {
     port: u16,
     sent: Arc<AtomicU64>,
@@ -53,6 +53,19 @@ impl Server {
             sent,
             requests,
         }
+    }
+
+    /// `names` in `dir` scanned on disk and through this server: the remote
+    /// report, once it is checked to give each file the local verdict and
+    /// rules (and exit 1: these sets hold malicious files).
+    fn same_as_local(&self, dir: &Path, names: &[&str]) -> Value {
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        let (local, _) = scan_json(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+        let urls: Vec<String> = names.iter().map(|n| self.url("ok", n)).collect();
+        let (remote, code, stderr) = scan_urls(&urls, &[]);
+        assert_eq!(code, 1, "{remote}\n{stderr}");
+        assert_eq!(verdicts(&local), verdicts(&remote));
+        remote
     }
 
     /// What pickguard says it fetched is what this server sent.
@@ -118,15 +131,17 @@ fn serve(
             ""
         };
         let etag = if mode == "changing" {
-            format!("\"v{}\"", etags.fetch_add(1, Ordering::SeqCst))
+            format!("etag: \"v{}\"\r\n", etags.fetch_add(1, Ordering::SeqCst))
+        } else if mode == "noetag" {
+            String::new()
         } else {
-            "\"v1\"".to_owned()
+            "etag: \"v1\"\r\n".to_owned()
         };
         let mut send = |status: &str, extra: String, bytes: &[u8]| -> std::io::Result<()> {
             sent.fetch_add(bytes.len() as u64, Ordering::SeqCst);
             write!(
                 w,
-                "HTTP/1.1 {status}\r\netag: {etag}\r\n{enc}content-length: {}\r\n{extra}\r\n",
+                "HTTP/1.1 {status}\r\n{etag}{enc}content-length: {}\r\n{extra}\r\n",
                 bytes.len()
             )?;
             w.write_all(bytes)
@@ -141,7 +156,7 @@ fn serve(
             }
             ("norange", _) | (_, None) => send("200 OK", String::new(), &body)?,
             ("empty", _) => send("200 OK", String::new(), b"")?,
-            ("ok" | "changing" | "short" | "liar" | "gzip", Some((a, b))) => {
+            ("ok" | "changing" | "short" | "liar" | "gzip" | "noetag", Some((a, b))) => {
                 if a >= total {
                     write!(
                         w,
@@ -260,39 +275,46 @@ fn a_remote_scan_says_what_a_local_scan_says() {
 #[cfg(feature = "live")]
 #[test]
 fn large_models_are_scanned_without_their_tensors() {
-    let d = tempfile::tempdir().unwrap();
-    pickguard_test_python()
-        .arg(root().join("fixtures/gen/remote_models.py"))
-        .arg(d.path())
-        .ok();
+    let d = generated("remote_models.py");
     let mut names: Vec<String> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     let server = Server::start(d.path().to_path_buf());
-    let paths: Vec<PathBuf> = names.iter().map(|n| d.path().join(n)).collect();
-    let (local, _) = scan_json(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>());
-    let urls: Vec<String> = names.iter().map(|n| server.url("ok", n)).collect();
-    let (remote, code, stderr) = scan_urls(&urls, &[]);
-    assert_eq!(code, 1, "{remote}\n{stderr}");
-    assert_eq!(verdicts(&local), verdicts(&remote));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let remote = server.same_as_local(d.path(), &names);
     let mut malicious = 0;
     for f in remote["files"].as_array().unwrap() {
         let size = f["size"].as_u64().unwrap();
         let fetched = f["fetched"]["bytes"].as_u64().unwrap();
         assert!(size > 16_000_000, "{f}");
-        if f["path"].as_str().unwrap().ends_with("/big-hdf5-inside.pt") {
+        let path = f["path"].as_str().unwrap();
+        if path.ends_with("/big-hdf5-inside.pt") {
             // Whole (near ranges are fetched as one, so a few bytes twice).
             assert!(fetched >= size, "{f}");
+        } else if path.ends_with("/big-vocab-ssti.gguf") {
+            // ~700 KB of vocabulary is metadata the scan reads.
+            assert!(fetched * 10 < size, "fetched {fetched} of {size}: {f}");
         } else {
             assert!(fetched * 100 < size, "fetched {fetched} of {size}: {f}");
         }
         malicious += (f["verdict"] == "malicious") as usize;
     }
-    assert_eq!(malicious, 5, "{remote}");
+    assert_eq!(malicious, 6, "{remote}");
     server.check_fetched_is_sent(&remote);
+}
+
+/// A temporary directory filled by the generator `fixtures/gen/SCRIPT`.
+#[cfg(feature = "live")]
+fn generated(script: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    pickguard_test_python()
+        .arg(root().join("fixtures/gen").join(script))
+        .arg(d.path())
+        .ok();
+    d
 }
 
 #[cfg(feature = "live")]
@@ -466,11 +488,7 @@ impl Drop for Moto {
 #[test]
 fn s3_objects_and_prefixes() {
     let moto = Moto::start();
-    let big = tempfile::tempdir().unwrap();
-    pickguard_test_python()
-        .arg(root().join("fixtures/gen/remote_models.py"))
-        .arg(big.path())
-        .ok();
+    let big = generated("remote_models.py");
     moto.upload(&corpus(), "corpus");
     moto.upload(big.path(), "big");
 
@@ -501,11 +519,14 @@ fn s3_objects_and_prefixes() {
     let (doc, code, _) = moto.scan(&["s3://models/big"]);
     assert_eq!(code, 1, "{doc}");
     let files = doc["files"].as_array().unwrap();
-    assert_eq!(files.len(), 8, "{doc}");
+    assert_eq!(files.len(), 9, "{doc}");
     for f in files {
         let size = f["size"].as_u64().unwrap();
         let fetched = f["fetched"]["bytes"].as_u64().unwrap();
-        if !f["path"].as_str().unwrap().ends_with("/big-hdf5-inside.pt") {
+        let path = f["path"].as_str().unwrap();
+        if path.ends_with("/big-vocab-ssti.gguf") {
+            assert!(fetched * 10 < size, "fetched {fetched} of {size}: {f}");
+        } else if !path.ends_with("/big-hdf5-inside.pt") {
             assert!(fetched * 100 < size, "fetched {fetched} of {size}: {f}");
         }
     }
@@ -519,6 +540,154 @@ fn s3_objects_and_prefixes() {
     assert_eq!(
         (code, doc["files"][0]["verdict"].as_str()),
         (2, Some("error")),
+        "{doc}"
+    );
+}
+
+/// A Hugging Face cache written by the real `huggingface_hub` (downloads
+/// from fixtures/gen/serve_hub.py on loopback) is read through its
+/// snapshots: each file under the name a revision gives it, a blob two
+/// revisions share read once, a blob no snapshot names still read, and
+/// `--quarantine` moves the shared blob once.
+#[cfg(feature = "live")]
+#[test]
+fn a_hugging_face_cache_is_read_through_its_snapshots() {
+    let d = tempfile::tempdir().unwrap();
+    let (served, cache) = (d.path().join("served"), d.path().join("hub"));
+    for (rev, name, from) in [
+        ("main", "pytorch_model.bin", "mal-torch-zip.pt"),
+        ("main", "config.json", "ok-not-a-pickle.txt"),
+        ("v2", "pytorch_model.bin", "mal-torch-zip.pt"),
+    ] {
+        let dir = served.join("org/m").join(rev);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(corpus().join(from), dir.join(name)).unwrap();
+    }
+    let portfile = d.path().join("port");
+    let mut hub = pickguard_test_python()
+        .arg(root().join("fixtures/gen/serve_hub.py"))
+        .arg(&served)
+        .arg(&portfile)
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    for _ in 0..200 {
+        port = std::fs::read_to_string(&portfile).unwrap_or_default();
+        if !port.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let download = pickguard_test_python()
+        .args([
+            "-c",
+            "from huggingface_hub import hf_hub_download\n\
+             for rev, f in [('main','pytorch_model.bin'),('main','config.json'),('v2','pytorch_model.bin')]:\n\
+             \x20   hf_hub_download('org/m', f, revision=rev)",
+        ])
+        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .status();
+    let _ = hub.kill();
+    let _ = hub.wait();
+    assert!(download.unwrap().success());
+    let repo = cache.join("models--org--m");
+    // An interrupted download huggingface_hub left behind.
+    std::fs::copy(
+        corpus().join("mal-reduce-os-system-p2.pkl"),
+        repo.join("blobs/0123abcd.incomplete"),
+    )
+    .unwrap();
+
+    let (doc, code) = scan_json(&[cache.as_path()]);
+    assert_eq!(code, 1, "{doc}");
+    let files = doc["files"].as_array().unwrap();
+    let by_path: BTreeMap<&str, &str> = files
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["verdict"].as_str().unwrap()))
+        .collect();
+    let malicious: Vec<&&str> = by_path
+        .iter()
+        .filter(|(_, v)| **v == "malicious")
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(malicious.len(), 3, "{by_path:#?}");
+    assert_eq!(
+        malicious
+            .iter()
+            .filter(|p| p.contains("/snapshots/") && p.ends_with("/pytorch_model.bin"))
+            .count(),
+        2,
+        "{by_path:#?}"
+    );
+    assert!(
+        malicious
+            .iter()
+            .any(|p| p.ends_with("/blobs/0123abcd.incomplete"))
+    );
+    assert!(
+        !by_path
+            .keys()
+            .any(|p| p.contains("/blobs/") && !p.ends_with(".incomplete")),
+        "a blob was reported under its hash: {by_path:#?}"
+    );
+
+    let q = d.path().join("q");
+    let out = pickguard()
+        .args(["scan", "--no-progress", "--quarantine"])
+        .arg(&q)
+        .arg(&cache)
+        .code(1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("not quarantined"), "{err}");
+    let manifest = std::fs::read_to_string(q.join("manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 2, "{manifest}");
+    assert_eq!(std::fs::read_dir(repo.join("blobs")).unwrap().count(), 1);
+}
+
+/// Files built so that a sparse read of them would differ from a local
+/// read (fixtures/gen/remote_attacks.py, from an attacker review): each
+/// scans remotely as it does locally, malicious.
+#[cfg(feature = "live")]
+#[test]
+fn files_built_against_the_sparse_read_scan_as_they_do_locally() {
+    let d = generated("remote_attacks.py");
+    let server = Server::start(d.path().to_path_buf());
+    let names = [
+        "stored-size.pt",
+        "gguf-long-array.gguf",
+        "keras-dir/config.json",
+    ];
+    let remote = server.same_as_local(d.path(), &names);
+    for f in remote["files"].as_array().unwrap() {
+        assert_eq!(f["verdict"], "malicious", "{f}");
+    }
+}
+
+/// A server without ETags cannot show that ranges read apart are of one
+/// version: the file is read whole, from one answer.
+#[test]
+fn without_an_etag_a_file_is_read_in_one_answer() {
+    let server = Server::start(corpus());
+    let (doc, code, _) = scan_urls(
+        &[server.url("noetag", "inc-pytables-object-array-plain.h5")],
+        &[],
+    );
+    assert_eq!(code, 2, "{doc}");
+    let f = &doc["files"][0];
+    assert_eq!(f["verdict"], "inconclusive", "{doc}");
+    assert_eq!(f["fetched"]["requests"], 2, "{doc}");
+    assert!(f["fetched"]["bytes"].as_u64() > f["size"].as_u64(), "{doc}");
+    let (doc, _, _) = scan_urls(
+        &[server.url("noetag", "inc-pytables-object-array-plain.h5")],
+        &["--max-fetch", "100k"],
+    );
+    assert!(
+        doc["files"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no strong ETag"),
         "{doc}"
     );
 }

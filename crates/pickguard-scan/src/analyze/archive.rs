@@ -164,27 +164,43 @@ impl Scanner {
     /// A member of the file itself (not of a nested archive) whose bytes
     /// were not fetched: asked for, and reported unread until they are.
     fn not_fetched(&self, ctx: &mut Ctx, data: &[u8], e: &zip::Entry, m: &Option<String>) -> bool {
+        let start = e.local_header_offset;
+        // Without a local header the data's place is unknown: ask for the
+        // most the header's lengths allow. A stored member is read for its
+        // uncompressed size, whatever its compressed size says.
+        let end = e
+            .data_offset
+            .unwrap_or(start.saturating_add(30 + 2 * 0xffff))
+            .saturating_add(e.compressed_size.max(e.size));
+        self.unfetched(ctx, data, start, end, m, "member")
+    }
+
+    /// Bytes `start..end` of the file itself that were not fetched (a
+    /// remote file read sparsely): asked for, and reported unread until
+    /// they are.
+    pub(super) fn unfetched(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        start: u64,
+        end: u64,
+        m: &Option<String>,
+        what: &str,
+    ) -> bool {
         let Some(absent) = &self.options.absent else {
             return false;
         };
         if ctx.top != (data.as_ptr() as usize, data.len()) {
             return false;
         }
-        let start = e.local_header_offset;
-        // Without a local header the data's place is unknown: ask for the
-        // most the header's lengths allow.
-        let end = e
-            .data_offset
-            .unwrap_or(start.saturating_add(30 + 2 * 0xffff))
-            .saturating_add(e.compressed_size)
-            .min(data.len() as u64);
+        let end = end.min(data.len() as u64);
         if !absent.iter().any(|&(a, b)| a < end && start < b) {
             return false;
         }
         ctx.missing.push((start, end));
         ctx.push(Finding::new(
             Rule::Unreadable,
-            "member not fetched from the remote file; its content was not analysed",
+            format!("{what} not fetched from the remote file; its content was not analysed"),
             loc(m, None, None, ReadView::Linear),
         ));
         true
@@ -362,6 +378,81 @@ impl Scanner {
                 // pickle from byte 0, or carry a zip at its end.
                 _ => self.explore(ctx, &bytes, m, depth + 1),
             }
+        }
+    }
+
+    /// A 7z archive: every member read as a file of its own, as `py7zr`
+    /// or `7z x` hands it to a loader (the nullifAI models were torch
+    /// checkpoints inside 7z). What cannot be decoded (encryption, a method
+    /// not built in) is said, never skipped.
+    pub(super) fn scan_7z(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: &Option<String>,
+        depth: usize,
+    ) {
+        use pickguard_formats::sevenz::{self, Ended, Flow};
+        let max_members = self.options.max_members.saturating_sub(ctx.members);
+        let budget = self.options.max_decompressed.saturating_sub(ctx.inflated);
+        let mut used = 0u64;
+        let mut timed_out = None;
+        let res = sevenz::for_each(data, max_members, budget, |name, bytes| {
+            ctx.members += 1;
+            used += bytes.len() as u64;
+            let m = join_member(member, name);
+            if self.out_of_time() {
+                timed_out = Some(m);
+                return Flow::Stop;
+            }
+            self.explore(ctx, bytes, m, depth + 1);
+            Flow::Continue
+        });
+        ctx.inflated += used;
+        if let Some(m) = timed_out {
+            ctx.push(Finding::new(
+                Rule::BudgetExceeded,
+                "time limit reached; remaining 7z members were not analysed",
+                loc(&m, None, None, ReadView::Linear),
+            ));
+        }
+        let at = |m: Option<&str>| {
+            loc(
+                &m.map(|m| join_member(member, m).unwrap_or_default())
+                    .or(member.clone()),
+                None,
+                None,
+                ReadView::Linear,
+            )
+        };
+        match res {
+            Ok(()) => {}
+            Err(Ended::TooManyMembers(n)) => ctx.push(Finding::new(
+                Rule::BudgetExceeded,
+                format!(
+                    "7z archive of {n} members, more than the limit of {} (raise it with --max-members)",
+                    self.options.max_members
+                ),
+                at(None),
+            )),
+            Err(Ended::TooLarge { member: m }) => ctx.push(Finding::new(
+                Rule::BudgetExceeded,
+                format!(
+                    "7z members decompress past {} bytes (--max-decompressed); this one and the rest were not analysed",
+                    self.options.max_decompressed
+                ),
+                at(Some(&m)),
+            )),
+            Err(Ended::Unreadable { member: None, why }) => ctx.push(Finding::new(
+                Rule::Unreadable,
+                format!("7z archive not read: {why}"),
+                at(None),
+            )),
+            Err(Ended::Unreadable { member: Some(m), why }) => ctx.push(Finding::new(
+                Rule::Unreadable,
+                format!("7z member not fully read: {why}; members after it were not analysed"),
+                at(Some(&m)),
+            )),
         }
     }
 

@@ -306,7 +306,7 @@ impl Scanner {
         self.explore(&mut ctx, data, None, 0);
         // A Keras model directory (what an unpacked .keras or a hub download
         // is): keras.saving.load_model(dir) reads its config.json.
-        if ctx.format.is_none() && is_keras_dir_config(path) {
+        if ctx.format.is_none() && (is_keras_dir_config(path) || is_keras_config(path, data)) {
             ctx.set_format("keras-config");
             self.check_keras(&mut ctx, data, &None, 0);
         }
@@ -480,6 +480,13 @@ impl Scanner {
                 // victim's loader accepts the header. Python's safetensors
                 // is this crate, so its verdict is the loader's (the header
                 // size is capped by the crate).
+                let header = data
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0);
+                if self.unfetched(ctx, data, 0, header.saturating_add(8), &member, "header") {
+                    return;
+                }
                 match safetensors::SafeTensors::deserialize(data) {
                     Ok(st) => *ctx.tensors.get_or_insert(0) += st.len() as u64,
                     Err(e) => ctx.push(Finding::new(
@@ -564,15 +571,10 @@ impl Scanner {
                 self.scan_tfgraph(ctx, data, &member, depth);
             }
             Sniffed::SevenZip => {
-                let name = format!("{kind:?}").to_lowercase();
                 if top {
-                    ctx.set_format(&name);
+                    ctx.set_format("7z");
                 }
-                ctx.push(Finding::new(
-                    Rule::UnsupportedFormat,
-                    format!("{name} content is not analysed yet; it may hold pickles"),
-                    loc(&member, None, None, ReadView::Linear),
-                ));
+                self.scan_7z(ctx, data, &member, depth);
             }
             Sniffed::PickleLike => self.scan_pickle_file(ctx, data, member, depth),
             Sniffed::Unknown => {
@@ -602,6 +604,19 @@ fn is_keras_dir_config(path: &str) -> bool {
                 .iter()
                 .any(|n| d.join(n).is_file())
         })
+}
+
+/// A `config.json` whose content is a Keras object config (top-level
+/// `class_name` and `config`): what `keras.saving.load_model(dir)` reads,
+/// recognised without its siblings (a remote file has none to look at).
+fn is_keras_config(path: &str, data: &[u8]) -> bool {
+    if path.rsplit('/').next() != Some("config.json") || data.len() > 64 << 20 {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(data).is_ok_and(|v| {
+        v.get("class_name").is_some_and(|c| c.is_string())
+            && v.get("config").is_some_and(|c| c.is_object())
+    })
 }
 
 /// Extensions that name model files (or their pickled/serialised parts).

@@ -17,6 +17,21 @@ impl Scanner {
     /// as llama.cpp's loader needs them.
     pub(super) fn scan_gguf(&self, ctx: &mut Ctx, data: &[u8], member: &Option<String>) {
         let g = match pickguard_formats::gguf::read(data) {
+            // Read sparsely (remote), the header and metadata must all be
+            // fetched bytes: up to the tensor data, or the whole file when
+            // the reading stopped before it.
+            Ok(g)
+                if {
+                    let end = if g.data_offset > 0 {
+                        g.data_offset
+                    } else {
+                        data.len() as u64
+                    };
+                    self.unfetched(ctx, data, 0, end, member, "GGUF metadata")
+                } =>
+            {
+                return;
+            }
             Ok(g) => g,
             Err(e) => {
                 ctx.push(Finding::new(

@@ -134,9 +134,33 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     } else {
         None
     };
-    let scanned: Vec<FileReport> = targets
+    // One file reached by several names (a Hugging Face cache's revisions
+    // sharing a blob, links in a tree) is read once and reported under each.
+    let mut first: std::collections::HashMap<PathBuf, usize> = Default::default();
+    let same_as: Vec<Option<usize>> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Target::File(p) => {
+                let c = std::fs::canonicalize(p).ok()?;
+                match first.get(&c) {
+                    Some(&j) => Some(j),
+                    None => {
+                        first.insert(c, i);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    let scanned: Vec<Option<FileReport>> = targets
         .par_iter()
-        .map(|t| {
+        .zip(same_as.par_iter())
+        .map(|(t, same)| {
+            if same.is_some() {
+                return None;
+            }
             let r = scan_one(&scanner, t, timeout, &remote);
             if let Some(b) = &bar {
                 b.inc(1);
@@ -144,18 +168,37 @@ pub fn run(args: ScanArgs) -> Result<u8> {
                     b.set_message(format!("malicious: {}", r.path));
                 }
             }
-            r
+            Some(r)
         })
         .collect();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let scanned: Vec<FileReport> = scanned
+        .iter()
+        .zip(&same_as)
+        .zip(&targets)
+        .map(|((r, same), t)| match (r, same, t) {
+            (Some(r), _, _) => r.clone(),
+            (None, Some(j), Target::File(p)) => {
+                let mut r = scanned[*j]
+                    .clone()
+                    .expect("the first of a group is scanned");
+                r.path = pickguard_scan::report::display_path(p);
+                r
+            }
+            _ => unreachable!("only files are grouped"),
+        })
+        .collect();
     let mut unquarantined = 0;
     if let Some(dir) = &args.quarantine {
+        // A file reached by several names is moved once (by its first name).
         let malicious: Vec<(&Target, &FileReport)> = targets
             .iter()
             .zip(&scanned)
-            .filter(|(_, r)| r.verdict == Verdict::Malicious)
+            .zip(&same_as)
+            .filter(|((_, r), same)| r.verdict == Verdict::Malicious && same.is_none())
+            .map(|(tr, _)| tr)
             .collect();
         match crate::commands::quarantine::Quarantine::open(dir) {
             Err(e) if !malicious.is_empty() => {
