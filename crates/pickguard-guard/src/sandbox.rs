@@ -38,9 +38,11 @@ pub struct Policy {
     pub env: Vec<String>,
     /// Kill the sandbox after this long.
     pub timeout: Option<std::time::Duration>,
-    /// Address-space limit in bytes (RLIMIT_AS).
+    /// Memory limit in bytes: a cgroup's where one can be made (every
+    /// page counted), else the address space (RLIMIT_AS).
     pub memory: Option<u64>,
-    /// Most processes the sandbox may have at once (RLIMIT_NPROC).
+    /// Most processes the sandbox may have at once: a cgroup's pids limit,
+    /// else RLIMIT_NPROC (counted per uid).
     pub pids: Option<u64>,
     /// Do not use namespaces (Landlock + seccomp only).
     pub no_namespaces: bool,
@@ -108,6 +110,9 @@ pub struct Outcome {
     pub timed_out: bool,
     /// Whether the namespaces (mount view, PID, network...) were used.
     pub namespaces: bool,
+    /// The kernel killed a sandboxed process for exceeding `--memory`
+    /// (known where a cgroup enforced it).
+    pub oom_killed: bool,
 }
 
 /// Landlock ABI version of the running kernel (0: unavailable).
@@ -140,12 +145,50 @@ fn abi_of(v: i32) -> ABI {
 /// (`no_namespaces` says whether namespaces will be used: decide it with
 /// [`crate::ns::available`] first, so that this banner and the run agree).
 pub fn protections(policy: &Policy) -> Vec<String> {
-    protections_for(policy, !policy.no_namespaces)
+    // Whether a cgroup can hold the limits: made and removed again.
+    let group = crate::cgroup::Group::create(&group_name(), policy.memory, policy.pids);
+    if let Ok(g) = &group {
+        g.remove();
+    }
+    protections_for(policy, !policy.no_namespaces, group.map(|g| g.describe()))
 }
 
-fn protections_for(policy: &Policy, ns: bool) -> Vec<String> {
+fn group_name() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "pickguard-run-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// What enforces `--memory` and `--pids`, in words.
+fn limits_line(policy: &Policy, group: Result<&String, &String>) -> Option<String> {
+    if policy.memory.is_none() && policy.pids.is_none() {
+        return None;
+    }
+    let what = [
+        policy.memory.map(|m| format!("memory {m} bytes")),
+        policy.pids.map(|p| format!("{p} processes")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    Some(match group {
+        Ok(how) => format!("limits: {what}: {how}"),
+        Err(why) => format!(
+            "limits: {what}: by rlimits only (RLIMIT_AS limits address space, not memory; RLIMIT_NPROC counts the uid's processes everywhere) because no cgroup could be made ({why})"
+        ),
+    })
+}
+
+fn protections_for(policy: &Policy, ns: bool, group: Result<String, String>) -> Vec<String> {
     let abi = landlock_abi();
     let mut p = Vec::new();
+    if let Some(l) = limits_line(policy, group.as_ref()) {
+        p.push(l);
+    }
     if ns {
         p.push("view: a private root with only system directories, the interpreter, the program's files and allowed paths; other files and pathname UNIX sockets (docker.sock, D-Bus, agents) do not exist inside".into());
         p.push("processes: new session and PID namespace; every process left when the program ends, or when run is stopped, is killed".into());
@@ -918,7 +961,29 @@ fn sandbox_env(policy: &Policy, tmp: &Path) -> Vec<(String, String)> {
     env
 }
 
-fn set_limits(policy: &Policy) -> std::io::Result<()> {
+/// Enter the cgroup (its `cgroup.procs` files): the first thing the
+/// program does, before it can run anything.
+fn enter_group(procs: &[std::ffi::CString]) -> std::io::Result<()> {
+    // SAFETY: getpid has no preconditions.
+    let me = format!("{}", unsafe { libc::getpid() });
+    for p in procs {
+        // SAFETY: open/write/close on a path we own the string of.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: writes our own buffer to the fd just opened.
+        let n = unsafe { libc::write(fd, me.as_ptr().cast(), me.len()) };
+        // SAFETY: closes the fd just opened.
+        unsafe { libc::close(fd) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn set_limits(policy: &Policy, by_group: (bool, bool)) -> std::io::Result<()> {
     let set = |res: libc::__rlimit_resource_t, v: u64| -> std::io::Result<()> {
         let lim = libc::rlimit {
             rlim_cur: v,
@@ -930,12 +995,12 @@ fn set_limits(policy: &Policy) -> std::io::Result<()> {
         }
         Ok(())
     };
-    if let Some(m) = policy.memory {
+    if let Some(m) = policy.memory.filter(|_| !by_group.0) {
         set(libc::RLIMIT_AS, m)?;
         // tmpfs and memfd pages are memory too, and not in the address space.
         set(libc::RLIMIT_FSIZE, m)?;
     }
-    if let Some(p) = policy.pids {
+    if let Some(p) = policy.pids.filter(|_| !by_group.1) {
         set(libc::RLIMIT_NPROC, p)?;
     }
     // No core dumps of a process that read a model (and maybe secrets).
@@ -1124,11 +1189,25 @@ pub fn run(
         cmd.env(k, v);
     }
     let plan2 = plan.clone();
+    // --memory/--pids in a cgroup where one can be made (the program enters
+    // it first thing), rlimits otherwise.
+    let group = crate::cgroup::Group::create(&group_name(), policy.memory, policy.pids);
+    let group_err = group.as_ref().err().cloned();
+    let group = group.ok();
+    let by_group = group
+        .as_ref()
+        .map_or((false, false), |g| (g.memory, g.pids));
+    let procs: Vec<std::ffi::CString> = group
+        .iter()
+        .flat_map(|g| g.procs.iter())
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
+        .collect();
     // SAFETY: the closure runs in the forked child before exec; it only makes
     // system calls and small allocations (this process has no other threads
     // holding locks at this point besides the supervisor, which is blocked in read).
     unsafe {
         cmd.pre_exec(move || {
+            enter_group(&procs)?;
             if use_ns {
                 crate::ns::enter(&plan2, wr_raw)?;
             } else {
@@ -1139,7 +1218,7 @@ pub fn run(
                 let msg = format!("P {}\n", libc::getpid());
                 libc::write(wr_raw, msg.as_ptr().cast(), msg.len());
             }
-            set_limits(&policy2)?;
+            set_limits(&policy2, by_group)?;
             restrict_child(&policy2, &program2, &reads, wr_raw)
         });
     }
@@ -1154,6 +1233,21 @@ pub fn run(
     let cleanup = || {
         if !use_ns {
             let _ = std::fs::remove_dir_all(&scratch);
+        }
+        if let Some(g) = &group {
+            // Nothing of the sandbox outlives it, namespaces or not.
+            for _ in 0..100 {
+                let left = g.members();
+                if left.is_empty() {
+                    break;
+                }
+                for pid in left {
+                    // SAFETY: kill(2) on a process of the sandbox's cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            g.remove();
         }
     };
     let mut child = match spawned {
@@ -1202,6 +1296,7 @@ pub fn run(
     let stragglers = sup_rx
         .recv_timeout(std::time::Duration::from_secs(10))
         .is_err();
+    let oom_killed = group.as_ref().is_some_and(|g| g.oom_killed());
     cleanup();
     let status = status?;
     let blocked: Vec<Blocked> = rx.try_iter().collect();
@@ -1211,7 +1306,14 @@ pub fn run(
     if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
         code = 124;
     }
-    let mut prot = protections_for(policy, use_ns);
+    let mut prot = protections_for(
+        policy,
+        use_ns,
+        match (&group, group_err) {
+            (Some(g), _) => Ok(g.describe()),
+            (None, e) => Err(e.unwrap_or_default()),
+        },
+    );
     if stragglers {
         prot.push(
             "WARNING: sandboxed processes were still running 10 s after the program ended".into(),
@@ -1223,6 +1325,7 @@ pub fn run(
         protections: prot,
         timed_out: timed_out.load(std::sync::atomic::Ordering::SeqCst),
         namespaces: use_ns,
+        oom_killed,
     })
 }
 

@@ -712,10 +712,14 @@ pub struct RunArgs {
     /// Kill the command after this many seconds (exit status 124).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Address-space limit, e.g. 8G, 512M (RLIMIT_AS).
+    /// Memory limit, e.g. 8G, 512M: every page the sandbox uses (heap,
+    /// tmpfs, page cache) in a cgroup where pickguard can make one (v2, or
+    /// v1's memory hierarchy); otherwise the address space (RLIMIT_AS,
+    /// which CUDA's reservations can exceed). The banner says which.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Most processes at once (RLIMIT_NPROC).
+    /// Most processes at once: a cgroup's pids limit where one can be made,
+    /// otherwise RLIMIT_NPROC (which counts the uid's processes everywhere).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
     /// Size of the private tmp and /dev/shm (memory), e.g. 4G; default 1G.

@@ -456,3 +456,86 @@ fn review_regressions_host_view_fds_death_and_timeouts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--memory` and `--pids` are the kernel's where a cgroup can be made (the
+/// banner says so, and then tmpfs pages count as memory and forks stop at
+/// the limit, whatever uid runs them); elsewhere the banner says rlimits
+/// only, and the address-space limit still stops the allocation. No group
+/// is left behind either way.
+#[test]
+fn limits_are_the_kernels_where_a_cgroup_can_be_made() {
+    let d = tempfile::tempdir().unwrap();
+    let py = venv_bin("python");
+    let run = |args: &[&str], code: &str| {
+        let out = common::pickguard()
+            .current_dir(d.path())
+            .arg("run")
+            .args(args)
+            .arg("--")
+            .arg(&py)
+            .args(["-c", code])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // 300 MB in the private tmp (tmpfs), then touched heap: past 128 MB.
+    let hog = "import os\nwith open(os.environ['TMPDIR'] + '/f', 'wb') as f:\n    for _ in range(300):\n        f.write(b'x' * (1 << 20))\nprint('wrote 300 MB')\n";
+    let (code, out, err) = run(&["--memory", "128M"], hog);
+    let by_cgroup = err.contains("counted by the kernel for every process of the sandbox");
+    if by_cgroup {
+        assert_eq!(code, 137, "{out}\n{err}");
+        assert!(!out.contains("wrote 300 MB"), "{out}");
+        assert!(err.contains("more than --memory"), "{err}");
+    } else {
+        assert!(err.contains("by rlimits only"), "{err}");
+        assert_ne!(code, 0, "{out}\n{err}");
+    }
+    // A benign load under the limit is not disturbed.
+    let (code, out, err) = run(
+        &["--memory", "512M"],
+        "b = bytearray(64 << 20)\nprint('ok')\n",
+    );
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    // Forks stop at the limit.
+    let forks = "import os, time\nn = 0\nfor _ in range(40):\n    try:\n        if os.fork() == 0:\n            time.sleep(2)\n            os._exit(0)\n        n += 1\n    except OSError:\n        break\nprint(n)\n";
+    let (code, out, err) = run(&["--pids", "10"], forks);
+    assert_eq!(code, 0, "{err}");
+    let n: u32 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out}\n{err}"));
+    assert!(n < 10, "{n} forks under --pids 10\n{err}");
+    // Nothing named pickguard-run-* is left in any cgroup hierarchy.
+    let left: Vec<_> = walkdir_cgroups()
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pickguard-run-"))
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walkdir_cgroups() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    while let Some(d) = stack.pop() {
+        if out.len() > 100_000 {
+            break;
+        }
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}

@@ -86,6 +86,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
             names.join(", ")
         );
     }
+    if outcome.oom_killed {
+        eprintln!(
+            "pickguard run: the kernel killed a sandboxed process for using more than --memory"
+        );
+    }
     if outcome.timed_out {
         eprintln!("pickguard run: timed out; the sandbox was killed (exit status 124)");
         return Ok(124);
