@@ -4,7 +4,6 @@
 //! (a CRC failure is found only after the data) included.
 
 use sevenz_rust2::{ArchiveReader, EntryDecision, Error, Password};
-use std::io::Read;
 
 /// Header buffers and decoder dictionaries, each (KiB).
 const MEMORY_KB: usize = 256 << 10;
@@ -18,6 +17,8 @@ pub enum Flow {
 /// How reading ended early.
 #[derive(Debug)]
 pub enum Ended {
+    /// The deadline passed while a member was decoding (its name).
+    OutOfTime { member: String },
     /// The archive declares more members than allowed (the count).
     TooManyMembers(usize),
     /// Members decompress past the byte budget; `member` is the one that
@@ -43,13 +44,34 @@ fn why(e: &Error) -> String {
     }
 }
 
+/// Branch-converter filters (BCJ) whose start offset (their properties)
+/// sevenz-rust2 does not apply: with a non-zero offset, py7zr (liblzma)
+/// and pickguard would decode different bytes.
+const BCJ: &[&[u8]] = &[
+    &[0x03, 0x03, 0x01, 0x03],
+    &[0x03, 0x03, 0x02, 0x05],
+    &[0x03, 0x03, 0x04, 0x01],
+    &[0x03, 0x03, 0x05, 0x01],
+    &[0x03, 0x03, 0x07, 0x01],
+    &[0x03, 0x03, 0x08, 0x05],
+    &[0x0a],
+    &[0x0b],
+];
+
+/// Bytes decoded between two looks at the deadline (PPMd decodes at about
+/// a megabyte a second).
+const STEP: usize = 64 << 10;
+
 /// Hand every member (name, bytes) to `each`, in archive order, within
-/// `max_members` and `max_bytes` of decoded output in all. `Ok` when the
-/// archive was read to its end or `each` stopped it.
+/// `max_members` and `budget` bytes of decoded output (`budget` is read
+/// before each member and lowered as members decode: the caller lowers
+/// it too for what nested reading uses) and before `deadline`. `Ok` when
+/// the archive was read to its end or `each` stopped it.
 pub fn for_each(
     data: &[u8],
     max_members: usize,
-    max_bytes: u64,
+    budget: &std::cell::Cell<u64>,
+    deadline: Option<std::time::Instant>,
     mut each: impl FnMut(&str, &[u8]) -> Flow,
 ) -> Result<(), Ended> {
     let mut ar = ArchiveReader::new_with_memory_limit(
@@ -66,22 +88,46 @@ pub fn for_each(
     if declared > max_members {
         return Err(Ended::TooManyMembers(declared));
     }
-    let mut used = 0u64;
+    for b in &ar.archive().blocks {
+        for c in &b.coders {
+            if BCJ.contains(&c.encoder_method_id()) && c.properties().iter().any(|&x| x != 0) {
+                return Err(Ended::Unreadable {
+                    member: None,
+                    why: "it uses a branch filter (BCJ) with a start offset, which pickguard's decoder does not apply (an extractor that does gets other bytes)".into(),
+                });
+            }
+        }
+    }
     let mut current: Option<String> = None;
     let mut too_large = false;
+    let mut late = false;
     let res = ar.for_each_entries_with_decision_allowing_surplus(|e, r| {
         if e.is_directory() && !e.has_stream {
             return Ok(EntryDecision::Continue);
         }
         current = Some(e.name().to_owned());
-        let remaining = max_bytes.saturating_sub(used);
+        let remaining = budget.get();
         let mut buf = Vec::new();
-        let read = r.take(remaining.saturating_add(1)).read_to_end(&mut buf);
-        used += buf.len() as u64;
-        if buf.len() as u64 > remaining {
-            too_large = true;
-            return Ok(EntryDecision::Stop);
-        }
+        let mut chunk = vec![0u8; STEP];
+        let read = loop {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                late = true;
+                return Ok(EntryDecision::Stop);
+            }
+            match r.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.len() as u64 > remaining {
+                        too_large = true;
+                        return Ok(EntryDecision::Stop);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        budget.set(remaining - buf.len() as u64);
         let flow = each(e.name(), &buf);
         read.map_err(|e| Error::Io(e, "decoding a 7z member".into()))?;
         Ok(match flow {
@@ -91,6 +137,11 @@ pub fn for_each(
     });
     if too_large {
         return Err(Ended::TooLarge {
+            member: current.unwrap_or_default(),
+        });
+    }
+    if late {
+        return Err(Ended::OutOfTime {
             member: current.unwrap_or_default(),
         });
     }

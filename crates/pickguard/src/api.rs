@@ -74,7 +74,25 @@ pub fn walk(paths: &[PathBuf], follow_links: bool) -> (Vec<PathBuf>, Vec<FileRep
                     hub_repos.push(e.into_path())
                 }
                 Ok(e) if e.file_type().is_file() => out.push(e.into_path()),
-                Ok(e) if e.path_is_symlink() && !follow_links => {}
+                Ok(e) if e.path_is_symlink() && !follow_links => {
+                    // A cache snapshot's links into its own blobs are the
+                    // files' names, followed even so; a link out of the
+                    // repository is not, and is said.
+                    let Some(repo) = e.path().ancestors().skip(1).find(|a| is_hub_repo(a)) else {
+                        continue;
+                    };
+                    let inside = std::fs::canonicalize(e.path()).is_ok_and(|t| {
+                        std::fs::canonicalize(repo.join("blobs")).is_ok_and(|b| t.starts_with(b))
+                    });
+                    if inside && e.path().is_file() {
+                        out.push(e.into_path());
+                    } else {
+                        errors.push(FileReport::error(
+                            &display_path(e.path()),
+                            "a link in a Hugging Face cache snapshot that leads out of its blobs/: not followed (--no-follow); a loader would follow it".into(),
+                        ));
+                    }
+                }
                 Ok(e) if !e.file_type().is_dir() && !e.file_type().is_symlink() => {
                     // FIFOs, sockets, devices inside a tree: not read, but said so.
                     errors.push(FileReport::error(
@@ -100,21 +118,32 @@ pub fn walk(paths: &[PathBuf], follow_links: bool) -> (Vec<PathBuf>, Vec<FileRep
             .filter_map(|f| std::fs::canonicalize(f).ok())
             .collect();
         for repo in hub_repos {
-            let blobs = repo.join("blobs");
-            let mut orphans: Vec<PathBuf> = match std::fs::read_dir(&blobs) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                    .map(|e| e.path())
-                    .filter(|b| std::fs::canonicalize(b).map_or(true, |c| !named.contains(&c)))
-                    .collect(),
-                Err(e) => {
-                    errors.push(FileReport::error(&display_path(&blobs), e.to_string()));
-                    Vec::new()
+            // Everything in blobs/ no snapshot named: at any depth, links
+            // included (huggingface_hub reuses a blob by its name alone).
+            let walker = walkdir::WalkDir::new(repo.join("blobs"))
+                .follow_links(follow_links)
+                .sort_by_file_name();
+            for entry in walker {
+                match entry {
+                    Ok(e) if e.file_type().is_file() => {
+                        let p = e.into_path();
+                        if std::fs::canonicalize(&p).map_or(true, |c| !named.contains(&c)) {
+                            out.push(p);
+                        }
+                    }
+                    Ok(e) if e.path_is_symlink() && !follow_links => {
+                        errors.push(FileReport::error(
+                            &display_path(e.path()),
+                            "a link in a Hugging Face cache's blobs/: not followed (--no-follow); huggingface_hub would load what it leads to".into(),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let path = e.path().map(display_path).unwrap_or_default();
+                        errors.push(FileReport::error(&path, e.to_string()));
+                    }
                 }
-            };
-            orphans.sort();
-            out.extend(orphans);
+            }
         }
     }
     (out, errors)
@@ -142,11 +171,17 @@ pub fn policy(config: Option<&Path>, allow: &[String]) -> Result<Policy> {
 
 /// Scan one file (or stream) with a deadline, as `pickguard scan` does.
 pub fn scan_file(scanner: &Scanner, path: &Path, timeout: Duration) -> FileReport {
+    scan_file_as(scanner, path, path, timeout)
+}
+
+/// Scan the bytes of `read` as the file `named` (its name and directory
+/// decide what a loader does with it: a copy is judged as the original).
+pub fn scan_file_as(scanner: &Scanner, read: &Path, named: &Path, timeout: Duration) -> FileReport {
     let mut scanner = scanner.clone();
     let deadline = Instant::now() + timeout;
     scanner.options.pickle.limits.deadline = Some(deadline);
-    let name = display_path(path);
-    match input::open_until(path, deadline) {
+    let name = display_path(named);
+    match input::open_until(read, deadline) {
         Ok(b) => scanner.scan_bytes(&name, &b),
         Err(e) => FileReport::error(&name, e.to_string()),
     }

@@ -241,3 +241,62 @@ fn gguf_type_sizes_match_the_gguf_package() {
         }
     }
 }
+
+/// 7z archives built against the 7z reading (fixtures/gen/sevenz_attacks.py,
+/// from an attacker review): a BCJ start offset the decoder would ignore
+/// (py7zr applies it and the payload runs: proven here) is inconclusive; a
+/// Keras directory inside 7z is judged by its config.json; nested archives
+/// share one decompression budget; a slow PPMd member stops at --timeout.
+#[test]
+fn seven_z_archives_built_against_the_reader() {
+    let d = tempfile::tempdir().unwrap();
+    Command::new(python())
+        .arg(common::root().join("fixtures/gen/sevenz_attacks.py"))
+        .arg(d.path())
+        .ok();
+    let victim = tempfile::tempdir().unwrap();
+    Command::new(python())
+        .current_dir(victim.path())
+        .arg(common::root().join("fixtures/gen/load_fixture.py"))
+        .arg("7z:model.pkl:pickle-loads")
+        .arg(d.path().join("bcj-offset.7z"))
+        .env("PYTHONWARNINGS", "ignore")
+        .ok();
+    assert!(
+        victim.path().join("pickguard-marker").exists(),
+        "py7zr extraction did not run the payload: the fixture proves nothing"
+    );
+    let scan = |name: &str, extra: &[&str]| {
+        let out = common::pickguard()
+            .args(["scan", "-f", "json", "--no-progress"])
+            .args(extra)
+            .arg(d.path().join(name))
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let f = doc["files"][0].clone();
+        let rules: Vec<String> = f["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["rule"].as_str().unwrap().to_owned())
+            .collect();
+        (
+            f["verdict"].as_str().unwrap().to_owned(),
+            rules,
+            f.to_string(),
+        )
+    };
+    let (v, rules, f) = scan("bcj-offset.7z", &[]);
+    assert_eq!(v, "inconclusive", "{f}");
+    assert!(rules.iter().any(|r| r == "PG303-unreadable"), "{f}");
+    let (v, _, f) = scan("keras-dir.7z", &[]);
+    assert_eq!(v, "malicious", "{f}");
+    let (v, rules, f) = scan("nested-budget.7z", &["--max-decompressed", "96M"]);
+    assert_eq!(v, "inconclusive", "{f}");
+    assert!(rules.iter().any(|r| r == "PG301-budget-exceeded"), "{f}");
+    let (v, rules, f) = scan("ppmd-slow.7z", &["--timeout", "1"]);
+    assert_eq!(v, "inconclusive", "{f}");
+    assert!(f.contains("time limit"), "{f}");
+    assert!(rules.iter().any(|r| r == "PG301-budget-exceeded"), "{f}");
+}

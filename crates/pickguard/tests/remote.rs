@@ -547,7 +547,9 @@ fn s3_objects_and_prefixes() {
 /// A Hugging Face cache written by the real `huggingface_hub` (downloads
 /// from fixtures/gen/serve_hub.py on loopback) is read through its
 /// snapshots: each file under the name a revision gives it, a blob two
-/// revisions share read once, a blob no snapshot names still read, and
+/// revisions share read once, a blob no snapshot names still read (a link,
+/// in a subdirectory), a blob under two names judged by each name (a Keras
+/// config.json and its copy), the same with `--no-follow`, and
 /// `--quarantine` moves the shared blob once.
 #[cfg(feature = "live")]
 #[test]
@@ -563,6 +565,17 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(corpus().join(from), dir.join(name)).unwrap();
     }
+    // A Keras repository whose config.json has a copy under another name:
+    // one blob, two names.
+    let keras = served.join("org/k/main");
+    std::fs::create_dir_all(&keras).unwrap();
+    let config = {
+        let mut z = zip_member(&corpus().join("mal-keras-module-os.keras"), "config.json");
+        z.push(b'\n');
+        z
+    };
+    std::fs::write(keras.join("a_copy_of_config.json"), &config).unwrap();
+    std::fs::write(keras.join("config.json"), &config).unwrap();
     let portfile = d.path().join("port");
     let mut hub = pickguard_test_python()
         .arg(root().join("fixtures/gen/serve_hub.py"))
@@ -582,8 +595,10 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
         .args([
             "-c",
             "from huggingface_hub import hf_hub_download\n\
-             for rev, f in [('main','pytorch_model.bin'),('main','config.json'),('v2','pytorch_model.bin')]:\n\
-             \x20   hf_hub_download('org/m', f, revision=rev)",
+             for repo, rev, f in [('org/m','main','pytorch_model.bin'),('org/m','main','config.json'),\n\
+             \x20                    ('org/m','v2','pytorch_model.bin'),('org/k','main','a_copy_of_config.json'),\n\
+             \x20                    ('org/k','main','config.json')]:\n\
+             \x20   hf_hub_download(repo, f, revision=rev)",
         ])
         .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
         .env("HF_HUB_CACHE", &cache)
@@ -593,12 +608,18 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
     let _ = hub.wait();
     assert!(download.unwrap().success());
     let repo = cache.join("models--org--m");
-    // An interrupted download huggingface_hub left behind.
+    // An interrupted download huggingface_hub left behind, and a blob no
+    // snapshot names that is a link (huggingface_hub reuses a blob by name).
     std::fs::copy(
         corpus().join("mal-reduce-os-system-p2.pkl"),
         repo.join("blobs/0123abcd.incomplete"),
     )
     .unwrap();
+    std::fs::create_dir(repo.join("blobs/sub")).unwrap();
+    // (to a copy: --quarantine below moves what the link leads to)
+    let outside = d.path().join("outside.pkl");
+    std::fs::copy(corpus().join("mal-reduce-os-system-p0.pkl"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join("blobs/sub/4567ef")).unwrap();
 
     let (doc, code) = scan_json(&[cache.as_path()]);
     assert_eq!(code, 1, "{doc}");
@@ -612,7 +633,21 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
         .filter(|(_, v)| **v == "malicious")
         .map(|(p, _)| p)
         .collect();
-    assert_eq!(malicious.len(), 3, "{by_path:#?}");
+    assert_eq!(malicious.len(), 5, "{by_path:#?}");
+    // Each name is judged as that name: Keras loads config.json, not its copy.
+    let keras = |name: &str| {
+        by_path
+            .iter()
+            .find(|(p, _)| p.contains("models--org--k/snapshots/") && p.ends_with(name))
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(keras("/config.json"), Some("malicious"), "{by_path:#?}");
+    assert_eq!(
+        keras("/a_copy_of_config.json"),
+        Some("clean"),
+        "{by_path:#?}"
+    );
+    assert!(malicious.iter().any(|p| p.ends_with("/blobs/sub/4567ef")));
     assert_eq!(
         malicious
             .iter()
@@ -627,10 +662,36 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
             .any(|p| p.ends_with("/blobs/0123abcd.incomplete"))
     );
     assert!(
-        !by_path
-            .keys()
-            .any(|p| p.contains("/blobs/") && !p.ends_with(".incomplete")),
+        !by_path.keys().any(|p| p.contains("/blobs/")
+            && !p.ends_with(".incomplete")
+            && !p.contains("/blobs/sub/")),
         "a blob was reported under its hash: {by_path:#?}"
+    );
+    // --no-follow: the snapshots' links into blobs/ still name the files; the
+    // link in blobs/ is said, not read.
+    let out = pickguard()
+        .args(["scan", "-f", "json", "--no-progress", "--no-follow"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keras_config = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            let p = f["path"].as_str().unwrap();
+            p.contains("models--org--k/snapshots/") && p.ends_with("/config.json")
+        })
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(keras_config["verdict"], "malicious", "{doc}");
+    assert!(
+        doc["files"].as_array().unwrap().iter().any(|f| f["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/blobs/sub/4567ef")
+            && f["verdict"] == "error"),
+        "{doc}"
     );
 
     let q = d.path().join("q");
@@ -642,8 +703,10 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("not quarantined"), "{err}");
     let manifest = std::fs::read_to_string(q.join("manifest.jsonl")).unwrap();
-    assert_eq!(manifest.lines().count(), 2, "{manifest}");
-    assert_eq!(std::fs::read_dir(repo.join("blobs")).unwrap().count(), 1);
+    // The shared torch blob, the orphan, the linked orphan's target and the
+    // Keras config blob (once, though two names lead to it).
+    assert_eq!(manifest.lines().count(), 4, "{manifest}");
+    assert_eq!(std::fs::read_dir(repo.join("blobs")).unwrap().count(), 2);
 }
 
 /// Files built so that a sparse read of them would differ from a local
@@ -690,4 +753,18 @@ fn without_an_etag_a_file_is_read_in_one_answer() {
             .contains("no strong ETag"),
         "{doc}"
     );
+}
+
+/// The bytes of `member` in the zip archive `path`.
+#[cfg(feature = "live")]
+fn zip_member(path: &Path, member: &str) -> Vec<u8> {
+    let out = pickguard_test_python()
+        .args([
+            "-c",
+            "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
+        ])
+        .arg(path)
+        .arg(member)
+        .ok();
+    out.stdout
 }

@@ -394,21 +394,24 @@ impl Scanner {
     ) {
         use pickguard_formats::sevenz::{self, Ended, Flow};
         let max_members = self.options.max_members.saturating_sub(ctx.members);
-        let budget = self.options.max_decompressed.saturating_sub(ctx.inflated);
-        let mut used = 0u64;
+        // What members decode counts at once, so that nested archives see
+        // what is left of the file's budget.
+        let budget =
+            std::cell::Cell::new(self.options.max_decompressed.saturating_sub(ctx.inflated));
         let mut timed_out = None;
-        let res = sevenz::for_each(data, max_members, budget, |name, bytes| {
+        let deadline = self.options.pickle.limits.deadline;
+        let res = sevenz::for_each(data, max_members, &budget, deadline, |name, bytes| {
             ctx.members += 1;
-            used += bytes.len() as u64;
+            ctx.inflated += bytes.len() as u64;
             let m = join_member(member, name);
             if self.out_of_time() {
                 timed_out = Some(m);
                 return Flow::Stop;
             }
-            self.explore(ctx, bytes, m, depth + 1);
+            self.explore_named(ctx, bytes, m, name, depth + 1);
+            budget.set(self.options.max_decompressed.saturating_sub(ctx.inflated));
             Flow::Continue
         });
-        ctx.inflated += used;
         if let Some(m) = timed_out {
             ctx.push(Finding::new(
                 Rule::BudgetExceeded,
@@ -441,6 +444,11 @@ impl Scanner {
                     "7z members decompress past {} bytes (--max-decompressed); this one and the rest were not analysed",
                     self.options.max_decompressed
                 ),
+                at(Some(&m)),
+            )),
+            Err(Ended::OutOfTime { member: m }) => ctx.push(Finding::new(
+                Rule::BudgetExceeded,
+                "time limit reached while a 7z member decoded; it and the rest were not analysed",
                 at(Some(&m)),
             )),
             Err(Ended::Unreadable { member: None, why }) => ctx.push(Finding::new(

@@ -388,6 +388,38 @@ impl Scanner {
         }
     }
 
+    /// A member an extractor writes out as a file named `name`: read as
+    /// any content, then judged by its name as a file of that name is (a
+    /// Keras `config.json`; a model-named file in no format pickguard reads).
+    fn explore_named(
+        &self,
+        ctx: &mut Ctx,
+        data: &[u8],
+        member: Option<String>,
+        name: &str,
+        depth: usize,
+    ) {
+        let findings = ctx.findings.len();
+        let kind = sniff(data);
+        self.explore(ctx, data, member.clone(), depth);
+        let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+        if is_keras_config(base, data) {
+            self.check_keras(ctx, data, &member, depth);
+        } else if kind == Sniffed::Unknown
+            && ctx.findings.len() == findings
+            && let Some(ext) = model_extension(base)
+        {
+            ctx.push(Finding::new(
+                Rule::UnsupportedFormat,
+                format!(
+                    "the name says a model file ({ext}) but its {} bytes are in no format pickguard reads: not analysed, so not clean",
+                    data.len()
+                ),
+                loc(&member, None, None, ReadView::Linear),
+            ));
+        }
+    }
+
     fn explore(&self, ctx: &mut Ctx, data: &[u8], member: Option<String>, depth: usize) {
         if depth > self.options.max_depth {
             ctx.push(Finding::new(

@@ -131,7 +131,9 @@ impl Quarantine {
         let (sha, size) = self.copy_in(src, &tmp).inspect_err(|_| {
             let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
         })?;
-        let again = crate::api::scan_file(scanner, &self.path.join(&tmp), timeout);
+        // The copy is judged as the file it copies (its name and directory
+        // matter: a Keras config.json, a model extension, ONNX data beside it).
+        let again = crate::api::scan_file_as(scanner, &self.path.join(&tmp), path, timeout);
         if again.verdict != Verdict::Malicious {
             let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
             bail!(

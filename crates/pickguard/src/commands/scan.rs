@@ -135,14 +135,25 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         None
     };
     // One file reached by several names (a Hugging Face cache's revisions
-    // sharing a blob, links in a tree) is read once and reported under each.
-    let mut first: std::collections::HashMap<PathBuf, usize> = Default::default();
+    // sharing a blob, links in a tree) is read once and reported under each
+    // name that would be judged alike: the same file name (a verdict can
+    // depend on it), and not ONNX (whose verdict depends on the directory).
+    let mut first: std::collections::HashMap<(PathBuf, std::ffi::OsString), usize> =
+        Default::default();
     let same_as: Vec<Option<usize>> = targets
         .iter()
         .enumerate()
         .map(|(i, t)| match t {
             Target::File(p) => {
-                let c = std::fs::canonicalize(p).ok()?;
+                let base = p.file_name()?.to_owned();
+                if base
+                    .to_string_lossy()
+                    .to_ascii_lowercase()
+                    .contains(".onnx")
+                {
+                    return None;
+                }
+                let c = (std::fs::canonicalize(p).ok()?, base);
                 match first.get(&c) {
                     Some(&j) => Some(j),
                     None => {
@@ -181,9 +192,14 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         .map(|((r, same), t)| match (r, same, t) {
             (Some(r), _, _) => r.clone(),
             (None, Some(j), Target::File(p)) => {
-                let mut r = scanned[*j]
-                    .clone()
+                let first = scanned[*j]
+                    .as_ref()
                     .expect("the first of a group is scanned");
+                if first.format == "onnx" {
+                    // External data is looked for beside each name.
+                    return scan_one(&scanner, t, timeout, &remote);
+                }
+                let mut r = first.clone();
                 r.path = pickguard_scan::report::display_path(p);
                 r
             }
