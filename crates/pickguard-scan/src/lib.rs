@@ -12,6 +12,7 @@ pub mod policy;
 pub mod report;
 pub mod template;
 mod tf;
+pub mod torchscript;
 
 pub use analyze::{Fetched, FileReport, GlobalUse, ScanOptions, Scanner};
 pub use budgets::Budgets;

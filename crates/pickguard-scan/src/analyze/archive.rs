@@ -575,6 +575,33 @@ impl Scanner {
                 continue;
             };
             ctx.inflated += text.len() as u64;
+            let file = python_zip_name(&e.name);
+            for call in crate::torchscript::host_calls(&String::from_utf8_lossy(&text)) {
+                use crate::torchscript::Kind;
+                let when = match call.function.as_deref() {
+                    Some("__setstate__") => {
+                        "in __setstate__, which torch.jit.load runs".to_string()
+                    }
+                    Some(f) => format!("in {f}, which runs when the model is called"),
+                    None => "at module level".to_string(),
+                };
+                let (rule, does) = match call.kind {
+                    Kind::Save => (Rule::TorchScriptHostOp, "writes a file (aten::save)"),
+                    Kind::FromFile => (
+                        Rule::TorchScriptHostOp,
+                        "reads a file, or with shared=True writes one (aten::from_file)",
+                    ),
+                    Kind::CustomOp => (
+                        Rule::TorchScriptCustomOp,
+                        "is a custom operator: a native library must be loaded for it",
+                    ),
+                };
+                ctx.push(Finding::new(
+                    rule,
+                    format!("{file} line {}: {} {does}, {when}", call.line, call.what),
+                    loc(&m, None, None, ReadView::Linear),
+                ));
+            }
             for line in text.split(|&b| b == b'\n') {
                 let Some(rest) = line.strip_prefix(b"class ") else {
                     continue;
@@ -585,6 +612,31 @@ impl Scanner {
                     .unwrap_or(rest.len());
                 if end > 0 && classes.len() <= LISTED {
                     classes.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+                }
+            }
+        }
+        // The lite interpreter (`_load_for_lite_interpreter`, .ptl) runs
+        // bytecode.pkl's instructions, not code/: its op table names the ops.
+        for e in ar
+            .entries
+            .iter()
+            .filter(|e| l.relative_folded(&e.name).as_deref() == Some("bytecode.pkl"))
+        {
+            let m = join_member(member, &e.name);
+            if self.not_fetched(ctx, data, e, &m) {
+                continue;
+            }
+            let remaining = self.options.max_decompressed.saturating_sub(ctx.inflated);
+            let Ok((bytes, _)) = zip::entry_data(data, e, remaining) else {
+                continue;
+            };
+            for op in ["aten::save", "aten::from_file"] {
+                if bytes.windows(op.len()).any(|w| w == op.as_bytes()) {
+                    ctx.push(Finding::new(
+                        Rule::TorchScriptHostOp,
+                        format!("bytecode.pkl's op table names {op}: the lite interpreter runs it (a file write or read)"),
+                        loc(&m, None, None, ReadView::Linear),
+                    ));
                 }
             }
         }
