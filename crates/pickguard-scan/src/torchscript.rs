@@ -269,7 +269,7 @@ pub fn host_calls(src: &str) -> Vec<HostCall> {
     let lx = lex(src);
     let toks = &lx.toks;
     // The function each token is in, from `def NAME` lines and indentation.
-    let mut func_of: Vec<Option<String>> = vec![None; toks.len()];
+    let mut func_of: Vec<(Option<String>, bool)> = vec![(None, false); toks.len()];
     let mut stack: Vec<(usize, String)> = Vec::new();
     for (k, &(_, indent, start)) in lx.line_starts.iter().enumerate() {
         while stack.last().is_some_and(|(ind, _)| *ind >= indent) {
@@ -281,14 +281,18 @@ pub fn host_calls(src: &str) -> Vec<HostCall> {
             && d == "def"
         {
             for f in func_of.iter_mut().take(end).skip(start) {
-                *f = Some(n.clone());
+                f.0 = Some(n.clone());
             }
+            func_of[start].1 = true;
             stack.push((indent, n.clone()));
             continue;
         }
         let current = stack.last().map(|(_, n)| n.clone());
         for f in func_of.iter_mut().take(end).skip(start) {
-            *f = current.clone();
+            f.0 = current.clone();
+        }
+        if let Some(f) = func_of.get_mut(start) {
+            f.1 = true;
         }
     }
     let mut aliases: HashMap<String, Vec<String>> = HashMap::new();
@@ -300,22 +304,30 @@ pub fn host_calls(src: &str) -> Vec<HostCall> {
             && matches!(toks.get(i + 1), Some((Tok::Op('='), _)))
             && !matches!(toks.get(i + 2), Some((Tok::Op('='), _)))
             && (i == 0 || !matches!(toks[i - 1].0, Tok::Op('.')));
-        let starts_primary =
-            matches!(toks[i].0, Tok::Name(_)) && (i == 0 || !matches!(toks[i - 1].0, Tok::Op('.')));
+        let starts_primary = matches!(toks[i].0, Tok::Name(_) | Tok::Op('('))
+            && (i == 0 || !matches!(toks[i - 1].0, Tok::Op('.')));
         if assign {
-            let Tok::Name(target) = &toks[i].0 else {
-                unreachable!()
-            };
-            let (path, _next) = primary(toks, i + 2, &aliases, &func_of, &mut out);
-            match path {
-                Some(p) => {
-                    aliases.insert(target.clone(), p);
+            // `a = b = ... = primary`: every target takes the value. An
+            // alias is never forgotten: a reassignment may sit in a branch
+            // the compiler drops (`if False:`).
+            let mut targets = Vec::new();
+            let mut k = i;
+            while let (Some((Tok::Name(t), _)), Some((Tok::Op('='), _))) =
+                (toks.get(k), toks.get(k + 1))
+            {
+                if matches!(toks.get(k + 2), Some((Tok::Op('='), _))) {
+                    break;
                 }
-                None => {
-                    aliases.remove(target);
+                targets.push(t.clone());
+                k += 2;
+            }
+            let (path, _next) = primary(toks, k, &aliases, &func_of, &mut out);
+            if let Some(p) = path {
+                for t in targets {
+                    aliases.insert(t, p.clone());
                 }
             }
-            i += 2;
+            i = k;
             continue;
         }
         if starts_primary {
@@ -337,27 +349,45 @@ fn primary(
     toks: &[(Tok, usize)],
     i: usize,
     aliases: &HashMap<String, Vec<String>>,
-    func_of: &[Option<String>],
+    func_of: &[(Option<String>, bool)],
     out: &mut Vec<HostCall>,
 ) -> (Option<Vec<String>>, usize) {
     let mut j = i;
     let mut path: Option<Vec<String>> = match toks.get(j) {
+        // `(primary)`: the parser drops the parentheses.
+        Some((Tok::Op('('), _)) => {
+            let (inner, k) = primary(toks, j + 1, aliases, func_of, out);
+            if matches!(toks.get(k), Some((Tok::Op(')'), _))) {
+                j = k + 1;
+                inner
+            } else {
+                return (None, k);
+            }
+        }
         Some((Tok::Name(n), _))
             if n == "getattr" && matches!(toks.get(j + 1), Some((Tok::Op('('), _))) =>
         {
             let (inner, k) = primary(toks, j + 2, aliases, func_of, out);
-            match (toks.get(k), toks.get(k + 1), toks.get(k + 2)) {
-                (Some((Tok::Op(','), _)), Some((Tok::Str(s), _)), Some((Tok::Op(')'), _))) => {
-                    j = k + 3;
-                    inner.map(|mut p| {
-                        p.push(s.clone());
-                        p
-                    })
-                }
-                _ => {
-                    j = k;
-                    None
-                }
+            // `, "lit" "lit"... [,] )`: adjacent literals are one string.
+            let mut name = String::new();
+            let mut q = k + 1;
+            while let Some((Tok::Str(s), _)) = toks.get(q) {
+                name.push_str(s);
+                q += 1;
+            }
+            if matches!(toks.get(q), Some((Tok::Op(','), _))) {
+                q += 1;
+            }
+            let literal = matches!(toks.get(k), Some((Tok::Op(','), _))) && q > k + 1;
+            if literal && matches!(toks.get(q), Some((Tok::Op(')'), _))) {
+                j = q + 1;
+                inner.map(|mut p| {
+                    p.push(name);
+                    p
+                })
+            } else {
+                j = k;
+                None
             }
         }
         Some((Tok::Name(n), _)) => {
@@ -378,9 +408,13 @@ fn primary(
             seen = judge(
                 p,
                 toks[j.saturating_sub(1)].1,
-                func_of.get(i).cloned().flatten(),
+                func_of.get(i).and_then(|f| f.0.clone()),
                 out,
             );
+        }
+        // A trailer never starts a logical line: `(` there is a new statement.
+        if func_of.get(j).is_some_and(|f| f.1) {
+            return (path, j);
         }
         match (toks.get(j), toks.get(j + 1)) {
             (Some((Tok::Op('.'), _)), Some((Tok::Name(a), _))) => {
@@ -471,6 +505,29 @@ mod tests {
             w.contains(&("ops.aten.save".into(), Some("forward".into()))),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn forms_an_attacker_reached_the_loader_with() {
+        for src in [
+            "def __setstate__(self, s):\n  (torch).save(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  (ops.aten).save(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  getattr((torch), \"save\")(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  getattr(torch, \"sa\" \"ve\")(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  getattr(torch, \"save\",)(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  _t = torch\n  if False:\n    _t = 1\n  _t.save(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  _a = _b = torch\n  _a.save(\"x\", \"p\")\n",
+            "def __setstate__(self, s):\n  t = (torch).from_file(\"p\", True, 4, dtype=0)\n",
+        ] {
+            let calls = host_calls(src);
+            assert!(
+                calls
+                    .iter()
+                    .any(|c| c.kind != Kind::CustomOp
+                        && c.function.as_deref() == Some("__setstate__")),
+                "{src}: {calls:?}"
+            );
+        }
     }
 
     #[test]

@@ -560,7 +560,12 @@ impl Scanner {
         let code: Vec<&zip::Entry> = ar
             .entries
             .iter()
-            .filter(|e| l.relative(&e.name).is_some_and(is_torchscript_source))
+            // Without ASCII case, as torch finds records (code/X.PY loads).
+            .filter(|e| {
+                l.relative_folded(&e.name)
+                    .as_deref()
+                    .is_some_and(is_torchscript_source)
+            })
             .collect();
         let mut classes: Vec<String> = Vec::new();
         let mut unread = 0usize;
@@ -631,7 +636,19 @@ impl Scanner {
                 continue;
             };
             for op in ["aten::save", "aten::from_file"] {
-                if bytes.windows(op.len()).any(|w| w == op.as_bytes()) {
+                // The op table's strings, as torch's C++ unpickler reads
+                // them (BINUNICODE, SHORT_BINUNICODE, BINUNICODE8): the
+                // whole string is the op name, not a constant naming it.
+                let n = op.len();
+                let forms: [Vec<u8>; 3] = [
+                    [&[b'X'][..], &(n as u32).to_le_bytes(), op.as_bytes()].concat(),
+                    [&[0x8c, n as u8][..], op.as_bytes()].concat(),
+                    [&[0x8d][..], &(n as u64).to_le_bytes(), op.as_bytes()].concat(),
+                ];
+                if forms
+                    .iter()
+                    .any(|f| bytes.windows(f.len()).any(|w| w == f.as_slice()))
+                {
                     ctx.push(Finding::new(
                         Rule::TorchScriptHostOp,
                         format!("bytecode.pkl's op table names {op}: the lite interpreter runs it (a file write or read)"),

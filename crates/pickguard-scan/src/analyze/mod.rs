@@ -434,6 +434,21 @@ impl Scanner {
         }
         let kind = sniff(data);
         let top = depth == 0;
+        // A TorchScript flatbuffer (torch.jit.save_jit_module_to_flatbuffer,
+        // identifier PTMF): torch.jit.load runs its code; not read.
+        if matches!(kind, Sniffed::Unknown | Sniffed::PickleLike)
+            && data.get(4..8) == Some(b"PTMF".as_slice())
+        {
+            if top {
+                ctx.set_format("torchscript-flatbuffer");
+            }
+            ctx.push(Finding::new(
+                Rule::UnsupportedFormat,
+                "a TorchScript flatbuffer (identifier PTMF): torch.jit.load and the lite interpreter run the code it carries, which pickguard does not read yet: not clean",
+                loc(&member, None, None, ReadView::Linear),
+            ));
+            return;
+        }
         // Sniffing chooses one reading; loaders do not all make the same
         // choice. pickle.load (and torch.load's legacy path) read a pickle
         // from byte 0 whatever else the file is; h5py finds an HDF5
