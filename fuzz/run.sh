@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 secs="${1:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for t in pickle zip scan gguf onnx hdf5 tfgraph sevenz; do
+for t in pickle zip scan gguf onnx hdf5 tfgraph sevenz torchscript; do
   mkdir -p "corpus/$t"
   cp -n ../fixtures/corpus/* "corpus/$t/" 2>/dev/null || true
   rm -f "corpus/$t/manifest.json"
