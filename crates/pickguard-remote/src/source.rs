@@ -190,6 +190,10 @@ pub async fn open(loc: &Location, opts: &Options) -> Result<Vec<Object>, Error> 
             let mut metas = Vec::new();
             while let Some(m) = listed.next().await {
                 let m = m.map_err(|e| Error::Fetch(format!("listing {}: {e}", display(loc))))?;
+                // A "folder" some tools make: an empty object named `dir/`.
+                if m.size == 0 && m.location.as_ref().ends_with('/') {
+                    continue;
+                }
                 if metas.len() == opts.max_objects {
                     return Err(Error::TooMuch(format!(
                         "{} holds more than {} objects: scan a narrower prefix",
