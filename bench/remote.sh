@@ -9,7 +9,10 @@ runs="${1:-5}"
 work=bench/work/remote
 mkdir -p "$work"
 eval "$(scripts/setup-test-env.sh)"
-command -v hyperfine >/dev/null || { echo "bench: hyperfine is needed (apt-get install hyperfine)" >&2; exit 1; }
+if ! command -v hyperfine >/dev/null; then
+  echo "bench: installing hyperfine (Debian package)" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq hyperfine >/dev/null; else sudo apt-get install -y -qq hyperfine >/dev/null; fi
+fi
 command -v curl >/dev/null || { echo "bench: curl is needed" >&2; exit 1; }
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/pickguard"
 mvenv="$cache/modelaudit-venv"

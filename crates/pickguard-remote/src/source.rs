@@ -138,7 +138,21 @@ impl Default for Options {
     }
 }
 
+/// One HTTP client per process (and per request timeout): its connection
+/// pool and TLS set-up are shared by every object read.
 fn client(opts: &Options) -> Result<reqwest::Client, Error> {
+    static CLIENTS: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut cache = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = cache.iter().find(|(t, _)| *t == opts.request_timeout) {
+        return Ok(c.clone());
+    }
+    let c = new_client(opts)?;
+    cache.push((opts.request_timeout, c.clone()));
+    Ok(c)
+}
+
+fn new_client(opts: &Options) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .user_agent(concat!("pickguard/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
