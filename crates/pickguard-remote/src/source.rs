@@ -23,6 +23,14 @@ pub(crate) const PROBE: u64 = 64 << 10;
 #[derive(Clone, Debug)]
 pub enum Location {
     Http(Url),
+    /// `hf://[datasets/|spaces/]ORG/REPO[@REVISION]/PATH`: a file of a
+    /// Hugging Face repository, read from `$HF_ENDPOINT` (default
+    /// https://huggingface.co) with `$HF_TOKEN` for private ones.
+    Hub {
+        url: Url,
+        shown: String,
+        token: Option<String>,
+    },
     /// `s3://bucket/key`; an empty key or one ending in `/` is a prefix.
     S3 {
         bucket: String,
@@ -48,6 +56,7 @@ impl Location {
                 Ok(_) => Err(Error::Address(format!("{arg}: no host"))),
                 Err(e) => Err(Error::Address(format!("{arg}: {e}"))),
             },
+            "hf" => hub(arg, rest),
             "s3" | "s3a" => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
@@ -67,11 +76,68 @@ impl Location {
     }
 }
 
+/// `hf://` to the URL of the file on the hub.
+fn hub(arg: &str, rest: &str) -> Result<Location, Error> {
+    let bad = |why: &str| Error::Address(format!("{arg}: {why} (hf://ORG/REPO[@REVISION]/PATH)"));
+    let (kind, rest) = match rest.split_once('/') {
+        Some((k @ ("datasets" | "spaces"), r)) => (format!("{k}/"), r),
+        _ => (String::new(), rest),
+    };
+    let mut parts = rest.splitn(3, '/');
+    let (org, repo, path) = (parts.next(), parts.next(), parts.next());
+    let (Some(org), Some(repo), Some(path)) = (org, repo, path) else {
+        return Err(bad("a file path in the repository is needed"));
+    };
+    let (repo, rev) = repo.split_once('@').unwrap_or((repo, "main"));
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if !ok(org) || !ok(repo) || rev.is_empty() || rev.contains(['/', '?', '#']) {
+        return Err(bad("not a repository name"));
+    }
+    if path.is_empty()
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(bad("not a file path"));
+    }
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+    let base = Url::parse(endpoint.trim_end_matches('/'))
+        .map_err(|e| Error::Address(format!("HF_ENDPOINT {endpoint:?}: {e}")))?;
+    let mut url = base.clone();
+    {
+        let mut seg = url
+            .path_segments_mut()
+            .map_err(|_| Error::Address(format!("HF_ENDPOINT {endpoint:?}: not a base URL")))?;
+        seg.pop_if_empty();
+        if !kind.is_empty() {
+            seg.push(kind.trim_end_matches('/'));
+        }
+        seg.extend([org, repo, "resolve", rev]);
+        seg.extend(path.split('/'));
+    }
+    let token = std::env::var("HF_TOKEN")
+        .ok()
+        .or_else(|| std::env::var("HUGGING_FACE_HUB_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    Ok(Location::Hub {
+        url,
+        shown: format!("hf://{kind}{org}/{repo}@{rev}/{path}"),
+        token,
+    })
+}
+
 /// How an address is shown in reports: no user name, password or query
 /// string (a signed URL's query is a credential).
 pub fn display(loc: &Location) -> String {
     match loc {
         Location::Http(u) => display_url(u),
+        Location::Hub { shown, .. } => shown.clone(),
         Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
     }
 }
@@ -95,6 +161,9 @@ pub(crate) enum Backend {
     Http {
         client: reqwest::Client,
         url: Url,
+        /// Sent to the first host only (reqwest drops it on a redirect to
+        /// another host, such as a hub's CDN).
+        bearer: Option<String>,
     },
     Store {
         store: Arc<dyn ObjectStore>,
@@ -185,7 +254,19 @@ fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, Error> {
 /// object under it for an `s3://` prefix (sorted by key).
 pub async fn open(loc: &Location, opts: &Options) -> Result<Vec<Object>, Error> {
     match loc {
-        Location::Http(url) => Ok(vec![open_http(client(opts)?, url.clone(), opts).await?]),
+        Location::Http(url) => Ok(vec![
+            open_http(client(opts)?, url.clone(), None, display_url(url), opts).await?,
+        ]),
+        Location::Hub { url, shown, token } => Ok(vec![
+            open_http(
+                client(opts)?,
+                url.clone(),
+                token.clone(),
+                shown.clone(),
+                opts,
+            )
+            .await?,
+        ]),
         Location::S3 { bucket, key } => {
             let store = s3_store(bucket)?;
             if !key.is_empty() && !key.ends_with('/') {
@@ -301,10 +382,26 @@ async fn body(mut resp: reqwest::Response, limit: u64, what: &str) -> Result<Byt
     Ok(out.freeze())
 }
 
-async fn open_http(client: reqwest::Client, url: Url, opts: &Options) -> Result<Object, Error> {
-    let shown = display_url(&url);
-    let resp = client
-        .get(url.clone())
+fn request(
+    client: &reqwest::Client,
+    url: &Url,
+    bearer: &Option<String>,
+) -> reqwest::RequestBuilder {
+    let r = client.get(url.clone());
+    match bearer {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    }
+}
+
+async fn open_http(
+    client: reqwest::Client,
+    url: Url,
+    bearer: Option<String>,
+    shown: String,
+    opts: &Options,
+) -> Result<Object, Error> {
+    let resp = request(&client, &url, &bearer)
         .header(header::RANGE, format!("bytes=0-{}", PROBE - 1))
         .send()
         .await
@@ -314,6 +411,7 @@ async fn open_http(client: reqwest::Client, url: Url, opts: &Options) -> Result<
     let backend = Backend::Http {
         client,
         url: url.clone(),
+        bearer,
     };
     let mut obj = Object {
         display: shown.clone(),
@@ -400,11 +498,15 @@ impl Object {
     /// The whole object in one answer (for a server whose versions cannot
     /// be told apart): a 200 of exactly the size first seen.
     pub(crate) async fn get_whole(&self, limit: u64) -> Result<Bytes, Error> {
-        let Backend::Http { client, url } = &self.backend else {
+        let Backend::Http {
+            client,
+            url,
+            bearer,
+        } = &self.backend
+        else {
             return self.get(0..self.size).await;
         };
-        let resp = client
-            .get(url.clone())
+        let resp = request(client, url, bearer)
             .send()
             .await
             .map_err(|e| Error::Fetch(format!("{}: {e}", self.display)))?;
@@ -432,9 +534,12 @@ impl Object {
         let n = r.end - r.start;
         let what = format!("{} bytes {}-{}", self.display, r.start, r.end - 1);
         let got = match &self.backend {
-            Backend::Http { client, url } => {
-                let resp = client
-                    .get(url.clone())
+            Backend::Http {
+                client,
+                url,
+                bearer,
+            } => {
+                let resp = request(client, url, bearer)
                     .header(header::RANGE, format!("bytes={}-{}", r.start, r.end - 1))
                     .send()
                     .await
@@ -541,6 +646,25 @@ mod tests {
             _ => panic!("s3 address"),
         }
         assert!(matches!(Location::parse("s3:///k"), Some(Err(_))));
+        match Location::parse("hf://datasets/org/repo@v1.0/sub/x.pt") {
+            Some(Ok(Location::Hub { url, shown, .. })) => {
+                assert!(
+                    url.as_str()
+                        .ends_with("/datasets/org/repo/resolve/v1.0/sub/x.pt"),
+                    "{url}"
+                );
+                assert_eq!(shown, "hf://datasets/org/repo@v1.0/sub/x.pt");
+            }
+            _ => panic!("hf address"),
+        }
+        for bad in [
+            "hf://org/repo",
+            "hf://org/../x.pt",
+            "hf://org/repo/../x.pt",
+            "hf://org/re po/x.pt",
+        ] {
+            assert!(matches!(Location::parse(bad), Some(Err(_))), "{bad}");
+        }
         assert!(matches!(Location::parse("gs://b/k"), Some(Err(_))));
         assert!(matches!(Location::parse("https://"), Some(Err(_))));
     }

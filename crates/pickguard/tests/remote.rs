@@ -576,21 +576,7 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
     };
     std::fs::write(keras.join("a_copy_of_config.json"), &config).unwrap();
     std::fs::write(keras.join("config.json"), &config).unwrap();
-    let portfile = d.path().join("port");
-    let mut hub = pickguard_test_python()
-        .arg(root().join("fixtures/gen/serve_hub.py"))
-        .arg(&served)
-        .arg(&portfile)
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    for _ in 0..200 {
-        port = std::fs::read_to_string(&portfile).unwrap_or_default();
-        if !port.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut hub, endpoint) = start_hub(&served, None);
     let download = pickguard_test_python()
         .args([
             "-c",
@@ -600,7 +586,7 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
              \x20                    ('org/k','main','config.json')]:\n\
              \x20   hf_hub_download(repo, f, revision=rev)",
         ])
-        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("HF_ENDPOINT", &endpoint)
         .env("HF_HUB_CACHE", &cache)
         .env("HF_HUB_DISABLE_TELEMETRY", "1")
         .status();
@@ -767,4 +753,66 @@ fn zip_member(path: &Path, member: &str) -> Vec<u8> {
         .arg(member)
         .ok();
     out.stdout
+}
+
+/// `hf://ORG/REPO/FILE` reads the file from the hub (`HF_ENDPOINT`: here
+/// fixtures/gen/serve_hub.py on loopback) as scanning its URL would; a
+/// private repository needs `HF_TOKEN`, and without it the scan is an
+/// error, not a verdict.
+#[cfg(feature = "live")]
+#[test]
+fn hugging_face_addresses_are_read_with_the_token() {
+    let d = tempfile::tempdir().unwrap();
+    let served = d.path().join("served/org/m/main");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::copy(
+        corpus().join("mal-torch-zip.pt"),
+        served.join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let (mut hub, endpoint) = start_hub(&d.path().join("served"), Some("secret-token"));
+    let url = ["hf://org/m/pytorch_model.bin".to_string()];
+    let (doc, code, _) = scan_in(&url, &[], &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "")]);
+    assert_eq!(
+        (code, doc["files"][0]["verdict"].as_str()),
+        (2, Some("error")),
+        "{doc}"
+    );
+    let (doc, code, stderr) = scan_in(
+        &url,
+        &[],
+        &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "secret-token")],
+    );
+    let _ = hub.kill();
+    let _ = hub.wait();
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let f = &doc["files"][0];
+    assert_eq!(f["verdict"], "malicious", "{doc}");
+    assert_eq!(f["path"], "hf://org/m@main/pytorch_model.bin");
+    assert!(!doc.to_string().contains("secret-token"));
+}
+
+/// fixtures/gen/serve_hub.py serving `served` (requiring `token` when
+/// given): the process and its endpoint, once it listens.
+#[cfg(feature = "live")]
+fn start_hub(served: &Path, token: Option<&str>) -> (std::process::Child, String) {
+    let portfile = served.with_extension("port");
+    let mut c = pickguard_test_python();
+    c.arg(root().join("fixtures/gen/serve_hub.py"))
+        .arg(served)
+        .arg(&portfile);
+    if let Some(t) = token {
+        c.env("PICKGUARD_HUB_TOKEN", t);
+    }
+    let mut child = c.spawn().unwrap();
+    for _ in 0..200 {
+        let port = std::fs::read_to_string(&portfile).unwrap_or_default();
+        if !port.is_empty() {
+            return (child, format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve_hub.py did not start");
 }
