@@ -606,6 +606,8 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
     let outside = d.path().join("outside.pkl");
     std::fs::copy(corpus().join("mal-reduce-os-system-p0.pkl"), &outside).unwrap();
     std::os::unix::fs::symlink(&outside, repo.join("blobs/sub/4567ef")).unwrap();
+    // A blob that was a Keras config.json (its snapshot gone): judged by content.
+    std::fs::write(repo.join("blobs/89abcd"), &config).unwrap();
 
     let (doc, code) = scan_json(&[cache.as_path()]);
     assert_eq!(code, 1, "{doc}");
@@ -619,7 +621,11 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
         .filter(|(_, v)| **v == "malicious")
         .map(|(p, _)| p)
         .collect();
-    assert_eq!(malicious.len(), 5, "{by_path:#?}");
+    assert_eq!(malicious.len(), 6, "{by_path:#?}");
+    assert!(
+        malicious.iter().any(|p| p.ends_with("/blobs/89abcd")),
+        "{by_path:#?}"
+    );
     // Each name is judged as that name: Keras loads config.json, not its copy.
     let keras = |name: &str| {
         by_path
@@ -650,6 +656,7 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
     assert!(
         !by_path.keys().any(|p| p.contains("/blobs/")
             && !p.ends_with(".incomplete")
+            && !p.ends_with("/89abcd")
             && !p.contains("/blobs/sub/")),
         "a blob was reported under its hash: {by_path:#?}"
     );
@@ -689,9 +696,10 @@ fn a_hugging_face_cache_is_read_through_its_snapshots() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("not quarantined"), "{err}");
     let manifest = std::fs::read_to_string(q.join("manifest.jsonl")).unwrap();
-    // The shared torch blob, the orphan, the linked orphan's target and the
-    // Keras config blob (once, though two names lead to it).
-    assert_eq!(manifest.lines().count(), 4, "{manifest}");
+    // The shared torch blob, the orphans (a pickle, a Keras config), the
+    // linked orphan's target and the Keras config blob (once, though two
+    // names lead to it).
+    assert_eq!(manifest.lines().count(), 5, "{manifest}");
     assert_eq!(std::fs::read_dir(repo.join("blobs")).unwrap().count(), 2);
 }
 

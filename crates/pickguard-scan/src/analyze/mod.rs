@@ -657,7 +657,17 @@ fn is_keras_dir_config(path: &str) -> bool {
 /// `class_name` and `config`): what `keras.saving.load_model(dir)` reads,
 /// recognised without its siblings (a remote file has none to look at).
 fn is_keras_config(path: &str, data: &[u8]) -> bool {
-    if path.rsplit('/').next() != Some("config.json") || data.len() > 64 << 20 {
+    // A Hugging Face cache blob (`models--ORG--NAME/blobs/HASH`) has lost its
+    // name: it may be a config.json, and is judged by content alone.
+    let mut up = path.rsplit('/');
+    let (name, dir, repo) = (up.next(), up.next(), up.next());
+    let blob = dir == Some("blobs")
+        && repo.is_some_and(|r| {
+            ["models--", "datasets--", "spaces--"]
+                .iter()
+                .any(|p| r.starts_with(p))
+        });
+    if (name != Some("config.json") && !blob) || data.len() > 64 << 20 {
         return false;
     }
     serde_json::from_slice::<serde_json::Value>(data).is_ok_and(|v| {
