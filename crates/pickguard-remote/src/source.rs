@@ -31,6 +31,16 @@ pub enum Location {
         shown: String,
         token: Option<String>,
     },
+    /// `hf://ORG/REPO[@REVISION]`: every file of the revision, listed by
+    /// the hub's tree API.
+    HubRepo {
+        /// The tree listing (`/api/models/ORG/REPO/tree/REV?recursive=true`).
+        api: Url,
+        /// Where a file PATH is: this, then PATH.
+        resolve: Url,
+        shown: String,
+        token: Option<String>,
+    },
     /// `s3://bucket/key`; an empty key or one ending in `/` is a prefix.
     S3 {
         bucket: String,
@@ -85,9 +95,11 @@ fn hub(arg: &str, rest: &str) -> Result<Location, Error> {
     };
     let mut parts = rest.splitn(3, '/');
     let (org, repo, path) = (parts.next(), parts.next(), parts.next());
-    let (Some(org), Some(repo), Some(path)) = (org, repo, path) else {
-        return Err(bad("a file path in the repository is needed"));
+    let (Some(org), Some(repo)) = (org, repo) else {
+        return Err(bad("a repository is needed"));
     };
+    let whole = path.is_none_or(str::is_empty);
+    let path = path.unwrap_or("");
     let (repo, rev) = repo.split_once('@').unwrap_or((repo, "main"));
     let ok = |s: &str| {
         !s.is_empty()
@@ -99,8 +111,8 @@ fn hub(arg: &str, rest: &str) -> Result<Location, Error> {
     if !ok(org) || !ok(repo) || rev.is_empty() || rev.contains(['/', '?', '#']) {
         return Err(bad("not a repository name"));
     }
-    if path.is_empty()
-        || path
+    if !whole
+        && path
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
@@ -125,6 +137,28 @@ fn hub(arg: &str, rest: &str) -> Result<Location, Error> {
         .ok()
         .or_else(|| std::env::var("HUGGING_FACE_HUB_TOKEN").ok())
         .filter(|t| !t.is_empty());
+    if whole {
+        let mut api = base.clone();
+        {
+            let mut seg = api
+                .path_segments_mut()
+                .map_err(|_| Error::Address(format!("HF_ENDPOINT {endpoint:?}: not a base URL")))?;
+            seg.pop_if_empty();
+            let kinds = match kind.as_str() {
+                "datasets/" => "datasets",
+                "spaces/" => "spaces",
+                _ => "models",
+            };
+            seg.extend(["api", kinds, org, repo, "tree", rev]);
+        }
+        api.set_query(Some("recursive=true"));
+        return Ok(Location::HubRepo {
+            api,
+            resolve: url,
+            shown: format!("hf://{kind}{org}/{repo}@{rev}"),
+            token,
+        });
+    }
     Ok(Location::Hub {
         url,
         shown: format!("hf://{kind}{org}/{repo}@{rev}/{path}"),
@@ -137,7 +171,7 @@ fn hub(arg: &str, rest: &str) -> Result<Location, Error> {
 pub fn display(loc: &Location) -> String {
     match loc {
         Location::Http(u) => display_url(u),
-        Location::Hub { shown, .. } => shown.clone(),
+        Location::Hub { shown, .. } | Location::HubRepo { shown, .. } => shown.clone(),
         Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
     }
 }
@@ -267,6 +301,26 @@ pub async fn open(loc: &Location, opts: &Options) -> Result<Vec<Object>, Error> 
             )
             .await?,
         ]),
+        Location::HubRepo {
+            api,
+            resolve,
+            shown,
+            token,
+        } => {
+            let c = client(opts)?;
+            let files = hub_tree(&c, api, token, shown, opts).await?;
+            let mut out = Vec::new();
+            for f in files {
+                let mut url = resolve.clone();
+                if let Ok(mut seg) = url.path_segments_mut() {
+                    seg.pop_if_empty();
+                    seg.extend(f.split('/'));
+                }
+                let name = format!("{shown}/{f}");
+                out.push(open_http(c.clone(), url, token.clone(), name, opts).await?);
+            }
+            Ok(out)
+        }
         Location::S3 { bucket, key } => {
             let store = s3_store(bucket)?;
             if !key.is_empty() && !key.ends_with('/') {
@@ -380,6 +434,76 @@ async fn body(mut resp: reqwest::Response, limit: u64, what: &str) -> Result<Byt
         out.extend_from_slice(&chunk);
     }
     Ok(out.freeze())
+}
+
+/// The file paths of a hub revision, from its tree API (paged by `Link:
+/// rel="next"`), within `max_objects`.
+async fn hub_tree(
+    client: &reqwest::Client,
+    api: &Url,
+    token: &Option<String>,
+    shown: &str,
+    opts: &Options,
+) -> Result<Vec<String>, Error> {
+    let mut files = Vec::new();
+    let mut next = Some(api.clone());
+    while let Some(url) = next.take() {
+        let resp = request(client, &url, token)
+            .send()
+            .await
+            .map_err(|e| Error::Fetch(format!("listing {shown}: {e}")))?;
+        if resp.status() != StatusCode::OK {
+            return Err(Error::Fetch(format!(
+                "listing {shown}: HTTP {}",
+                resp.status()
+            )));
+        }
+        next = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| {
+                l.split(',').find_map(|part| {
+                    let (u, rel) = part.split_once(';')?;
+                    rel.contains("rel=\"next\"")
+                        .then(|| {
+                            url.join(u.trim().trim_start_matches('<').trim_end_matches('>'))
+                                .ok()
+                        })
+                        .flatten()
+                })
+            });
+        let page = body(resp, 64 << 20, shown).await?;
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&page)
+            .map_err(|e| Error::Fetch(format!("listing {shown}: not a tree listing ({e})")))?;
+        for e in entries {
+            if e.get("type").and_then(|t| t.as_str()) != Some("file") {
+                continue;
+            }
+            let Some(p) = e.get("path").and_then(|p| p.as_str()) else {
+                return Err(Error::Fetch(format!(
+                    "listing {shown}: an entry without a path"
+                )));
+            };
+            if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                return Err(Error::Fetch(format!(
+                    "listing {shown}: a path that climbs: {p:?}"
+                )));
+            }
+            if files.len() == opts.max_objects {
+                return Err(Error::TooMuch(format!(
+                    "{shown} holds more than {} files",
+                    opts.max_objects
+                )));
+            }
+            files.push(p.to_owned());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Fetch(format!("{shown}: the revision lists no file")));
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn request(
@@ -657,8 +781,12 @@ mod tests {
             }
             _ => panic!("hf address"),
         }
+        assert!(matches!(
+            Location::parse("hf://org/repo@v2"),
+            Some(Ok(Location::HubRepo { .. }))
+        ));
         for bad in [
-            "hf://org/repo",
+            "hf://org",
             "hf://org/../x.pt",
             "hf://org/repo/../x.pt",
             "hf://org/re po/x.pt",

@@ -851,8 +851,9 @@ impl BudgetArgs {
 #[derive(Args, Debug)]
 pub struct ScanArgs {
     /// Files or directories to scan (directories recursively); `-` reads
-    /// standard input; `https://…`, `hf://ORG/REPO[@REV]/FILE` (Hugging Face;
-    /// HF_TOKEN for private repositories, HF_ENDPOINT for a mirror) and
+    /// standard input; `https://…`, `hf://ORG/REPO[@REV][/FILE]` (Hugging
+    /// Face: a file, or every file of the revision; HF_TOKEN for private
+    /// repositories, HF_ENDPOINT for a mirror) and
     /// `s3://bucket/key` (or `s3://bucket/prefix/`, every object under it)
     /// read remote files, fetching only what the scan needs (S3 settings
     /// from the AWS_* environment: AWS_ENDPOINT_URL, AWS_REGION,

@@ -778,6 +778,8 @@ fn hugging_face_addresses_are_read_with_the_token() {
         served.join("pytorch_model.bin"),
     )
     .unwrap();
+    std::fs::create_dir_all(served.join("sub")).unwrap();
+    std::fs::write(served.join("sub/notes.txt"), "weights of a small model\n").unwrap();
     let (mut hub, endpoint) = start_hub(&d.path().join("served"), Some("secret-token"));
     let url = ["hf://org/m/pytorch_model.bin".to_string()];
     let (doc, code, _) = scan_in(&url, &[], &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "")]);
@@ -791,13 +793,35 @@ fn hugging_face_addresses_are_read_with_the_token() {
         &[],
         &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "secret-token")],
     );
-    let _ = hub.kill();
-    let _ = hub.wait();
     assert_eq!(code, 1, "{doc}\n{stderr}");
     let f = &doc["files"][0];
     assert_eq!(f["verdict"], "malicious", "{doc}");
     assert_eq!(f["path"], "hf://org/m@main/pytorch_model.bin");
     assert!(!doc.to_string().contains("secret-token"));
+    // The whole repository: every file its tree lists.
+    let repo = ["hf://org/m".to_string()];
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_TOKEN", "secret-token"),
+    ];
+    let (doc, code, stderr) = scan_in(&repo, &["--all"], &env);
+    let _ = hub.kill();
+    let _ = hub.wait();
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let paths: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "hf://org/m@main/pytorch_model.bin",
+            "hf://org/m@main/sub/notes.txt"
+        ],
+        "{doc}"
+    );
 }
 
 /// fixtures/gen/serve_hub.py serving `served` (requiring `token` when
