@@ -184,6 +184,16 @@ pub fn end_records(data: &[u8]) -> Option<EndRecords> {
     })
 }
 
+/// The length of the local header at `lho` (fixed part, name and extra
+/// field, by its own lengths; `None` when they lie outside `data`): where
+/// miniz finds the entry's data.
+pub fn local_header_len(data: &[u8], lho: u64) -> Option<u64> {
+    let p = usize::try_from(lho).ok()?;
+    let n = u16_at(data, p.checked_add(26)?)? as u64;
+    let x = u16_at(data, p.checked_add(28)?)? as u64;
+    Some(30 + n + x)
+}
+
 /// How many entries the archive's end records declare (`None`: no
 /// end-of-central-directory record). Callers tell an archive over their
 /// entry limit (a budget) from one that cannot be read.

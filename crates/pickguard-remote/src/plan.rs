@@ -92,12 +92,6 @@ async fn pickle_from_start(f: &mut Fetched, pickle: &pk::Options) -> Result<(), 
     }
 }
 
-fn le16(d: &[u8], at: u64) -> Option<u64> {
-    let at = usize::try_from(at).ok()?;
-    d.get(at..at + 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]) as u64)
-}
-
 /// Everything but the data of a torch checkpoint's `data/` records.
 /// `false`: read it whole.
 async fn zip_plan(f: &mut Fetched) -> Result<bool, Error> {
@@ -132,9 +126,7 @@ async fn zip_plan(f: &mut Fetched) -> Result<bool, Error> {
         .iter()
         .filter_map(|e| {
             let l = e.local_header_offset;
-            let n = le16(f.data(), l + 26)?;
-            let x = le16(f.data(), l + 28)?;
-            Some(l..l + 30 + n + x)
+            Some(l..l + zip::local_header_len(f.data(), l)?)
         })
         .collect();
     f.ensure(rest).await?;

@@ -458,21 +458,8 @@ async fn hub_tree(
                 resp.status()
             )));
         }
-        next = resp
-            .headers()
-            .get(header::LINK)
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| {
-                l.split(',').find_map(|part| {
-                    let (u, rel) = part.split_once(';')?;
-                    rel.contains("rel=\"next\"")
-                        .then(|| {
-                            url.join(u.trim().trim_start_matches('<').trim_end_matches('>'))
-                                .ok()
-                        })
-                        .flatten()
-                })
-            });
+        next = next_page(resp.headers(), &url, api)
+            .map_err(|why| Error::Fetch(format!("listing {shown}: {why}")))?;
         let page = body(resp, 64 << 20, shown).await?;
         let entries: Vec<serde_json::Value> = serde_json::from_slice(&page)
             .map_err(|e| Error::Fetch(format!("listing {shown}: not a tree listing ({e})")))?;
@@ -504,6 +491,32 @@ async fn hub_tree(
     }
     files.sort();
     Ok(files)
+}
+
+/// The `Link: <…>; rel="next"` page of a listing, which must be on the
+/// listing's own origin: the hub token goes with the request, and a page
+/// elsewhere would receive it.
+fn next_page(h: &header::HeaderMap, url: &Url, api: &Url) -> Result<Option<Url>, String> {
+    let Some(link) = h.get(header::LINK).and_then(|l| l.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(target) = link.split(',').find_map(|part| {
+        let (u, rel) = part.split_once(';')?;
+        rel.contains("rel=\"next\"")
+            .then(|| u.trim().trim_start_matches('<').trim_end_matches('>'))
+    }) else {
+        return Ok(None);
+    };
+    let next = url
+        .join(target)
+        .map_err(|e| format!("a next page that is not a URL ({e})"))?;
+    if next.origin() != api.origin() {
+        return Err(format!(
+            "the next page is on another host ({}): not followed with the token",
+            display_url(&next)
+        ));
+    }
+    Ok(Some(next))
 }
 
 fn request(
@@ -805,6 +818,27 @@ mod tests {
         let s = display(&l);
         assert!(!s.contains("secret") && !s.contains("abc") && !s.contains("u:"));
         assert_eq!(s, "https://h/x.pt?…");
+    }
+
+    #[test]
+    fn listing_pages_stay_on_the_hub() {
+        let api = Url::parse("https://hub.example/api/models/o/m/tree/main").unwrap();
+        let page = |v: &str| {
+            let mut h = header::HeaderMap::new();
+            h.insert(header::LINK, v.parse().unwrap());
+            next_page(&h, &api, &api)
+        };
+        assert_eq!(
+            page("</api/models/o/m/tree/main?cursor=2>; rel=\"next\"")
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "https://hub.example/api/models/o/m/tree/main?cursor=2"
+        );
+        assert!(page("<https://evil.example/steal>; rel=\"next\"").is_err());
+        assert!(page("<http://hub.example/x>; rel=\"next\"").is_err());
+        assert_eq!(page("</x>; rel=\"prev\""), Ok(None));
+        assert_eq!(next_page(&header::HeaderMap::new(), &api, &api), Ok(None));
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::time::Duration;
 /// (200 with no body), `short` (206 with half the bytes), `liar` (206 for
 /// a range one byte later than asked), `changing` (a new ETag after the
 /// first answer), `gzip` (says Content-Encoding: gzip), `noetag` (ranges
-/// without an ETag), `redirect` (302 to `ok`); anything else is 404.
+/// without an ETag), `huge` (an exabyte file of zeros), `redirect` (302 to
+/// `ok`); anything else is 404.
 struct Server {
     port: u16,
     sent: Arc<AtomicU64>,
@@ -155,6 +156,16 @@ fn serve(
                 )?;
             }
             ("norange", _) | (_, None) => send("200 OK", String::new(), &body)?,
+            ("huge", Some((a, b))) => {
+                // Claims an exabyte-sized file, zeros for any range.
+                let n = (b - a + 1).min(1 << 20) as usize;
+                let cr = format!(
+                    "content-range: bytes {a}-{}/{}\r\n",
+                    a + n as u64 - 1,
+                    1u64 << 60
+                );
+                send("206 Partial Content", cr, &vec![0; n])?;
+            }
             ("empty", _) => send("200 OK", String::new(), b"")?,
             ("ok" | "changing" | "short" | "liar" | "gzip" | "noetag", Some((a, b))) => {
                 if a >= total {
@@ -337,6 +348,7 @@ fn untrustworthy_answers_fail_closed() {
         ("changing", big),
         ("missing", file),
         ("gzip", file),
+        ("huge", file),
     ] {
         let (doc, code, stderr) = scan_urls(&[server.url(mode, file)], &[]);
         assert_eq!(code, 2, "{mode}: {doc}\n{stderr}");

@@ -203,7 +203,8 @@ pub fn run(args: ScanArgs) -> Result<u8> {
                 r.path = pickguard_scan::report::display_path(p);
                 r
             }
-            _ => unreachable!("only files are grouped"),
+            // Not grouped (cannot happen: only files are): scan it alone.
+            (None, _, t) => scan_one(&scanner, t, timeout, &remote),
         })
         .collect();
     let mut unquarantined = 0;
