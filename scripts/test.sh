@@ -4,6 +4,11 @@
 # torch and numpy. This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A build that runs out of disk fails deep inside the linker: say how much
+# there is first. Incremental state is of no use to a one-off run and is a
+# third of the debug target's size, so CI (a clean clone) goes without it.
+df -h . | tail -1 | awk '{print "disk free for the build: " $4 " of " $2}'
+if [ -n "${CI:-}" ] || [ ! -d target/debug ]; then export CARGO_INCREMENTAL=0; fi
 scripts/system-deps.sh
 eval "$(scripts/setup-test-env.sh)"
 cargo fmt --all -- --check

@@ -1,6 +1,6 @@
 //! The committed corpus: every fixture gets the verdict and rules its manifest names.
 
-mod common;
+use crate::common;
 
 #[test]
 fn corpus_verdicts_match_manifest() {

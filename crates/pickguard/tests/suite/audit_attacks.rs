@@ -2,7 +2,7 @@
 //! checks to miss an exposure, call a safe shape exposed, or claim more than
 //! they read, as a project built in a temporary directory.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -2,13 +2,13 @@
 //! what, name takeover, atomicity under concurrency, size limits, file name
 //! and metadata checks, deletion, and failures that must leave no trace.
 
+use crate::common;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::header;
 use axum::routing::get;
 use pickguard_firewall::{AppState, Config, hash_secret, router};
 use std::io::Write;
-mod common;
 
 use common::spawn;
 use std::net::SocketAddr;

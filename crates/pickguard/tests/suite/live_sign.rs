@@ -2,7 +2,7 @@
 //! in both directions (feature `live`; keys made by openssl).
 #![cfg(feature = "live")]
 
-mod common;
+use crate::common;
 
 use common::Run;
 

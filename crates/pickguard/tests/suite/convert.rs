@@ -1,7 +1,7 @@
 //! `pickguard convert` and `inspect` on the committed corpus (values are
-//! checked against real torch in tests/live_convert.rs).
+//! checked against real torch in tests/suite/live_convert.rs).
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! from fake private and public indexes on loopback (feature `live`).
 #![cfg(feature = "live")]
 
-mod common;
+use crate::common;
 
 use common::venv_bin;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! behind, changed bytes under an old file name refused, an audit log that
 //! records decisions (not every cache hit), rotates and survives a restart.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

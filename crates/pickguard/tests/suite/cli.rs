@@ -1,6 +1,6 @@
 //! The command line as users and scripts use it.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

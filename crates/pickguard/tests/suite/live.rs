@@ -2,7 +2,7 @@
 //! scripts/test.sh, which provides the venv and the SARIF schema).
 #![cfg(feature = "live")]
 
-mod common;
+use crate::common;
 
 use common::Run;
 

@@ -2,7 +2,7 @@
 //! models inside the sandbox (feature `live`; Linux with Landlock).
 #![cfg(all(feature = "live", target_os = "linux"))]
 
-mod common;
+use crate::common;
 
 use common::venv_bin;
 use std::process::Command;

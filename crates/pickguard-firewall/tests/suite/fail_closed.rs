@@ -3,6 +3,7 @@
 //! for a name the firewall has never seen (the torchtriton attack), and the
 //! public upstream must not even be asked.
 
+use crate::common;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -10,7 +11,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pickguard_firewall::{AppState, Config, router};
-mod common;
 
 use common::spawn;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! public indexes served on loopback (feature `live`).
 #![cfg(feature = "live")]
 
-mod common;
+use crate::common;
 
 use common::Run;
 

@@ -1,6 +1,6 @@
 //! `pickguard audit` on the configuration matrix in fixtures/audit.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -7,7 +7,7 @@
 //! the file: ranges ignored past the fetch limit, empty or short answers,
 //! a range other than the one asked for, a file that changes mid-read.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! every tensor must be bit-identical to `torch.load(weights_only=True)`.
 #![cfg(feature = "live")]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,0 +1,7 @@
+//! The firewall's in-process tests, one binary.
+
+mod common;
+
+mod cache;
+mod fail_closed;
+mod uploads;

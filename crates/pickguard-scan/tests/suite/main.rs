@@ -1,0 +1,4 @@
+//! The scanner's integration tests, one binary.
+
+mod findings;
+mod mutation;
