@@ -15,6 +15,8 @@ cargo fmt --all -- --check
 # Every declared dependency is used (what cargo-machete checks).
 python3 scripts/check-unused-deps.py
 cargo clippy --workspace --all-targets --features pickguard/live --locked -- -D warnings
+# docs/rules.md is generated from the rule tables and must match them.
+cargo dev docs --check
 cargo test --workspace --features pickguard/live --locked "$@"
 # The wheel as a Python user gets it: fresh venv, no Rust on PATH, real torch.
 scripts/test-wheel.sh

@@ -231,6 +231,7 @@ pickguard_findings::rules! {
         fix "Declare the private names (--private, [tool.pickguard] private, a firewall's claims) or indexes (--private-index, [tool.pickguard] private-indexes), or pin private packages to their index; better, install through one firewall index.";
     TakenPublicly = "AUD013-private-name-taken-publicly", High,
         "A private name exists on the public index (`--online`): a client that merges indexes, or that is pointed at the public index by mistake, installs someone else's project under your name.",
+        doc "A private name exists on the public index (`--online`): a client that merges indexes, or that is pointed at the public index by mistake, installs someone else's project under your name.\n\nReported by `pickguard audit --online`, which asks the public index (`--online-index`, default PyPI) for each private name; the message gives the public project's versions and first upload time. An index that cannot be asked makes the audit incomplete (exit 2).",
         fix "Rename the private package, or make sure nothing resolves it from the public index: install through one firewall index that claims the name, or pin it to the private index everywhere; find out who published the public project.";
     UnclaimedPublicly = "AUD014-private-name-unclaimed-publicly", Medium,
         "A private name does not exist on the public index (`--online`): anyone can register it, with any version, as `torchtriton` was.",
@@ -240,6 +241,7 @@ pickguard_findings::rules! {
         fix "Bind private packages with include_packages on the private source (and exclude_packages on the public one).";
     DistributedAnyAddress = "AUD101-distributed-any-address", High,
         "A torch.distributed rendezvous or store endpoint is 0.0.0.0 or ::: the unauthenticated store is meant to be reachable on every interface, and anyone who reaches it can join the job and run code in it.",
+        doc "A torch.distributed rendezvous or store endpoint is 0.0.0.0 or ::: the unauthenticated store is meant to be reachable on every interface, and anyone who reaches it can join the job and run code in it.\n\nWhat it rests on: a `TCPStore` master (what torchrun's c10d rendezvous and `env://` start on the master) listens on `[::]` — every interface — whatever host it is given (measured with torch 2.15, libuv and legacy backends). An endpoint of `0.0.0.0` says the job expects to be reached from anywhere.",
         fix "Use the master's private address for MASTER_ADDR/--rdzv-endpoint/init_method, and keep the port (29500, 29400) closed to everything but the job's nodes: a network policy, a security group or a host firewall. The store listens on every interface whatever address is given, so the network is what protects it.",
         effect Check::Distributed;
     DistributedPublicAddress = "AUD102-distributed-public-address", Critical,
@@ -256,10 +258,12 @@ pickguard_findings::rules! {
         effect Check::Distributed;
     StoreListensEverywhere = "AUD105-tcpstore-listens-everywhere", Medium,
         "A TCPStore master is created without master_listen_fd: it listens on every interface of the host ([::]) whatever host name it is given.",
+        doc "A TCPStore master is created without master_listen_fd: it listens on every interface of the host ([::]) whatever host name it is given.\n\n`TCPStore(\"127.0.0.1\", port, n, True)` still listens on every interface; only `master_listen_fd` narrows it (the live audit test checks this with real torch).",
         fix "Bind the socket yourself and pass it: s = socket.create_server((\"127.0.0.1\", port)); TCPStore(host, port, world_size, True, master_listen_fd=s.fileno()) (or the private interface the workers use), and firewall the port.",
         effect Check::Distributed;
     ReleaseSelfHostedRunner = "AUD201-release-self-hosted-runner", High,
         "A job that builds or uploads a release runs on a self-hosted runner not marked ephemeral: a runner reused across jobs (and pull requests) carries one job's tampering into the release.",
+        doc "A job that builds or uploads a release runs on a self-hosted runner not marked ephemeral: a runner reused across jobs (and pull requests) carries one job's tampering into the release.\n\nA label containing `ephemeral` marks a runner as ephemeral; GitHub-hosted labels (`ubuntu-*`, `windows-*`, `macos-*`) are ephemeral by construction. `runs-on: ${{ matrix.X }}` is resolved from the job's matrix.",
         fix "Build and upload releases on GitHub-hosted runners or ephemeral self-hosted ones (actions-runner-controller scale sets, --ephemeral) with a label containing \"ephemeral\"; never on runners that also run pull requests.",
         effect Check::Release;
     ReleaseSharedCache = "AUD202-release-shared-cache", High,
@@ -296,6 +300,7 @@ pickguard_findings::rules! {
         effect Check::Release;
     ReleaseUnpinnedAction = "AUD210-release-unpinned-action", High,
         "A release workflow uses a third-party action (or docker:// image) by tag or branch: whoever controls the tag controls the release job and its credentials.",
+        doc "A release workflow uses a third-party action (or docker:// image) by tag or branch: whoever controls the tag controls the release job and its credentials.\n\nOnly release workflows (those with an upload job) are checked, and GitHub's own `actions/*` and `github/*` are left to zizmor's `unpinned-uses`, which checks every workflow.",
         fix "Pin every third-party action in release workflows by full commit SHA (uses: owner/repo@<40 hex> # v1.2.3), updated through reviewed PRs.",
         effect Check::Release;
 }

@@ -39,6 +39,10 @@ pub struct RuleInfo {
     pub severity: Severity,
     /// One sentence: what a finding of this rule means.
     pub summary: &'static str,
+    /// The whole description (markdown paragraphs), when there is more to
+    /// say than the summary: what docs/rules.md and `pickguard rules ID` show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doc: Option<&'static str>,
     /// How to fix it, when there is one fix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<&'static str>,
@@ -46,26 +50,41 @@ pub struct RuleInfo {
     pub command: &'static str,
 }
 
+impl RuleInfo {
+    /// What the rule means, in full: its doc, else its summary.
+    pub fn description(&self) -> &'static str {
+        self.doc.unwrap_or(self.summary)
+    }
+
+    /// The docs anchor: the id in lower case (`pg101-dangerous-global`).
+    pub fn anchor(&self) -> String {
+        self.id.to_ascii_lowercase()
+    }
+}
+
 /// A command's rule table: an enum `Rule` with a stable id per variant, its
-/// severity, summary, optional fix, and optional *effect* (what a finding
-/// does to the command's result, e.g. scan's verdict; `Default` when not
-/// given).
+/// severity, summary, optional doc (the whole description docs/rules.md is
+/// generated from, `cargo dev docs`), optional fix, and optional *effect*
+/// (what a finding does to the command's result, e.g. scan's verdict;
+/// `Default` when not given).
 ///
 /// ```
 /// pickguard_findings::rules! {
 ///     command "demo", effect bool;
 ///     Bad = "DEMO001-bad", High, "Something bad.", fix "Do better.", effect true;
-///     Odd = "DEMO002-odd", Info, "Something odd.";
+///     Odd = "DEMO002-odd", Info, "Something odd.", doc "Something odd.\n\nMore.";
 /// }
 /// assert_eq!(Rule::Bad.id(), "DEMO001-bad");
 /// assert!(Rule::Bad.effect() && !Rule::Odd.effect());
 /// assert_eq!(Rule::Odd.info().fix, None);
+/// assert_eq!(Rule::Bad.info().description(), "Something bad.");
+/// assert!(Rule::Odd.info().description().ends_with("More."));
 /// ```
 #[macro_export]
 macro_rules! rules {
     (command $cmd:literal, effect $eff:ty;
      $( $v:ident = $id:literal, $sev:ident, $summary:literal
-        $(, fix $fix:literal)? $(, effect $e:expr)? ; )*) => {
+        $(, doc $doc:literal)? $(, fix $fix:literal)? $(, effect $e:expr)? ; )*) => {
         /// Every rule, with a stable id that never changes meaning.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         pub enum Rule { $( #[serde(rename = $id)] $v, )* }
@@ -76,6 +95,9 @@ macro_rules! rules {
                 match self { $( Rule::$v => $crate::Severity::$sev, )* }
             }
             pub fn summary(self) -> &'static str { match self { $( Rule::$v => $summary, )* } }
+            pub fn doc(self) -> Option<&'static str> {
+                match self { $( Rule::$v => $crate::rules!(@opt $($doc)?), )* }
+            }
             pub fn fix(self) -> Option<&'static str> {
                 match self { $( Rule::$v => $crate::rules!(@opt $($fix)?), )* }
             }
@@ -88,6 +110,7 @@ macro_rules! rules {
                     id: self.id(),
                     severity: self.severity(),
                     summary: self.summary(),
+                    doc: self.doc(),
                     fix: self.fix(),
                     command: $cmd,
                 }

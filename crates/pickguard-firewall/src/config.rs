@@ -102,6 +102,16 @@ pub struct Storage {
     /// `data_dir`.
     #[serde(default)]
     pub files_dir: Option<PathBuf>,
+    /// `s3://BUCKET[/PREFIX]`: an S3-compatible object store every replica
+    /// shares for cached files and uploads (src/objects.rs). Each replica
+    /// still serves from its own files directory; what one replica
+    /// downloaded or received, the others read from here, verified.
+    #[serde(default)]
+    pub objects: Option<String>,
+    /// object_store's S3 options (`endpoint`, `region`, `allow_http`...)
+    /// over the `AWS_*` environment; an unknown option is an error.
+    #[serde(default)]
+    pub objects_options: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -647,11 +647,22 @@ async fn claim_remove(
         Err(r) => return r,
     };
     let norm = pickguard_index::normalize(body.name.trim());
-    if st.has_hosted(&norm) {
-        return back(
-            "/console/claims",
-            &format!("{norm} has hosted files, which claim it: delete them first"),
-        );
+    match st.hosted_any(&norm).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return back(
+                "/console/claims",
+                &format!("{norm} has hosted files, which claim it: delete them first"),
+            );
+        }
+        Err(e) => {
+            return back(
+                "/console/claims",
+                &format!(
+                    "{norm} is still claimed: whether it has hosted files cannot be read ({e})"
+                ),
+            );
+        }
     }
     let msg = match st.db.unclaim(&norm) {
         Ok(removed) => {
@@ -804,7 +815,13 @@ async fn quarantine_act(
 
 async fn files(State(st): St, headers: HeaderMap, Query(f): Query<Flash>) -> Response {
     let (_, user, csrf) = signed_in!(st, headers);
-    let files = st.hosted_listing();
+    let (files, flash_err) = match st.hosted_files().await {
+        Ok(f) => (f, None),
+        Err(e) => (
+            Vec::new(),
+            Some(format!("the hosted files cannot be listed: {e}")),
+        ),
+    };
     let mut tokens: Vec<minijinja::Value> = st
         .cfg
         .tokens
@@ -834,7 +851,7 @@ async fn files(State(st): St, headers: HeaderMap, Query(f): Query<Flash>) -> Res
             "/console/files",
             &user,
             &csrf,
-            f.flash.as_deref(),
+            flash_err.as_deref().or(f.flash.as_deref()),
             extra,
         ),
     )

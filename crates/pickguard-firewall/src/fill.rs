@@ -104,9 +104,21 @@ pub async fn join(st: &Arc<AppState>, job: Job) -> Result<Role, (u16, String)> {
             tracing::warn!(event = "file-fill-failed", upstream = %job.upstream, file = %job.name, error = %e, "download failed; nothing cached");
         }
         let key = job.target();
-        let _ = tx.send(Some(r));
+        let _ = tx.send(Some(r.clone()));
         if let Ok(mut f) = st2.fills.lock() {
             f.remove(&key);
+        }
+        // Verified and in place: share it with the other replicas (after
+        // the client has its last byte; a failure costs them a download).
+        if r.is_ok()
+            && let Some(o) = &st2.objects
+            && let Ok(rel) = key.strip_prefix(&st2.cache_dir)
+        {
+            let rel = format!("files/{}", rel.to_string_lossy());
+            if let Err(e) = o.store_file(&rel, &key).await {
+                Metrics::inc(&st2.metrics.object_errors);
+                tracing::warn!(event = "object-store-write-failed", file = %job.name, error = %e, "not shared with other replicas");
+            }
         }
     });
     Ok(Role::Leader(crx, len))

@@ -125,6 +125,20 @@ impl AppState {
 
     async fn store_upload_inner(&self, u: Upload) -> Result<(), (u16, String)> {
         let project = check_upload(&u)?;
+        if let Some(o) = &self.objects {
+            let lock = {
+                let mut locks = self
+                    .upload_locks
+                    .lock()
+                    .map_err(|_| (500, "upload lock poisoned".to_string()))?;
+                if locks.len() > 10_000 {
+                    locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+                }
+                locks.entry(project.clone()).or_default().clone()
+            };
+            let _guard = lock.lock().await;
+            return self.store_upload_objects(o, &u, &project).await;
+        }
         let dir = self.hosted_dir(&project);
         let target = dir.join(&u.filename);
         let sidecar = dir.join(format!("{}.pickguard.json", u.filename));
@@ -537,6 +551,224 @@ pub fn check_upload(u: &Upload) -> Result<String, (u16, String)> {
         )));
     }
     Ok(project)
+}
+
+/// The hosted index on either storage: a directory (sidecar files, above)
+/// or the shared object store (`hosted/PROJECT/FILENAME.pickguard.json`
+/// records, bytes at `hosted/PROJECT/SHA256/FILENAME`). On an object store
+/// every answer that could not be read is an error, never "not hosted".
+impl AppState {
+    /// The hosted project page, if anything was uploaded under that name.
+    pub async fn hosted_page(&self, name: &str) -> Result<Option<Project>, String> {
+        let Some(o) = &self.objects else {
+            return Ok(self.hosted_project(name));
+        };
+        let mut files = Vec::new();
+        for key in o.list(&format!("hosted/{name}")).await? {
+            let Some((dist, sc)) = read_record(o, name, &key).await? else {
+                continue;
+            };
+            files.push(File {
+                url: format!("/files/hosted/{name}/{}/{dist}", sc.sha256),
+                filename: dist,
+                hashes: [("sha256".to_string(), sc.sha256)].into(),
+                requires_python: sc.requires_python,
+                core_metadata: None,
+                yanked: Default::default(),
+                size: Some(sc.size),
+                upload_time: Some(sc.upload_time),
+            });
+        }
+        files.sort_by(|a, b| a.filename.cmp(&b.filename));
+        Ok((!files.is_empty()).then(|| Project {
+            name: name.to_owned(),
+            files,
+            ..Default::default()
+        }))
+    }
+
+    /// Does the hosted index hold any file of this project?
+    pub async fn hosted_any(&self, name: &str) -> Result<bool, String> {
+        Ok(self.hosted_page(name).await?.is_some())
+    }
+
+    /// Every hosted file, for the console.
+    pub(crate) async fn hosted_files(&self) -> Result<Vec<serde_json::Value>, String> {
+        let Some(o) = &self.objects else {
+            return Ok(self.hosted_listing());
+        };
+        let mut out = Vec::new();
+        for key in o.list("hosted").await? {
+            let Some(project) = key.split('/').nth(1) else {
+                continue;
+            };
+            let Some((dist, sc)) = read_record(o, project, &key).await? else {
+                continue;
+            };
+            out.push(serde_json::json!({
+                "project": project,
+                "filename": dist,
+                "size": sc.size,
+                "sha256": sc.sha256,
+                "uploaded": sc.upload_time,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Local path of a hosted file whose sha256 matches, if there is one
+    /// (on an object store: read into this replica's files directory,
+    /// verified, the first time it is asked for).
+    pub async fn hosted_path(
+        &self,
+        project: &str,
+        sha256: &str,
+        filename: &str,
+    ) -> Result<Option<PathBuf>, String> {
+        let Some(o) = &self.objects else {
+            return Ok(self.hosted_file(project, sha256, filename));
+        };
+        let rec = format!("hosted/{project}/{filename}.pickguard.json");
+        let Some((_, sc)) = read_record(o, project, &rec).await? else {
+            return Ok(None);
+        };
+        if !sc.sha256.eq_ignore_ascii_case(sha256) {
+            return Ok(None);
+        }
+        let local = self
+            .cfg
+            .files_root()
+            .join("hosted-objects")
+            .join(project)
+            .join(&sc.sha256)
+            .join(filename);
+        if tokio::fs::metadata(&local).await.is_ok() {
+            return Ok(Some(local));
+        }
+        let blob = format!("hosted/{project}/{}/{filename}", sc.sha256);
+        match o.fetch_verified(&blob, &sc.sha256, &local, sc.size).await? {
+            crate::objects::Fetched::Stored => Ok(Some(local)),
+            crate::objects::Fetched::Absent => Err(format!(
+                "object store {}: {filename} is recorded but its bytes are missing",
+                o.shown
+            )),
+        }
+    }
+
+    /// Delete a hosted file (admin). Returns whether it existed.
+    pub async fn remove_hosted(&self, project: &str, filename: &str) -> Result<bool, String> {
+        let Some(o) = &self.objects else {
+            return self.delete_hosted(project, filename);
+        };
+        if filename.contains('/') || filename.contains('\\') || filename.starts_with('.') {
+            return Err(format!("invalid file name {filename:?}"));
+        }
+        let rec = format!("hosted/{project}/{filename}.pickguard.json");
+        let Some((_, sc)) = read_record(o, project, &rec).await? else {
+            return Ok(false);
+        };
+        // The record first: the file is invisible from that moment.
+        o.delete(&rec).await?;
+        o.delete(&format!("hosted/{project}/{}/{filename}", sc.sha256))
+            .await?;
+        self.hosted_changed(project);
+        Ok(true)
+    }
+
+    /// Record an upload in the object store. The record is created with
+    /// `If-None-Match: *`: of replicas racing to record one filename,
+    /// exactly one wins.
+    async fn store_upload_objects(
+        &self,
+        o: &crate::objects::Objects,
+        u: &Upload,
+        project: &str,
+    ) -> Result<(), (u16, String)> {
+        let rec = format!("hosted/{project}/{}.pickguard.json", u.filename);
+        let blob = format!("hosted/{project}/{}/{}", u.sha256, u.filename);
+        let exists = || {
+            (
+                409,
+                format!(
+                    "File already exists: {} (uploads never replace a file; delete it through the admin API first)",
+                    u.filename
+                ),
+            )
+        };
+        if o.exists(&rec).await.map_err(|e| (503, e))? {
+            return Err(exists());
+        }
+        o.store_file(&blob, &u.tmp)
+            .await
+            .map_err(|e| (503, format!("{e}; nothing was stored")))?;
+        // Claim before the file is visible. A claim left by an upload that
+        // fails after this point stays (the name was being published
+        // privately; an administrator can remove it).
+        if self.claim_reason(project).is_none() {
+            self.db
+                .claim(project, &format!("upload by {}", u.actor))
+                .map_err(|e| (500, format!("claim registry: {e}")))?;
+        }
+        let sc = Sidecar {
+            sha256: u.sha256.clone(),
+            upload_time: crate::state::now_rfc3339(),
+            requires_python: u.requires_python.clone(),
+            size: u.size,
+            uploader: Some(u.actor.clone()),
+        };
+        let created = o
+            .create(&rec, serde_json::to_vec(&sc).unwrap_or_default())
+            .await;
+        if !matches!(created, Ok(true)) {
+            // Our bytes stay only if the record that exists names them.
+            let winner = read_record(o, project, &rec).await.ok().flatten();
+            if !winner.is_some_and(|(_, w)| w.sha256.eq_ignore_ascii_case(&u.sha256)) {
+                let _ = o.delete(&blob).await;
+            }
+        }
+        match created {
+            Ok(true) => {
+                self.hosted_changed(project);
+                Ok(())
+            }
+            Ok(false) => Err(exists()),
+            Err(e) => Err((503, format!("{e}; nothing was stored"))),
+        }
+    }
+}
+
+/// The record at `key` if it is one of `project`'s (`hosted/PROJECT/NAME.pickguard.json`),
+/// with the file name it records. A record that cannot be read or parsed
+/// is an error; one deleted since it was listed is `None`.
+async fn read_record(
+    o: &crate::objects::Objects,
+    project: &str,
+    key: &str,
+) -> Result<Option<(String, Sidecar)>, String> {
+    let mut parts = key.split('/');
+    let (Some("hosted"), Some(p), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(None);
+    };
+    let Some(dist) = name.strip_suffix(".pickguard.json") else {
+        return Ok(None);
+    };
+    if p != project || dist.is_empty() || dist.starts_with('.') {
+        return Ok(None);
+    }
+    let Some(body) = o.read_small(key, 64 * 1024).await? else {
+        return Ok(None);
+    };
+    let sc: Sidecar = serde_json::from_slice(&body)
+        .map_err(|e| format!("object store {}: record {key}: {e}", o.shown))?;
+    if sc.sha256.len() != 64 || !sc.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "object store {}: record {key} names no sha256",
+            o.shown
+        ));
+    }
+    Ok(Some((dist.to_owned(), sc)))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod db;
 pub mod feed;
 mod fill;
 mod hosted;
+mod objects;
 mod resolve;
 mod server;
 pub mod state;
@@ -113,6 +114,8 @@ pub struct AppState {
     /// Files listed recently: (upstream, sha256) -> where to fetch them.
     files: RwLock<HashMap<(String, String), FileRef>>,
     cache_dir: PathBuf,
+    /// The object store replicas share (`[storage] objects`), if any.
+    pub(crate) objects: Option<objects::Objects>,
     /// Downloads in progress, by target path (concurrent misses wait on one).
     fills: Mutex<HashMap<PathBuf, tokio::sync::watch::Receiver<fill::Outcome>>>,
     /// Bytes held by `response_cache`.
@@ -347,10 +350,16 @@ impl AppState {
         let cache_dir = cfg.files_root().join("files");
         std::fs::create_dir_all(&cache_dir)?;
         let db = cfg.open_db()?;
-        if db.is_shared() && cfg.storage.files_dir.is_none() {
+        let objects = cfg
+            .storage
+            .objects
+            .as_deref()
+            .map(|u| objects::Objects::open(u, &cfg.storage.objects_options))
+            .transpose()?;
+        if db.is_shared() && cfg.storage.files_dir.is_none() && objects.is_none() {
             tracing::warn!(
                 event = "files-not-shared",
-                "storage.database is shared but storage.files_dir is not set: uploads and cached files stay in this replica's data_dir"
+                "storage.database is shared but neither storage.files_dir nor storage.objects is set: uploads and cached files stay in this replica's data_dir"
             );
         }
         let mut audit = state::AuditLog::open_with(
@@ -402,6 +411,7 @@ impl AppState {
             gen_reads: Default::default(),
             files: RwLock::new(HashMap::new()),
             cache_dir,
+            objects,
             fills: Mutex::new(HashMap::new()),
             page_hits: std::sync::atomic::AtomicU64::new(0),
             cache_bytes: std::sync::atomic::AtomicU64::new(0),

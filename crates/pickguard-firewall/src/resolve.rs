@@ -318,15 +318,18 @@ impl AppState {
         }
         // 2. The hosted index and private upstreams: serving a name claims it, synchronously.
         let mut private_found = Vec::new();
-        if let Some(p) = self.hosted_project(name) {
-            private_found.push((&self.hosted, p));
+        let mut private_err = None;
+        match self.hosted_page(name).await {
+            Ok(Some(p)) => private_found.push((&self.hosted, p)),
+            Ok(None) => {}
+            // The hosted index is private: not knowing is not "absent".
+            Err(e) => private_err = Some(format!("hosted index: {e}")),
         }
         // A private upstream lets a name go public only by saying, positively,
         // that it does not have it: 404/410, or an empty project page when it
         // is configured as authoritative for empty pages. Anything else (an
         // error, a timeout, a maintenance page, an empty body, an oversized
         // or malformed page, an empty page by default) fails closed.
-        let mut private_err = None;
         for up in self.cfg.upstreams.iter().filter(|u| u.private) {
             match self.fetch_cached(up, name).await {
                 Fetch::Found(p) => private_found.push((up, p)),

@@ -320,6 +320,10 @@ async fn readyz(State(st): St) -> Response {
     let r = tokio::task::spawn_blocking(move || s.ready())
         .await
         .unwrap_or_else(|e| Err(format!("readiness check failed: {e}")));
+    let r = match (r, &st.objects) {
+        (Ok(()), Some(o)) => o.ready().await,
+        (r, _) => r,
+    };
     let (status, body) = match r {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(e) => {
@@ -673,9 +677,13 @@ async fn file(
     let mut target = dir.join(&filename);
     let plain_get = method == Method::GET && !req.headers().contains_key(header::RANGE);
     if fref.upstream == "hosted" {
-        match st.hosted_file(&project, &fref.sha256, &dist) {
-            Some(p) if !is_metadata => target = p,
-            _ => return text(404, "not found\n".into(), None),
+        match st.hosted_path(&project, &fref.sha256, &dist).await {
+            Ok(Some(p)) if !is_metadata => target = p,
+            Ok(_) => return text(404, "not found\n".into(), None),
+            Err(e) => {
+                let reason = format!("hosted index: {e}");
+                return text(503, format!("{reason}\n"), Some(&reason));
+            }
         }
     } else if tokio::fs::metadata(&target).await.is_ok() {
         Metrics::inc(&st.metrics.file_cache_hits);
@@ -693,43 +701,66 @@ async fn file(
             return text(404, "no verifiable metadata for this file\n".into(), None);
         };
         let listed = if is_metadata { None } else { fref.size };
+        let max = listed
+            .unwrap_or(st.cfg.max_file_bytes)
+            .min(st.cfg.max_file_bytes);
+        // Another replica may have fetched it: the shared store's copy is
+        // used once its bytes hash to what the index says. Any failure
+        // there falls back to the upstream (whose bytes are verified too).
+        let mut from_shared = false;
+        if let Some(o) = &st.objects {
+            let rel = format!("files/{}/{}/{filename}", fref.upstream, fref.sha256);
+            match o.fetch_verified(&rel, &want, &target, max).await {
+                Ok(crate::objects::Fetched::Stored) => {
+                    Metrics::inc(&st.metrics.object_hits);
+                    from_shared = true;
+                }
+                Ok(crate::objects::Fetched::Absent) => {}
+                Err(e) => {
+                    Metrics::inc(&st.metrics.object_errors);
+                    tracing::warn!(event = "object-store-read-failed", file = %filename, error = %e, "read from the upstream instead");
+                }
+            }
+        }
         let job = crate::fill::Job {
-            max: listed
-                .unwrap_or(st.cfg.max_file_bytes)
-                .min(st.cfg.max_file_bytes),
+            max,
             upstream: fref.upstream.clone(),
             url,
             sha256: want,
             dir,
             name: filename.clone(),
         };
-        let outcome = match crate::fill::join(&st, job).await {
-            Ok(crate::fill::Role::Leader(rx, len)) if plain_get => {
-                log(
-                    &st,
-                    client,
-                    &method,
-                    &path,
-                    Some(&project),
-                    "serve-file",
-                    Some(fref.upstream.clone()),
-                    claimed,
-                    Some("downloaded, streamed while verified".into()),
-                    200,
-                    vec![],
-                );
-                return streamed(rx, len);
-            }
-            Ok(crate::fill::Role::Leader(rx, _)) => {
-                // HEAD or Range: let the download finish, then answer from the cache.
-                drop(rx);
-                match st.fills.lock().ok().and_then(|f| f.get(&target).cloned()) {
-                    Some(w) => crate::fill::wait(w).await,
-                    None => Ok(()),
+        let outcome = if from_shared {
+            Ok(())
+        } else {
+            match crate::fill::join(&st, job).await {
+                Ok(crate::fill::Role::Leader(rx, len)) if plain_get => {
+                    log(
+                        &st,
+                        client,
+                        &method,
+                        &path,
+                        Some(&project),
+                        "serve-file",
+                        Some(fref.upstream.clone()),
+                        claimed,
+                        Some("downloaded, streamed while verified".into()),
+                        200,
+                        vec![],
+                    );
+                    return streamed(rx, len);
                 }
+                Ok(crate::fill::Role::Leader(rx, _)) => {
+                    // HEAD or Range: let the download finish, then answer from the cache.
+                    drop(rx);
+                    match st.fills.lock().ok().and_then(|f| f.get(&target).cloned()) {
+                        Some(w) => crate::fill::wait(w).await,
+                        None => Ok(()),
+                    }
+                }
+                Ok(crate::fill::Role::Follower(w)) => crate::fill::wait(w).await,
+                Err(e) => Err(e),
             }
-            Ok(crate::fill::Role::Follower(w)) => crate::fill::wait(w).await,
-            Err(e) => Err(e),
         };
         if let Err((status, reason)) = outcome {
             log(
@@ -933,7 +964,19 @@ async fn admin_delete_claim(
         return r;
     }
     let norm = normalize(&name);
-    if st.has_hosted(&norm) {
+    let hosted = match st.hosted_any(&norm).await {
+        Ok(h) => h,
+        Err(e) => {
+            return text(
+                503,
+                format!(
+                    "{norm} is still claimed: whether it has hosted files cannot be read ({e})\n"
+                ),
+                None,
+            );
+        }
+    };
+    if hosted {
         return text(
             409,
             format!(
@@ -982,7 +1025,7 @@ async fn admin_delete_file(
         .identify(&headers)
         .map(|i| i.name)
         .unwrap_or_default();
-    match st.delete_hosted(&norm, &filename) {
+    match st.remove_hosted(&norm, &filename).await {
         Ok(deleted) => {
             log(
                 &st,
@@ -1393,7 +1436,11 @@ async fn receive_upload(
     }
     // Name takeover: a name that exists publicly is published here only
     // after an administrator has claimed it.
-    if st.claim_reason(&project).is_none() && !st.has_hosted(&project) {
+    let hosted = st
+        .hosted_any(&project)
+        .await
+        .map_err(|e| err(503, format!("hosted index: {e}; nothing was stored")))?;
+    if st.claim_reason(&project).is_none() && !hosted {
         match st.public_presence(&project).await {
             Ok(None) => {}
             Ok(Some(up)) => {

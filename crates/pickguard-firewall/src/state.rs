@@ -304,6 +304,10 @@ pub struct Metrics {
     pub page_cache_hits: AtomicU64,
     pub file_cache_hits: AtomicU64,
     pub file_downloads: AtomicU64,
+    /// Files read (verified) from the shared object store.
+    pub object_hits: AtomicU64,
+    /// Object store failures and objects refused for wrong bytes.
+    pub object_errors: AtomicU64,
     pub hash_mismatches: AtomicU64,
     pub hidden_files: AtomicU64,
     pub changed_files: AtomicU64,
@@ -362,6 +366,16 @@ impl Metrics {
                 "pickguard_file_cache_hits_total",
                 "Files served from the local cache.",
                 &self.file_cache_hits,
+            ),
+            (
+                "pickguard_object_store_hits_total",
+                "Files read from the shared object store, verified.",
+                &self.object_hits,
+            ),
+            (
+                "pickguard_object_store_errors_total",
+                "Object store failures, and objects refused for holding other bytes than their key names.",
+                &self.object_errors,
             ),
             (
                 "pickguard_file_downloads_total",

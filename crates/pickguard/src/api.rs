@@ -378,3 +378,8 @@ pub fn verify(
     let trust = crate::commands::sign::trust(public_key, cert_chain)?;
     crate::commands::sign::verify_report(model, signature, &trust, opts)
 }
+
+/// docs/rules.md as the rule tables make it (what `cargo dev docs` writes).
+pub fn rules_markdown() -> String {
+    crate::commands::rules::markdown()
+}

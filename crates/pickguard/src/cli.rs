@@ -690,9 +690,20 @@ pub enum WatchFormat {
 pub struct RulesArgs {
     /// A rule id (`PG101-dangerous-global`) or its number (`PG101`, `aud004`).
     pub id: Option<String>,
-    /// Output format (text or json).
-    #[arg(long, short = 'f', value_enum, default_value_t = PlainFormat::Text)]
-    pub format: PlainFormat,
+    /// Output format: text, json, or markdown (what docs/rules.md is made of).
+    #[arg(long, short = 'f', value_enum, default_value_t = RulesFormat::Text)]
+    pub format: RulesFormat,
+}
+
+/// Output of `pickguard rules`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RulesFormat {
+    /// For people: a table, or one rule's description, fix and docs link.
+    Text,
+    /// One JSON document: a list of rules.
+    Json,
+    /// docs/rules.md's sections.
+    Markdown,
 }
 
 #[derive(Args, Debug)]

@@ -341,6 +341,20 @@ fn every_rule_is_documented_and_every_section_is_a_rule() {
     }
     let one = common::run(&["rules", "aud004"]);
     assert!(String::from_utf8_lossy(&one.stdout).contains("AUD004-private-name-reaches-public"));
+    // One rule's text is its whole description, as the docs give it.
+    let one = common::run(&["rules", "PG301"]);
+    let one = String::from_utf8_lossy(&one.stdout);
+    assert!(
+        one.contains("--timeout") && one.contains("docs/rules.md#pg301"),
+        "{one}"
+    );
+    // The file is generated from the tables, byte for byte.
+    let md = common::run(&["rules", "--format", "markdown"]);
+    assert!(md.status.success());
+    assert!(
+        String::from_utf8(md.stdout).unwrap() == doc,
+        "docs/rules.md is not what the rule tables make: run `cargo dev docs`"
+    );
     assert_eq!(common::run(&["rules", "PG999"]).status.code(), Some(2));
     for id in &ids {
         assert!(doc.contains(&format!("`{id}`")), "docs/rules.md lacks {id}");

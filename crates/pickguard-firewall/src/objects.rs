@@ -1,0 +1,310 @@
+//! Files in an object store shared by every replica (`[storage] objects =
+//! "s3://bucket/prefix"`, through the `object_store` crate).
+//!
+//! Each replica keeps serving from its own files directory (ranges, HEAD and
+//! sendfile stay local); the object store is where replicas find what
+//! another one already downloaded or received, and where hosted uploads are
+//! recorded. Its promises:
+//!
+//! - nothing read from the store is served before its sha256 is verified
+//!   against what the index (or the upload's record) says: an object
+//!   someone changed in the bucket is refused, removed, and fetched again
+//!   from the upstream, never passed on;
+//! - a file is stored once: keys are content-addressed (`…/SHA256/NAME`),
+//!   a replica looks before it writes, and two that write at once write the
+//!   same verified bytes (an object store PUT replaces an object whole);
+//! - a hosted file becomes visible when its record is created with
+//!   `If-None-Match: *` (PutMode::Create): of replicas racing to record one
+//!   filename exactly one wins, the others answer 409.
+//!
+//! Credentials and the endpoint come from the usual `AWS_*` environment
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`) or from `[storage] objects_options` (object_store's
+//! S3 option names; an unknown name is an error, not ignored).
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The shared object store and the prefix under which this firewall's
+/// objects live.
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// `s3://bucket/prefix`, for messages (never credentials).
+    pub shown: String,
+}
+
+/// What reading an object for a file found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// Verified and written to the destination.
+    Stored,
+    /// No such object.
+    Absent,
+}
+
+impl Objects {
+    /// Open `s3://bucket[/prefix]` with `options` (object_store's S3 keys,
+    /// e.g. `endpoint`, `region`, `allow_http`) over the `AWS_*` environment.
+    pub fn open(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<Objects> {
+        let Some(rest) = url.strip_prefix("s3://") else {
+            anyhow::bail!(
+                "storage.objects: {url:?} is not an s3:// URL (S3 and S3-compatible stores are supported; a shared directory is storage.files_dir)"
+            );
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            anyhow::bail!("storage.objects: {url:?} names no bucket");
+        }
+        let prefix = prefix.trim_matches('/').to_owned();
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .is_ok_and(|e| e.starts_with("http://"))
+        {
+            // A plain-HTTP endpoint (MinIO on the same host, a test server)
+            // was chosen by whoever set it; object_store refuses it otherwise.
+            b = b.with_allow_http(true);
+        }
+        for (k, v) in options {
+            let key: AmazonS3ConfigKey = k
+                .parse()
+                .map_err(|_| anyhow::anyhow!("storage.objects_options: unknown S3 option {k:?}"))?;
+            b = b.with_config(key, v);
+        }
+        let store = b
+            .build()
+            .map_err(|e| anyhow::anyhow!("storage.objects {url}: {e}"))?;
+        let shown = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        Ok(Objects {
+            store: Arc::new(store),
+            prefix,
+            shown,
+        })
+    }
+
+    fn key(&self, rel: &str) -> Key {
+        if self.prefix.is_empty() {
+            Key::from(rel)
+        } else {
+            Key::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// The store answers (what `/readyz` asks): one listing of the prefix.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut l = self.store.list(Some(&self.key("files")));
+        match l.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(format!("object store {}: {e}", self.shown)),
+        }
+    }
+
+    /// Read `rel` into `dest` (through a temporary file beside it) if its
+    /// bytes have this sha256 and at most `max` bytes. An object with other
+    /// bytes is an error and is deleted, so the next fill replaces it.
+    pub async fn fetch_verified(
+        &self,
+        rel: &str,
+        sha256: &str,
+        dest: &Path,
+        max: u64,
+    ) -> Result<Fetched, String> {
+        let key = self.key(rel);
+        let got = match self.store.get(&key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Absent),
+            Err(e) => return Err(format!("object store {}: {e}", self.shown)),
+        };
+        if got.meta.size > max {
+            return Err(format!(
+                "object store {}: {rel} has {} bytes, more than the {max} allowed",
+                self.shown, got.meta.size
+            ));
+        }
+        let dir = dest.parent().ok_or("cache path without a directory")?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("cache: {e}"))?;
+        let tmp = dir.join(format!(
+            ".{}.{}.obj.part",
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let r = async {
+            let mut out = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| format!("cache: {e}"))?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| format!("object store {}: {e}", self.shown))?;
+                size += chunk.len() as u64;
+                if size > max {
+                    return Err(format!(
+                        "object store {}: {rel} passed {max} bytes; stopped",
+                        self.shown
+                    ));
+                }
+                hasher.update(&chunk);
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| format!("cache: {e}"))?;
+            }
+            out.sync_all().await.map_err(|e| format!("cache: {e}"))?;
+            let have = hex::encode(hasher.finalize());
+            if !have.eq_ignore_ascii_case(sha256) {
+                tracing::error!(event = "object-hash-mismatch", key = %rel, expected = %sha256, got = %have, "an object in the shared store does not hold the bytes its key names; removed, not served");
+                let _ = self.store.delete(&key).await;
+                return Err(format!(
+                    "object store {}: {rel} holds bytes with sha256 {have}, not {sha256}; removed, not served",
+                    self.shown
+                ));
+            }
+            tokio::fs::rename(&tmp, dest)
+                .await
+                .map_err(|e| format!("cache: {e}"))
+        }
+        .await;
+        if r.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        r.map(|()| Fetched::Stored)
+    }
+
+    /// Is there an object at `rel`?
+    pub async fn exists(&self, rel: &str) -> Result<bool, String> {
+        match self.store.head(&self.key(rel)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(format!("object store {}: {e}", self.shown)),
+        }
+    }
+
+    /// Store the verified local file `path` at `rel` unless an object is
+    /// already there (keys name their content, so it holds the same bytes;
+    /// one that does not is found and replaced when it is read).
+    pub async fn store_file(&self, rel: &str, path: &Path) -> Result<(), String> {
+        if self.exists(rel).await? {
+            return Ok(());
+        }
+        let key = self.key(rel);
+        let upload = self
+            .store
+            .put_multipart(&key)
+            .await
+            .map_err(|e| format!("object store {}: {e}", self.shown))?;
+        let mut w = WriteMultipart::new(upload);
+        let r = async {
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("cache: {e}"))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).await.map_err(|e| format!("cache: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                w.wait_for_capacity(4)
+                    .await
+                    .map_err(|e| format!("object store {}: {e}", self.shown))?;
+                w.write(&buf[..n]);
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => w
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("object store {}: {e}", self.shown)),
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Create `rel` with `data` if nothing is there: `Ok(false)` when an
+    /// object already exists (another replica won).
+    pub async fn create(&self, rel: &str, data: Vec<u8>) -> Result<bool, String> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.key(rel), PutPayload::from(data), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(format!("object store {}: {e}", self.shown)),
+        }
+    }
+
+    /// A small object (a record), whole, if it exists and is at most `max` bytes.
+    pub async fn read_small(&self, rel: &str, max: u64) -> Result<Option<Bytes>, String> {
+        let got = match self.store.get(&self.key(rel)).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(format!("object store {}: {e}", self.shown)),
+        };
+        if got.meta.size > max {
+            return Err(format!(
+                "object store {}: {rel} is {} bytes, larger than a record can be",
+                self.shown, got.meta.size
+            ));
+        }
+        got.bytes()
+            .await
+            .map(Some)
+            .map_err(|e| format!("object store {}: {e}", self.shown))
+    }
+
+    /// Every key under `rel_prefix/` (relative to this store's prefix), sorted.
+    pub async fn list(&self, rel_prefix: &str) -> Result<Vec<String>, String> {
+        let base = self.key(rel_prefix);
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out = Vec::new();
+        let mut l = self.store.list(Some(&base));
+        while let Some(m) = l.next().await {
+            let m = m.map_err(|e| format!("object store {}: {e}", self.shown))?;
+            let k = m.location.to_string();
+            out.push(k.strip_prefix(&strip).unwrap_or(&k).to_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Delete `rel`; deleting what is not there is not an error.
+    pub async fn delete(&self, rel: &str) -> Result<(), String> {
+        match self.store.delete(&self.key(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(format!("object store {}: {e}", self.shown)),
+        }
+    }
+}
