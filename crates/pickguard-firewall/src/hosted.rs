@@ -125,23 +125,7 @@ impl AppState {
 
     async fn store_upload_inner(&self, u: Upload) -> Result<(), (u16, String)> {
         let project = check_upload(&u)?;
-        if let Some(o) = &self.objects {
-            let lock = {
-                let mut locks = self
-                    .upload_locks
-                    .lock()
-                    .map_err(|_| (500, "upload lock poisoned".to_string()))?;
-                if locks.len() > 10_000 {
-                    locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
-                }
-                locks.entry(project.clone()).or_default().clone()
-            };
-            let _guard = lock.lock().await;
-            return self.store_upload_objects(o, &u, &project).await;
-        }
-        let dir = self.hosted_dir(&project);
-        let target = dir.join(&u.filename);
-        let sidecar = dir.join(format!("{}.pickguard.json", u.filename));
+        // Uploads of one project through this process take turns.
         let lock = {
             let mut locks = self
                 .upload_locks
@@ -153,6 +137,12 @@ impl AppState {
             locks.entry(project.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
+        if let Some(o) = &self.objects {
+            return self.store_upload_objects(o, &u, &project).await;
+        }
+        let dir = self.hosted_dir(&project);
+        let target = dir.join(&u.filename);
+        let sidecar = dir.join(format!("{}.pickguard.json", u.filename));
         // Other replicas share the directory: the file lock makes the check,
         // link and record below one step for all of them.
         let _flock = self
@@ -698,17 +688,23 @@ impl AppState {
         if o.exists(&rec).await.map_err(|e| (503, e))? {
             return Err(exists());
         }
+        // Claimed in the registry before the file is visible, even where a
+        // configured pattern claims it too: resolution looks hosted files up
+        // only for claimed names, and a pattern can be edited away. A claim
+        // left by an upload that fails later stays (the name was being
+        // published privately; an administrator can remove it).
+        match self.db.claimed(project) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.db
+                    .claim(project, &format!("upload by {}", u.actor))
+                    .map_err(|e| (503, format!("claim registry: {e}; nothing was stored")))?;
+            }
+            Err(e) => return Err((503, format!("claim registry: {e}; nothing was stored"))),
+        }
         o.store_file(&blob, &u.tmp)
             .await
             .map_err(|e| (503, format!("{e}; nothing was stored")))?;
-        // Claim before the file is visible. A claim left by an upload that
-        // fails after this point stays (the name was being published
-        // privately; an administrator can remove it).
-        if self.claim_reason(project).is_none() {
-            self.db
-                .claim(project, &format!("upload by {}", u.actor))
-                .map_err(|e| (500, format!("claim registry: {e}")))?;
-        }
         let sc = Sidecar {
             sha256: u.sha256.clone(),
             upload_time: crate::state::now_rfc3339(),

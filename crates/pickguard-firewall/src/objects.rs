@@ -129,8 +129,11 @@ impl Objects {
             Err(e) => return Err(format!("object store {}: {e}", self.shown)),
         };
         if got.meta.size > max {
+            // Larger than the file its key names can be: not that file.
+            tracing::error!(event = "object-hash-mismatch", key = %rel, size = got.meta.size, max, "an object in the shared store is larger than the file its key names; removed, not served");
+            let _ = self.store.delete(&key).await;
             return Err(format!(
-                "object store {}: {rel} has {} bytes, more than the {max} allowed",
+                "object store {}: {rel} has {} bytes, more than the {max} its file has; removed, not served",
                 self.shown, got.meta.size
             ));
         }
@@ -262,6 +265,35 @@ impl Objects {
         }
     }
 
+    /// Create one probe object twice: the second must be refused (the
+    /// store honours `If-None-Match: *`). The probe is removed after.
+    pub async fn check_conditional_create(&self) -> Result<(), String> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let rel = format!(".probes/create-{:016x}", h.finish());
+        let first = self.create(&rel, b"1".to_vec()).await;
+        let second = match first {
+            Ok(true) => self.create(&rel, b"2".to_vec()).await,
+            Ok(false) => Err(format!(
+                "object store {}: a fresh probe key already exists",
+                self.shown
+            )),
+            Err(e) => Err(e),
+        };
+        let _ = self.delete(&rel).await;
+        match second {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(format!(
+                "object store {} accepted a second create of one key (If-None-Match: * ignored): \
+                 concurrent uploads through different replicas could replace each other; \
+                 use a store with conditional writes (AWS S3, MinIO, moto, R2...)",
+                self.shown
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A small object (a record), whole, if it exists and is at most `max` bytes.
     pub async fn read_small(&self, rel: &str, max: u64) -> Result<Option<Bytes>, String> {
         let got = match self.store.get(&self.key(rel)).await {
@@ -306,5 +338,89 @@ impl Objects {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(format!("object store {}: {e}", self.shown)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_s3_urls_and_known_options() {
+        let e = Objects::open("gs://bucket", &opts(&[])).err().unwrap();
+        assert!(e.to_string().contains("not an s3:// URL"), "{e}");
+        assert!(Objects::open("s3://", &opts(&[])).is_err());
+        // A misspelt option is an error, not silently dropped.
+        let e = Objects::open("s3://b", &opts(&[("endpiont", "http://x")]))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("unknown S3 option"), "{e}");
+        let o = Objects::open("s3://b/some/prefix/", &opts(&[("region", "us-east-1")])).unwrap();
+        assert_eq!(o.shown, "s3://b/some/prefix");
+        assert_eq!(o.key("files/x").to_string(), "some/prefix/files/x");
+    }
+
+    /// A store that answers every PUT with 200, as S3-compatibles without
+    /// conditional writes do: the firewall refuses it.
+    #[tokio::test]
+    async fn a_store_that_ignores_if_none_match_is_refused() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            // Bounded: the probe makes at most a handful of requests.
+            for _ in 0..16 {
+                let Ok((s, _)) = l.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    loop {
+                        let mut len = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.to_ascii_lowercase();
+                            if let Some(v) = l.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let resp = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
+                        if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let o = Objects::open(
+            "s3://b/p",
+            &opts(&[
+                ("endpoint", &format!("http://127.0.0.1:{port}")),
+                ("allow_http", "true"),
+                ("region", "us-east-1"),
+                ("access_key_id", "k"),
+                ("secret_access_key", "s"),
+            ]),
+        )
+        .unwrap();
+        let e = o.check_conditional_create().await.unwrap_err();
+        assert!(e.contains("If-None-Match"), "{e}");
+        server.abort();
     }
 }

@@ -319,7 +319,16 @@ impl AppState {
         // 2. The hosted index and private upstreams: serving a name claims it, synchronously.
         let mut private_found = Vec::new();
         let mut private_err = None;
-        match self.hosted_page(name).await {
+        // Every hosted name is claimed in the registry (an upload claims
+        // before its record exists, and a name with hosted files cannot be
+        // unclaimed), so on an object store, where each look is a listing
+        // request, only claimed names are looked up.
+        let hosted = if claimed || self.objects.is_none() {
+            self.hosted_page(name).await
+        } else {
+            Ok(None)
+        };
+        match hosted {
             Ok(Some(p)) => private_found.push((&self.hosted, p)),
             Ok(None) => {}
             // The hosted index is private: not knowing is not "absent".

@@ -148,6 +148,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    // Hosted uploads rest on the store refusing a second create of one key:
+    // a store that ignores If-None-Match would let one replica's upload
+    // silently replace another's, so the firewall does not start on one.
+    if let Some(o) = &state.objects {
+        o.check_conditional_create()
+            .await
+            .map_err(|e| anyhow::anyhow!("storage.objects: {e}"))?;
+    }
     // The feed is read before the first request is answered: a firewall
     // told to block known-malicious packages does not serve them while it
     // starts. With nothing stored and every source failing, it does not start.

@@ -435,3 +435,82 @@ impl Drop for Postgres {
         self.down();
     }
 }
+
+/// An S3-compatible server (moto's server mode, from the test venv) on
+/// loopback; stopped when dropped. Buckets are made by [`Moto::s3`].
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        use std::net::{TcpListener, TcpStream};
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server from the test venv");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..300 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Moto { child, endpoint };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("moto_server did not listen on {port} within 15 s");
+    }
+
+    /// The `AWS_*` environment of a client of this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Run Python `code` with `s3` (a boto3 client of this server) and
+    /// `args` (these strings) defined; what it prints.
+    pub fn s3(&self, code: &str, args: &[&str]) -> String {
+        let prelude = "import sys, boto3\nargs = sys.argv[2:]\n\
+            s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+            aws_access_key_id='test', aws_secret_access_key='test')\n";
+        let out = Command::new(venv_bin("python"))
+            .arg("-c")
+            .arg(format!("{prelude}{code}"))
+            .arg(&self.endpoint)
+            .args(args)
+            .ok();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Upload every file of `dir` as `prefix/<name>` into bucket `models`.
+    pub fn upload(&self, dir: &Path, prefix: &str) {
+        let d = dir.display().to_string();
+        self.s3(
+            "import os\n\
+             try:\n    s3.create_bucket(Bucket='models')\n\
+             except s3.exceptions.BucketAlreadyOwnedByYou:\n    pass\n\
+             for n in sorted(os.listdir(args[0])):\n    \
+             s3.upload_file(os.path.join(args[0], n), 'models', args[1] + '/' + n)\n",
+            &[&d, prefix],
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1685,20 +1685,9 @@ fn replicas_on_postgres_are_one_firewall() {
             ("SERVE_INDEX_SLOW_PAGES", "colorfulx"),
         ],
     );
-    let cfg = std::fs::read_to_string(w.dir.path().join("firewall.toml")).unwrap();
     let mut replicas = vec![(None, w.port)];
     for i in 2..=3 {
-        let c = cfg.replace(
-            &format!("data_dir = \"{}\"", w.dir.path().join("data").display()),
-            &format!(
-                "data_dir = \"{}\"",
-                w.dir.path().join(format!("data{i}")).display()
-            ),
-        );
-        assert_ne!(c, cfg);
-        let path = w.dir.path().join(format!("firewall{i}.toml"));
-        std::fs::write(&path, c).unwrap();
-        let (p, port) = spawn_firewall(&path, w.dir.path().join(format!("firewall{i}.log")));
+        let (p, port) = replica(&w, i);
         replicas.push((Some(p), port));
     }
     let ports: Vec<u16> = replicas.iter().map(|r| r.1).collect();
@@ -2679,4 +2668,290 @@ fn postgres_over_tls_is_verified() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Replica `i` of the world's firewall: its configuration with its own
+/// `data_dir`, started.
+fn replica(w: &World, i: usize) -> (Proc, u16) {
+    let cfg = std::fs::read_to_string(w.dir.path().join("firewall.toml")).unwrap();
+    let c = cfg.replace(
+        &format!("data_dir = \"{}\"", w.dir.path().join("data").display()),
+        &format!(
+            "data_dir = \"{}\"",
+            w.dir.path().join(format!("data{i}")).display()
+        ),
+    );
+    assert_ne!(c, cfg);
+    let path = w.dir.path().join(format!("firewall{i}.toml"));
+    std::fs::write(&path, c).unwrap();
+    spawn_firewall(&path, w.dir.path().join(format!("firewall{i}.log")))
+}
+
+/// A twine-style upload of `wheel` (as `filename`) with the upload token:
+/// the HTTP status.
+fn upload_raw(port: u16, name: &str, version: &str, filename: &str, wheel: &[u8]) -> u16 {
+    let b = "pickguardboundary7d3f";
+    let mut body = Vec::new();
+    for (k, v) in [
+        (":action", "file_upload"),
+        ("name", name),
+        ("version", version),
+    ] {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(wheel);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={b}");
+    http_body(
+        port,
+        "POST",
+        "/legacy/",
+        &[
+            ("Content-Type", &ct),
+            // __token__:up
+            ("Authorization", "Basic X190b2tlbl9fOnVw"),
+        ],
+        &body,
+    )
+    .0
+}
+
+/// A wheel of `name` `version` whose module says `origin`.
+fn wheel_with_origin(w: &World, name: &str, version: &str, origin: &str) -> Vec<u8> {
+    let dir = w.dir.path().join(format!("wheels-{origin}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let code = "import sys; sys.path.insert(0, sys.argv[1]); import index_fixture as f; print(f.make_wheel(sys.argv[2], sys.argv[3], sys.argv[4], origin=sys.argv[5]))";
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", code])
+        .arg(common::root().join("fixtures/gen"))
+        .arg(&dir)
+        .args([name, version, origin])
+        .ok();
+    std::fs::read(dir.join(String::from_utf8_lossy(&out.stdout).trim())).unwrap()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex(&<sha2_shim::Sha256 as sha2_shim::Digest>::digest(b))
+}
+
+/// Issue 19 item 1, object storage: two replicas on one PostgreSQL and one
+/// S3-compatible store (moto) share what either downloaded or received.
+/// What the store holds is served only once verified: an object changed in
+/// the bucket is refused (a cached file is fetched again from its
+/// upstream and the object repaired; a hosted file is a 503, never the
+/// changed bytes). Of two replicas recording one filename at once exactly
+/// one wins. With the store gone, replicas are not ready, hosted names fail
+/// closed, and public names not claimed are still served.
+#[test]
+fn replicas_share_files_through_an_object_store() {
+    let pg = common::Postgres::start();
+    let moto = common::Moto::start();
+    moto.s3("s3.create_bucket(Bucket='shared')\n", &[]);
+    let storage = format!(
+        "[storage]\ndatabase = \"{}\"\ndatabase_pool = 4\nobjects = \"s3://shared/fw\"\n\
+         [storage.objects_options]\nendpoint = \"{}\"\naccess_key_id = \"test\"\n\
+         secret_access_key = \"test\"\nregion = \"us-east-1\"\nallow_http = \"true\"\n",
+        pg.url(),
+        moto.endpoint
+    );
+    let w = World::start_with(&storage);
+    let (_p2, r2) = replica(&w, 2);
+    let r1 = w.port;
+    for p in [r1, r2] {
+        let (st, _, body) = http(p, "GET", "/readyz", &[]);
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let keys = |prefix: &str| -> Vec<String> {
+        moto.s3(
+            "p = s3.get_paginator('list_objects_v2')\n\
+             for page in p.paginate(Bucket='shared', Prefix=args[0]):\n    \
+             for o in page.get('Contents', []):\n        print(o['Key'])\n",
+            &[prefix],
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    };
+    let object_sha = |key: &str| -> String {
+        moto.s3(
+            "import hashlib\nprint(hashlib.sha256(s3.get_object(Bucket='shared', Key=args[0])['Body'].read()).hexdigest())\n",
+            &[key],
+        )
+        .trim()
+        .to_owned()
+    };
+    let wait_key = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(k) = keys("fw/").into_iter().find(|k| k.contains(needle)) {
+                return k;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing named {needle} reached the object store: {:?}",
+                keys("")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let page = json_page(r1, "steady");
+    let file = |i: usize| {
+        let f = &page["files"][i];
+        let url = f["url"].as_str().unwrap();
+        (
+            url[url.find("/files/").unwrap()..].to_owned(),
+            f["filename"].as_str().unwrap().to_owned(),
+            f["hashes"]["sha256"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    // Downloaded by replica 1, shared: replica 2 serves it without asking
+    // the upstream.
+    let (path, fname, sha) = file(0);
+    let (st, _, body) = http(r1, "GET", &path, &[]);
+    assert_eq!((st, sha256_hex(&body)), (200, sha.clone()));
+    let key = wait_key(&sha);
+    assert!(
+        key.starts_with("fw/files/") && key.ends_with(&fname),
+        "{key}"
+    );
+    let asked = public_hits(&w, &fname);
+    let (st, _, body) = http(r2, "GET", &path, &[]);
+    assert_eq!((st, sha256_hex(&body)), (200, sha.clone()));
+    assert_eq!(
+        public_hits(&w, &fname),
+        asked,
+        "replica 2 downloaded a file the object store had"
+    );
+
+    // An object changed in the bucket is not served: replica 2 fetches the
+    // file from its upstream again, and the object is repaired.
+    // (Same size as the file: only its hash tells.)
+    let (path, fname, sha) = file(1);
+    let (st, _, body) = http(r1, "GET", &path, &[]);
+    assert_eq!(st, 200);
+    let key = wait_key(&sha);
+    moto.s3(
+        "s3.put_object(Bucket='shared', Key=args[0], Body=(b'import os; os.system(\"id\")\\n' * 10000)[:int(args[1])])\n",
+        &[&key, &body.len().to_string()],
+    );
+    assert_ne!(object_sha(&key), sha);
+    let asked = public_hits(&w, &fname);
+    let (st, _, body) = http(r2, "GET", &path, &[]);
+    assert_eq!(
+        (st, sha256_hex(&body)),
+        (200, sha.clone()),
+        "replica 2 served bytes the index does not list"
+    );
+    assert_eq!(public_hits(&w, &fname), asked + 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while keys(&key).is_empty() || object_sha(&key) != sha {
+        assert!(
+            Instant::now() < deadline,
+            "the changed object was never repaired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        std::fs::read_to_string(w.dir.path().join("firewall2.log"))
+            .unwrap()
+            .contains("object-hash-mismatch")
+    );
+
+    // Uploaded through replica 1, installed with pip through replica 2.
+    let wheel = fixture_wheel(&w, "objstore-pkg", "1.0.0");
+    let out = uv_publish(&w, r1, &wheel, "up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    installs_hosted(&w, r2, "obj-hosted", "objstore-pkg", "objstore_pkg");
+    let hosted = keys("fw/hosted/objstore-pkg/");
+    assert_eq!(hosted.len(), 2, "one record and one blob: {hosted:?}");
+
+    // One filename recorded through both replicas at once, with different
+    // bytes: exactly one wins, and what is served is the winner's.
+    for v in ["2.0.0", "3.0.0", "4.0.0"] {
+        let a = wheel_with_origin(&w, "objstore-pkg", v, "HOSTED");
+        let b = wheel_with_origin(&w, "objstore-pkg", v, "RIVAL");
+        assert_ne!(sha256_hex(&a), sha256_hex(&b));
+        let fname = format!("objstore_pkg-{v}-py3-none-any.whl");
+        let (fa, fb) = (fname.clone(), fname.clone());
+        let (ba, bb) = (a.clone(), b.clone());
+        let ta = std::thread::spawn(move || upload_raw(r1, "objstore-pkg", v, &fa, &ba));
+        let tb = std::thread::spawn(move || upload_raw(r2, "objstore-pkg", v, &fb, &bb));
+        let (sa, sb) = (ta.join().unwrap(), tb.join().unwrap());
+        let mut got = [sa, sb];
+        got.sort();
+        assert_eq!(got, [200, 409], "{v}: {sa} through 1, {sb} through 2");
+        let winner = if sa == 200 { &a } else { &b };
+        let listed: Vec<String> = json_page(r2, "objstore-pkg")["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["filename"] == fname.as_str())
+            .map(|f| f["hashes"]["sha256"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(listed, [sha256_hex(winner)]);
+        let blobs: Vec<String> = keys("fw/hosted/objstore-pkg/")
+            .into_iter()
+            .filter(|k| k.ends_with(&fname))
+            .collect();
+        assert_eq!(blobs.len(), 1, "the loser's bytes stayed: {blobs:?}");
+    }
+
+    // A hosted file whose bytes were changed in the bucket: 503, never them
+    // (here larger than the upload: its record's size tells).
+    let five = wheel_with_origin(&w, "objstore-pkg", "5.0.0", "HOSTED");
+    let fname = "objstore_pkg-5.0.0-py3-none-any.whl";
+    assert_eq!(upload_raw(r1, "objstore-pkg", "5.0.0", fname, &five), 200);
+    let sha5 = sha256_hex(&five);
+    let blob = format!("fw/hosted/objstore-pkg/{sha5}/{fname}");
+    assert_eq!(keys(&blob), std::slice::from_ref(&blob));
+    moto.s3(
+        "s3.put_object(Bucket='shared', Key=args[0], Body=b'not the upload' * 10000)\n",
+        &[&blob],
+    );
+    let (st, _, body) = http(
+        r2,
+        "GET",
+        &format!("/files/hosted/objstore-pkg/{sha5}/{fname}"),
+        &[],
+    );
+    assert_eq!(st, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(!body.windows(14).any(|w| w == b"not the upload"));
+
+    // The store goes away: not ready; a hosted (claimed) name is not
+    // resolved at all; an unclaimed public name still is; an upload fails
+    // and nothing is recorded.
+    drop(moto);
+    for p in [r1, r2] {
+        assert_eq!(http(p, "GET", "/readyz", &[]).0, 503);
+        let (st, h, _) = http(p, "GET", "/simple/objstore-pkg/", &[]);
+        assert!(
+            st >= 500,
+            "replica {p} answered {st} without its hosted index: {h:?}"
+        );
+    }
+    assert_eq!(http(r2, "GET", "/simple/publicdep/", &[]).0, 200);
+    let six = wheel_with_origin(&w, "objstore-pkg", "6.0.0", "HOSTED");
+    let st = upload_raw(
+        r1,
+        "objstore-pkg",
+        "6.0.0",
+        "objstore_pkg-6.0.0-py3-none-any.whl",
+        &six,
+    );
+    assert_eq!(st, 503);
+    drop(pg);
 }

@@ -419,78 +419,13 @@ fn addresses_and_text_output() {
     assert!(s.contains("fetched ") && s.contains(" request(s)"), "{s}");
 }
 
-/// An S3-compatible server (moto's server mode, from the test venv) on
-/// loopback, with a bucket; stopped when dropped.
+/// `pickguard scan URLS` against the moto server's objects.
 #[cfg(feature = "live")]
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-#[cfg(feature = "live")]
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = std::process::Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server from the test venv");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        for _ in 0..300 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Moto { child, endpoint };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("moto_server did not listen on {port} within 15 s");
-    }
-
-    /// Upload every file of `dir` as `prefix/<name>` into bucket `models`.
-    fn upload(&self, dir: &Path, prefix: &str) {
-        let py = r#"
-import os, sys, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-try:
-    s3.create_bucket(Bucket="models")
-except s3.exceptions.BucketAlreadyOwnedByYou:
-    pass
-for n in sorted(os.listdir(sys.argv[2])):
-    s3.upload_file(os.path.join(sys.argv[2], n), "models", sys.argv[3] + "/" + n)
-"#;
-        pickguard_test_python()
-            .args(["-c", py, &self.endpoint])
-            .arg(dir)
-            .arg(prefix)
-            .ok();
-    }
-
-    fn scan(&self, urls: &[&str]) -> (Value, i32, String) {
-        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
-        let env = [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ];
-        scan_in(&urls, &[], &env)
-    }
-}
-
-#[cfg(feature = "live")]
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn moto_scan(moto: &Moto, urls: &[&str]) -> (Value, i32, String) {
+    let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    scan_in(&urls, &[], &env)
 }
 
 /// `s3://bucket/prefix/` scans every object under it as a local scan of
@@ -504,7 +439,7 @@ fn s3_objects_and_prefixes() {
     moto.upload(&corpus(), "corpus");
     moto.upload(big.path(), "big");
 
-    let (doc, _, stderr) = moto.scan(&["s3://models/corpus/"]);
+    let (doc, _, stderr) = moto_scan(&moto, &["s3://models/corpus/"]);
     let remote = verdicts(&doc);
     let mut names: Vec<PathBuf> = std::fs::read_dir(corpus())
         .unwrap()
@@ -528,7 +463,7 @@ fn s3_objects_and_prefixes() {
         "{doc}"
     );
 
-    let (doc, code, _) = moto.scan(&["s3://models/big"]);
+    let (doc, code, _) = moto_scan(&moto, &["s3://models/big"]);
     assert_eq!(code, 1, "{doc}");
     let files = doc["files"].as_array().unwrap();
     assert_eq!(files.len(), 9, "{doc}");
@@ -543,12 +478,12 @@ fn s3_objects_and_prefixes() {
         }
     }
 
-    let (doc, code, _) = moto.scan(&["s3://models/corpus/mal-torch-zip.pt"]);
+    let (doc, code, _) = moto_scan(&moto, &["s3://models/corpus/mal-torch-zip.pt"]);
     assert_eq!(
         (code, doc["files"][0]["verdict"].as_str()),
         (1, Some("malicious"))
     );
-    let (doc, code, _) = moto.scan(&["s3://models/corpus/no-such-model.pt"]);
+    let (doc, code, _) = moto_scan(&moto, &["s3://models/corpus/no-such-model.pt"]);
     assert_eq!(
         (code, doc["files"][0]["verdict"].as_str()),
         (2, Some("error")),
