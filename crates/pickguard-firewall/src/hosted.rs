@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 /// Sidecar record of an uploaded file.
 #[derive(Serialize, Deserialize)]
-struct Sidecar {
-    sha256: String,
+pub(crate) struct Sidecar {
+    pub(crate) sha256: String,
     upload_time: String,
     requires_python: Option<String>,
     size: u64,

@@ -28,6 +28,7 @@ mod upstream;
 
 pub use auth::hash_secret;
 pub use config::Config;
+pub use objects::{Migrated, migrate_into as migrate_files_into_objects};
 pub use pickguard_index::normalize;
 pub use server::{router, serve};
 

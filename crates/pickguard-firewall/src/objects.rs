@@ -341,6 +341,197 @@ impl Objects {
     }
 }
 
+/// What `firewall migrate --objects-to` copied: files stored, files
+/// already there with the same bytes, files left out (partial downloads,
+/// cached `.metadata`, uploads without a sidecar).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Migrated {
+    pub copied: u64,
+    pub present: u64,
+    pub left_out: u64,
+}
+
+/// Copy a files directory's cache (`files/`) and hosted uploads (`hosted/`)
+/// into the object store at `url`, in the layout replicas read: each file
+/// verified against the sha256 it is served as before it is stored, an
+/// upload's record created last (so an interrupted copy leaves nothing
+/// visible), an object already there checked to hold the same bytes (a
+/// record to name the same sha256). A mismatch anywhere is an error; a
+/// second run finishes what a first one left.
+pub fn migrate_into(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    files_root: &Path,
+) -> anyhow::Result<Migrated> {
+    let o = Objects::open(url, options)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        o.check_conditional_create()
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let mut m = Migrated::default();
+        let (files, hosted, left_out) = local_files(files_root)?;
+        m.left_out = left_out;
+        for (rel, path, sha) in files {
+            o.copy_verified(&rel, &path, &sha, &mut m).await?;
+        }
+        for (project, name, path, sidecar) in hosted {
+            let sc: Sidecar = serde_json::from_slice(&std::fs::read(&sidecar)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", sidecar.display()))?;
+            let blob = format!("hosted/{project}/{}/{name}", sc.sha256);
+            o.copy_verified(&blob, &path, &sc.sha256, &mut m).await?;
+            let rec = format!("hosted/{project}/{name}.pickguard.json");
+            let body = serde_json::to_vec(&sc)?;
+            if !o.create(&rec, body).await.map_err(anyhow::Error::msg)? {
+                let have = o
+                    .read_small(&rec, 64 * 1024)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+                    .and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok());
+                anyhow::ensure!(
+                    have.is_some_and(|h| h.sha256.eq_ignore_ascii_case(&sc.sha256)),
+                    "{} already records another file as {project}/{name}; nothing is overwritten",
+                    o.shown
+                );
+            }
+        }
+        Ok(m)
+    })
+}
+
+use crate::hosted::Sidecar;
+
+type LocalFiles = (
+    Vec<(String, std::path::PathBuf, String)>,
+    Vec<(String, String, std::path::PathBuf, std::path::PathBuf)>,
+    u64,
+);
+
+/// Cached files (key, path, the sha256 their directory names) and uploads
+/// (project, file name, path, sidecar) of a files directory.
+fn local_files(root: &Path) -> anyhow::Result<LocalFiles> {
+    let (mut files, mut hosted, mut left_out) = (Vec::new(), Vec::new(), 0u64);
+    let is_sha = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let dirs = |p: &Path| -> anyhow::Result<Vec<std::fs::DirEntry>> {
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?
+            .collect::<Result<_, _>>()?;
+        v.sort_by_key(|e| e.file_name());
+        Ok(v)
+    };
+    let name_of = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().into_owned();
+    // files/UPSTREAM/SHA256/NAME
+    for up in dirs(&root.join("files"))? {
+        for sha in dirs(&up.path())? {
+            for f in dirs(&sha.path())? {
+                let (u, s, n) = (name_of(&up), name_of(&sha), name_of(&f));
+                if u.starts_with('.')
+                    || !is_sha(&s)
+                    || n.starts_with('.')
+                    || n.ends_with(".part")
+                    || n.ends_with(".metadata")
+                    || !f.file_type()?.is_file()
+                {
+                    left_out += 1;
+                    continue;
+                }
+                files.push((format!("files/{u}/{s}/{n}"), f.path(), s));
+            }
+        }
+    }
+    // hosted/PROJECT/NAME with hosted/PROJECT/NAME.pickguard.json
+    for p in dirs(&root.join("hosted"))? {
+        let project = name_of(&p);
+        if project.starts_with('.') || !p.file_type()?.is_dir() {
+            continue;
+        }
+        for f in dirs(&p.path())? {
+            let n = name_of(&f);
+            if n.ends_with(".pickguard.json") || n.starts_with('.') {
+                continue;
+            }
+            let sidecar = p.path().join(format!("{n}.pickguard.json"));
+            if !sidecar.exists() || !f.file_type()?.is_file() {
+                left_out += 1;
+                continue;
+            }
+            hosted.push((project.clone(), n, f.path(), sidecar));
+        }
+    }
+    Ok((files, hosted, left_out))
+}
+
+impl Objects {
+    /// Store the local file at `rel` after checking it hashes to `sha256`;
+    /// an object already there must hold the same bytes.
+    async fn copy_verified(
+        &self,
+        rel: &str,
+        path: &Path,
+        sha256: &str,
+        m: &mut Migrated,
+    ) -> anyhow::Result<()> {
+        let got = sha256_of(path)?;
+        anyhow::ensure!(
+            got.eq_ignore_ascii_case(sha256),
+            "{} has sha256 {got}, not the {sha256} it is served as; not copied (the source is damaged)",
+            path.display()
+        );
+        if self.exists(rel).await.map_err(anyhow::Error::msg)? {
+            self.holds(rel, sha256).await?;
+            m.present += 1;
+            return Ok(());
+        }
+        self.store_file(rel, path)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        m.copied += 1;
+        Ok(())
+    }
+
+    /// The object at `rel` hashes to `sha256`; one with other bytes is an
+    /// error and is left where it is (migration never deletes).
+    async fn holds(&self, rel: &str, sha256: &str) -> anyhow::Result<()> {
+        let got = self
+            .store
+            .get(&self.key(rel))
+            .await
+            .map_err(|e| anyhow::anyhow!("object store {}: {e}", self.shown))?;
+        let mut hasher = Sha256::new();
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(|e| anyhow::anyhow!("object store {}: {e}", self.shown))?);
+        }
+        let have = hex::encode(hasher.finalize());
+        anyhow::ensure!(
+            have.eq_ignore_ascii_case(sha256),
+            "{} already holds other bytes at {rel} (sha256 {have}); nothing is overwritten",
+            self.shown
+        );
+        Ok(())
+    }
+}
+
+fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let (mut h, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -309,8 +309,21 @@ pub struct FirewallMigrateArgs {
     #[arg(long, value_name = "URL")]
     pub to: String,
     /// Also copy files/ and hosted/ into this directory (the new storage.files_dir).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "objects_to")]
     pub files_to: Option<PathBuf>,
+    /// Also copy the cached files and hosted uploads into this S3-compatible
+    /// store (the new storage.objects, s3://BUCKET[/PREFIX]), each verified
+    /// on the way; credentials from AWS_* or --objects-option.
+    #[arg(long, value_name = "URL")]
+    pub objects_to: Option<String>,
+    /// An option of the target store (object_store's S3 names:
+    /// endpoint=URL, region=NAME, allow_http=true...); repeatable.
+    #[arg(
+        long = "objects-option",
+        value_name = "KEY=VALUE",
+        requires = "objects_to"
+    )]
+    pub objects_options: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -211,6 +211,22 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
         Some(dir) => Some(copy_files(&cfg.files_root(), dir)?),
         None => None,
     };
+    let objects = match &args.objects_to {
+        Some(url) => {
+            let mut options = std::collections::BTreeMap::new();
+            for kv in &args.objects_options {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--objects-option {kv:?} is not KEY=VALUE"))?;
+                options.insert(k.trim().to_owned(), v.to_owned());
+            }
+            Some(
+                pickguard_firewall::migrate_files_into_objects(url, &options, &cfg.files_root())
+                    .with_context(|| format!("copying files into {url}"))?,
+            )
+        }
+        None => None,
+    };
     let copied = to
         .load(&dump)
         .with_context(|| format!("writing {}", redact(to_url)))?;
@@ -227,6 +243,7 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
                 "rows": counts,
                 "inserted": copied,
                 "files": files.map(|(n, skipped)| serde_json::json!({"copied": n, "left_out": skipped})),
+                "objects": objects,
             }))?
         )?;
     } else {
@@ -243,8 +260,16 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
                 dir.display()
             )?;
         }
+        if let (Some(m), Some(url)) = (&objects, &args.objects_to) {
+            outln!(
+                "copied {} file(s) into {url} ({} there already with the same bytes, {} left out: partial downloads, cached metadata, unrecorded uploads)",
+                m.copied,
+                m.present,
+                m.left_out
+            )?;
+        }
         outln!(
-            "next: set [storage] database (and files_dir) in the configuration, then start the replicas"
+            "next: set [storage] database (and files_dir or objects) in the configuration, then start the replicas"
         )?;
     }
     Ok(0)

@@ -765,6 +765,19 @@ fn fixture_wheel(w: &World, name: &str, version: &str) -> PathBuf {
     wheel
 }
 
+/// A fixture wheel of `name` `version` published with `uv publish` through
+/// the firewall on `port`, which must accept it.
+fn publish(w: &World, port: u16, name: &str, version: &str) -> PathBuf {
+    let wheel = fixture_wheel(w, name, version);
+    let out = uv_publish(w, port, &wheel, "up");
+    assert!(
+        out.status.success(),
+        "uv publish {name} {version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wheel
+}
+
 /// `uv publish` of `wheel` to the firewall on `port` with the upload password.
 fn uv_publish(w: &World, port: u16, wheel: &Path, password: &str) -> std::process::Output {
     w.client("uv")
@@ -2258,13 +2271,7 @@ fn migrate_moves_the_registry_and_files_to_postgres() {
         ),
         200
     );
-    let wheel = fixture_wheel(&w, "moved-pkg", "1.0.0");
-    let out = uv_publish(&w, w.port, &wheel, "up");
-    assert!(
-        out.status.success(),
-        "uv publish: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    publish(&w, w.port, "moved-pkg", "1.0.0");
     drop(w.firewall.take());
 
     let pg = common::Postgres::start();
@@ -2868,13 +2875,7 @@ fn replicas_share_files_through_an_object_store() {
     );
 
     // Uploaded through replica 1, installed with pip through replica 2.
-    let wheel = fixture_wheel(&w, "objstore-pkg", "1.0.0");
-    let out = uv_publish(&w, r1, &wheel, "up");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    publish(&w, r1, "objstore-pkg", "1.0.0");
     installs_hosted(&w, r2, "obj-hosted", "objstore-pkg", "objstore_pkg");
     let hosted = keys("fw/hosted/objstore-pkg/");
     assert_eq!(hosted.len(), 2, "one record and one blob: {hosted:?}");
@@ -2954,4 +2955,131 @@ fn replicas_share_files_through_an_object_store() {
     );
     assert_eq!(st, 503);
     drop(pg);
+}
+
+/// `firewall migrate --objects-to` moves a firewall's cached files and
+/// hosted uploads into an object store, verified: a replica on the new
+/// registry and the bucket, with an empty data directory, installs the
+/// upload and serves the cached file without asking the upstream. A second
+/// run finds everything there; an object changed since is an error, never
+/// overwritten and never passed.
+#[test]
+fn migrate_moves_files_into_an_object_store() {
+    let mut w = World::start();
+    let cfg = w.dir.path().join("firewall.toml");
+    let v0 = w.venv("before");
+    let out = pip_install(&w, &v0, "publicdep");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = json_page(w.port, "publicdep");
+    let f = &page["files"][0];
+    let url = f["url"].as_str().unwrap();
+    let path = url[url.find("/files/").unwrap()..].to_owned();
+    let fname = f["filename"].as_str().unwrap().to_owned();
+    let sha = f["hashes"]["sha256"].as_str().unwrap().to_owned();
+    publish(&w, w.port, "moved-obj-pkg", "1.0.0");
+    drop(w.firewall.take());
+
+    let moto = common::Moto::start();
+    moto.s3("s3.create_bucket(Bucket='moved')\n", &[]);
+    let endpoint = format!("endpoint={}", moto.endpoint);
+    let migrate = |pg: &common::Postgres| {
+        common::pickguard()
+            .args(["firewall", "migrate", "--json", "-c"])
+            .arg(&cfg)
+            .args(["--to", &pg.url(), "--objects-to", "s3://moved/fw"])
+            .args(["--objects-option", &endpoint])
+            .args(["--objects-option", "allow_http=true"])
+            .args(["--objects-option", "region=us-east-1"])
+            .args(["--objects-option", "access_key_id=test"])
+            .args(["--objects-option", "secret_access_key=test"])
+            .output()
+            .unwrap()
+    };
+    let migrated = |pg: &common::Postgres| -> serde_json::Value {
+        let out = migrate(pg);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let pg = common::Postgres::start();
+    let doc = migrated(&pg);
+    assert_eq!(doc["objects"]["copied"], 2, "{doc}");
+
+    // Again, into another empty registry: the files are there already.
+    let pg2 = common::Postgres::start();
+    let doc = migrated(&pg2);
+    assert_eq!(
+        (
+            doc["objects"]["copied"].as_u64(),
+            doc["objects"]["present"].as_u64()
+        ),
+        (Some(0), Some(2)),
+        "{doc}"
+    );
+    drop(pg2);
+
+    // A replica on the new registry and the bucket, nothing local.
+    let storage = format!(
+        "[storage]\ndatabase = \"{}\"\nobjects = \"s3://moved/fw\"\n\
+         [storage.objects_options]\nendpoint = \"{}\"\naccess_key_id = \"test\"\n\
+         secret_access_key = \"test\"\nregion = \"us-east-1\"\nallow_http = \"true\"\n",
+        pg.url(),
+        moto.endpoint
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("data_dir = \"{}\"", w.dir.path().join("data").display()),
+        &format!("data_dir = \"{}\"", w.dir.path().join("fresh").display()),
+    );
+    let cfg2 = w.dir.path().join("after.toml");
+    std::fs::write(&cfg2, format!("{text}\n{storage}")).unwrap();
+    let (_fw, port) = spawn_firewall(&cfg2, w.dir.path().join("after.log"));
+    installs_hosted(&w, port, "after", "moved-obj-pkg", "moved_obj_pkg");
+    json_page(port, "publicdep");
+    let asked = public_hits(&w, &fname);
+    let (st, _, body) = http(port, "GET", &path, &[]);
+    assert_eq!((st, sha256_hex(&body)), (200, sha));
+    assert_eq!(
+        public_hits(&w, &fname),
+        asked,
+        "the moved file was downloaded again"
+    );
+
+    // An object changed in the bucket since: the next run stops on it.
+    let key = moto
+        .s3(
+            "for o in s3.list_objects_v2(Bucket='moved', Prefix='fw/hosted/')['Contents']:\n    \
+             print(o['Key'])\n",
+            &[],
+        )
+        .lines()
+        .find(|k| k.ends_with(".whl"))
+        .unwrap()
+        .to_owned();
+    moto.s3(
+        "s3.put_object(Bucket='moved', Key=args[0], Body=b'changed')\n",
+        &[&key],
+    );
+    let pg3 = common::Postgres::start();
+    let out = migrate(&pg3);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other bytes") && err.contains("nothing is overwritten"),
+        "{err}"
+    );
+    assert_eq!(
+        moto.s3(
+            "print(s3.get_object(Bucket='moved', Key=args[0])['Body'].read().decode())\n",
+            &[&key]
+        )
+        .trim(),
+        "changed"
+    );
 }
