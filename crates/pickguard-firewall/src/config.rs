@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +97,14 @@ pub struct Storage {
     /// chain to, with `sslmode=require` in the URL (default: public roots).
     #[serde(default)]
     pub database_ca: Option<PathBuf>,
+    /// PEM certificate (chain) this replica presents to a PostgreSQL server
+    /// that authenticates clients by certificate (`hostssl … cert`); with
+    /// `database_key`, and `sslmode=require` in the URL.
+    #[serde(default)]
+    pub database_cert: Option<PathBuf>,
+    /// PEM private key of `database_cert` (keep it readable by the firewall only).
+    #[serde(default)]
+    pub database_key: Option<PathBuf>,
     /// Directory for cached and hosted files, shared by every replica
     /// (a network file system that keeps `link` and `rename` atomic). Unset:
     /// `data_dir`.
@@ -383,11 +391,23 @@ impl Config {
         if url.starts_with("sqlite:") {
             std::fs::create_dir_all(&self.data_dir)?;
         }
-        crate::db::Db::connect_with(
+        crate::db::Db::connect_tls(
             &url,
             self.storage.database_pool.unwrap_or(8),
             self.storage.database_ca.as_deref(),
+            self.database_client_cert()?,
         )
+    }
+
+    /// `database_cert` and `database_key`, which come together or not at all.
+    pub fn database_client_cert(&self) -> anyhow::Result<Option<(&Path, &Path)>> {
+        match (&self.storage.database_cert, &self.storage.database_key) {
+            (Some(c), Some(k)) => Ok(Some((c.as_path(), k.as_path()))),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "storage.database_cert and storage.database_key go together: set both or neither"
+            ),
+        }
     }
 
     /// Where `files/` (the cache) and `hosted/` (uploads) are.

@@ -130,9 +130,21 @@ impl Db {
     /// PostgreSQL server's certificate must chain to (`sslmode=require`;
     /// without it the public web roots).
     pub fn connect_with(url: &str, pool: usize, ca: Option<&Path>) -> anyhow::Result<Db> {
+        Db::connect_tls(url, pool, ca, None)
+    }
+
+    /// As `connect_with`, presenting `client` (certificate chain PEM, key
+    /// PEM) to a server that authenticates clients by certificate
+    /// (`hostssl … cert` in pg_hba.conf).
+    pub fn connect_tls(
+        url: &str,
+        pool: usize,
+        ca: Option<&Path>,
+        client: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Db> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let db = Db {
-                backend: Backend::Postgres(Box::new(Pg::new(url, pool, ca)?)),
+                backend: Backend::Postgres(Box::new(Pg::new(url, pool, ca, client)?)),
                 generation: AtomicI64::new(i64::MIN),
             };
             db.migrate()?;
@@ -936,7 +948,12 @@ fn pg_unescape(s: String) -> String {
 }
 
 impl Pg {
-    fn new(url: &str, max: usize, ca: Option<&Path>) -> anyhow::Result<Pg> {
+    fn new(
+        url: &str,
+        max: usize,
+        ca: Option<&Path>,
+        client: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Pg> {
         // libpq's verify-ca and verify-full are what `require` does here
         // (the certificate and host name are always verified).
         let url = url
@@ -954,8 +971,13 @@ impl Pg {
                 "storage.database_ca is set but the database URL does not say sslmode=require"
             );
         }
+        if client.is_some() && config.get_ssl_mode() != postgres::config::SslMode::Require {
+            anyhow::bail!(
+                "storage.database_cert is set but the database URL does not say sslmode=require"
+            );
+        }
         let tls = match config.get_ssl_mode() {
-            postgres::config::SslMode::Require => Some(pg_tls(ca)?),
+            postgres::config::SslMode::Require => Some(pg_tls(ca, client)?),
             postgres::config::SslMode::Disable => None,
             // libpq's default, "prefer", falls back to plain text when the
             // server (or whoever answers for it) declines: an attacker on the
@@ -1287,8 +1309,12 @@ fn pg_worker(
 }
 
 /// The TLS client for PostgreSQL: the authorities in `ca` (PEM), or the
-/// public web roots.
-fn pg_tls(ca: Option<&Path>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+/// public web roots; with `client`, the certificate chain and key it
+/// presents.
+fn pg_tls(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     match ca {
@@ -1314,8 +1340,26 @@ fn pg_tls(ca: Option<&Path>) -> anyhow::Result<tokio_postgres_rustls::MakeRustls
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                .map_err(|e| anyhow::anyhow!("storage.database_cert {}: {e}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("storage.database_cert {}: {e}", cert.display()))?;
+            anyhow::ensure!(
+                !chain.is_empty(),
+                "storage.database_cert {}: no certificate in it",
+                cert.display()
+            );
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| anyhow::anyhow!("storage.database_key {}: {e}", key.display()))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| anyhow::anyhow!("storage.database_cert/database_key: {e}"))?
+        }
+    };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

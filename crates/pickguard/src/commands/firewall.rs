@@ -199,9 +199,13 @@ pub fn migrate(args: FirewallMigrateArgs) -> Result<u8> {
         to_url != cfg.database_url(),
         "--to is the registry the configuration already uses"
     );
-    let to =
-        pickguard_firewall::db::Db::connect_with(to_url, 2, cfg.storage.database_ca.as_deref())
-            .with_context(|| format!("opening the target {}", redact(to_url)))?;
+    let to = pickguard_firewall::db::Db::connect_tls(
+        to_url,
+        2,
+        cfg.storage.database_ca.as_deref(),
+        cfg.database_client_cert()?,
+    )
+    .with_context(|| format!("opening the target {}", redact(to_url)))?;
     to.check_empty()
         .with_context(|| format!("checking {}", redact(to_url)))?;
     let dump = from.dump().context("reading the registry")?;

@@ -301,16 +301,23 @@ impl Postgres {
     }
 
     pub fn start() -> Postgres {
-        Postgres::start_with(None)
+        Postgres::start_with(None, None)
     }
 
     /// A server that also speaks TLS, with `cert` and `key` (PEM files) as
     /// its certificate and key.
     pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
-        Postgres::start_with(Some((cert, key)))
+        Postgres::start_with(Some((cert, key)), None)
     }
 
-    fn start_with(tls: Option<(&Path, &Path)>) -> Postgres {
+    /// As `start_tls`, and TCP clients must present a certificate from
+    /// `client_ca` whose CN is their user name (`hostssl … cert`); the
+    /// local socket stays open for pg_ctl.
+    pub fn start_tls_clients(cert: &Path, key: &Path, client_ca: &Path) -> Postgres {
+        Postgres::start_with(Some((cert, key)), Some(client_ca))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>, client_ca: Option<&Path>) -> Postgres {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -385,6 +392,22 @@ impl Postgres {
                 "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
             );
             std::fs::write(&conf, text).unwrap();
+        }
+        if let Some(ca) = client_ca {
+            let dst = pg.data.join("clients.crt");
+            std::fs::copy(ca, &dst).unwrap();
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&dst, Some(uid), Some(gid)).unwrap();
+            }
+            let conf = pg.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str("\nssl_ca_file = 'clients.crt'\n");
+            std::fs::write(&conf, text).unwrap();
+            std::fs::write(
+                pg.data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhostssl all all ::1/128 cert\n",
+            )
+            .unwrap();
         }
         pg.up();
         pg

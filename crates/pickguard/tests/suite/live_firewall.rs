@@ -2530,60 +2530,16 @@ fn postgres_over_tls_is_verified() {
     use pickguard_firewall::db::Db;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let openssl = |args: &[&str]| {
-        Command::new("openssl").args(args).current_dir(d).ok();
-    };
     for ca in ["ca", "other"] {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=pickguard test {ca}"),
-        ]);
+        openssl_ca(d, ca);
     }
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    openssl_cert(
+        d,
+        "server",
+        "127.0.0.1",
+        "ca",
+        "subjectAltName=IP:127.0.0.1",
+    );
     let pg = common::Postgres::start_tls(&d.join("server.pem"), &d.join("server.key"));
     let url = format!("{}?sslmode=require", pg.url());
     let db =
@@ -2672,6 +2628,172 @@ fn postgres_over_tls_is_verified() {
         String::from_utf8_lossy(&out.stderr)
             .to_lowercase()
             .contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed authority `NAME.pem`/`NAME.key` in `d`, made by openssl.
+fn openssl_ca(d: &Path, name: &str) {
+    Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(format!("{name}.key"))
+        .arg("-out")
+        .arg(format!("{name}.pem"))
+        .args(["-days", "2", "-subj"])
+        .arg(format!("/CN=pickguard test {name}"))
+        .current_dir(d)
+        .ok();
+}
+
+/// `NAME.pem`/`NAME.key` in `d`: a leaf certificate for `cn` signed by the
+/// authority `ca`, with the extension line `ext` (besides CA:FALSE).
+fn openssl_cert(d: &Path, name: &str, cn: &str, ca: &str, ext: &str) {
+    let run = |args: &[String]| {
+        Command::new("openssl").args(args).current_dir(d).ok();
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    run(&s(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-out",
+        &format!("{name}.csr"),
+        "-subj",
+        &format!("/CN={cn}"),
+    ]));
+    std::fs::write(
+        d.join(format!("{name}.cnf")),
+        format!("{ext}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    run(&s(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        &format!("{ca}.pem"),
+        "-CAkey",
+        &format!("{ca}.key"),
+        "-CAcreateserial",
+        "-out",
+        &format!("{name}.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &format!("{name}.cnf"),
+    ]));
+}
+
+/// Issue 19: a PostgreSQL server that authenticates clients by certificate
+/// (`hostssl … cert`): the firewall presents `database_cert`/`database_key`
+/// and is let in; without them, with another authority's certificate or
+/// with another user's name, it is not; half a pair is a configuration error.
+#[test]
+fn postgres_client_certificates_are_presented() {
+    use pickguard_firewall::db::Db;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for ca in ["ca", "clients", "other"] {
+        openssl_ca(d, ca);
+    }
+    openssl_cert(
+        d,
+        "server",
+        "127.0.0.1",
+        "ca",
+        "subjectAltName=IP:127.0.0.1",
+    );
+    let client = "extendedKeyUsage=clientAuth";
+    openssl_cert(d, "fw", "pickguard", "clients", client);
+    openssl_cert(d, "stranger", "pickguard", "other", client);
+    openssl_cert(d, "mallory", "mallory", "clients", client);
+    let pg = common::Postgres::start_tls_clients(
+        &d.join("server.pem"),
+        &d.join("server.key"),
+        &d.join("clients.pem"),
+    );
+    let url = format!("{}?sslmode=require", pg.url());
+    let ca = d.join("ca.pem");
+    let with = |who: &str| {
+        Db::connect_tls(
+            &url,
+            2,
+            Some(&ca),
+            Some((&d.join(format!("{who}.pem")), &d.join(format!("{who}.key")))),
+        )
+    };
+    let db = with("fw").expect("the firewall's certificate is accepted");
+    let dn = db
+        .read(|t| {
+            t.query(
+                "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        dn,
+        vec![vec![pickguard_firewall::db::Val::Text(
+            "/CN=pickguard".into()
+        )]]
+    );
+    assert!(
+        Db::connect_with(&url, 2, Some(&ca)).is_err(),
+        "let in without a certificate"
+    );
+    assert!(
+        with("stranger").is_err(),
+        "another authority's certificate let in"
+    );
+    assert!(
+        with("mallory").is_err(),
+        "a certificate for another user let in"
+    );
+    assert!(
+        Db::connect_tls(
+            &pg.url(),
+            2,
+            None,
+            Some((&d.join("fw.pem"), &d.join("fw.key")))
+        )
+        .is_err(),
+        "a client certificate without sslmode=require must be refused, not ignored"
+    );
+    // The firewall: ready with the pair; half a pair stops it.
+    let cfg = |name: &str, keys: &str| {
+        let p = d.join(format!("fw-{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"pypi\"\nurl = \"http://127.0.0.1:9/simple/\"\n[storage]\ndatabase = \"{url}\"\ndatabase_ca = \"{}\"\n{keys}",
+                d.join(format!("data-{name}")).display(),
+                ca.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let pair = format!(
+        "database_cert = \"{}\"\ndatabase_key = \"{}\"\n",
+        d.join("fw.pem").display(),
+        d.join("fw.key").display()
+    );
+    let (_fw, port) = spawn_firewall(&cfg("pair", &pair), d.join("fw-pair.log"));
+    assert_eq!(http(port, "GET", "/readyz", &[]).0, 200);
+    let half = format!("database_cert = \"{}\"\n", d.join("fw.pem").display());
+    let out = common::pickguard()
+        .args(["firewall", "serve", "--config"])
+        .arg(cfg("half", &half))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("go together"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
