@@ -926,7 +926,9 @@ pub(crate) fn check(
         let name = rel.rsplit('/').next().unwrap_or(rel).to_lowercase();
         let mut py = name.ends_with(".py");
         let yml = is_yaml(&name);
-        let known = py || yml || is_script(&name) || is_command_file(rel) || is_build_file(&name);
+        let nb = name.ends_with(".ipynb");
+        let known =
+            py || yml || nb || is_script(&name) || is_command_file(rel) || is_build_file(&name);
         // Scripts without an extension are recognised by their #! line.
         let shebang = if known { None } else { shebang_of(path) };
         if !known && shebang.is_none() {
@@ -935,9 +937,15 @@ pub(crate) fn check(
         if shebang.as_deref().is_some_and(|s| s.contains("python")) {
             py = true;
         }
-        if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > MAX_FILE {
+        let limit = if nb {
+            crate::parse::MAX_NOTEBOOK
+        } else {
+            MAX_FILE
+        };
+        if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > limit {
             warnings.push(format!(
-                "{rel}: larger than 4 MiB, not read for distributed launches"
+                "{rel}: larger than {} MiB, not read for distributed launches",
+                limit >> 20
             ));
             out.unread.push(rel.clone());
             continue;
@@ -952,6 +960,25 @@ pub(crate) fn check(
                 continue;
             }
         };
+        if nb {
+            // Python in the code cells, shell in `!`/`%` lines and %%bash cells.
+            match crate::notebook::read(&text) {
+                Ok(cells) => {
+                    out.files_read += 1;
+                    python_sites(&cells.code, rel, &mut out.sites, &mut hits);
+                    text_sites(&cells.shell, rel, &mut out.sites, &mut hits);
+                }
+                Err(e) => {
+                    if text.contains("torch") || text.contains("MASTER_ADDR") {
+                        warnings.push(format!(
+                            "{rel}: {e}; its distributed settings were not checked"
+                        ));
+                        out.unread.push(rel.clone());
+                    }
+                }
+            }
+            continue;
+        }
         if py {
             if text.contains("torch") || text.contains("MASTER_ADDR") {
                 out.files_read += 1;

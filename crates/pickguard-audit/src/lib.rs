@@ -10,6 +10,7 @@ real clients install).
 */
 
 mod distributed;
+mod notebook;
 mod parse;
 mod release;
 mod yaml;

