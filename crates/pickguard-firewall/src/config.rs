@@ -441,6 +441,12 @@ impl Config {
                 || db.starts_with("postgresql://"),
             "storage.database must be a postgres:// URL (or unset for the embedded SQLite file)"
         );
+        // The bucket's hosted files are protected by the registry's claims;
+        // replicas with registries of their own would not know each other's.
+        anyhow::ensure!(
+            self.storage.objects.is_none() || !db.starts_with("sqlite:"),
+            "storage.objects needs storage.database (PostgreSQL) shared by every replica that shares the bucket: uploads are protected by the registry's claims"
+        );
         anyhow::ensure!(
             self.storage
                 .database_pool

@@ -647,25 +647,8 @@ async fn claim_remove(
         Err(r) => return r,
     };
     let norm = pickguard_index::normalize(body.name.trim());
-    match st.hosted_any(&norm).await {
-        Ok(false) => {}
-        Ok(true) => {
-            return back(
-                "/console/claims",
-                &format!("{norm} has hosted files, which claim it: delete them first"),
-            );
-        }
-        Err(e) => {
-            return back(
-                "/console/claims",
-                &format!(
-                    "{norm} is still claimed: whether it has hosted files cannot be read ({e})"
-                ),
-            );
-        }
-    }
-    let msg = match st.db.unclaim(&norm) {
-        Ok(removed) => {
+    let msg = match st.unclaim_unless_hosted(&norm).await {
+        crate::hosted::Unclaim::Done(removed) => {
             st.invalidate(&norm);
             match (removed, st.claim_reason(&norm)) {
                 (_, Some(still)) => format!("{norm} is still claimed: {still}"),
@@ -673,7 +656,23 @@ async fn claim_remove(
                 (false, None) => format!("{norm} was not claimed"),
             }
         }
-        Err(e) => format!("{norm}: the claims registry could not be changed: {e}"),
+        crate::hosted::Unclaim::Hosted => {
+            return back(
+                "/console/claims",
+                &format!("{norm} has hosted files, which claim it: delete them first"),
+            );
+        }
+        crate::hosted::Unclaim::Unknown(e) => {
+            return back(
+                "/console/claims",
+                &format!(
+                    "{norm} is still claimed: whether it has hosted files cannot be read ({e})"
+                ),
+            );
+        }
+        crate::hosted::Unclaim::Registry(e) => {
+            format!("{norm}: the claims registry could not be changed: {e}")
+        }
     };
     audit(
         &st,

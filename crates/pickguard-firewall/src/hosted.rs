@@ -29,6 +29,10 @@ pub(crate) struct Sidecar {
     /// Who uploaded it (token name).
     #[serde(default)]
     uploader: Option<String>,
+    /// On an object store: the key of the bytes this record stands for
+    /// (each upload writes its own, so no other upload or delete touches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) blob: Option<String>,
 }
 
 impl AppState {
@@ -188,6 +192,7 @@ impl AppState {
             requires_python: u.requires_python.clone(),
             size: u.size,
             uploader: Some(u.actor.clone()),
+            blob: None,
         };
         let tmp_sc = dir.join(format!(".{}.pickguard.json.part", u.filename));
         let written = write_synced(&tmp_sc, &serde_json::to_vec(&sc).unwrap_or_default())
@@ -635,8 +640,11 @@ impl AppState {
         if tokio::fs::metadata(&local).await.is_ok() {
             return Ok(Some(local));
         }
-        let blob = format!("hosted/{project}/{}/{filename}", sc.sha256);
-        match o.fetch_verified(&blob, &sc.sha256, &local, sc.size).await? {
+        let blob = blob_key(project, filename, &sc)?;
+        match o
+            .fetch_verified(&blob, &sc.sha256, &local, sc.size, false)
+            .await?
+        {
             crate::objects::Fetched::Stored => Ok(Some(local)),
             crate::objects::Fetched::Absent => Err(format!(
                 "object store {}: {filename} is recorded but its bytes are missing",
@@ -659,23 +667,35 @@ impl AppState {
         };
         // The record first: the file is invisible from that moment.
         o.delete(&rec).await?;
-        o.delete(&format!("hosted/{project}/{}/{filename}", sc.sha256))
-            .await?;
+        // Only the bytes this record named: a re-upload racing the delete
+        // wrote its own.
+        o.delete(&blob_key(project, filename, &sc)?).await?;
         self.hosted_changed(project);
         Ok(true)
     }
 
-    /// Record an upload in the object store. The record is created with
-    /// `If-None-Match: *`: of replicas racing to record one filename,
-    /// exactly one wins.
+    /// Record an upload in the object store. Its bytes go to a key of
+    /// their own (`hosted/PROJECT/SHA256/NONCE/NAME`), then the record is
+    /// created with `If-None-Match: *`: of replicas racing to record one
+    /// filename exactly one wins, and a loser removes only its own bytes.
     async fn store_upload_objects(
         &self,
         o: &crate::objects::Objects,
         u: &Upload,
         project: &str,
     ) -> Result<(), (u16, String)> {
+        // A name the store would spell differently would be stored under one
+        // key and listed under another: never listed, so never protected.
+        if object_store::path::PathPart::from(u.filename.as_str()).as_ref() != u.filename {
+            return Err((
+                400,
+                format!(
+                    "invalid file name {:?} for an object store (characters it escapes)",
+                    u.filename
+                ),
+            ));
+        }
         let rec = format!("hosted/{project}/{}.pickguard.json", u.filename);
-        let blob = format!("hosted/{project}/{}/{}", u.sha256, u.filename);
         let exists = || {
             (
                 409,
@@ -688,21 +708,21 @@ impl AppState {
         if o.exists(&rec).await.map_err(|e| (503, e))? {
             return Err(exists());
         }
-        // Claimed in the registry before the file is visible, even where a
-        // configured pattern claims it too: resolution looks hosted files up
-        // only for claimed names, and a pattern can be edited away. A claim
-        // left by an upload that fails later stays (the name was being
-        // published privately; an administrator can remove it).
-        match self.db.claimed(project) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                self.db
-                    .claim(project, &format!("upload by {}", u.actor))
-                    .map_err(|e| (503, format!("claim registry: {e}; nothing was stored")))?;
-            }
-            Err(e) => return Err((503, format!("claim registry: {e}; nothing was stored"))),
-        }
-        o.store_file(&blob, &u.tmp)
+        // Claimed in the registry before the file is visible (and again
+        // after, against an unclaim in between), even where a configured
+        // pattern claims it too: resolution looks hosted files up only for
+        // claimed names, and a pattern can be edited away. A claim left by
+        // an upload that fails later stays (the name was being published
+        // privately; an administrator can remove it).
+        self.ensure_claimed(project, &format!("upload by {}", u.actor))
+            .map_err(|e| (503, format!("claim registry: {e}; nothing was stored")))?;
+        let blob = format!(
+            "hosted/{project}/{}/{:016x}/{}",
+            u.sha256,
+            crate::objects::unique(),
+            u.filename
+        );
+        o.put_file(&blob, &u.tmp)
             .await
             .map_err(|e| (503, format!("{e}; nothing was stored")))?;
         let sc = Sidecar {
@@ -711,24 +731,142 @@ impl AppState {
             requires_python: u.requires_python.clone(),
             size: u.size,
             uploader: Some(u.actor.clone()),
+            blob: Some(blob.clone()),
         };
         let created = o
             .create(&rec, serde_json::to_vec(&sc).unwrap_or_default())
             .await;
-        if !matches!(created, Ok(true)) {
-            // Our bytes stay only if the record that exists names them.
-            let winner = read_record(o, project, &rec).await.ok().flatten();
-            if !winner.is_some_and(|(_, w)| w.sha256.eq_ignore_ascii_case(&u.sha256)) {
-                let _ = o.delete(&blob).await;
-            }
-        }
-        match created {
+        let won = match created {
+            Ok(won) => Ok(won),
+            // No answer: the store may have written it. The record says.
+            Err(e) => match read_record(o, project, &rec).await {
+                Ok(Some((_, w))) => Ok(w.blob.as_deref() == Some(blob.as_str())),
+                _ => Err(e),
+            },
+        };
+        match won {
             Ok(true) => {
+                if let Err(e) = self.ensure_claimed(project, &format!("upload by {}", u.actor)) {
+                    tracing::error!(event = "claim-failed", project = %project, error = %e, "an upload is recorded but its claim could not be confirmed");
+                }
                 self.hosted_changed(project);
                 Ok(())
             }
-            Ok(false) => Err(exists()),
-            Err(e) => Err((503, format!("{e}; nothing was stored"))),
+            Ok(false) => {
+                // Another upload's record names other bytes: ours are unused.
+                let _ = o.delete(&blob).await;
+                Err(exists())
+            }
+            // Not known whether a record exists: our bytes stay (an orphan
+            // is harmless; deleting them might break a record that names them).
+            Err(e) => Err((503, format!("{e}; the upload may not be recorded, retry"))),
+        }
+    }
+
+    /// Make sure the registry claims `project` (for hosted files), with
+    /// `source` as the reason when it did not.
+    fn ensure_claimed(&self, project: &str, source: &str) -> Result<(), String> {
+        match self.db.claimed(project) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self
+                .db
+                .claim(project, source)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What removing a claim did.
+pub(crate) enum Unclaim {
+    /// Removed (true) or there was none (false).
+    Done(bool),
+    /// The name has hosted files: the claim stays.
+    Hosted,
+    /// The hosted index could not be read: the claim stays.
+    Unknown(String),
+    /// The registry failed.
+    Registry(String),
+}
+
+impl AppState {
+    /// Remove the registry's claim of `name` unless it has hosted files.
+    /// The claim goes first and the hosted index is read after, so an
+    /// upload between the two is seen (an upload claims before its file is
+    /// recorded and again after); with hosted files, or when they cannot be
+    /// read, the claim is put back.
+    pub(crate) async fn unclaim_unless_hosted(&self, name: &str) -> Unclaim {
+        let before = match self.db.claimed(name) {
+            Ok(c) => c,
+            Err(e) => return Unclaim::Registry(e.to_string()),
+        };
+        let removed = match self.db.unclaim(name) {
+            Ok(r) => r,
+            Err(e) => return Unclaim::Registry(e.to_string()),
+        };
+        let hosted = self.hosted_any(name).await;
+        if matches!(hosted, Ok(false)) {
+            return Unclaim::Done(removed);
+        }
+        if let Some(c) = &before
+            && let Err(e) = self.db.claim(name, &c.source)
+        {
+            tracing::error!(event = "claim-restore-failed", project = %name, error = %e, "a name with hosted files lost its claim");
+        }
+        self.invalidate(name);
+        match hosted {
+            Ok(_) => Unclaim::Hosted,
+            Err(e) => Unclaim::Unknown(e),
+        }
+    }
+}
+
+impl AppState {
+    /// Claim every project the object store holds hosted records of (at
+    /// start and hourly): files migrated in, or uploaded while a claim was
+    /// lost, are protected again. A failure is logged; claims already made
+    /// stand.
+    pub(crate) async fn claim_hosted_projects(&self) {
+        let Some(o) = &self.objects else { return };
+        match o.hosted_projects().await {
+            Ok(projects) => {
+                for p in projects {
+                    if let Err(e) = self.ensure_claimed(&p, "hosted files in the object store") {
+                        tracing::error!(event = "claim-failed", project = %p, error = %e, "a hosted project could not be claimed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "hosted-claims-unchecked", error = %e, "the hosted projects in the object store could not be listed; their claims were not checked")
+            }
+        }
+    }
+}
+
+/// The key of the bytes a record stands for: the one it names (which must
+/// be under the project's own prefix), or, for a record that names none,
+/// `hosted/PROJECT/SHA256/NAME`.
+pub(crate) fn blob_key(project: &str, filename: &str, sc: &Sidecar) -> Result<String, String> {
+    match &sc.blob {
+        None => Ok(format!("hosted/{project}/{}/{filename}", sc.sha256)),
+        Some(b) => {
+            let parts: Vec<&str> = b.split('/').collect();
+            let ok = parts.len() == 5
+                && parts[0] == "hosted"
+                && parts[1] == project
+                && parts[2].eq_ignore_ascii_case(&sc.sha256)
+                && parts[4] == filename
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && *p != "." && *p != "..");
+            if ok {
+                Ok(b.clone())
+            } else {
+                Err(format!(
+                    "the record of {project}/{filename} names bytes outside its project: {b:?}"
+                ))
+            }
         }
     }
 }

@@ -33,6 +33,21 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The object `/readyz` reads back.
+const READY_PROBE: &str = ".probes/ready";
+
+/// A number no other call of this process (or, very likely, another
+/// process) picks: for temporary names and upload keys.
+pub(crate) fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
 /// The shared object store and the prefix under which this firewall's
 /// objects live.
 pub struct Objects {
@@ -103,24 +118,59 @@ impl Objects {
         }
     }
 
-    /// The store answers (what `/readyz` asks): one listing of the prefix.
+    /// The store answers (what `/readyz` asks): a listing of the prefix,
+    /// and a read of the object written at start (a store that lists but
+    /// refuses reads, e.g. a key it may not decrypt, is not ready).
     pub async fn ready(&self) -> Result<(), String> {
         let mut l = self.store.list(Some(&self.key("files")));
-        match l.next().await {
-            None | Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(format!("object store {}: {e}", self.shown)),
+        if let Some(Err(e)) = l.next().await {
+            return Err(format!("object store {}: {e}", self.shown));
+        }
+        match self.read_small(READY_PROBE, 64).await? {
+            Some(b) if &b[..] == b"ready" => Ok(()),
+            _ => Err(format!(
+                "object store {}: the readiness object {READY_PROBE} is missing or wrong",
+                self.shown
+            )),
         }
     }
 
-    /// Read `rel` into `dest` (through a temporary file beside it) if its
-    /// bytes have this sha256 and at most `max` bytes. An object with other
-    /// bytes is an error and is deleted, so the next fill replaces it.
+    /// Write the object `ready` reads (at start).
+    pub async fn write_ready_probe(&self) -> Result<(), String> {
+        self.store
+            .put(&self.key(READY_PROBE), PutPayload::from_static(b"ready"))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("object store {}: {e}", self.shown))
+    }
+
+    /// Every project with a hosted record in the store.
+    pub async fn hosted_projects(&self) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = self
+            .list("hosted")
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                let p: Vec<&str> = k.split('/').collect();
+                (p.len() == 3 && p[2].ends_with(".pickguard.json")).then(|| p[1].to_owned())
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Read `rel` into `dest` (through a temporary file of this call's own
+    /// beside it) if its bytes have this sha256 and at most `max` bytes. An
+    /// object with other bytes is an error; with `repair` (a cached file,
+    /// which the next fill stores again) it is also deleted. An upload's
+    /// bytes are never deleted on a bad read: the store may be what lies.
     pub async fn fetch_verified(
         &self,
         rel: &str,
         sha256: &str,
         dest: &Path,
         max: u64,
+        repair: bool,
     ) -> Result<Fetched, String> {
         let key = self.key(rel);
         let got = match self.store.get(&key).await {
@@ -130,10 +180,12 @@ impl Objects {
         };
         if got.meta.size > max {
             // Larger than the file its key names can be: not that file.
-            tracing::error!(event = "object-hash-mismatch", key = %rel, size = got.meta.size, max, "an object in the shared store is larger than the file its key names; removed, not served");
-            let _ = self.store.delete(&key).await;
+            tracing::error!(event = "object-hash-mismatch", key = %rel, size = got.meta.size, max, repair, "an object in the shared store is larger than the file it stands for; not served");
+            if repair {
+                let _ = self.store.delete(&key).await;
+            }
             return Err(format!(
-                "object store {}: {rel} has {} bytes, more than the {max} its file has; removed, not served",
+                "object store {}: {rel} has {} bytes, more than the {max} its file has; not served",
                 self.shown, got.meta.size
             ));
         }
@@ -141,15 +193,18 @@ impl Objects {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| format!("cache: {e}"))?;
+        // Two requests of one replica (or two replicas sharing a files
+        // directory) reading one object at once each write their own file:
+        // a shared name would let one truncate what the other verified.
         let tmp = dir.join(format!(
-            ".{}.{}.obj.part",
+            ".{}.{:016x}.obj.part",
             dest.file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default(),
-            std::process::id()
+            unique()
         ));
         let r = async {
-            let mut out = tokio::fs::File::create(&tmp)
+            let mut out = tokio::fs::File::create_new(&tmp)
                 .await
                 .map_err(|e| format!("cache: {e}"))?;
             let mut hasher = Sha256::new();
@@ -172,10 +227,12 @@ impl Objects {
             out.sync_all().await.map_err(|e| format!("cache: {e}"))?;
             let have = hex::encode(hasher.finalize());
             if !have.eq_ignore_ascii_case(sha256) {
-                tracing::error!(event = "object-hash-mismatch", key = %rel, expected = %sha256, got = %have, "an object in the shared store does not hold the bytes its key names; removed, not served");
-                let _ = self.store.delete(&key).await;
+                tracing::error!(event = "object-hash-mismatch", key = %rel, expected = %sha256, got = %have, repair, "an object in the shared store does not hold the bytes it stands for; not served");
+                if repair {
+                    let _ = self.store.delete(&key).await;
+                }
                 return Err(format!(
-                    "object store {}: {rel} holds bytes with sha256 {have}, not {sha256}; removed, not served",
+                    "object store {}: {rel} holds bytes with sha256 {have}, not {sha256}; not served",
                     self.shown
                 ));
             }
@@ -206,6 +263,11 @@ impl Objects {
         if self.exists(rel).await? {
             return Ok(());
         }
+        self.put_file(rel, path).await
+    }
+
+    /// Write the local file `path` at `rel`, whatever is there.
+    pub async fn put_file(&self, rel: &str, path: &Path) -> Result<(), String> {
         let key = self.key(rel);
         let upload = self
             .store
@@ -378,23 +440,42 @@ pub fn migrate_into(
             o.copy_verified(&rel, &path, &sha, &mut m).await?;
         }
         for (project, name, path, sidecar) in hosted {
-            let sc: Sidecar = serde_json::from_slice(&std::fs::read(&sidecar)?)
+            let mut sc: Sidecar = serde_json::from_slice(&std::fs::read(&sidecar)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", sidecar.display()))?;
-            let blob = format!("hosted/{project}/{}/{name}", sc.sha256);
-            o.copy_verified(&blob, &path, &sc.sha256, &mut m).await?;
             let rec = format!("hosted/{project}/{name}.pickguard.json");
-            let body = serde_json::to_vec(&sc)?;
-            if !o.create(&rec, body).await.map_err(anyhow::Error::msg)? {
-                let have = o
-                    .read_small(&rec, 64 * 1024)
-                    .await
-                    .map_err(anyhow::Error::msg)?
-                    .and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok());
+            let recorded = |body: Option<Bytes>| -> anyhow::Result<()> {
+                let have = body.and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok());
                 anyhow::ensure!(
                     have.is_some_and(|h| h.sha256.eq_ignore_ascii_case(&sc.sha256)),
                     "{} already records another file as {project}/{name}; nothing is overwritten",
                     o.shown
                 );
+                Ok(())
+            };
+            if o.exists(&rec).await.map_err(anyhow::Error::msg)? {
+                recorded(o.read_small(&rec, 64 * 1024).await.map_err(anyhow::Error::msg)?)?;
+                m.present += 1;
+                continue;
+            }
+            let got = sha256_of(&path)?;
+            anyhow::ensure!(
+                got.eq_ignore_ascii_case(&sc.sha256),
+                "{} has sha256 {got}, not the {} it is served as; not copied (the source is damaged)",
+                path.display(),
+                sc.sha256
+            );
+            let blob = format!("hosted/{project}/{}/{:016x}/{name}", sc.sha256, unique());
+            o.put_file(&blob, &path).await.map_err(anyhow::Error::msg)?;
+            sc.blob = Some(blob.clone());
+            if o.create(&rec, serde_json::to_vec(&sc)?)
+                .await
+                .map_err(anyhow::Error::msg)?
+            {
+                m.copied += 1;
+            } else {
+                let _ = o.delete(&blob).await;
+                recorded(o.read_small(&rec, 64 * 1024).await.map_err(anyhow::Error::msg)?)?;
+                m.present += 1;
             }
         }
         Ok(m)
@@ -556,6 +637,60 @@ mod tests {
         let o = Objects::open("s3://b/some/prefix/", &opts(&[("region", "us-east-1")])).unwrap();
         assert_eq!(o.shown, "s3://b/some/prefix");
         assert_eq!(o.key("files/x").to_string(), "some/prefix/files/x");
+    }
+
+    /// A shared bucket with a registry of this replica's own would leave
+    /// other replicas' uploads unclaimed here: refused.
+    #[test]
+    fn a_bucket_needs_a_shared_registry() {
+        let cfg: crate::Config = toml::from_str(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\n[[upstream]]\nname = \"pypi\"\n\
+             url = \"https://pypi.org/simple/\"\n[storage]\nobjects = \"s3://b/p\"\n",
+        )
+        .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.objects needs storage.database"), "{e}");
+    }
+
+    /// Readers of one object into one file at once, some of them cancelled
+    /// half-way (a client that goes away), never leave other bytes there:
+    /// each writes and verifies a file of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_of_one_object_keep_the_file_whole() {
+        let o = Arc::new(Objects {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: "p".into(),
+            shown: "memory".into(),
+        });
+        let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let sha = hex::encode(Sha256::digest(&data));
+        o.store
+            .put(&o.key("files/u/x.whl"), PutPayload::from(data.clone()))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("cache/x.whl");
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (o, sha, dest) = (o.clone(), sha.clone(), dest.clone());
+            let t = tokio::spawn(async move {
+                o.fetch_verified("files/u/x.whl", &sha, &dest, 16 << 20, true)
+                    .await
+            });
+            if i % 2 == 1 {
+                tokio::task::yield_now().await;
+                t.abort();
+            } else {
+                tasks.push(t);
+            }
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(Fetched::Stored));
+        }
+        assert_eq!(
+            hex::encode(Sha256::digest(std::fs::read(&dest).unwrap())),
+            sha
+        );
     }
 
     /// A store that answers every PUT with 200, as S3-compatibles without

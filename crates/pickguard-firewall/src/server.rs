@@ -155,6 +155,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         o.check_conditional_create()
             .await
             .map_err(|e| anyhow::anyhow!("storage.objects: {e}"))?;
+        o.write_ready_probe()
+            .await
+            .map_err(|e| anyhow::anyhow!("storage.objects: {e}"))?;
+        state.claim_hosted_projects().await;
     }
     // The feed is read before the first request is answered: a firewall
     // told to block known-malicious packages does not serve them while it
@@ -192,6 +196,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         loop {
             t.tick().await;
             sweeper.sweep();
+            if n.is_multiple_of(240) && n > 0 && sweeper.objects.is_some() {
+                sweeper.claim_hosted_projects().await;
+            }
             if n.is_multiple_of(240) && sweeper.db.is_shared() {
                 let s = sweeper.clone();
                 let _ = tokio::task::spawn_blocking(move || s.prune_decisions()).await;
@@ -718,7 +725,7 @@ async fn file(
         let mut from_shared = false;
         if let Some(o) = &st.objects {
             let rel = format!("files/{}/{}/{filename}", fref.upstream, fref.sha256);
-            match o.fetch_verified(&rel, &want, &target, max).await {
+            match o.fetch_verified(&rel, &want, &target, max, true).await {
                 Ok(crate::objects::Fetched::Stored) => {
                     Metrics::inc(&st.metrics.object_hits);
                     from_shared = true;
@@ -972,9 +979,18 @@ async fn admin_delete_claim(
         return r;
     }
     let norm = normalize(&name);
-    let hosted = match st.hosted_any(&norm).await {
-        Ok(h) => h,
-        Err(e) => {
+    let removed = match st.unclaim_unless_hosted(&norm).await {
+        crate::hosted::Unclaim::Done(r) => r,
+        crate::hosted::Unclaim::Hosted => {
+            return text(
+                409,
+                format!(
+                    "{norm} has files in the hosted index, which claim it: delete them first (DELETE /admin/files/{norm}/FILENAME)\n"
+                ),
+                None,
+            );
+        }
+        crate::hosted::Unclaim::Unknown(e) => {
             return text(
                 503,
                 format!(
@@ -983,19 +999,9 @@ async fn admin_delete_claim(
                 None,
             );
         }
-    };
-    if hosted {
-        return text(
-            409,
-            format!(
-                "{norm} has files in the hosted index, which claim it: delete them first (DELETE /admin/files/{norm}/FILENAME)\n"
-            ),
-            None,
-        );
-    }
-    let removed = match st.db.unclaim(&norm) {
-        Ok(r) => r,
-        Err(e) => return text(500, format!("claim registry: {e}\n"), None),
+        crate::hosted::Unclaim::Registry(e) => {
+            return text(500, format!("claim registry: {e}\n"), None);
+        }
     };
     st.invalidate(&norm);
     let still = st.claim_reason(&norm);
