@@ -9,6 +9,9 @@
 
 use serde_json::Value;
 
+/// Searches for a line's place that may fail before lines are no longer placed.
+const MAX_MISSES: usize = 64;
+
 /// A notebook's code, line-aligned with the file.
 pub(crate) struct Cells {
     /// Every code cell's source.
@@ -43,6 +46,7 @@ pub(crate) fn read(text: &str) -> Result<Cells, String> {
         .collect();
     let line_of = |off: usize| starts.partition_point(|&s| s <= off).saturating_sub(1);
     let mut cursor = 0usize;
+    let mut misses = 0usize;
     for cell in cells {
         if cell.get("cell_type").and_then(Value::as_str) != Some("code") {
             continue;
@@ -50,10 +54,14 @@ pub(crate) fn read(text: &str) -> Result<Cells, String> {
         let src = cell.get("source").or_else(|| cell.get("input"));
         let lines: Vec<String> = match src {
             Some(Value::String(s)) => s.split_inclusive('\n').map(str::to_owned).collect(),
+            // Items are joined first: nbformat allows a line split across
+            // items without a newline between them.
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(Value::as_str)
-                .flat_map(|s| s.split_inclusive('\n').map(str::to_owned))
+                .collect::<String>()
+                .split_inclusive('\n')
+                .map(str::to_owned)
                 .collect(),
             _ => continue,
         };
@@ -72,11 +80,17 @@ pub(crate) fn read(text: &str) -> Result<Cells, String> {
                     .map(str::to_owned)
             };
             // Where Jupyter wrote this line: its JSON string, after the last one placed.
+            // Each failed search reads to the end of the file: after
+            // MAX_MISSES of them, lines are no longer placed (bounded work
+            // for a notebook built to make every search fail).
             let enc = serde_json::to_string(raw.as_str()).unwrap_or_default();
-            let at = text
-                .get(cursor..)
-                .and_then(|rest| rest.find(&enc))
+            let at = (misses < MAX_MISSES)
+                .then(|| text.get(cursor..).and_then(|rest| rest.find(&enc)))
+                .flatten()
                 .map(|p| cursor + p);
+            if at.is_none() {
+                misses += 1;
+            }
             let slot = at
                 .map(line_of)
                 .filter(|&l| l < file_lines && code[l].is_empty());
@@ -146,5 +160,24 @@ mod tests {
         let shell: Vec<&str> = c.shell.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(shell, ["pip install a", "pip install b"]);
         assert!(read("{\"nope\": 1}").is_err());
+        // A line split across items without a newline is one line.
+        let split = r#"{"cells":[{"cell_type":"code","source":["!pip ","install a\n"]}]}"#;
+        assert!(
+            read(split)
+                .unwrap()
+                .shell
+                .lines()
+                .any(|l| l == "pip install a")
+        );
+        // Lines whose JSON is escaped so that none can be placed: every line
+        // is still read (after the file's own), and the work stays bounded.
+        let lines: Vec<String> = (0..5000).map(|i| format!("\"\\u0023 {i}\\n\"")).collect();
+        let nb = format!(
+            "{{\"cells\":[{{\"cell_type\":\"code\",\"source\":[{},\"!pip install z\"]}}]}}",
+            lines.join(",")
+        );
+        let c = read(&nb).unwrap();
+        assert!(c.code.lines().any(|l| l == "# 4999"));
+        assert!(c.shell.lines().any(|l| l == "pip install z"));
     }
 }

@@ -696,6 +696,11 @@ fn install_commands_in(
             }
         }
         let line = line.as_str();
+        // A commented-out install (`# !pip install …`, `# pip install …`)
+        // runs nothing.
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
         let Some(pos) = line
             .find("pip install")
             .or_else(|| line.find("pip3 install"))
